@@ -1,0 +1,68 @@
+//! Coordinator settings: a plain struct with the original's defaults.
+//!
+//! Parsing (environment variables, flags) lives in the binary; this is what the
+//! library takes. Durations are durations, not milliseconds, and every bound a
+//! coordinator enforces is a field here.
+
+use crate::coordinator::registry::RegistryLimits;
+use crate::listing::Limits;
+use std::time::Duration;
+
+/// How a coordinator behaves. `Default` gives the original's defaults.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Host name this coordinator announces to others; its descriptor's `host` is
+    /// `announce_host:port`, the port being the listener's. Default `localhost`.
+    pub announce_host: String,
+    /// `host:port` asked for the set of coordinators (often a load balancer).
+    /// `None`: a single coordinator that only learns of others when they announce.
+    pub discovery_host: Option<String>,
+    /// `H`: how often known coordinators are polled; listings live `H × missed`.
+    pub heartbeat_interval: Duration,
+    /// Heartbeats a listing may miss before it expires.
+    pub missed_heartbeats_allowed: u32,
+    /// How often the discovery host is asked again. `None`: `H × 10`.
+    pub resync_interval: Option<Duration>,
+    /// Log every heartbeat received (at info level).
+    pub log_heartbeats: bool,
+    /// Timeout of each call this coordinator makes to another one.
+    pub request_timeout: Duration,
+    /// Shape limits of listings and coordinator descriptors.
+    pub listing_limits: Limits,
+    /// Size limits of the registry.
+    pub registry_limits: RegistryLimits,
+    /// Most coordinators known at once, this one included.
+    pub max_coordinators: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            announce_host: "localhost".into(),
+            discovery_host: None,
+            heartbeat_interval: Duration::from_millis(60_000),
+            missed_heartbeats_allowed: 3,
+            resync_interval: None,
+            log_heartbeats: false,
+            request_timeout: Duration::from_secs(5),
+            listing_limits: Limits::default(),
+            registry_limits: RegistryLimits::default(),
+            max_coordinators: 1_000,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// How long a listing lives after its last heartbeat: `H × missed`.
+    pub fn listing_ttl(&self) -> Duration {
+        self.heartbeat_interval * self.missed_heartbeats_allowed.max(1)
+    }
+
+    /// The resync period: the setting, or `H × 10`.
+    pub fn resync_period(&self) -> Duration {
+        self.resync_interval.unwrap_or(self.heartbeat_interval * 10)
+    }
+}

@@ -1,0 +1,262 @@
+//! The coordinator: an HTTP server holding service listings, gossiping with its peers.
+//!
+//! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
+//! four things until [`Coordinator::shutdown`]: the HTTP server ([`http`]), the
+//! expiry task (below), and the two gossip loops ([`gossip`]). They share one
+//! [`Shared`] value: the registry and the membership table behind short-lived
+//! mutexes (never held across an `.await`), the configuration, and one cancellation
+//! token that every loop watches.
+//!
+//! Where things live: a listing enters in `http::post_listing`, lives in
+//! [`registry::Registry`], leaves through `expire_loop` here or `http::delete_listing`,
+//! and watchers learn of it through `GET /v1/listings/:service`.
+
+pub mod config;
+mod gossip;
+mod http;
+pub mod membership;
+pub mod registry;
+
+pub use config::CoordinatorConfig;
+
+use crate::listing::Peer;
+use crate::remote::Remote;
+use membership::Membership;
+use registry::Registry;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Most listings expired under one hold of the registry lock, so an expiry wave
+/// does not stall requests.
+const EXPIRY_BATCH: usize = 1_000;
+
+/// How long [`Coordinator::shutdown`] waits for in-flight work before aborting it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a coordinator failed to start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The listener could not be bound or read.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The announced host is not a valid coordinator descriptor.
+    #[error("announce host: {0}")]
+    Announce(#[from] crate::listing::ListingError),
+    /// A background task panicked.
+    #[error("task `{0}` panicked: {1}")]
+    Panicked(&'static str, String),
+}
+
+/// State shared by the HTTP handlers and the background tasks.
+pub(crate) struct Shared {
+    pub config: CoordinatorConfig,
+    /// This coordinator's descriptor, `announce_host:port`.
+    pub me: Peer,
+    /// A std mutex: every critical section is short and synchronous.
+    registry: Mutex<Registry>,
+    /// Same discipline as `registry`; never both held at once.
+    membership: Mutex<Membership>,
+    pub remote: Remote,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// The registry, recovered even if a panic poisoned the lock: the data stays
+    /// consistent because every mutation completes before it can panic.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The membership table, recovered from poisoning like the registry.
+    pub fn membership(&self) -> MutexGuard<'_, Membership> {
+        self.membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running coordinator. Drop it and its tasks stop; call
+/// [`shutdown`](Coordinator::shutdown) to also wait for them.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hakken::coordinator::CoordinatorError> {
+/// use hakken::coordinator::{Coordinator, CoordinatorConfig};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let coordinator = Coordinator::start(listener, CoordinatorConfig::default())?;
+/// println!("serving on {}", coordinator.local_addr());
+/// coordinator.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct Coordinator {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Coordinator {
+    /// Binds `addr` and starts a coordinator on it.
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        config: CoordinatorConfig,
+    ) -> Result<Self, CoordinatorError> {
+        let listener = TcpListener::bind(addr).await?;
+        Self::start(listener, config)
+    }
+
+    /// Starts a coordinator on a bound listener. Must be called within a tokio runtime.
+    pub fn start(
+        listener: TcpListener,
+        config: CoordinatorConfig,
+    ) -> Result<Self, CoordinatorError> {
+        let local_addr = listener.local_addr()?;
+        let me = Peer::new(format!("{}:{}", config.announce_host, local_addr.port()))?;
+        let registry = Registry::new(config.listing_ttl(), config.registry_limits);
+        let membership = Membership::new(me.clone(), config.max_coordinators);
+        let shared = Arc::new(Shared {
+            remote: Remote::new(config.request_timeout),
+            me,
+            registry: Mutex::new(registry),
+            membership: Mutex::new(membership),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        tracing::info!(
+            address = %local_addr,
+            announce = shared.me.host(),
+            discovery = shared.config.discovery_host.as_deref().unwrap_or("-"),
+            heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64,
+            "coordinator started"
+        );
+        let app = http::router(shared.clone());
+        let token = shared.shutdown.clone();
+        let server = async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        };
+        let mut tasks = vec![
+            ("http", tokio::spawn(server)),
+            ("expiry", tokio::spawn(expire_loop(shared.clone()))),
+            ("poll", tokio::spawn(gossip::poll_loop(shared.clone()))),
+        ];
+        if shared.config.discovery_host.is_some() {
+            tasks.push(("resync", tokio::spawn(gossip::resync_loop(shared.clone()))));
+        }
+        Ok(Coordinator {
+            shared,
+            local_addr,
+            tasks,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The host this coordinator announces to others (`announce_host:port`).
+    pub fn host(&self) -> &str {
+        self.shared.me.host()
+    }
+
+    /// An address clients on this machine can use: `127.0.0.1:port` style.
+    pub fn address(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    /// Hosts of the coordinators this one knows, itself included.
+    pub fn known_coordinators(&self) -> Vec<String> {
+        self.shared
+            .membership()
+            .list()
+            .iter()
+            .map(|p| p.host().to_owned())
+            .collect()
+    }
+
+    /// Number of live listings held.
+    pub fn listing_count(&self) -> usize {
+        self.shared.registry().len()
+    }
+
+    /// Stops accepting, finishes in-flight requests (bounded), stops every task, and
+    /// reports a task that panicked.
+    pub async fn shutdown(mut self) -> Result<(), CoordinatorError> {
+        self.shared.shutdown.cancel();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut result = Ok(());
+        for (name, task) in self.tasks.drain(..) {
+            let abort = task.abort_handle();
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) if error.is_panic() => {
+                    let message = panic_message(error.into_panic());
+                    tracing::error!(task = name, message, "task panicked");
+                    result = Err(CoordinatorError::Panicked(name, message));
+                }
+                Ok(Err(_cancelled)) => {}
+                Err(_elapsed) => {
+                    tracing::warn!(task = name, "task did not stop in time; aborted");
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!(address = %self.local_addr, "coordinator stopped");
+        result
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Sleeps until the next listing deadline and expires what is due, in batches.
+///
+/// With no listing it sleeps one TTL: a listing added meanwhile has a deadline at
+/// least one TTL away, so waking then is never late.
+async fn expire_loop(shared: Arc<Shared>) {
+    let ttl = shared.config.listing_ttl();
+    loop {
+        let next = shared
+            .registry()
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + ttl);
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        loop {
+            let expired = shared.registry().expire(Instant::now(), EXPIRY_BATCH);
+            for listing in &expired {
+                tracing::info!(
+                    service = listing.service(),
+                    host = listing.host(),
+                    "listing expired"
+                );
+            }
+            if expired.len() < EXPIRY_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! The listing registry: what a coordinator knows about live services.
+//!
+//! Plain, synchronous data: every method that depends on time takes `now`, so the
+//! whole lifecycle of a listing (added, refreshed, replaced, expired, removed) is
+//! tested without a clock or a runtime. The coordinator keeps one `Registry` behind a
+//! mutex and drives it from HTTP handlers and from one expiry task.
+//!
+//! - Listings are keyed by `(service, host)`. Publishing a key that exists refreshes
+//!   its deadline, and replaces the stored payload when it differs (the original
+//!   kept the stale one).
+//! - A listing lives `ttl` (= heartbeat interval × missed heartbeats allowed) after
+//!   its last heartbeat: it is expired by [`Registry::expire`] once `now >= deadline`.
+//!   Deadlines sit in an ordered set, so expiry touches only what is due and the
+//!   caller can sleep until [`Registry::next_deadline`].
+//! - Every change takes the next value of one counter. Each service remembers the
+//!   counter of its last change (its *index*), and the set of service names has its
+//!   own index; a heartbeat that changes nothing changes no index. These indexes are
+//!   what blocking queries wait on, and they key the cached JSON answers.
+
+use crate::listing::Listing;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Bounds on what a registry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Most listings in total.
+    pub max_listings: usize,
+    /// Most distinct services.
+    pub max_services: usize,
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            max_listings: 1_000_000,
+            max_services: 100_000,
+        }
+    }
+}
+
+/// What an [`Registry::upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    /// The key was new.
+    Added,
+    /// The key existed with a different payload, which was replaced.
+    Replaced,
+    /// The key existed with the same payload: only its deadline moved.
+    Refreshed,
+}
+
+/// Why an [`Registry::upsert`] was refused. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry holds `max` listings already.
+    #[error("listing limit reached ({max} listings)")]
+    TooManyListings {
+        /// The limit.
+        max: usize,
+    },
+    /// The registry holds `max` services already.
+    #[error("service limit reached ({max} services)")]
+    TooManyServices {
+        /// The limit.
+        max: usize,
+    },
+}
+
+type Key = (Arc<str>, Arc<str>);
+
+struct Entry {
+    host: Arc<str>,
+    listing: Listing,
+    deadline: Instant,
+}
+
+struct Service {
+    name: Arc<str>,
+    listings: BTreeMap<Arc<str>, Entry>,
+    index: u64,
+    /// The JSON array of this service's listings, built on first read after a change.
+    body: Option<Bytes>,
+}
+
+/// Live listings by service, with their deadlines and change indexes.
+pub struct Registry {
+    ttl: Duration,
+    limits: RegistryLimits,
+    services: BTreeMap<Arc<str>, Service>,
+    deadlines: BTreeSet<(Instant, Key)>,
+    len: usize,
+    /// The last index handed out; every change takes the next one.
+    counter: u64,
+    /// Index of the set of service names.
+    names_index: u64,
+    /// Index reported for a service with no listing: the last time any service vanished.
+    absent_index: u64,
+    /// Cached JSON array of service names, valid for `names_index`.
+    names_body: Option<Bytes>,
+}
+
+impl Registry {
+    /// An empty registry whose listings live `ttl` after their last heartbeat.
+    pub fn new(ttl: Duration, limits: RegistryLimits) -> Self {
+        Registry {
+            ttl,
+            limits,
+            services: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            len: 0,
+            counter: 1,
+            names_index: 1,
+            absent_index: 1,
+            names_body: None,
+        }
+    }
+
+    /// How long a listing lives after its last heartbeat.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// Adds a listing, or refreshes the heartbeat of the one with the same key,
+    /// replacing its payload when it changed.
+    pub fn upsert(&mut self, listing: Listing, now: Instant) -> Result<Upsert, RegistryError> {
+        let deadline = now + self.ttl;
+        if let Some(service) = self.services.get_mut(listing.service()) {
+            if let Some(entry) = service.listings.get_mut(listing.host()) {
+                let key = (service.name.clone(), entry.host.clone());
+                self.deadlines.remove(&(entry.deadline, key.clone()));
+                self.deadlines.insert((deadline, key));
+                entry.deadline = deadline;
+                if entry.listing == listing {
+                    return Ok(Upsert::Refreshed);
+                }
+                entry.listing = listing;
+                self.counter += 1;
+                service.index = self.counter;
+                service.body = None;
+                return Ok(Upsert::Replaced);
+            }
+        }
+        if self.len >= self.limits.max_listings {
+            return Err(RegistryError::TooManyListings {
+                max: self.limits.max_listings,
+            });
+        }
+        let is_new_service = !self.services.contains_key(listing.service());
+        if is_new_service && self.services.len() >= self.limits.max_services {
+            return Err(RegistryError::TooManyServices {
+                max: self.limits.max_services,
+            });
+        }
+        let index = self.bump();
+        if is_new_service {
+            self.names_index = index;
+            self.names_body = None;
+        }
+        let service = self
+            .services
+            .entry(Arc::from(listing.service()))
+            .or_insert_with_key(|name| Service {
+                name: name.clone(),
+                listings: BTreeMap::new(),
+                index,
+                body: None,
+            });
+        service.index = index;
+        service.body = None;
+        let host: Arc<str> = Arc::from(listing.host());
+        let key = (service.name.clone(), host.clone());
+        service.listings.insert(
+            host.clone(),
+            Entry {
+                host,
+                listing,
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, key));
+        self.len += 1;
+        Ok(Upsert::Added)
+    }
+
+    /// Removes one listing; `None` when there was none.
+    pub fn remove(&mut self, service: &str, host: &str) -> Option<Listing> {
+        let service = self.services.get(service)?;
+        let entry = service.listings.get(host)?;
+        let key = (service.name.clone(), entry.host.clone());
+        self.deadlines.remove(&(entry.deadline, key.clone()));
+        Some(self.take(&key))
+    }
+
+    /// Takes the listing at `key` out of its service (the deadline is already gone),
+    /// removing the service when it was the last one.
+    fn take(&mut self, key: &Key) -> Listing {
+        let index = self.bump();
+        let service = self.services.get_mut(&key.0).expect("key is live");
+        let entry = service.listings.remove(&key.1).expect("key is live");
+        self.len -= 1;
+        if service.listings.is_empty() {
+            self.services.remove(&key.0);
+            self.names_index = index;
+            self.names_body = None;
+            self.absent_index = index;
+        } else {
+            service.index = index;
+            service.body = None;
+        }
+        entry.listing
+    }
+
+    /// Removes listings whose deadline is at or before `now`, earliest first and at
+    /// most `max` of them, returning them.
+    pub fn expire(&mut self, now: Instant, max: usize) -> Vec<Listing> {
+        let mut expired = Vec::new();
+        while let Some(first) = self.deadlines.first() {
+            if first.0 > now || expired.len() >= max {
+                break;
+            }
+            let (_, key) = self.deadlines.pop_first().expect("checked non-empty");
+            expired.push(self.take(&key));
+        }
+        expired
+    }
+
+    /// The earliest deadline of any listing.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// When the listing `(service, host)` expires, unless refreshed.
+    pub fn deadline(&self, service: &str, host: &str) -> Option<Instant> {
+        Some(self.services.get(service)?.listings.get(host)?.deadline)
+    }
+
+    /// Names of services with at least one live listing, sorted.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.keys().map(|name| &**name)
+    }
+
+    /// Live listings of one service, sorted by host.
+    pub fn listings(&self, service: &str) -> impl Iterator<Item = &Listing> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.listings.values().map(|e| &e.listing))
+    }
+
+    /// The number of live listings of one service.
+    pub fn count(&self, service: &str) -> usize {
+        self.services.get(service).map_or(0, |s| s.listings.len())
+    }
+
+    /// Change index of one service (see the module docs).
+    pub fn index(&self, service: &str) -> u64 {
+        self.services
+            .get(service)
+            .map_or(self.absent_index, |s| s.index)
+    }
+
+    /// Change index of the set of service names.
+    pub fn names_index(&self) -> u64 {
+        self.names_index
+    }
+
+    /// The service's listings as a JSON array, with its index; `None` when it has none.
+    /// Serialized once per change and shared by every reader until the next one.
+    pub fn listings_json(&mut self, service: &str) -> Option<(u64, Bytes)> {
+        let service = self.services.get_mut(service)?;
+        let body = service.body.get_or_insert_with(|| {
+            let all: Vec<&Listing> = service.listings.values().map(|e| &e.listing).collect();
+            Bytes::from(serde_json::to_vec(&all).expect("listings serialize"))
+        });
+        Some((service.index, body.clone()))
+    }
+
+    /// The service names as a JSON array, with their index; cached like listings.
+    pub fn services_json(&mut self) -> (u64, Bytes) {
+        let services = &self.services;
+        let body = self.names_body.get_or_insert_with(|| {
+            let names: Vec<&str> = services.keys().map(|n| &**n).collect();
+            Bytes::from(serde_json::to_vec(&names).expect("names serialize"))
+        });
+        (self.names_index, body.clone())
+    }
+
+    /// Total live listings.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no listing is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of services with at least one live listing.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TTL: Duration = Duration::from_millis(300);
+
+    fn listing(service: &str, host: &str) -> Listing {
+        Listing::new(service, host).unwrap()
+    }
+
+    fn registry() -> Registry {
+        Registry::new(TTL, RegistryLimits::default())
+    }
+
+    fn hosts(registry: &Registry, service: &str) -> Vec<String> {
+        registry
+            .listings(service)
+            .map(|l| l.host().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn add_then_refresh_then_replace() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        assert_eq!(r.upsert(listing("s", "a:1"), t0), Ok(Upsert::Added));
+        let i1 = r.index("s");
+        assert_eq!(r.upsert(listing("s", "a:1"), t0), Ok(Upsert::Refreshed));
+        assert_eq!(r.index("s"), i1, "a no-op heartbeat changes no index");
+        let changed = listing("s", "a:1").with("v", 2);
+        assert_eq!(r.upsert(changed, t0), Ok(Upsert::Replaced));
+        assert!(r.index("s") > i1);
+        assert_eq!(r.listings("s").next().unwrap().get("v"), Some(&json!(2)));
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn expires_exactly_at_the_deadline() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        assert_eq!(r.next_deadline(), Some(t0 + TTL));
+        assert!(r
+            .expire(t0 + TTL - Duration::from_millis(1), usize::MAX)
+            .is_empty());
+        assert_eq!(hosts(&r, "s"), ["a:1"]);
+        let gone = r.expire(t0 + TTL, usize::MAX);
+        assert_eq!(gone, vec![listing("s", "a:1")]);
+        assert!(r.is_empty());
+        assert_eq!(r.services().count(), 0);
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_heartbeat_moves_the_deadline() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        let t1 = t0 + Duration::from_millis(200);
+        r.upsert(listing("s", "a:1"), t1).unwrap();
+        assert!(r.expire(t0 + TTL, usize::MAX).is_empty());
+        assert_eq!(r.deadline("s", "a:1"), Some(t1 + TTL));
+        assert_eq!(r.expire(t1 + TTL, usize::MAX).len(), 1);
+    }
+
+    #[test]
+    fn a_service_disappears_with_its_last_listing() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        r.upsert(listing("s", "b:1"), t0 + Duration::from_millis(100))
+            .unwrap();
+        r.upsert(listing("t", "a:1"), t0 + Duration::from_millis(200))
+            .unwrap();
+        assert_eq!(r.services().collect::<Vec<_>>(), ["s", "t"]);
+        let names = r.names_index();
+        r.expire(t0 + TTL, usize::MAX);
+        assert_eq!(hosts(&r, "s"), ["b:1"]);
+        assert_eq!(r.names_index(), names, "the set of names did not change");
+        r.expire(t0 + TTL + Duration::from_millis(100), usize::MAX);
+        assert_eq!(r.services().collect::<Vec<_>>(), ["t"]);
+        assert!(r.names_index() > names);
+        assert_eq!(r.count("s"), 0);
+    }
+
+    #[test]
+    fn expiry_in_batches() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        for i in 0..5 {
+            r.upsert(listing("s", &format!("h:{i}")), t0).unwrap();
+        }
+        assert_eq!(r.expire(t0 + TTL, 2).len(), 2);
+        assert_eq!(r.expire(t0 + TTL, 2).len(), 2);
+        assert_eq!(r.expire(t0 + TTL, 2).len(), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn remove_deletes_one_listing() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        r.upsert(listing("s", "b:1"), t0).unwrap();
+        let before = r.index("s");
+        assert_eq!(r.remove("s", "a:1"), Some(listing("s", "a:1")));
+        assert_eq!(r.remove("s", "a:1"), None);
+        assert_eq!(r.remove("nope", "a:1"), None);
+        assert!(r.index("s") > before);
+        assert_eq!(hosts(&r, "s"), ["b:1"]);
+        // The removed listing's deadline is gone too.
+        assert_eq!(r.expire(t0 + TTL, usize::MAX).len(), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn indexes_only_grow_across_disappearance() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        let present = r.index("s");
+        r.remove("s", "a:1");
+        let absent = r.index("s");
+        assert!(absent > present);
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        assert!(r.index("s") > absent);
+    }
+
+    #[test]
+    fn limits_refuse_new_keys_but_keep_refreshing() {
+        let t0 = Instant::now();
+        let limits = RegistryLimits {
+            max_listings: 2,
+            max_services: 1,
+        };
+        let mut r = Registry::new(TTL, limits);
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        assert_eq!(
+            r.upsert(listing("t", "a:1"), t0),
+            Err(RegistryError::TooManyServices { max: 1 })
+        );
+        r.upsert(listing("s", "b:1"), t0).unwrap();
+        assert_eq!(
+            r.upsert(listing("s", "c:1"), t0),
+            Err(RegistryError::TooManyListings { max: 2 })
+        );
+        let later = t0 + Duration::from_millis(100);
+        assert_eq!(r.upsert(listing("s", "a:1"), later), Ok(Upsert::Refreshed));
+        assert_eq!(r.deadline("s", "a:1"), Some(later + TTL));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn cached_json_follows_changes() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        assert_eq!(r.listings_json("s"), None);
+        r.upsert(listing("s", "a:1").with("x", 1), t0).unwrap();
+        let (i1, body) = r.listings_json("s").unwrap();
+        assert_eq!(&body[..], br#"[{"service":"s","host":"a:1","x":1}]"#);
+        r.upsert(listing("s", "a:1").with("x", 2), t0).unwrap();
+        let (i2, body) = r.listings_json("s").unwrap();
+        assert!(i2 > i1);
+        assert_eq!(&body[..], br#"[{"service":"s","host":"a:1","x":2}]"#);
+        assert_eq!(&r.services_json().1[..], br#"["s"]"#);
+    }
+}

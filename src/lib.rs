@@ -1,0 +1,12 @@
+//! hakken: service discovery with coordinators that gossip over HTTP.
+//!
+//! - [`coordinator`]: the server that holds service listings, wire-compatible with the
+//!   npm `hakken` 0.1.x coordinator, embeddable with [`coordinator::Coordinator`].
+//! - [`Listing`] and [`Peer`]: the JSON objects published and gossiped.
+//! - [`remote`]: typed calls to a coordinator's HTTP API.
+
+pub mod coordinator;
+pub mod listing;
+pub mod remote;
+
+pub use listing::{Limits, Listing, ListingError, Peer};

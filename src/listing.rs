@@ -1,0 +1,440 @@
+//! Listings and coordinator descriptors: the two JSON objects hakken moves around.
+//!
+//! A [`Listing`] is what a service publishes: a JSON object with a string `service`
+//! and a string `host` (`"name:port"`) plus any number of extra fields, kept exactly
+//! as sent (nested values and key order included) and handed to watchers unchanged.
+//! A [`Peer`] describes a coordinator: an object with a string `host`, extra fields
+//! kept the same way. Both validate on construction, so a value of either type is
+//! always well formed; the checks and their bounds live in [`Limits`].
+//!
+//! This module knows nothing of HTTP or time: it is the one place where "what is a
+//! valid listing" is decided, used by the coordinator on every POST and by the client
+//! before it publishes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Bounds on the shape of a listing or coordinator descriptor.
+///
+/// The defaults are generous for real deployments and small enough that a single
+/// request cannot make a coordinator hold megabytes on its behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest `service` name, in bytes.
+    pub max_service_len: usize,
+    /// Longest `host`, in bytes.
+    pub max_host_len: usize,
+    /// Most top-level fields in one object, `service` and `host` included.
+    pub max_fields: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_service_len: 256,
+            max_host_len: 256,
+            max_fields: 64,
+        }
+    }
+}
+
+/// Why a JSON value is not a valid listing or descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListingError {
+    /// The value is an array, a string, a number, ... rather than an object.
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// A required field is absent.
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    /// A required field is present but not a string.
+    #[error("field `{0}` must be a string")]
+    NotAString(&'static str),
+    /// A required field is the empty string.
+    #[error("field `{0}` must not be empty")]
+    Empty(&'static str),
+    /// A required field is longer than the limit.
+    #[error("field `{field}` is longer than {max} bytes")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// The limit it exceeded.
+        max: usize,
+    },
+    /// A required field holds a control character.
+    #[error("field `{0}` must not contain control characters")]
+    ControlCharacter(&'static str),
+    /// A required field is `.` or `..`, which no URL path can carry.
+    #[error("field `{0}` must not be `.` or `..`")]
+    DotSegment(&'static str),
+    /// The object has more top-level fields than allowed.
+    #[error("too many fields: {count} (at most {max})")]
+    TooManyFields {
+        /// How many the object has.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks that `fields[name]` is a usable identifier and returns it.
+fn required_str(
+    fields: &Map<String, Value>,
+    name: &'static str,
+    max: usize,
+) -> Result<String, ListingError> {
+    let value = fields.get(name).ok_or(ListingError::Missing(name))?;
+    let text = value.as_str().ok_or(ListingError::NotAString(name))?;
+    check_name(name, text, max)?;
+    Ok(text.to_owned())
+}
+
+/// The rules for `service` and `host`: non-empty, bounded, no control characters.
+pub(crate) fn check_name(field: &'static str, text: &str, max: usize) -> Result<(), ListingError> {
+    if text.is_empty() {
+        return Err(ListingError::Empty(field));
+    }
+    if text.len() > max {
+        return Err(ListingError::TooLong { field, max });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ListingError::ControlCharacter(field));
+    }
+    if text == "." || text == ".." {
+        return Err(ListingError::DotSegment(field));
+    }
+    Ok(())
+}
+
+fn check_field_count(fields: &Map<String, Value>, max: usize) -> Result<(), ListingError> {
+    if fields.len() > max {
+        return Err(ListingError::TooManyFields {
+            count: fields.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// One service listing: `service`, `host`, and any extra fields, in their original order.
+///
+/// ```
+/// use hakken::Listing;
+/// let listing = Listing::new("billing", "10.0.0.7:8080")
+///     .unwrap()
+///     .with("protocol", "http")
+///     .with("weight", 3);
+/// assert_eq!(listing.service(), "billing");
+/// assert_eq!(listing.get("weight"), Some(&serde_json::json!(3)));
+/// assert_eq!(
+///     serde_json::to_string(&listing).unwrap(),
+///     r#"{"service":"billing","host":"10.0.0.7:8080","protocol":"http","weight":3}"#
+/// );
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Listing {
+    service: String,
+    host: String,
+    /// The whole object as published, `service` and `host` included, order kept.
+    fields: Map<String, Value>,
+}
+
+impl Listing {
+    /// A listing with only `service` and `host`, checked against the default [`Limits`].
+    pub fn new(service: impl Into<String>, host: impl Into<String>) -> Result<Self, ListingError> {
+        let mut fields = Map::new();
+        fields.insert("service".into(), Value::String(service.into()));
+        fields.insert("host".into(), Value::String(host.into()));
+        Self::from_map(fields, &Limits::default())
+    }
+
+    /// Validates a JSON value as a listing.
+    pub fn from_value(value: Value, limits: &Limits) -> Result<Self, ListingError> {
+        match value {
+            Value::Object(fields) => Self::from_map(fields, limits),
+            other => Err(ListingError::NotAnObject(kind_of(&other))),
+        }
+    }
+
+    /// Validates a JSON object as a listing.
+    pub fn from_map(fields: Map<String, Value>, limits: &Limits) -> Result<Self, ListingError> {
+        check_field_count(&fields, limits.max_fields)?;
+        let service = required_str(&fields, "service", limits.max_service_len)?;
+        let host = required_str(&fields, "host", limits.max_host_len)?;
+        Ok(Listing {
+            service,
+            host,
+            fields,
+        })
+    }
+
+    /// The service this listing belongs to.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Where the service can be reached, `"name:port"`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// One field of the listing, `service` and `host` included.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// Every field, in the order they were published.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// Returns the listing with one extra field set (added at the end, or replaced in place).
+    ///
+    /// Setting `service` or `host` this way is ignored when the value is not a valid
+    /// name; use [`Listing::new`] to change those.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        let limits = Limits::default();
+        match key.as_str() {
+            "service" | "host" => {
+                let (field, max) = if key == "service" {
+                    ("service", limits.max_service_len)
+                } else {
+                    ("host", limits.max_host_len)
+                };
+                if let Some(text) = value.as_str() {
+                    if check_name(field, text, max).is_ok() {
+                        if field == "service" {
+                            self.service = text.to_owned();
+                        } else {
+                            self.host = text.to_owned();
+                        }
+                        self.fields.insert(key, value);
+                    }
+                }
+            }
+            _ => {
+                self.fields.insert(key, value);
+            }
+        }
+        self
+    }
+
+    /// The listing as a JSON value.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.fields.clone())
+    }
+
+    /// The listing as a JSON object, consuming it.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.fields
+    }
+}
+
+impl fmt::Debug for Listing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Listing({})", Value::Object(self.fields.clone()))
+    }
+}
+
+impl fmt::Display for Listing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.service, self.host)
+    }
+}
+
+impl Serialize for Listing {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Listing {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Listing::from_value(value, &Limits::default()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<Value> for Listing {
+    type Error = ListingError;
+    fn try_from(value: Value) -> Result<Self, Self::Error> {
+        Listing::from_value(value, &Limits::default())
+    }
+}
+
+/// A coordinator descriptor: `{"host": "name:port", ...}`, keyed by `host`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Peer {
+    host: String,
+    fields: Map<String, Value>,
+}
+
+impl Peer {
+    /// A descriptor with only `host`.
+    pub fn new(host: impl Into<String>) -> Result<Self, ListingError> {
+        let mut fields = Map::new();
+        fields.insert("host".into(), Value::String(host.into()));
+        Self::from_value(Value::Object(fields), &Limits::default())
+    }
+
+    /// Validates a JSON value as a coordinator descriptor.
+    pub fn from_value(value: Value, limits: &Limits) -> Result<Self, ListingError> {
+        match value {
+            Value::Object(fields) => {
+                check_field_count(&fields, limits.max_fields)?;
+                let host = required_str(&fields, "host", limits.max_host_len)?;
+                Ok(Peer { host, fields })
+            }
+            other => Err(ListingError::NotAnObject(kind_of(&other))),
+        }
+    }
+
+    /// The coordinator's address, `"name:port"`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Every field of the descriptor.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Peer({})", Value::Object(self.fields.clone()))
+    }
+}
+
+impl Serialize for Peer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Peer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Peer::from_value(value, &Limits::default()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_every_field_in_order() {
+        let text =
+            r#"{"zeta":1,"service":"s","nested":{"b":[1,{"c":null}],"a":true},"host":"h:1"}"#;
+        let listing: Listing = serde_json::from_str(text).unwrap();
+        assert_eq!(listing.service(), "s");
+        assert_eq!(listing.host(), "h:1");
+        assert_eq!(serde_json::to_string(&listing).unwrap(), text);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_listing() {
+        let limits = Limits::default();
+        let cases = [
+            (json!([1, 2]), ListingError::NotAnObject("an array")),
+            (json!("s"), ListingError::NotAnObject("a string")),
+            (json!(null), ListingError::NotAnObject("null")),
+            (json!({"host": "h:1"}), ListingError::Missing("service")),
+            (json!({"service": "s"}), ListingError::Missing("host")),
+            (
+                json!({"service": 1, "host": "h"}),
+                ListingError::NotAString("service"),
+            ),
+            (
+                json!({"service": "s", "host": ["h"]}),
+                ListingError::NotAString("host"),
+            ),
+            (
+                json!({"service": "", "host": "h"}),
+                ListingError::Empty("service"),
+            ),
+            (
+                json!({"service": "s\n", "host": "h"}),
+                ListingError::ControlCharacter("service"),
+            ),
+            (
+                json!({"service": "..", "host": "h"}),
+                ListingError::DotSegment("service"),
+            ),
+            (
+                json!({"service": "s".repeat(257), "host": "h"}),
+                ListingError::TooLong {
+                    field: "service",
+                    max: 256,
+                },
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                Listing::from_value(value.clone(), &limits),
+                Err(expected),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_the_number_of_fields() {
+        let limits = Limits {
+            max_fields: 3,
+            ..Limits::default()
+        };
+        let ok = json!({"service": "s", "host": "h", "a": 1});
+        assert!(Listing::from_value(ok, &limits).is_ok());
+        let too_many = json!({"service": "s", "host": "h", "a": 1, "b": 2});
+        assert_eq!(
+            Listing::from_value(too_many, &limits),
+            Err(ListingError::TooManyFields { count: 4, max: 3 })
+        );
+    }
+
+    #[test]
+    fn names_may_hold_slashes_spaces_and_unicode() {
+        for name in ["a/b", "a..b", "...", "%2F", "with space", "日本語", "a?b#c"] {
+            assert!(Listing::new(name, "h:1").is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn with_sets_fields_and_guards_the_keys() {
+        let listing = Listing::new("s", "h:1")
+            .unwrap()
+            .with("a", 1)
+            .with("host", "");
+        assert_eq!(listing.host(), "h:1");
+        assert_eq!(listing.get("a"), Some(&json!(1)));
+        let moved = listing.with("host", "h:2");
+        assert_eq!(moved.host(), "h:2");
+        assert_eq!(moved.get("host"), Some(&json!("h:2")));
+    }
+
+    #[test]
+    fn peer_needs_a_host() {
+        assert!(Peer::from_value(json!({"host": "c:1", "dc": "x"}), &Limits::default()).is_ok());
+        assert_eq!(
+            Peer::from_value(json!({"hots": "c:1"}), &Limits::default()),
+            Err(ListingError::Missing("host"))
+        );
+    }
+}

@@ -35,6 +35,12 @@ pub struct CoordinatorConfig {
     pub max_coordinators: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most blocking queries held at once; past it, queries are answered at once.
+    pub max_held_queries: usize,
+    /// How long a blocking query is held when it names no `wait`.
+    pub default_wait: Duration,
+    /// The longest `wait` honoured.
+    pub max_wait: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -51,6 +57,9 @@ impl Default for CoordinatorConfig {
             registry_limits: RegistryLimits::default(),
             max_coordinators: 1_000,
             max_body_bytes: 64 * 1024,
+            max_held_queries: 20_000,
+            default_wait: Duration::from_secs(60),
+            max_wait: Duration::from_secs(300),
         }
     }
 }

@@ -49,16 +49,14 @@ async fn poll_round(shared: &Arc<Shared>) {
         let Ok((host, answer)) = joined else { continue };
         match answer {
             Ok(answer) => {
-                let learned =
-                    shared
-                        .membership()
-                        .poll_succeeded(&host, answer.value, Instant::now());
+                let learned = shared
+                    .update_membership(|m| m.poll_succeeded(&host, answer.value, Instant::now()));
                 for new in learned {
                     tracing::info!(coordinator = new, via = host, "learned of coordinator");
                 }
             }
             Err(error) => {
-                if shared.membership().poll_failed(&host) {
+                if shared.update_membership(|m| m.poll_failed(&host)) {
                     tracing::warn!(coordinator = host, %error, "coordinator poll failed; removed and blacklisted");
                 }
             }
@@ -104,10 +102,9 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) {
     if std::mem::take(warned) {
         tracing::info!(discovery, "discovery host answers again");
     }
-    let mut listed_me = false;
-    {
+    let listed_me = shared.update_membership(|membership| {
         let now = Instant::now();
-        let mut membership = shared.membership();
+        let mut listed_me = false;
         for peer in answer.value {
             if peer.host() == me.host() {
                 listed_me = true;
@@ -122,7 +119,8 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) {
                 Err(error) => tracing::warn!(coordinator = host, %error, "coordinator not added"),
             }
         }
-    }
+        listed_me
+    });
     if !listed_me {
         match shared.remote.announce(discovery, &me).await {
             Ok(()) => tracing::debug!(discovery, "announced self to discovery host"),

@@ -14,10 +14,14 @@
 //! | `GET /v1/listings/:service` | `200` its listings, `404` when none |
 //! | `POST /v1/listings[?heartbeat=true]` | `201` adds, refreshes or replaces a listing |
 //! | `DELETE /v1/listings/:service/:host` | `204`, or `404` when unknown |
+//! | `GET /v1/config` | `200` heartbeat interval and other settings |
 //!
+//! The three list GETs answer with `X-Hakken-Index` and are blocking queries when
+//! asked with `?index=N[&wait=30s]`: held until the index differs from `N`.
 //! `?pretty` pretty-prints any GET answer. Every answer carries
 //! `X-Hakken-Heartbeat-Interval` (ms) and `X-Hakken-Coordinator` (this one's host).
 
+use super::changes::Topic;
 use super::Shared;
 use crate::listing::{Listing, ListingError, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
@@ -31,6 +35,7 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// An error answered to a client as `{"error": "..."}`.
@@ -107,16 +112,75 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The query parameters any route may carry.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct Params {
     /// Present (with any value but `false`) → pretty-printed JSON.
     pretty: Option<String>,
     /// `true` on a heartbeat POST.
     heartbeat: Option<String>,
+    /// Blocking query: the index the caller has seen.
+    index: Option<u64>,
+    /// Blocking query: how long to hold it (`30s`, `500ms`, `5m`; a bare number is seconds).
+    wait: Option<String>,
 }
 
 impl Params {
     fn pretty(&self) -> bool {
         self.pretty.as_deref().is_some_and(|v| v != "false")
+    }
+
+    /// The blocking part of the query, if any: the index seen and the hold time.
+    fn blocking(&self, shared: &Shared) -> ApiResult<Option<(u64, Duration)>> {
+        let Some(index) = self.index else {
+            return Ok(None);
+        };
+        let wait = match &self.wait {
+            None => shared.config.default_wait,
+            Some(text) => parse_wait(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid wait `{text}`: expected a duration such as 30s, 500ms or 5m"
+                ))
+            })?,
+        };
+        Ok(Some((index, wait.min(shared.config.max_wait))))
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
+fn parse_wait(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (text, 1_000)
+    };
+    let number: u64 = number.trim().parse().ok()?;
+    Some(Duration::from_millis(number.checked_mul(unit_ms)?))
+}
+
+/// Holds a blocking query until `index()` differs from `seen`, `wait` (plus up to
+/// 1/16 of it as jitter, so held requests do not all return together) passes, or
+/// the coordinator shuts down. Returns at once when the cap on held queries is hit.
+async fn block(shared: &Shared, topic: Topic, seen: u64, wait: Duration, index: impl Fn() -> u64) {
+    let Some(hold) = shared.changes.hold(topic) else {
+        return;
+    };
+    let notified = hold.notify().notified();
+    tokio::pin!(notified);
+    // Registered before the index is read, so a change in between is not missed.
+    notified.as_mut().enable();
+    if index() != seen {
+        return;
+    }
+    let jitter_ms = fastrand::u64(0..=(wait.as_millis() as u64 / 16));
+    tokio::select! {
+        _ = notified => {}
+        _ = tokio::time::sleep(wait + Duration::from_millis(jitter_ms)) => {}
+        _ = shared.shutdown.cancelled() => {}
     }
 }
 
@@ -125,6 +189,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body_bytes;
     Router::new()
         .route("/status", get(status))
+        .route("/v1/config", get(get_config))
         .route(
             "/v1/coordinator",
             get(get_coordinators).post(post_coordinator),
@@ -206,6 +271,12 @@ async fn get_coordinators(
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
+    if let Some((seen, wait)) = params.blocking(&shared)? {
+        block(&shared, Topic::Coordinators, seen, wait, || {
+            shared.membership().index()
+        })
+        .await;
+    }
     let (index, list) = {
         let membership = shared.membership();
         (membership.index(), membership.list())
@@ -221,8 +292,7 @@ async fn post_coordinator(
     let peer = Peer::from_value(value, &shared.config.listing_limits)?;
     let host = peer.host().to_owned();
     let added = shared
-        .membership()
-        .add(peer, Instant::now())
+        .update_membership(|m| m.add(peer, Instant::now()))
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if added {
         tracing::info!(coordinator = host, "coordinator announced itself");
@@ -235,6 +305,12 @@ async fn get_services(
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
+    if let Some((seen, wait)) = params.blocking(&shared)? {
+        block(&shared, Topic::Services, seen, wait, || {
+            shared.registry().names_index()
+        })
+        .await;
+    }
     let (index, body) = shared.registry().services_json();
     Ok(json_ok(body, params.pretty(), Some(index)))
 }
@@ -246,13 +322,39 @@ async fn get_listings(
 ) -> ApiResult<Response> {
     let Path(service) = path?;
     let Query(params) = query?;
-    let answer = shared.registry().listings_json(&service);
+    let blocking = params.blocking(&shared)?;
+    if let Some((seen, wait)) = blocking {
+        let topic = Topic::Service(service.clone());
+        block(&shared, topic, seen, wait, || {
+            shared.registry().index(&service)
+        })
+        .await;
+    }
+    let answer = {
+        let mut registry = shared.registry();
+        registry
+            .listings_json(&service)
+            .ok_or_else(|| registry.index(&service))
+    };
     match answer {
-        Some((index, body)) => Ok(json_ok(body, params.pretty(), Some(index))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no live listing for service `{service}`"),
+        Ok((index, body)) => Ok(json_ok(body, params.pretty(), Some(index))),
+        // A blocking query waits for the first listing: it needs an answer with an index.
+        Err(index) if blocking.is_some() => Ok(json_ok(
+            Bytes::from_static(b"[]"),
+            params.pretty(),
+            Some(index),
         )),
+        Err(index) => {
+            let mut response = ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no live listing for service `{service}`"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(INDEX_HEADER, HeaderValue::from(index));
+            Ok(response)
+        }
     }
 }
 
@@ -267,8 +369,7 @@ async fn post_listing(
     let heartbeat = params.heartbeat.as_deref() == Some("true");
     let (service, host) = (listing.service().to_owned(), listing.host().to_owned());
     let outcome = shared
-        .registry()
-        .upsert(listing, Instant::now())
+        .upsert(listing)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     if shared.config.log_heartbeats {
         tracing::info!(service, host, heartbeat, ?outcome, "listing received");
@@ -283,7 +384,7 @@ async fn delete_listing(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let Path((service, host)) = path?;
-    let removed = shared.registry().remove(&service, &host);
+    let removed = shared.remove(&service, &host);
     match removed {
         Some(_) => {
             tracing::info!(service, host, "listing withdrawn");
@@ -296,6 +397,24 @@ async fn delete_listing(
     }
 }
 
+/// `GET /v1/config`: the settings a client may want to adopt.
+async fn get_config(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(params) = query?;
+    let config = &shared.config;
+    let body = json!({
+        "host": shared.me.host(),
+        "heartbeatInterval": config.heartbeat_interval.as_millis() as u64,
+        "missedHeartbeatsAllowed": config.missed_heartbeats_allowed,
+        "resyncInterval": config.resync_period().as_millis() as u64,
+        "maxWait": config.max_wait.as_millis() as u64,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    Ok(json_ok(to_json_bytes(&body), params.pretty(), None))
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route")
 }
@@ -305,4 +424,21 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed on this route",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn waits() {
+        assert_eq!(parse_wait("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_wait("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_wait("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_wait("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_wait("-1s"), None);
+        assert_eq!(parse_wait("soon"), None);
+        assert_eq!(parse_wait("99999999999999999999m"), None);
+    }
 }

@@ -11,6 +11,7 @@
 //! [`registry::Registry`], leaves through `expire_loop` here or `http::delete_listing`,
 //! and watchers learn of it through `GET /v1/listings/:service`.
 
+mod changes;
 pub mod config;
 mod gossip;
 mod http;
@@ -19,10 +20,11 @@ pub mod registry;
 
 pub use config::CoordinatorConfig;
 
-use crate::listing::Peer;
+use crate::listing::{Listing, Peer};
 use crate::remote::Remote;
+use changes::{Changes, Topic};
 use membership::Membership;
-use registry::Registry;
+use registry::{Registry, RegistryError, Upsert};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     membership: Mutex<Membership>,
     pub remote: Remote,
     pub shutdown: CancellationToken,
+    /// Waiters of blocking queries, woken by the mutation methods below.
+    pub changes: Changes,
 }
 
 impl Shared {
@@ -77,6 +81,79 @@ impl Shared {
         self.membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // Every mutation goes through one of the methods below, so that every change
+    // wakes the blocking queries that wait on it.
+
+    /// Adds, refreshes or replaces a listing.
+    pub fn upsert(&self, listing: Listing) -> Result<Upsert, RegistryError> {
+        let service = listing.service().to_owned();
+        let (outcome, names_changed) = {
+            let mut registry = self.registry();
+            let names = registry.names_index();
+            let outcome = registry.upsert(listing, Instant::now())?;
+            (outcome, registry.names_index() != names)
+        };
+        if outcome != Upsert::Refreshed {
+            self.changes.notify(&Topic::Service(service));
+        }
+        if names_changed {
+            self.changes.notify(&Topic::Services);
+        }
+        Ok(outcome)
+    }
+
+    /// Withdraws a listing.
+    pub fn remove(&self, service: &str, host: &str) -> Option<Listing> {
+        let (removed, names_changed) = {
+            let mut registry = self.registry();
+            let names = registry.names_index();
+            let removed = registry.remove(service, host);
+            (removed, registry.names_index() != names)
+        };
+        if removed.is_some() {
+            self.changes.notify(&Topic::Service(service.to_owned()));
+        }
+        if names_changed {
+            self.changes.notify(&Topic::Services);
+        }
+        removed
+    }
+
+    /// Expires at most `max` listings that are due.
+    fn expire(&self, max: usize) -> Vec<Listing> {
+        let (expired, names_changed) = {
+            let mut registry = self.registry();
+            let names = registry.names_index();
+            let expired = registry.expire(Instant::now(), max);
+            (expired, registry.names_index() != names)
+        };
+        let mut services: Vec<&str> = expired.iter().map(Listing::service).collect();
+        services.sort_unstable();
+        services.dedup();
+        for service in services {
+            self.changes.notify(&Topic::Service(service.to_owned()));
+        }
+        if names_changed {
+            self.changes.notify(&Topic::Services);
+        }
+        expired
+    }
+
+    /// Applies `change` to the membership table, waking coordinator-list waiters
+    /// when the list changed.
+    pub fn update_membership<T>(&self, change: impl FnOnce(&mut Membership) -> T) -> T {
+        let (result, changed) = {
+            let mut membership = self.membership();
+            let before = membership.index();
+            let result = change(&mut membership);
+            (result, membership.index() != before)
+        };
+        if changed {
+            self.changes.notify(&Topic::Coordinators);
+        }
+        result
     }
 }
 
@@ -123,6 +200,7 @@ impl Coordinator {
             registry: Mutex::new(registry),
             membership: Mutex::new(membership),
             shutdown: CancellationToken::new(),
+            changes: Changes::new(config.max_held_queries),
             config,
         });
         tracing::info!(
@@ -185,6 +263,11 @@ impl Coordinator {
         self.shared.registry().len()
     }
 
+    /// Number of blocking queries being held right now.
+    pub fn held_queries(&self) -> usize {
+        self.shared.changes.held()
+    }
+
     /// Stops accepting, finishes in-flight requests (bounded), stops every task, and
     /// reports a task that panicked.
     pub async fn shutdown(mut self) -> Result<(), CoordinatorError> {
@@ -245,7 +328,7 @@ async fn expire_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep_until(next) => {}
         }
         loop {
-            let expired = shared.registry().expire(Instant::now(), EXPIRY_BATCH);
+            let expired = shared.expire(EXPIRY_BATCH);
             for listing in &expired {
                 tracing::info!(
                     service = listing.service(),

@@ -1,0 +1,158 @@
+//! Change notification for blocking queries.
+//!
+//! A blocking query (`GET ...?index=N&wait=D`) is held until what it reads changes.
+//! Each thing that can be waited on is a [`Topic`]: one service's listings, the set
+//! of services, or the list of coordinators. A topic that has waiters has one
+//! [`Notify`]; a change to it wakes exactly its waiters, nobody else's. A topic
+//! with no waiter costs nothing: its entry is removed when the last waiter leaves.
+//!
+//! No task and no timer exists per waiter beyond the request future itself, and
+//! the number of held requests is capped: past the cap, [`Changes::hold`] refuses
+//! and the request is answered at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Notify;
+
+/// Something a blocking query can wait on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    /// The listings of one service.
+    Service(String),
+    /// The set of service names.
+    Services,
+    /// The list of known coordinators.
+    Coordinators,
+}
+
+/// The waiters of every topic.
+pub(crate) struct Changes {
+    topics: Mutex<HashMap<Topic, Arc<Notify>>>,
+    held: AtomicUsize,
+    max_held: usize,
+}
+
+/// One held request's registration; dropping it unregisters.
+pub(crate) struct Hold<'a> {
+    changes: &'a Changes,
+    topic: Topic,
+    notify: Arc<Notify>,
+}
+
+impl Changes {
+    /// No waiters yet; at most `max_held` requests held at once.
+    pub fn new(max_held: usize) -> Self {
+        Changes {
+            topics: Mutex::new(HashMap::new()),
+            held: AtomicUsize::new(0),
+            max_held,
+        }
+    }
+
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Notify>>> {
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every request held on `topic`.
+    pub fn notify(&self, topic: &Topic) {
+        let notify = self.topics().get(topic).cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Registers a request on `topic`, or `None` when the cap is reached.
+    pub fn hold(&self, topic: Topic) -> Option<Hold<'_>> {
+        let reserved = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max_held).then_some(held + 1)
+            });
+        if reserved.is_err() {
+            return None;
+        }
+        let notify = self.topics().entry(topic.clone()).or_default().clone();
+        Some(Hold {
+            changes: self,
+            topic,
+            notify,
+        })
+    }
+
+    /// How many requests are held right now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// How many topics have waiters right now.
+    #[cfg(test)]
+    pub fn topics_len(&self) -> usize {
+        self.topics().len()
+    }
+}
+
+impl Hold<'_> {
+    /// The notifier to await; create its `notified()` future before reading the index.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut topics = self.changes.topics();
+        // Clones are only made under this lock: two references left means only the
+        // map's and ours, so nobody else waits on this topic.
+        if Arc::strong_count(&self.notify) == 2 {
+            topics.remove(&self.topic);
+        }
+        drop(topics);
+        self.changes.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn wakes_only_the_topic_that_changed() {
+        let changes = Changes::new(10);
+        let a = changes.hold(Topic::Service("a".into())).unwrap();
+        let b = changes.hold(Topic::Service("b".into())).unwrap();
+        let woke_a = a.notify().notified();
+        let woke_b = b.notify().notified();
+        tokio::pin!(woke_a, woke_b);
+        woke_a.as_mut().enable();
+        woke_b.as_mut().enable();
+        changes.notify(&Topic::Service("a".into()));
+        tokio::time::timeout(Duration::from_secs(5), woke_a)
+            .await
+            .expect("a woke");
+        let b_woke = futures_poll(woke_b.as_mut());
+        assert!(!b_woke, "b must not wake on a change to a");
+    }
+
+    fn futures_poll<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        future.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn capped_and_cleaned_up() {
+        let changes = Changes::new(2);
+        let one = changes.hold(Topic::Services).unwrap();
+        let two = changes.hold(Topic::Services).unwrap();
+        assert!(changes.hold(Topic::Coordinators).is_none());
+        assert_eq!(changes.held(), 2);
+        drop(one);
+        assert_eq!(changes.topics_len(), 1);
+        drop(two);
+        assert_eq!(changes.topics_len(), 0);
+        assert_eq!(changes.held(), 0);
+        assert!(changes.hold(Topic::Coordinators).is_some());
+    }
+}

@@ -103,3 +103,5 @@ pub async fn coordinators_of(addr: &str) -> Vec<String> {
     hosts.sort();
     hosts
 }
+
+pub mod node;

@@ -1,0 +1,158 @@
+//! Interoperability with the original hakken (npm 0.1.12), both directions: its
+//! client against our coordinator, mixed clusters, and expiry parity.
+//! Needs Node 20 and `npm ci` in `interop/node` (done by `scripts/test`).
+
+mod common;
+
+use common::node::{NodeClient, NodeCoordinator};
+use common::{config, coordinators_of, eventually, get, post, start};
+use hakken::coordinator::CoordinatorConfig;
+use serde_json::json;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const H: u64 = 200;
+
+fn ours(discovery: Option<String>) -> CoordinatorConfig {
+    let mut cfg = config(H);
+    cfg.discovery_host = discovery;
+    cfg.resync_interval = Some(Duration::from_millis(H * 2));
+    cfg
+}
+
+#[tokio::test]
+async fn the_original_client_publishes_and_watches_through_our_coordinator() {
+    let coordinator = start(ours(None)).await;
+    let mut client = NodeClient::start(&coordinator.address(), H, H).await;
+    let blue = json!({
+        "service": "interop-1", "host": "blue:1", "color": "blue",
+        "extra": {"nested": [1, {"deep": true}], "n": 1.5}
+    });
+    let red = json!({"service": "interop-1", "host": "red:1", "color": "red"});
+    client.ok(json!({"cmd": "publish", "listing": blue})).await;
+    client.ok(json!({"cmd": "publish", "listing": red})).await;
+
+    // Our coordinator holds both, every field intact.
+    let (status, listings) = get(&coordinator.address(), "/v1/listings/interop-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(listings, json!([blue, red]));
+
+    client
+        .ok(json!({"cmd": "randomWatch", "watch": "any", "service": "interop-1"}))
+        .await;
+    client
+        .ok(json!({"cmd": "watch", "watch": "blue", "service": "interop-1", "filter": {"color": "blue"}}))
+        .await;
+    let picked = client.get_until("any", |got| got.len() == 1).await;
+    assert!(picked[0] == blue || picked[0] == red, "{picked:?}");
+    let filtered = client.get_until("blue", |got| !got.is_empty()).await;
+    assert_eq!(filtered, vec![blue.clone()]);
+    client.close().await;
+    coordinator.shutdown().await.unwrap();
+}
+
+async fn all_list(addresses: &[String], expected: &[String]) {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    for addr in addresses {
+        eventually(&format!("{addr} lists {expected:?}"), || {
+            let (addr, expected) = (addr.clone(), expected.clone());
+            async move { (coordinators_of(&addr).await == expected).then_some(()) }
+        })
+        .await;
+    }
+}
+
+/// One original and two of ours, `discovery` being the one all start from.
+async fn mixed_cluster(original_is_discovery: bool) {
+    let (node, a) = if original_is_discovery {
+        let node = NodeCoordinator::start(None, H, H * 2).await;
+        let a = start(ours(Some(node.address()))).await;
+        (node, a)
+    } else {
+        let a = start(ours(None)).await;
+        let node = NodeCoordinator::start(Some(&a.address()), H, H * 2).await;
+        (node, a)
+    };
+    let discovery = if original_is_discovery {
+        node.address()
+    } else {
+        a.address()
+    };
+    let b = start(ours(Some(discovery))).await;
+    let addresses = [node.address(), a.address(), b.address()];
+    let hosts = [node.host(), a.host().to_owned(), b.host().to_owned()];
+    all_list(&addresses, &hosts).await;
+
+    // A client given one coordinator publishes to all three.
+    let mut client = NodeClient::start(&b.address(), H, H).await;
+    let listing = json!({"service": "mixed", "host": "svc:1", "v": [1, 2]});
+    client
+        .ok(json!({"cmd": "publish", "listing": listing}))
+        .await;
+    for addr in &addresses {
+        eventually(&format!("{addr} has the listing"), || {
+            let (addr, listing) = (addr.clone(), listing.clone());
+            async move { (get(&addr, "/v1/listings/mixed").await.1 == json!([listing])).then_some(()) }
+        })
+        .await;
+    }
+    client.close().await;
+
+    // A stopped coordinator is dropped by the others: first one of ours...
+    b.shutdown().await.unwrap();
+    all_list(&addresses[..2], &hosts[..2]).await;
+    // ...then the original.
+    node.kill().await;
+    all_list(&addresses[1..2], &hosts[1..2]).await;
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_mixed_cluster_from_an_original_discovery_host() {
+    mixed_cluster(true).await;
+}
+
+#[tokio::test]
+async fn a_mixed_cluster_from_our_discovery_host() {
+    mixed_cluster(false).await;
+}
+
+/// When a listing POSTed once at `sent` is first seen gone, and the send time of
+/// the GET that saw it gone.
+async fn time_to_expiry(addr: &str, service: &str) -> Duration {
+    let body = json!({"service": service, "host": "h:1"}).to_string();
+    let sent = Instant::now();
+    assert_eq!(post(addr, "/v1/listings", body).await.0, 201);
+    let path = format!("/v1/listings/{service}");
+    eventually(&format!("{service} expires on {addr}"), || {
+        let path = path.clone();
+        async move {
+            let asked = Instant::now();
+            (get(addr, &path).await.0 == 404).then(|| asked - sent)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn listings_expire_in_the_same_window_as_the_original() {
+    // H = 200 ms, 3 missed heartbeats: a listing lives 600 ms; the original reaps
+    // every H, so it goes between 600 and 800 ms after its heartbeat.
+    let ttl = Duration::from_millis(H * 3);
+    let node = NodeCoordinator::start(None, H, H * 10).await;
+    let ours = start(ours(None)).await;
+    let (node_addr, our_addr) = (node.address(), ours.address());
+    let (theirs, mine) = tokio::join!(
+        time_to_expiry(&node_addr, "parity"),
+        time_to_expiry(&our_addr, "parity"),
+    );
+    eprintln!("expired after: original {theirs:?}, ours {mine:?} (ttl {ttl:?}, H {H} ms)");
+    // The GET that first saw it gone was sent after the expiry, which is at least
+    // one ttl after the POST was sent: neither may expire a listing early.
+    assert!(mine >= ttl, "ours expired early: {mine:?}");
+    assert!(theirs >= ttl, "the original expired early: {theirs:?}");
+    // Both expire it: the eventually() above waits for it on each.
+    node.kill().await;
+    ours.shutdown().await.unwrap();
+}

@@ -126,7 +126,7 @@ impl Remote {
         }
     }
 
-    /// Sends `Authorization: Bearer <token>` with every write.
+    /// Sends `Authorization: Bearer <token>` with every call.
     pub fn with_token(mut self, token: Option<String>) -> Self {
         self.token = token;
         self
@@ -226,7 +226,7 @@ impl Remote {
         blocking: Option<Blocking>,
         not_found_is_empty: bool,
     ) -> Result<Answer<Value>, RemoteError> {
-        let mut request = self.http.get(url(host, path));
+        let mut request = self.authorize(self.http.get(url(host, path)));
         let mut timeout = self.timeout;
         if let Some(b) = blocking {
             request = request.query(&[

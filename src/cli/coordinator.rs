@@ -6,6 +6,7 @@
 use super::logging::{self, LogFormat};
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
+use hakken::coordinator::registry::RegistryLimits;
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -46,6 +47,75 @@ pub struct CoordinatorArgs {
     /// Log line format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Shared secret: writes (POST, DELETE) need `Authorization: Bearer TOKEN`; gossip sends it [default: none, open].
+    #[arg(
+        long,
+        env = "HAKKEN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        help_heading = "Security"
+    )]
+    token: Option<String>,
+    /// With a token, protect reads too (GET /status stays open).
+    #[arg(long, env = "HAKKEN_PROTECT_READS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "Security")]
+    protect_reads: bool,
+    /// Largest request body, in bytes.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_BODY_BYTES",
+        value_name = "BYTES",
+        default_value_t = 65_536,
+        help_heading = "Limits"
+    )]
+    max_body_bytes: usize,
+    /// Most listings held.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_LISTINGS",
+        value_name = "N",
+        default_value_t = 1_000_000,
+        help_heading = "Limits"
+    )]
+    max_listings: usize,
+    /// Most services held.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_SERVICES",
+        value_name = "N",
+        default_value_t = 100_000,
+        help_heading = "Limits"
+    )]
+    max_services: usize,
+    /// Most coordinators known, this one included.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_COORDINATORS",
+        value_name = "N",
+        default_value_t = 1_000,
+        help_heading = "Limits"
+    )]
+    max_coordinators: usize,
+    /// Most connections open at once.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 16_384,
+        help_heading = "Limits"
+    )]
+    max_connections: usize,
+    /// Most blocking queries held at once.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_HELD_QUERIES",
+        value_name = "N",
+        default_value_t = 10_000,
+        help_heading = "Limits"
+    )]
+    max_held_queries: usize,
+    /// Time allowed to receive a request's head, and its body, in milliseconds.
+    #[arg(long, env = "HAKKEN_READ_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Limits")]
+    read_timeout: u64,
 }
 
 /// Parses a strictly positive number of milliseconds.
@@ -66,6 +136,18 @@ impl CoordinatorArgs {
             missed_heartbeats_allowed: self.missed_heartbeats_allowed,
             resync_interval: self.resync_interval.map(Duration::from_millis),
             log_heartbeats: self.log_heartbeats,
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            protect_reads: self.protect_reads,
+            max_body_bytes: self.max_body_bytes,
+            registry_limits: RegistryLimits {
+                max_listings: self.max_listings,
+                max_services: self.max_services,
+            },
+            max_coordinators: self.max_coordinators,
+            max_connections: self.max_connections.max(1),
+            max_held_queries: self.max_held_queries,
+            header_timeout: Duration::from_millis(self.read_timeout),
+            body_timeout: Duration::from_millis(self.read_timeout),
             ..CoordinatorConfig::default()
         }
     }
@@ -105,5 +187,36 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: CoordinatorArgs,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let parsed = Wrapper::try_parse_from(["x"]).unwrap().args.config();
+        let default = CoordinatorConfig::default();
+        assert_eq!(parsed.heartbeat_interval, default.heartbeat_interval);
+        assert_eq!(
+            parsed.missed_heartbeats_allowed,
+            default.missed_heartbeats_allowed
+        );
+        assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.registry_limits, default.registry_limits);
+        assert_eq!(parsed.max_coordinators, default.max_coordinators);
+        assert_eq!(parsed.max_connections, default.max_connections);
+        assert_eq!(parsed.max_held_queries, default.max_held_queries);
+        assert_eq!(parsed.header_timeout, default.header_timeout);
+        assert_eq!(parsed.body_timeout, default.body_timeout);
+        assert_eq!(parsed.token, None);
     }
 }

@@ -41,6 +41,18 @@ pub struct CoordinatorConfig {
     pub default_wait: Duration,
     /// The longest `wait` honoured.
     pub max_wait: Duration,
+    /// Most connections open at once; past it a connection gets a `503` and is closed.
+    pub max_connections: usize,
+    /// Longest time to receive a request's head; slower senders are disconnected.
+    pub header_timeout: Duration,
+    /// Longest time to receive a request's body; slower senders get a `408`.
+    pub body_timeout: Duration,
+    /// Longest time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: Duration,
+    /// Shared secret: when set, writes need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// With a token, protect reads too (`/status` stays open for health checks).
+    pub protect_reads: bool,
 }
 
 impl Default for CoordinatorConfig {
@@ -57,9 +69,15 @@ impl Default for CoordinatorConfig {
             registry_limits: RegistryLimits::default(),
             max_coordinators: 1_000,
             max_body_bytes: 64 * 1024,
-            max_held_queries: 20_000,
+            max_held_queries: 10_000,
             default_wait: Duration::from_secs(60),
             max_wait: Duration::from_secs(300),
+            max_connections: 16_384,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            token: None,
+            protect_reads: false,
         }
     }
 }

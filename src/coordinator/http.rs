@@ -27,15 +27,18 @@ use crate::listing::{Listing, ListingError, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 /// An error answered to a client as `{"error": "..."}`.
@@ -203,11 +206,78 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            read_body,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::map_response_with_state(
             shared.clone(),
             common_headers,
         ))
         .with_state(shared)
+}
+
+/// With a token configured: writes (and reads, when protected) need
+/// `Authorization: Bearer <token>`, compared in constant time. `/status` stays open.
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let Some(token) = shared.config.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let open = request.uri().path() == "/status" || (is_read && !shared.config.protect_reads);
+    if open {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Receives a request's whole body within the body deadline and the size limit,
+/// so a slow or endless sender gets a `408` or `413` instead of holding a handler.
+async fn read_body(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let limited = Limited::new(body, shared.config.max_body_bytes);
+    let collected = tokio::time::timeout(shared.config.body_timeout, limited.collect()).await;
+    let bytes = match collected {
+        Err(_elapsed) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+            .into_response()
+        }
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response()
+        }
+        Ok(Err(error)) => {
+            return ApiError::bad_request(format!("could not read the body: {error}"))
+                .into_response()
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn common_headers(State(shared): State<Arc<Shared>>, mut response: Response) -> Response {

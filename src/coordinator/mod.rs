@@ -17,6 +17,7 @@ mod gossip;
 mod http;
 pub mod membership;
 pub mod registry;
+mod server;
 
 pub use config::CoordinatorConfig;
 
@@ -36,9 +37,6 @@ use tokio_util::sync::CancellationToken;
 /// Most listings expired under one hold of the registry lock, so an expiry wave
 /// does not stall requests.
 const EXPIRY_BATCH: usize = 1_000;
-
-/// How long [`Coordinator::shutdown`] waits for in-flight work before aborting it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a coordinator failed to start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +193,7 @@ impl Coordinator {
         let registry = Registry::new(config.listing_ttl(), config.registry_limits);
         let membership = Membership::new(me.clone(), config.max_coordinators);
         let shared = Arc::new(Shared {
-            remote: Remote::new(config.request_timeout),
+            remote: Remote::new(config.request_timeout).with_token(config.token.clone()),
             me,
             registry: Mutex::new(registry),
             membership: Mutex::new(membership),
@@ -211,13 +209,12 @@ impl Coordinator {
             "coordinator started"
         );
         let app = http::router(shared.clone());
-        let token = shared.shutdown.clone();
-        let server = async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
+        let options = server::ServeOptions {
+            max_connections: shared.config.max_connections,
+            header_timeout: shared.config.header_timeout,
+            grace: shared.config.shutdown_grace,
         };
+        let server = server::serve(listener, app, options, shared.shutdown.clone());
         let mut tasks = vec![
             ("http", tokio::spawn(server)),
             ("expiry", tokio::spawn(expire_loop(shared.clone()))),
@@ -272,7 +269,7 @@ impl Coordinator {
     /// reports a task that panicked.
     pub async fn shutdown(mut self) -> Result<(), CoordinatorError> {
         self.shared.shutdown.cancel();
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let deadline = Instant::now() + self.shared.config.shutdown_grace + Duration::from_secs(1);
         let mut result = Ok(());
         for (name, task) in self.tasks.drain(..) {
             let abort = task.abort_handle();

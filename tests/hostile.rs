@@ -1,0 +1,303 @@
+//! Hostile clients: limits, stalled senders, floods of names, and the write token.
+//! After each, the coordinator answers others normally and holds what it held.
+
+mod common;
+
+use common::{config, eventually, get, http, post, start, PATIENCE};
+use hakken::coordinator::registry::RegistryLimits;
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn seed(addr: &str) -> serde_json::Value {
+    let kept = json!({"service": "kept", "host": "h:1", "x": {"y": [1]}});
+    assert_eq!(post(addr, "/v1/listings", kept.to_string()).await.0, 201);
+    kept
+}
+
+async fn still_fine(addr: &str, kept: &serde_json::Value) {
+    assert_eq!(get(addr, "/status").await, (200, json!("OK")));
+    assert_eq!(get(addr, "/v1/listings/kept").await, (200, json!([kept])));
+}
+
+#[tokio::test]
+async fn listing_and_service_limits_refuse_new_keys_but_keep_refreshing() {
+    let mut cfg = config(60_000);
+    cfg.registry_limits = RegistryLimits {
+        max_listings: 3,
+        max_services: 2,
+    };
+    let c = start(cfg).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    assert_eq!(
+        post(&addr, "/v1/listings", r#"{"service":"other","host":"h:2"}"#)
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post(&addr, "/v1/listings", r#"{"service":"other","host":"h:1"}"#)
+            .await
+            .0,
+        201
+    );
+    // A third service: refused.
+    let (status, error) = post(&addr, "/v1/listings", r#"{"service":"third","host":"h:1"}"#).await;
+    assert_eq!(status, 503, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("limit"));
+    // A fourth listing: refused.
+    let (status, _) = post(&addr, "/v1/listings", r#"{"service":"kept","host":"h:3"}"#).await;
+    assert_eq!(status, 503);
+    // Refreshing (and replacing) what it holds still works.
+    let (status, _) = post(&addr, "/v1/listings?heartbeat=true", kept.to_string()).await;
+    assert_eq!(status, 201);
+    let changed = json!({"service": "other", "host": "h:1", "v": 2});
+    assert_eq!(
+        post(&addr, "/v1/listings?heartbeat=true", changed.to_string())
+            .await
+            .0,
+        201
+    );
+    let (_, others) = get(&addr, "/v1/listings/other").await;
+    assert_eq!(others[0], changed);
+    assert_eq!(c.listing_count(), 3);
+    still_fine(&addr, &kept).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shape_limits() {
+    let mut cfg = config(60_000);
+    cfg.listing_limits.max_fields = 4;
+    cfg.max_coordinators = 2;
+    let c = start(cfg).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    let long = "x".repeat(257);
+    for body in [
+        json!({"service": long, "host": "h:1"}),
+        json!({"service": "s", "host": long}),
+        json!({"service": "s", "host": "h:1", "a": 1, "b": 2, "c": 3}),
+    ] {
+        let (status, error) = post(&addr, "/v1/listings", body.to_string()).await;
+        assert_eq!(status, 400, "{error}");
+    }
+    assert_eq!(
+        post(&addr, "/v1/coordinator", r#"{"host":"127.0.0.1:9"}"#)
+            .await
+            .0,
+        201
+    );
+    let (status, error) = post(&addr, "/v1/coordinator", r#"{"host":"127.0.0.1:10"}"#).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(c.known_coordinators().len(), 2);
+    still_fine(&addr, &kept).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn very_many_distinct_services() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    let client = http();
+    let mut posts = tokio::task::JoinSet::new();
+    for batch in 0..8 {
+        let (client, addr) = (client.clone(), addr.clone());
+        posts.spawn(async move {
+            for i in 0..500 {
+                let body = json!({"service": format!("svc-{batch}-{i}"), "host": "h:1"});
+                let response = client
+                    .post(format!("http://{addr}/v1/listings"))
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+            }
+        });
+    }
+    while let Some(done) = posts.join_next().await {
+        done.unwrap();
+    }
+    let (_, services) = get(&addr, "/v1/listings").await;
+    assert_eq!(services.as_array().unwrap().len(), 4_001);
+    still_fine(&addr, &kept).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_thousand_stalled_connections_do_not_stop_others() {
+    let mut cfg = config(60_000);
+    cfg.header_timeout = Duration::from_millis(500);
+    cfg.body_timeout = Duration::from_millis(500);
+    let c = start(cfg).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    let mut stalled = Vec::new();
+    for i in 0..1_000 {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        let half: &[u8] = if i % 2 == 0 {
+            // Half a head.
+            b"POST /v1/listings HTTP/1.1\r\nHost: x\r\nContent-Le"
+        } else {
+            // A whole head, half a body.
+            b"POST /v1/listings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"serv"
+        };
+        stream.write_all(half).await.unwrap();
+        stalled.push(stream);
+    }
+    // Others are served meanwhile.
+    still_fine(&addr, &kept).await;
+    assert_eq!(
+        post(&addr, "/v1/listings", r#"{"service":"new","host":"h:1"}"#)
+            .await
+            .0,
+        201
+    );
+    // Every stalled connection is answered (408 for a half body) or closed.
+    let mut timed_out = 0;
+    for mut stream in stalled {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "a stalled connection was never closed");
+        if answer.starts_with(b"HTTP/1.1 408") {
+            timed_out += 1;
+        }
+    }
+    assert_eq!(timed_out, 500, "every half body gets a 408");
+    still_fine(&addr, &kept).await;
+    assert_eq!(c.listing_count(), 2);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_a_503() {
+    let mut cfg = config(60_000);
+    cfg.max_connections = 4;
+    let c = start(cfg).await;
+    let addr = c.address();
+    // Four idle keep-alive connections hold every permit.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let answer = eventually("a connection past the cap is refused", || async {
+        let mut stream = TcpStream::connect(&addr).await.ok()?;
+        stream
+            .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        text.starts_with("HTTP/1.1 503").then_some(text)
+    })
+    .await;
+    assert!(
+        answer.contains(r#"{"error":"too many connections"}"#),
+        "{answer}"
+    );
+    drop(held);
+    eventually("served again once connections close", || async {
+        let response = http()
+            .get(format!("http://{addr}/status"))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_token_protects_writes_and_optionally_reads() {
+    let mut cfg = config(60_000);
+    cfg.token = Some("s3cret".into());
+    let c = start(cfg).await;
+    let addr = c.address();
+    let body = r#"{"service":"s","host":"h:1"}"#;
+    let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut request = http().request(method, format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.body(body)
+    };
+    use reqwest::Method;
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
+        let response = send(Method::POST, "/v1/listings", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{token:?}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let response = send(Method::POST, "/v1/coordinator", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+        let response = send(Method::DELETE, "/v1/listings/s/h:1", token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(c.listing_count(), 0);
+    let response = send(Method::POST, "/v1/listings", Some("s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // Reads stay open.
+    assert_eq!(get(&addr, "/v1/listings/s").await.0, 200);
+    c.shutdown().await.unwrap();
+
+    let mut cfg = config(60_000);
+    cfg.token = Some("s3cret".into());
+    cfg.protect_reads = true;
+    let c = start(cfg).await;
+    let addr = c.address();
+    assert_eq!(get(&addr, "/v1/listings").await.0, 401);
+    assert_eq!(get(&addr, "/v1/coordinator").await.0, 401);
+    assert_eq!(
+        get(&addr, "/status").await.0,
+        200,
+        "health checks stay open"
+    );
+    let response = http()
+        .get(format!("http://{addr}/v1/listings"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn gossip_carries_the_token() {
+    let mut cfg = config(100);
+    cfg.token = Some("t".into());
+    cfg.protect_reads = true;
+    let a = start(cfg.clone()).await;
+    cfg.discovery_host = Some(a.address());
+    let b = start(cfg).await;
+    eventually("a and b know each other", || async {
+        (a.known_coordinators().len() == 2 && b.known_coordinators().len() == 2).then_some(())
+    })
+    .await;
+    // And they stay known: polls, which need the token, keep succeeding.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(a.known_coordinators().len(), 2);
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -15,6 +15,7 @@
 
 use super::Shared;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -71,21 +72,42 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     };
     let period = shared.config.resync_period();
     let mut warned = false;
+    let mut self_routed = 0u32;
     loop {
+        let reached_self = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            reached_self = resync(&shared, &discovery, &mut warned) => reached_self,
+        };
+        let delay = if reached_self {
+            self_routed = self_routed.saturating_add(1);
+            self_route_retry(self_routed, period)
+        } else {
+            self_routed = 0;
+            period
+        };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = resync(&shared, &discovery, &mut warned) => {}
-        }
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
 
+/// Delay before asking the discovery host again after it routed us to ourselves
+/// (`attempt` ≥ 1): doubling from 100 ms, capped at the resync period, with jitter
+/// (a random point in the upper half) so coordinators behind one load balancer do
+/// not keep asking in lock-step.
+pub(super) fn self_route_retry(attempt: u32, period: Duration) -> Duration {
+    let base = Duration::from_millis(100).saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let capped = base.min(period);
+    let half = capped / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
 /// One resync. `warned` remembers whether the discovery host's failure was already
-/// reported, so a long outage is one warning, not one per period.
-async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) {
+/// reported, so a long outage is one warning, not one per period. Returns whether
+/// the answer came from this coordinator itself (a load balancer routed us back to
+/// ourselves), recognised by its `X-Hakken-Coordinator` header.
+async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> bool {
     let me = shared.me.clone();
     let answer = match shared.remote.coordinators(discovery, None).await {
         Ok(answer) => answer,
@@ -96,11 +118,18 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) {
                 tracing::warn!(discovery, %error, "discovery host unreachable; serving alone until it answers");
                 *warned = true;
             }
-            return;
+            return false;
         }
     };
     if std::mem::take(warned) {
         tracing::info!(discovery, "discovery host answers again");
+    }
+    if answer.coordinator.as_deref() == Some(me.host()) {
+        tracing::debug!(
+            discovery,
+            "discovery host routed us to ourselves; asking again soon"
+        );
+        return true;
     }
     let listed_me = shared.update_membership(|membership| {
         let now = Instant::now();
@@ -126,6 +155,27 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) {
             Ok(()) => tracing::debug!(discovery, "announced self to discovery host"),
             Err(error) => {
                 tracing::warn!(discovery, %error, "could not announce self to discovery host")
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::self_route_retry;
+    use std::time::Duration;
+
+    #[test]
+    fn self_route_retries_back_off_with_jitter_up_to_the_period() {
+        let period = Duration::from_secs(2);
+        for attempt in 1..40u32 {
+            let full = Duration::from_millis(100)
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(period);
+            for _ in 0..20 {
+                let delay = self_route_retry(attempt, period);
+                assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
             }
         }
     }

@@ -48,6 +48,7 @@ async fn poll_round(shared: &Arc<Shared>) {
     }
     while let Some(joined) = polls.join_next().await {
         let Ok((host, answer)) = joined else { continue };
+        shared.metrics.gossip_polls.inc();
         match answer {
             Ok(answer) => {
                 let learned = shared
@@ -57,6 +58,7 @@ async fn poll_round(shared: &Arc<Shared>) {
                 }
             }
             Err(error) => {
+                shared.metrics.gossip_poll_failures.inc();
                 if shared.update_membership(|m| m.poll_failed(&host)) {
                     tracing::warn!(coordinator = host, %error, "coordinator poll failed; removed and blacklisted");
                 }

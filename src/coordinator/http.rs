@@ -22,12 +22,13 @@
 //! `X-Hakken-Heartbeat-Interval` (ms) and `X-Hakken-Coordinator` (this one's host).
 
 use super::changes::Topic;
+use super::metrics::{RequestLabels, RouteLabels};
 use super::Shared;
 use crate::listing::{Listing, ListingError, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -192,6 +193,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body_bytes;
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(get_metrics))
         .route("/v1/config", get(get_config))
         .route(
             "/v1/coordinator",
@@ -218,7 +220,63 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             common_headers,
         ))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared)
+}
+
+/// Counts and times every request, and logs it at debug level. Blocking queries
+/// are counted but kept out of the latency histogram, which they would swamp.
+async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let blocking = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let metrics = &shared.metrics;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method: method.to_string(),
+            route: route.clone(),
+            status,
+        })
+        .inc();
+    if !blocking {
+        metrics
+            .latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+    tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+    response
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let metrics = &shared.metrics;
+    {
+        let registry = shared.registry();
+        metrics.listings.set(registry.len() as i64);
+        metrics.services.set(registry.service_count() as i64);
+    }
+    metrics.coordinators.set(shared.membership().len() as i64);
+    metrics.held_queries.set(shared.changes.held() as i64);
+    let mut response = Response::new(Body::from(metrics.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }
 
 /// With a token configured: writes (and reads, when protected) need

@@ -16,6 +16,7 @@ pub mod config;
 mod gossip;
 mod http;
 pub mod membership;
+mod metrics;
 pub mod registry;
 mod server;
 
@@ -65,6 +66,7 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Waiters of blocking queries, woken by the mutation methods below.
     pub changes: Changes,
+    pub metrics: metrics::Metrics,
 }
 
 impl Shared {
@@ -93,6 +95,12 @@ impl Shared {
             let outcome = registry.upsert(listing, Instant::now())?;
             (outcome, registry.names_index() != names)
         };
+        self.metrics.heartbeats.inc();
+        match outcome {
+            Upsert::Added => self.metrics.added.inc(),
+            Upsert::Replaced => self.metrics.replaced.inc(),
+            Upsert::Refreshed => 0,
+        };
         if outcome != Upsert::Refreshed {
             self.changes.notify(&Topic::Service(service));
         }
@@ -111,6 +119,7 @@ impl Shared {
             (removed, registry.names_index() != names)
         };
         if removed.is_some() {
+            self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
         }
         if names_changed {
@@ -127,6 +136,7 @@ impl Shared {
             let expired = registry.expire(Instant::now(), max);
             (expired, registry.names_index() != names)
         };
+        self.metrics.expired.inc_by(expired.len() as u64);
         let mut services: Vec<&str> = expired.iter().map(Listing::service).collect();
         services.sort_unstable();
         services.dedup();
@@ -199,6 +209,7 @@ impl Coordinator {
             membership: Mutex::new(membership),
             shutdown: CancellationToken::new(),
             changes: Changes::new(config.max_held_queries),
+            metrics: metrics::Metrics::new(),
             config,
         });
         tracing::info!(

@@ -1,0 +1,157 @@
+//! Prometheus metrics of one coordinator, served at `GET /metrics`.
+//!
+//! One `prometheus_client` registry per coordinator (so in-process coordinators and
+//! tests stay isolated). Counters are bumped where things happen; the gauges that
+//! mirror state (listings, services, coordinators, held queries) are set from that
+//! state at scrape time, so they can never drift from it.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of request latency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RouteLabels {
+    pub route: String,
+}
+
+/// Every metric a coordinator exports.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub listings: Gauge,
+    pub services: Gauge,
+    pub coordinators: Gauge,
+    pub held_queries: Gauge,
+    pub heartbeats: Counter,
+    pub added: Counter,
+    pub replaced: Counter,
+    pub expired: Counter,
+    pub deleted: Counter,
+    pub gossip_polls: Counter,
+    pub gossip_poll_failures: Counter,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hakken");
+        let metrics = Metrics {
+            listings: Gauge::default(),
+            services: Gauge::default(),
+            coordinators: Gauge::default(),
+            held_queries: Gauge::default(),
+            heartbeats: Counter::default(),
+            added: Counter::default(),
+            replaced: Counter::default(),
+            expired: Counter::default(),
+            deleted: Counter::default(),
+            gossip_polls: Counter::default(),
+            gossip_poll_failures: Counter::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0, 2.5,
+                ])
+            }),
+            registry: Registry::default(),
+        };
+        let Metrics {
+            listings,
+            services,
+            coordinators,
+            held_queries,
+            heartbeats,
+            added,
+            replaced,
+            expired,
+            deleted,
+            gossip_polls,
+            gossip_poll_failures,
+            requests,
+            latency,
+            ..
+        } = &metrics;
+        registry.register("listings", "Live listings held", listings.clone());
+        registry.register(
+            "services",
+            "Services with at least one live listing",
+            services.clone(),
+        );
+        registry.register(
+            "coordinators",
+            "Known coordinators, this one included",
+            coordinators.clone(),
+        );
+        registry.register(
+            "held_queries",
+            "Blocking queries being held",
+            held_queries.clone(),
+        );
+        registry.register(
+            "heartbeats_received",
+            "Listing POSTs accepted (publishes and heartbeats)",
+            heartbeats.clone(),
+        );
+        registry.register("listings_added", "Listings added", added.clone());
+        registry.register(
+            "listings_replaced",
+            "Listings whose payload a heartbeat replaced",
+            replaced.clone(),
+        );
+        registry.register(
+            "listings_expired",
+            "Listings expired after missing heartbeats",
+            expired.clone(),
+        );
+        registry.register(
+            "listings_deleted",
+            "Listings withdrawn with DELETE",
+            deleted.clone(),
+        );
+        registry.register(
+            "gossip_polls",
+            "Polls of other coordinators",
+            gossip_polls.clone(),
+        );
+        registry.register(
+            "gossip_poll_failures",
+            "Polls of other coordinators that failed",
+            gossip_poll_failures.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route (blocking queries apart)",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -205,6 +205,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/listings/{service}/{host}",
             axum::routing::delete(delete_listing),
         )
+        .merge(super::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -13,6 +13,7 @@
 
 mod changes;
 pub mod config;
+mod dashboard;
 mod gossip;
 mod http;
 pub mod membership;

@@ -256,6 +256,24 @@ impl Registry {
             .flat_map(|s| s.listings.values().map(|e| &e.listing))
     }
 
+    /// Live listings of one service with their deadlines, sorted by host.
+    pub fn listings_with_deadlines(
+        &self,
+        service: &str,
+    ) -> impl Iterator<Item = (&Listing, Instant)> {
+        self.services
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.listings.values().map(|e| (&e.listing, e.deadline)))
+    }
+
+    /// Each service with its number of live listings, sorted by name.
+    pub fn service_counts(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.services
+            .iter()
+            .map(|(name, service)| (&**name, service.listings.len()))
+    }
+
     /// The number of live listings of one service.
     pub fn count(&self, service: &str) -> usize {
         self.services.get(service).map_or(0, |s| s.listings.len())

@@ -9,4 +9,4 @@ pub mod coordinator;
 pub mod listing;
 pub mod remote;
 
-pub use listing::{Limits, Listing, ListingError, Peer};
+pub use listing::{DecodeError, Limits, Listing, ListingError, Peer};

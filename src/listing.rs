@@ -78,6 +78,28 @@ pub enum ListingError {
     },
 }
 
+/// Why a request body is not a valid listing or descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is empty.
+    #[error("empty body: expected a JSON object")]
+    Empty,
+    /// The body is not JSON (or not UTF-8, or nested too deep).
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// The body is JSON but not a valid object.
+    #[error(transparent)]
+    Invalid(#[from] ListingError),
+}
+
+/// Parses a request body as JSON; the first step of decoding either object.
+fn parse_json(body: &[u8]) -> Result<Value, DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
 fn kind_of(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -158,6 +180,11 @@ impl Listing {
         fields.insert("service".into(), Value::String(service.into()));
         fields.insert("host".into(), Value::String(host.into()));
         Self::from_map(fields, &Limits::default())
+    }
+
+    /// Decodes and validates a request body (JSON bytes) as a listing.
+    pub fn from_json(body: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(Self::from_value(parse_json(body)?, limits)?)
     }
 
     /// Validates a JSON value as a listing.
@@ -289,6 +316,11 @@ impl Peer {
         let mut fields = Map::new();
         fields.insert("host".into(), Value::String(host.into()));
         Self::from_value(Value::Object(fields), &Limits::default())
+    }
+
+    /// Decodes and validates a request body (JSON bytes) as a descriptor.
+    pub fn from_json(body: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        Ok(Self::from_value(parse_json(body)?, limits)?)
     }
 
     /// Validates a JSON value as a coordinator descriptor.

@@ -24,7 +24,7 @@
 use super::changes::Topic;
 use super::metrics::{RequestLabels, RouteLabels};
 use super::Shared;
-use crate::listing::{Listing, ListingError, Peer};
+use crate::listing::{DecodeError, Listing, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -82,8 +82,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<ListingError> for ApiError {
-    fn from(error: ListingError) -> Self {
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> Self {
         ApiError::bad_request(error.to_string())
     }
 }
@@ -382,14 +382,6 @@ fn to_json_bytes(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("serializes"))
 }
 
-/// Parses a request body as JSON; the error names what is wrong.
-fn parse_body(body: &[u8]) -> ApiResult<Value> {
-    if body.is_empty() {
-        return Err(ApiError::bad_request("empty body: expected a JSON object"));
-    }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
-}
-
 async fn status(query: Result<Query<Params>, QueryRejection>) -> ApiResult<Response> {
     let Query(params) = query?;
     Ok(json_ok(to_json_bytes(&"OK"), params.pretty(), None))
@@ -417,8 +409,7 @@ async fn post_coordinator(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
-    let value = parse_body(&body?)?;
-    let peer = Peer::from_value(value, &shared.config.listing_limits)?;
+    let peer = Peer::from_json(&body?, &shared.config.listing_limits)?;
     let host = peer.host().to_owned();
     let added = shared
         .update_membership(|m| m.add(peer, Instant::now()))
@@ -493,8 +484,7 @@ async fn post_listing(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(params) = query?;
-    let value = parse_body(&body?)?;
-    let listing = Listing::from_value(value, &shared.config.listing_limits)?;
+    let listing = Listing::from_json(&body?, &shared.config.listing_limits)?;
     let heartbeat = params.heartbeat.as_deref() == Some("true");
     let (service, host) = (listing.service().to_owned(), listing.host().to_owned());
     let outcome = shared

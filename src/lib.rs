@@ -5,8 +5,10 @@
 //! - [`Listing`] and [`Peer`]: the JSON objects published and gossiped.
 //! - [`remote`]: typed calls to a coordinator's HTTP API.
 
+pub mod client;
 pub mod coordinator;
 pub mod listing;
 pub mod remote;
 
+pub use client::{Client, ClientConfig, ClientError, Watch};
 pub use listing::{DecodeError, Limits, Listing, ListingError, Peer};

@@ -1,0 +1,260 @@
+//! Client settings: a plain struct with the original's defaults, and its
+//! environment variables.
+//!
+//! Durations are durations, not milliseconds; the environment (read by
+//! [`ClientConfig::from_env`]) speaks milliseconds, like the original. Nothing here
+//! does I/O or touches a coordinator.
+
+use super::error::ClientError;
+use std::time::Duration;
+
+/// The client's heartbeat interval when neither the configuration nor a coordinator
+/// names one: the original client's 20 s.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+
+/// The shortest interval the client honours, so a zero or a hostile coordinator's
+/// header cannot make it spin.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How a [`Client`](super::Client) behaves. [`ClientConfig::new`] gives the
+/// original's defaults; only `host` is required.
+///
+/// ```
+/// use hakken::client::ClientConfig;
+/// use std::time::Duration;
+/// let config = ClientConfig::new("discovery.local:8082")
+///     .heartbeat_interval(Duration::from_secs(5))
+///     .token(Some("s3cret".into()));
+/// assert_eq!(config.poll_interval, Duration::from_secs(60));
+/// assert_eq!(config.resync_period(), Duration::from_secs(600));
+/// ```
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `name:port` of a coordinator or of a load balancer in front of several: the
+    /// way in, asked for the set of coordinators and never forgotten.
+    pub host: String,
+    /// How often every listing is sent again to every known coordinator, and how
+    /// often a watch polls a coordinator without blocking queries. `None`: the
+    /// interval the coordinators announce (`X-Hakken-Heartbeat-Interval`, the
+    /// shortest when they differ), else 20 s.
+    pub heartbeat_interval: Option<Duration>,
+    /// How often each known coordinator is asked for the coordinators it knows.
+    pub poll_interval: Duration,
+    /// How often `host` is asked again. `None`: `poll_interval × 10`.
+    pub resync_interval: Option<Duration>,
+    /// Bound of every HTTP call but the hold time of blocking queries.
+    pub request_timeout: Duration,
+    /// How long a coordinator may hold a watch's blocking query.
+    pub watch_wait: Duration,
+    /// The original's `skipHakken`: contact nothing. `start` succeeds at once,
+    /// `publish` only records, watches stay empty; static watches work.
+    pub skip: bool,
+    /// Bearer token sent with every write (publish, heartbeat, withdrawal).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("host", &self.host)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("poll_interval", &self.poll_interval)
+            .field("resync_interval", &self.resync_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("watch_wait", &self.watch_wait)
+            .field("skip", &self.skip)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// The defaults, with `host` (`name:port`) as the way in.
+    pub fn new(host: impl Into<String>) -> Self {
+        ClientConfig {
+            host: host.into(),
+            heartbeat_interval: None,
+            poll_interval: Duration::from_secs(60),
+            resync_interval: None,
+            request_timeout: Duration::from_secs(5),
+            watch_wait: Duration::from_secs(60),
+            skip: false,
+            token: None,
+        }
+    }
+
+    /// Reads the process environment; see [`ClientConfig::from_vars`].
+    pub fn from_env() -> Result<Self, ClientError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `var` (a variable's value, or `None` when unset):
+    ///
+    /// | variable | field |
+    /// | --- | --- |
+    /// | `HAKKEN_HOST` | `host` (required unless skipping) |
+    /// | `HAKKEN_HEARTBEAT_INTERVAL` | `heartbeat_interval`, milliseconds |
+    /// | `HAKKEN_POLL_INTERVAL` | `poll_interval`, milliseconds |
+    /// | `HAKKEN_RESYNC_INTERVAL` | `resync_interval`, milliseconds |
+    /// | `HAKKEN_REQUEST_TIMEOUT` | `request_timeout`, milliseconds |
+    /// | `HAKKEN_SKIP` or `SKIP_HAKKEN` | `skip`, `true` or `false` |
+    /// | `HAKKEN_TOKEN` | `token` |
+    ///
+    /// ```
+    /// use hakken::client::ClientConfig;
+    /// let config = ClientConfig::from_vars(|name| match name {
+    ///     "HAKKEN_HOST" => Some("lb:8082".into()),
+    ///     "HAKKEN_HEARTBEAT_INTERVAL" => Some("5000".into()),
+    ///     _ => None,
+    /// })
+    /// .unwrap();
+    /// assert_eq!(config.heartbeat_interval, Some(std::time::Duration::from_secs(5)));
+    /// ```
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ClientError> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let millis = |name: &str| -> Result<Option<Duration>, ClientError> {
+            var(name)
+                .map(|text| {
+                    text.trim()
+                        .parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| {
+                            ClientError::Config(format!(
+                                "{name}: expected milliseconds, got `{text}`"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        let skip = match var("HAKKEN_SKIP").or_else(|| var("SKIP_HAKKEN")) {
+            None => false,
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ClientError::Config(format!(
+                        "HAKKEN_SKIP: expected true or false, got `{text}`"
+                    )))
+                }
+            },
+        };
+        let host = match var("HAKKEN_HOST") {
+            Some(host) => host.trim().to_owned(),
+            None if skip => String::new(),
+            None => return Err(ClientError::Config("HAKKEN_HOST is not set".into())),
+        };
+        let mut config = ClientConfig::new(host);
+        config.skip = skip;
+        config.heartbeat_interval = millis("HAKKEN_HEARTBEAT_INTERVAL")?;
+        if let Some(poll) = millis("HAKKEN_POLL_INTERVAL")? {
+            config.poll_interval = poll;
+        }
+        config.resync_interval = millis("HAKKEN_RESYNC_INTERVAL")?;
+        if let Some(timeout) = millis("HAKKEN_REQUEST_TIMEOUT")? {
+            config.request_timeout = timeout;
+        }
+        config.token = var("HAKKEN_TOKEN");
+        Ok(config)
+    }
+
+    /// Sets a fixed heartbeat interval (the coordinators' is then ignored).
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// Sets how often each known coordinator is asked for the coordinators it knows.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets how often `host` is asked again.
+    pub fn resync_interval(mut self, interval: Duration) -> Self {
+        self.resync_interval = Some(interval);
+        self
+    }
+
+    /// Sets the bound of every HTTP call.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a coordinator may hold a watch's blocking query.
+    pub fn watch_wait(mut self, wait: Duration) -> Self {
+        self.watch_wait = wait;
+        self
+    }
+
+    /// Turns discovery off (`true`) or on.
+    pub fn skip(mut self, skip: bool) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    /// Sets the bearer token sent with writes.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// The resync period: `resync_interval`, or `poll_interval × 10`.
+    pub fn resync_period(&self) -> Duration {
+        self.resync_interval.unwrap_or(self.poll_interval * 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn environment() {
+        let c = ClientConfig::from_vars(vars(&[
+            ("HAKKEN_HOST", "a:1"),
+            ("HAKKEN_POLL_INTERVAL", "1000"),
+            ("SKIP_HAKKEN", "false"),
+            ("HAKKEN_TOKEN", "t"),
+        ]))
+        .unwrap();
+        assert_eq!(c.host, "a:1");
+        assert_eq!(c.poll_interval, Duration::from_secs(1));
+        assert_eq!(c.resync_period(), Duration::from_secs(10));
+        assert_eq!(c.heartbeat_interval, None);
+        assert!(!c.skip);
+        assert_eq!(c.token.as_deref(), Some("t"));
+        assert!(!format!("{c:?}").contains("\"t\""), "token redacted");
+
+        let skip = ClientConfig::from_vars(vars(&[("HAKKEN_SKIP", "true")])).unwrap();
+        assert!(skip.skip);
+        assert!(matches!(
+            ClientConfig::from_vars(vars(&[])),
+            Err(ClientError::Config(_))
+        ));
+        assert!(matches!(
+            ClientConfig::from_vars(vars(&[
+                ("HAKKEN_HOST", "a:1"),
+                ("HAKKEN_POLL_INTERVAL", "1s")
+            ])),
+            Err(ClientError::Config(_))
+        ));
+        assert!(matches!(
+            ClientConfig::from_vars(vars(&[("HAKKEN_HOST", "a:1"), ("SKIP_HAKKEN", "maybe")])),
+            Err(ClientError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! The client library's error type.
+//!
+//! One enum for every fallible client call. Coordinators that fail during
+//! background work (heartbeats, polls, watches) are logged and worked around,
+//! never reported here: these errors are what the caller can act on.
+
+use crate::listing::ListingError;
+use crate::remote::RemoteError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No coordinator answered: `host` was the last one asked.
+    #[error("no coordinator answered (last asked: {host})")]
+    NoCoordinator {
+        /// The coordinator (or load balancer) asked last.
+        host: String,
+        /// How that call failed, when one was made.
+        #[source]
+        source: Option<RemoteError>,
+    },
+    /// The listing is not one a coordinator would accept.
+    #[error("invalid listing: {0}")]
+    Invalid(#[from] ListingError),
+    /// The client or the watch was closed.
+    #[error("closed")]
+    Closed,
+    /// A configuration value is missing or malformed.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A coordinator answered a call with an error.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+}
+
+/// A copy of a remote error (`RemoteError` is not `Clone`; every field is plain data).
+pub(crate) fn copy_remote_error(error: &RemoteError) -> RemoteError {
+    match error {
+        RemoteError::Unreachable { host, message } => RemoteError::Unreachable {
+            host: host.clone(),
+            message: message.clone(),
+        },
+        RemoteError::Status { host, status, body } => RemoteError::Status {
+            host: host.clone(),
+            status: *status,
+            body: body.clone(),
+        },
+        RemoteError::BadAnswer { host, message } => RemoteError::BadAnswer {
+            host: host.clone(),
+            message: message.clone(),
+        },
+    }
+}

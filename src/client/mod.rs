@@ -1,0 +1,468 @@
+//! The client library: publish listings to the coordinators, and watch services.
+//!
+//! A [`Client`] is given one way in (`host`, a coordinator or a load balancer),
+//! learns the set of coordinators from it, and then keeps that set fresh
+//! (`discovery.rs`), sends every listing it publishes to every coordinator it knows
+//! at each heartbeat (`publishing.rs`), and runs [`Watch`]es, each of which follows
+//! one coordinator at a time (`watch.rs`). It speaks the original hakken's v1
+//! protocol, so it works against the npm coordinators too; against ours it also
+//! uses blocking queries (changes arrive in milliseconds, not at the next poll),
+//! withdraws its listings on [`Client::close`] and [`Client::unpublish`], and
+//! adopts the coordinators' heartbeat interval.
+//!
+//! Where things are: `coordinators.rs` is the pure table of known coordinators,
+//! `selector.rs` what a watch hands out, `from_config.rs` the original's watch
+//! configuration shapes. This module is the wiring: shared state, start, publish,
+//! close.
+
+mod backoff;
+mod config;
+mod coordinators;
+mod discovery;
+mod error;
+mod fanout;
+mod from_config;
+mod publishing;
+mod selector;
+mod watch;
+
+pub use config::{ClientConfig, DEFAULT_HEARTBEAT_INTERVAL};
+pub use error::ClientError;
+pub use selector::{All, Random, Selector};
+pub use watch::{Watch, WatchBuilder};
+
+use crate::listing::{Limits, Listing, Peer};
+use crate::remote::{Answer, Remote, RemoteError};
+use config::MIN_INTERVAL;
+use coordinators::Coordinators;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// State shared by the client's handles, its background tasks and its watches.
+pub(crate) struct Inner {
+    pub config: ClientConfig,
+    pub remote: Remote,
+    /// Known coordinators. A std mutex: every critical section is short and
+    /// synchronous, never across an `.await`.
+    coordinators: Mutex<Coordinators>,
+    /// Published listings, one per `(service, host)`, in publication order. Same
+    /// discipline as `coordinators`; never both held at once.
+    listings: Mutex<Vec<Listing>>,
+    /// Serializes rounds of writes (publish, heartbeat, withdrawal), so that an
+    /// older payload in flight never lands after a newer one. An async mutex: it is
+    /// held across the calls of a round, each bounded by the request timeout.
+    pub writes: tokio::sync::Mutex<()>,
+    /// Cancelled by [`Client::close`] or when the last handle is dropped; every
+    /// background task and every watch (through a child token) stops on it.
+    pub shutdown: CancellationToken,
+    /// Every task the client spawns, so that `close` can wait for all of them.
+    pub tasks: TaskTracker,
+    /// Asks the resync task to ask `host` now (the known set became empty).
+    pub resync_now: Notify,
+    /// Wakes the heartbeat task when the heartbeat interval changed.
+    pub interval_changed: Notify,
+    /// Whether the background tasks were spawned.
+    spawned: AtomicBool,
+    /// Whether `close` was called.
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn coordinator_table(&self) -> MutexGuard<'_, Coordinators> {
+        self.coordinators
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn listing_table(&self) -> MutexGuard<'_, Vec<Listing>> {
+        self.listings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where calls go now: the known coordinators, or `host` when none is known.
+    pub fn targets(&self) -> Vec<String> {
+        self.coordinator_table().targets()
+    }
+
+    /// The known coordinators.
+    pub fn known(&self) -> Vec<String> {
+        self.coordinator_table().hosts()
+    }
+
+    /// A snapshot of the published listings.
+    pub fn listings(&self) -> Vec<Listing> {
+        self.listing_table().clone()
+    }
+
+    /// Whether [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The heartbeat interval in force: configured, else announced, else 20 s.
+    pub fn heartbeat_interval(&self) -> Duration {
+        let interval = match self.config.heartbeat_interval {
+            Some(interval) => interval,
+            None => self
+                .coordinator_table()
+                .announced_interval()
+                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
+        };
+        interval.max(MIN_INTERVAL)
+    }
+
+    /// Records what `from` answered to `GET /v1/coordinator`; returns how many
+    /// coordinators were new.
+    pub fn learn(&self, from: &str, answer: &Answer<Vec<Peer>>) -> usize {
+        let mut added = Vec::new();
+        {
+            let mut table = self.coordinator_table();
+            for peer in &answer.value {
+                if table.add(peer.host()) {
+                    added.push(peer.host().to_owned());
+                }
+            }
+        }
+        for host in &added {
+            tracing::info!(coordinator = host.as_str(), from, "coordinator added");
+        }
+        self.note_interval(from, answer.heartbeat_interval);
+        added.len()
+    }
+
+    /// Records the heartbeat interval `host` announced in an answer.
+    pub fn note_interval(&self, host: &str, interval: Option<Duration>) {
+        if interval.is_none() || self.config.heartbeat_interval.is_some() {
+            return;
+        }
+        let changed = {
+            let mut table = self.coordinator_table();
+            let before = table.announced_interval();
+            table.announced(host, interval);
+            table.announced_interval() != before
+        };
+        if changed {
+            tracing::info!(
+                interval_ms = self.heartbeat_interval().as_millis() as u64,
+                "adopted the coordinators' heartbeat interval"
+            );
+            self.interval_changed.notify_one();
+        }
+    }
+
+    /// Forgets a coordinator whose call failed; when none is left, asks for a
+    /// resync with `host` at once.
+    pub fn drop_coordinator(&self, host: &str, error: &RemoteError) {
+        let (removed, now_empty) = {
+            let mut table = self.coordinator_table();
+            let removed = table.remove(host);
+            (removed, table.is_empty())
+        };
+        if removed {
+            tracing::warn!(coordinator = host, %error, "dropping coordinator");
+            if now_empty {
+                self.resync_now.notify_one();
+            }
+        }
+    }
+
+    /// Spawns the heartbeat, poll and resync tasks, once. `ask_first`: the resync
+    /// task asks `host` at once (and retries with backoff) instead of waiting one
+    /// resync period.
+    fn spawn_background(self: &Arc<Self>, ask_first: bool) {
+        if self.spawned.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.tasks.spawn(publishing::heartbeat_loop(self.clone()));
+        self.tasks.spawn(discovery::poll_loop(self.clone()));
+        self.tasks
+            .spawn(discovery::resync_loop(self.clone(), ask_first));
+    }
+}
+
+/// Stops the client's tasks when the last handle ([`Client`] or [`Watch`]) goes.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.shutdown.cancel();
+    }
+}
+
+/// A hakken client: publishes listings and runs watches. Cheap to clone; every
+/// clone is the same client. One per process is usually right.
+///
+/// Dropping the last handle (clones and watches included) stops its tasks but does
+/// not withdraw its listings (they expire on the coordinators); [`Client::close`]
+/// withdraws them and waits for every task to finish.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), hakken::client::ClientError> {
+/// use hakken::client::{Client, ClientConfig};
+/// use hakken::Listing;
+///
+/// let client = Client::new(ClientConfig::new("discovery.local:8082"));
+/// client.start().await?;
+/// client
+///     .publish(Listing::new("billing", "10.0.0.7:8080")?.with("protocol", "http"))
+///     .await?;
+///
+/// let watch = client.random_watch("ledger");
+/// watch.start().await?;
+/// if let Some(ledger) = watch.get().first() {
+///     println!("ledger at {}", ledger.host());
+/// }
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("host", &self.inner().config.host)
+            .field("coordinators", &self.coordinators())
+            .field("closed", &self.inner().is_closed())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for `config`. Contacts nothing until [`start`](Client::start),
+    /// [`start_background`](Client::start_background), a publish or a watch.
+    pub fn new(config: ClientConfig) -> Client {
+        let remote =
+            Remote::new(config.request_timeout.max(MIN_INTERVAL)).with_token(config.token.clone());
+        let inner = Inner {
+            coordinators: Mutex::new(Coordinators::new(config.host.clone())),
+            listings: Mutex::new(Vec::new()),
+            writes: tokio::sync::Mutex::new(()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            resync_now: Notify::new(),
+            interval_changed: Notify::new(),
+            spawned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            remote,
+            config,
+        };
+        Client {
+            handle: Arc::new(Handle {
+                inner: Arc::new(inner),
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
+    }
+
+    /// Asks `host` for the coordinators (`GET /v1/coordinator`), then starts the
+    /// background tasks: heartbeats, coordinator polls and resyncs. Fails with
+    /// [`ClientError::NoCoordinator`] when `host` does not answer; the client can be
+    /// started again later. Starting a started client asks `host` again.
+    /// With `skip`, succeeds at once and contacts nothing.
+    pub async fn start(&self) -> Result<(), ClientError> {
+        let inner = self.inner();
+        if inner.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        if inner.config.skip {
+            return Ok(());
+        }
+        let host = inner.config.host.clone();
+        let answer = tokio::select! {
+            _ = inner.shutdown.cancelled() => return Err(ClientError::Closed),
+            answer = inner.remote.coordinators(&host, None) => answer,
+        };
+        let answer = answer.map_err(|error| ClientError::NoCoordinator {
+            host: host.clone(),
+            source: Some(error),
+        })?;
+        inner.learn(&host, &answer);
+        inner.spawn_background(false);
+        Ok(())
+    }
+
+    /// Starts the background tasks without waiting: `host` is asked at once and
+    /// again with backoff and jitter until it answers (the original's `start()`
+    /// without a callback). Must be called within a tokio runtime.
+    pub fn start_background(&self) {
+        let inner = self.inner();
+        if inner.is_closed() || inner.config.skip {
+            return;
+        }
+        inner.spawn_background(true);
+    }
+
+    /// Publishes a listing: sends it now to every known coordinator (`POST
+    /// /v1/listings`, which replaces a listing with the same `service` and `host`),
+    /// and again at every heartbeat to every coordinator known then. Coordinators
+    /// that fail are logged and retried at the next heartbeat; the call fails only
+    /// for a listing no coordinator would accept or a closed client. Heartbeats are
+    /// sent once the client is started. With `skip`, only records the listing.
+    pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {
+        let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
+        let inner = self.inner();
+        let _round = inner.writes.lock().await;
+        if inner.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        {
+            let mut listings = inner.listing_table();
+            let same = |l: &Listing| l.service() == listing.service() && l.host() == listing.host();
+            match listings.iter_mut().find(|l| same(l)) {
+                Some(slot) => *slot = listing.clone(),
+                None => listings.push(listing.clone()),
+            }
+        }
+        if inner.config.skip {
+            return Ok(());
+        }
+        if !inner.spawned.load(Ordering::SeqCst) {
+            tracing::warn!(
+                service = listing.service(),
+                "publishing on a client that is not started: no heartbeat will follow"
+            );
+        }
+        publishing::send(inner, vec![listing], inner.targets(), false).await;
+        Ok(())
+    }
+
+    /// Stops publishing a listing (matched by `service` and `host`) and withdraws
+    /// it from every known coordinator (`DELETE`; one that does not hold it is
+    /// fine). Coordinators that fail are logged: the listing expires there.
+    pub async fn unpublish(&self, listing: &Listing) -> Result<(), ClientError> {
+        let inner = self.inner();
+        let _round = inner.writes.lock().await;
+        if inner.is_closed() {
+            return Err(ClientError::Closed);
+        }
+        let removed = {
+            let mut listings = inner.listing_table();
+            let before = listings.len();
+            listings.retain(|l| !(l.service() == listing.service() && l.host() == listing.host()));
+            before != listings.len()
+        };
+        if !removed {
+            tracing::debug!(
+                service = listing.service(),
+                host = listing.host(),
+                "unpublish: not published here"
+            );
+        }
+        if !inner.config.skip {
+            publishing::withdraw(inner, vec![listing.clone()], inner.targets()).await;
+        }
+        Ok(())
+    }
+
+    /// A watch on `service`, to configure: filters, a selector (all listings by
+    /// default), then [`WatchBuilder::build`].
+    pub fn watch(&self, service: &str) -> WatchBuilder {
+        WatchBuilder::new(self.clone(), service)
+    }
+
+    /// A watch handing out one listing of `service`, picked at random (see
+    /// [`Random`] for when it picks again).
+    pub fn random_watch(&self, service: &str) -> Watch {
+        self.watch(service).random(1).build()
+    }
+
+    /// A watch that hands out `listings` and never changes; it needs no coordinator.
+    pub fn static_watch(listings: Vec<Listing>) -> Watch {
+        Watch::fixed(listings)
+    }
+
+    /// A watch from the original's configuration shapes (`watchFromConfig`):
+    ///
+    /// - `"billing"`: one random listing of `billing`;
+    /// - `{"type": "random", "service": "billing", "filter": {"zone": "eu"},
+    ///   "config": {"numToPull": 2}}`: up to `numToPull` (default 1) random listings
+    ///   whose fields equal the filter's;
+    /// - `{"type": "all", "service": .., "filter": ..}`: every listing that passes;
+    /// - `{"type": "static", "service": "db", "hosts": [..]}`: a fixed list. Each
+    ///   entry is a listing object or a `"name:port"` string; a missing `service`
+    ///   is the config's `service`, else `"static"`. (The original hands the
+    ///   entries out as they are; a [`Listing`] needs a service and a host.)
+    ///
+    /// Fails with [`ClientError::Config`] on any other shape.
+    ///
+    /// ```
+    /// # fn demo(client: hakken::Client) -> Result<(), hakken::ClientError> {
+    /// let watch = client.watch_from_config(&serde_json::json!({
+    ///     "type": "static", "hosts": ["localhost:5432"], "service": "db"
+    /// }))?;
+    /// assert_eq!(watch.get()[0].host(), "localhost:5432");
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_from_config(&self, config: &serde_json::Value) -> Result<Watch, ClientError> {
+        from_config::watch_from_config(self, config)
+    }
+
+    /// The coordinators this client knows (announced hosts, sorted).
+    pub fn coordinators(&self) -> Vec<String> {
+        self.inner().known()
+    }
+
+    /// The listings this client publishes.
+    pub fn published(&self) -> Vec<Listing> {
+        self.inner().listings()
+    }
+
+    /// The heartbeat interval in force: the configured one, else the coordinators'
+    /// (`X-Hakken-Heartbeat-Interval`, the shortest), else 20 s.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.inner().heartbeat_interval()
+    }
+
+    /// Tasks of this client still running (background tasks, watches, calls in
+    /// flight). Zero after [`close`](Client::close) returns.
+    pub fn running_tasks(&self) -> usize {
+        self.inner().tasks.len()
+    }
+
+    /// Whether [`close`](Client::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner().is_closed()
+    }
+
+    /// Closes the client: stops every background task and every watch and waits
+    /// for them, then withdraws every listing it published from every known
+    /// coordinator (best effort, bounded by the request timeout). Later calls
+    /// fail with [`ClientError::Closed`]; closing again does nothing.
+    pub async fn close(&self) {
+        let inner = self.inner();
+        let first = !inner.closed.swap(true, Ordering::SeqCst);
+        inner.shutdown.cancel();
+        inner.tasks.close();
+        inner.tasks.wait().await;
+        if !first || inner.config.skip {
+            return;
+        }
+        // Taken under the write lock: a publish still in flight finishes first, and
+        // any later one sees `closed`.
+        let _round = inner.writes.lock().await;
+        let listings = std::mem::take(&mut *inner.listing_table());
+        if !listings.is_empty() {
+            let withdraw = publishing::withdraw(inner, listings, inner.targets());
+            if tokio::time::timeout(inner.remote.timeout(), withdraw)
+                .await
+                .is_err()
+            {
+                tracing::warn!("close: withdrawing listings took too long; the rest will expire");
+            }
+            // Calls aborted by the timeout finish unwinding here.
+            inner.tasks.wait().await;
+        }
+        tracing::info!(host = inner.config.host.as_str(), "client closed");
+    }
+}

@@ -1,0 +1,781 @@
+//! The client library against real coordinators, in process, on ephemeral ports.
+//!
+//! Coordinators announce `127.0.0.1:port` and use a 200 ms heartbeat; clients poll
+//! for coordinators every 200 ms and adopt the coordinators' heartbeat. Nothing
+//! sleeps and hopes: every wait is on a condition, with a deadline.
+
+use hakken::client::{Client, ClientConfig, ClientError, Random, Selector};
+use hakken::coordinator::{Coordinator, CoordinatorConfig};
+use hakken::remote::Remote;
+use hakken::Listing;
+use serde_json::json;
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// The longest any condition is waited for; a condition that holds returns at once.
+const PATIENCE: Duration = Duration::from_secs(20);
+/// The coordinators' heartbeat interval.
+const H: Duration = Duration::from_millis(200);
+
+/// Polls `check` until it returns `Some`, or panics after [`PATIENCE`] naming `what`.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn coordinator_config(discovery: Option<String>) -> CoordinatorConfig {
+    CoordinatorConfig {
+        announce_host: "127.0.0.1".into(),
+        heartbeat_interval: H,
+        discovery_host: discovery,
+        request_timeout: Duration::from_secs(2),
+        ..CoordinatorConfig::default()
+    }
+}
+
+async fn coordinator(discovery: Option<String>) -> Coordinator {
+    Coordinator::bind("127.0.0.1:0", coordinator_config(discovery))
+        .await
+        .expect("coordinator starts")
+}
+
+/// `n` coordinators that all know each other (the first is the discovery host).
+async fn cluster(n: usize) -> Vec<Coordinator> {
+    let first = coordinator(None).await;
+    let discovery = first.address();
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(coordinator(Some(discovery.clone())).await);
+    }
+    let hosts: Vec<String> = all.iter().map(|c| c.host().to_owned()).collect();
+    for c in &all {
+        eventually("the coordinators know each other", || async {
+            let mut known = c.known_coordinators();
+            known.sort();
+            let mut want = hosts.clone();
+            want.sort();
+            (known == want).then_some(())
+        })
+        .await;
+    }
+    all
+}
+
+fn client_config(host: &str) -> ClientConfig {
+    ClientConfig::new(host)
+        .poll_interval(H)
+        .request_timeout(Duration::from_secs(2))
+}
+
+async fn started(host: &str) -> Client {
+    let client = Client::new(client_config(host));
+    client.start().await.expect("client starts");
+    client
+}
+
+fn listing(service: &str, host: &str) -> Listing {
+    Listing::new(service, host).unwrap()
+}
+
+/// Hosts of the listings of `service` held by the coordinator at `addr`, sorted.
+async fn held(addr: &str, service: &str) -> Vec<String> {
+    let remote = Remote::new(Duration::from_secs(2));
+    let answer = remote
+        .listings(addr, service, None)
+        .await
+        .expect("coordinator answers");
+    let mut hosts: Vec<String> = answer.value.iter().map(|l| l.host().to_owned()).collect();
+    hosts.sort();
+    hosts
+}
+
+fn hosts_of(listings: &[Listing]) -> Vec<String> {
+    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
+    hosts.sort();
+    hosts
+}
+
+/// Waits until the watch hands out exactly `hosts`.
+async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
+    let want: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    eventually(&format!("the watch sees {want:?}"), || async {
+        (hosts_of(&watch.get()) == want).then_some(())
+    })
+    .await;
+}
+
+async fn shutdown(coordinators: Vec<Coordinator>) {
+    for c in coordinators {
+        c.shutdown().await.expect("coordinator stops cleanly");
+    }
+}
+
+#[tokio::test]
+async fn a_published_listing_reaches_a_watch_with_every_field_intact() {
+    let c = coordinator(None).await;
+    let publisher = started(&c.address()).await;
+    let watcher = started(&c.address()).await;
+
+    let value = json!({
+        "service": "billing",
+        "host": "10.0.0.7:8080",
+        "protocol": "http",
+        "meta": {"zone": "eu-1", "tags": ["a", "b"], "weights": {"x": 1.5}},
+        "nothing": null
+    });
+    let published = Listing::try_from(value.clone()).unwrap();
+    publisher.publish(published.clone()).await.unwrap();
+
+    let watch = watcher.watch("billing").build();
+    watch.start().await.unwrap();
+    sees(&watch, &["10.0.0.7:8080"]).await;
+    let got = watch.get();
+    assert_eq!(got, vec![published]);
+    assert_eq!(
+        serde_json::to_string(&got[0]).unwrap(),
+        value.to_string(),
+        "field order kept"
+    );
+
+    // A replacement with the same (service, host) updates it.
+    let updated = Listing::try_from(value).unwrap().with("protocol", "https");
+    publisher.publish(updated.clone()).await.unwrap();
+    eventually("the update reaches the watch", || async {
+        (watch.get() == vec![updated.clone()]).then_some(())
+    })
+    .await;
+    assert_eq!(publisher.published(), vec![updated]);
+
+    publisher.close().await;
+    watcher.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn changes_arrive_through_blocking_queries_not_polls() {
+    let c = coordinator(None).await;
+    let publisher = started(&c.address()).await;
+    // A watcher that would poll only every 30 s: changes must come from blocking queries.
+    let watcher =
+        Client::new(client_config(&c.address()).heartbeat_interval(Duration::from_secs(30)));
+    watcher.start().await.unwrap();
+    let watch = watcher.watch("ledger").build();
+    watch.start().await.unwrap();
+    assert!(watch.get().is_empty());
+
+    let mut receiver = watch.subscribe();
+    let started_at = Instant::now();
+    publisher.publish(listing("ledger", "l1:1")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), receiver.changed())
+        .await
+        .expect("the change arrives before the next poll")
+        .unwrap();
+    assert_eq!(hosts_of(&receiver.borrow_and_update()), ["l1:1"]);
+    assert!(started_at.elapsed() < Duration::from_secs(10));
+
+    let next = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { publisher.publish(listing("ledger", "l2:1")).await.unwrap() }
+    });
+    let changed = tokio::time::timeout(Duration::from_secs(10), watch.changed())
+        .await
+        .expect("changed() returns the next selection")
+        .unwrap();
+    next.await.unwrap();
+    // The selection changes once per change (a second listing may make it two).
+    assert!(hosts_of(&changed).contains(&"l2:1".to_owned()));
+    sees(&watch, &["l1:1", "l2:1"]).await;
+
+    publisher.close().await;
+    watcher.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn watches_filter_by_value_and_by_closure() {
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    for (host, zone, weight) in [("a:1", "eu", 1), ("b:1", "eu", 5), ("c:1", "us", 5)] {
+        let l = listing("api", host)
+            .with("zone", zone)
+            .with("weight", weight);
+        client.publish(l).await.unwrap();
+    }
+    let eu = client.watch("api").filter("zone", "eu").build();
+    let heavy = client
+        .watch("api")
+        .filter_fn(|l| l.get("weight").and_then(|w| w.as_u64()) > Some(2))
+        .build();
+    let both = client
+        .watch("api")
+        .filter("zone", "eu")
+        .filter_fn(|l| l.get("weight") == Some(&json!(5)))
+        .build();
+    let none = client
+        .watch("api")
+        .filter("zone", json!({"not": "a string"}))
+        .build();
+    for w in [&eu, &heavy, &both, &none] {
+        w.start().await.unwrap();
+    }
+    sees(&eu, &["a:1", "b:1"]).await;
+    sees(&heavy, &["b:1", "c:1"]).await;
+    sees(&both, &["b:1"]).await;
+    assert!(none.get().is_empty());
+
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn random_selection_picks_every_listing_over_many_draws() {
+    let all: Vec<Listing> = (0..5).map(|i| listing("r", &format!("r{i}:1"))).collect();
+    let mut seen = HashSet::new();
+    for _ in 0..1_000 {
+        let pick = Random(1).select(&all);
+        assert_eq!(pick.len(), 1);
+        seen.insert(pick[0].host().to_owned());
+    }
+    assert_eq!(seen.len(), all.len(), "every listing drawn: {seen:?}");
+
+    // Through real watches: each hands out one of them, and together they cover all.
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    for l in &all {
+        client.publish(l.clone()).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    for _ in 0..60 {
+        let watch = client.random_watch("r");
+        watch.start().await.unwrap();
+        let pick = eventually("a random watch picks one", || async {
+            let got = watch.get();
+            (!got.is_empty()).then_some(got)
+        })
+        .await;
+        assert_eq!(pick.len(), 1);
+        seen.insert(pick[0].host().to_owned());
+        watch.close();
+        if seen.len() == all.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        all.len(),
+        "random watches cover every listing: {seen:?}"
+    );
+
+    let two = client.watch("r").random(2).build();
+    two.start().await.unwrap();
+    let pick = eventually("two picked", || async {
+        let got = two.get();
+        (got.len() == 2).then_some(got)
+    })
+    .await;
+    assert_ne!(pick[0], pick[1]);
+
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn a_coordinator_started_later_receives_the_listing() {
+    let first = coordinator(None).await;
+    let client = started(&first.address()).await;
+    client.publish(listing("late", "l:1")).await.unwrap();
+    assert_eq!(held(&first.address(), "late").await, ["l:1"]);
+
+    let later = coordinator(Some(first.address())).await;
+    eventually("the client learns of the new coordinator", || async {
+        client
+            .coordinators()
+            .contains(&later.host().to_owned())
+            .then_some(())
+    })
+    .await;
+    eventually("the new coordinator receives the listing", || async {
+        (held(&later.address(), "late").await == ["l:1"]).then_some(())
+    })
+    .await;
+
+    client.close().await;
+    shutdown(vec![first, later]).await;
+}
+
+#[tokio::test]
+async fn a_watch_moves_on_when_its_coordinator_dies() {
+    let mut coordinators: Vec<Option<Coordinator>> =
+        cluster(3).await.into_iter().map(Some).collect();
+    let discovery = coordinators[0].as_ref().unwrap().address();
+    let publisher = started(&discovery).await;
+    let watcher = started(&discovery).await;
+    for client in [&publisher, &watcher] {
+        eventually("the clients know the three coordinators", || async {
+            (client.coordinators().len() == 3).then_some(())
+        })
+        .await;
+    }
+    publisher.publish(listing("svc", "a:1")).await.unwrap();
+
+    let watch = watcher.watch("svc").build();
+    watch.start().await.unwrap();
+    sees(&watch, &["a:1"]).await;
+    let followed = watch
+        .coordinator()
+        .expect("the watch follows a coordinator");
+
+    let slot = coordinators
+        .iter()
+        .position(|c| c.as_ref().is_some_and(|c| c.host() == followed))
+        .expect("the followed coordinator is one of ours");
+    coordinators[slot].take().unwrap().shutdown().await.unwrap();
+    assert_eq!(hosts_of(&watch.get()), ["a:1"], "listings kept");
+
+    publisher.publish(listing("svc", "b:1")).await.unwrap();
+    sees(&watch, &["a:1", "b:1"]).await;
+    let now = watch.coordinator().expect("following another coordinator");
+    assert_ne!(now, followed);
+
+    // Changes keep arriving from the new one.
+    publisher.unpublish(&listing("svc", "a:1")).await.unwrap();
+    sees(&watch, &["b:1"]).await;
+
+    publisher.close().await;
+    watcher.close().await;
+    shutdown(coordinators.into_iter().flatten().collect()).await;
+}
+
+/// Binds `addr` again once the old listener has let go of it.
+async fn rebind(addr: std::net::SocketAddr) -> TcpListener {
+    eventually("the old port is free again", || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn listings_survive_a_total_outage_and_the_watch_recovers() {
+    let c = coordinator(None).await;
+    let addr = c.local_addr();
+    let publisher = started(&c.address()).await;
+    let watcher = started(&c.address()).await;
+    publisher.publish(listing("svc", "a:1")).await.unwrap();
+    let watch = watcher.watch("svc").build();
+    watch.start().await.unwrap();
+    sees(&watch, &["a:1"]).await;
+
+    c.shutdown().await.unwrap();
+    eventually("the watch notices the outage", || async {
+        watch.coordinator().is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        hosts_of(&watch.get()),
+        ["a:1"],
+        "listings kept while no coordinator answers"
+    );
+    // Published while every coordinator is down: sent at a later heartbeat.
+    publisher.publish(listing("svc", "b:1")).await.unwrap();
+    assert_eq!(hosts_of(&watch.get()), ["a:1"]);
+
+    let back = Coordinator::start(rebind(addr).await, coordinator_config(None)).unwrap();
+    sees(&watch, &["a:1", "b:1"]).await;
+    eventually("both clients know the coordinator again", || async {
+        (publisher.coordinators() == [back.host()] && watcher.coordinators() == [back.host()])
+            .then_some(())
+    })
+    .await;
+
+    publisher.close().await;
+    watcher.close().await;
+    shutdown(vec![back]).await;
+}
+
+#[tokio::test]
+async fn skip_mode_touches_no_network() {
+    let trap = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = Client::new(client_config(&trap.local_addr().unwrap().to_string()).skip(true));
+    client.start().await.unwrap();
+    client.start_background();
+    client.publish(listing("s", "h:1")).await.unwrap();
+    assert_eq!(client.published(), vec![listing("s", "h:1")]);
+    let watch = client.random_watch("s");
+    watch.start().await.unwrap();
+    assert!(watch.get().is_empty());
+    let fixed = Client::static_watch(vec![listing("db", "db:5432")]);
+    fixed.start().await.unwrap();
+    assert_eq!(fixed.get(), vec![listing("db", "db:5432")]);
+    client.unpublish(&listing("s", "h:1")).await.unwrap();
+    client.close().await;
+    assert_eq!(client.running_tasks(), 0);
+    // Every call above has returned: a connection it made would be waiting already.
+    let accepted = tokio::time::timeout(Duration::from_millis(100), trap.accept()).await;
+    assert!(accepted.is_err(), "skip mode connected to the host");
+
+    // SKIP_HAKKEN as the original spells it.
+    let config =
+        ClientConfig::from_vars(|name| (name == "SKIP_HAKKEN").then(|| "true".into())).unwrap();
+    assert!(config.skip);
+}
+
+#[tokio::test]
+async fn start_fails_when_no_coordinator_answers() {
+    let client = Client::new(client_config("127.0.0.1:1"));
+    match client.start().await {
+        Err(ClientError::NoCoordinator { host, source }) => {
+            assert_eq!(host, "127.0.0.1:1");
+            assert!(source.is_some_and(|e| e.is_unreachable()));
+        }
+        other => panic!("expected NoCoordinator, got {other:?}"),
+    }
+    assert!(client.coordinators().is_empty());
+    // A watch on it fails to start the same way, and keeps looking meanwhile.
+    let watch = client.random_watch("s");
+    assert!(matches!(
+        watch.start().await,
+        Err(ClientError::NoCoordinator { .. })
+    ));
+    assert!(watch.get().is_empty());
+    assert!(client.running_tasks() > 0, "the watch keeps looking");
+    client.close().await;
+    assert_eq!(client.running_tasks(), 0);
+}
+
+#[tokio::test]
+async fn start_background_keeps_trying_until_a_coordinator_answers() {
+    // A listener nobody serves yet: connections hang until the timeout, then fail.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = client_config(&addr.to_string()).request_timeout(Duration::from_millis(300));
+    let client = Client::new(config);
+    client.start_background();
+    client.publish(listing("bg", "bg:1")).await.unwrap();
+    assert!(client.coordinators().is_empty());
+    let c = Coordinator::start(listener, coordinator_config(None)).unwrap();
+    eventually("the client finds the coordinator", || async {
+        (client.coordinators() == [c.host()]).then_some(())
+    })
+    .await;
+    eventually("the listing reaches it at a heartbeat", || async {
+        (held(&c.address(), "bg").await == ["bg:1"]).then_some(())
+    })
+    .await;
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn close_withdraws_every_listing_and_stops_every_task() {
+    let coordinators = cluster(2).await;
+    let client = started(&coordinators[0].address()).await;
+    eventually("the client knows both coordinators", || async {
+        (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    client.publish(listing("gone", "g1:1")).await.unwrap();
+    client.publish(listing("gone", "g2:1")).await.unwrap();
+    for c in &coordinators {
+        assert_eq!(held(&c.address(), "gone").await, ["g1:1", "g2:1"]);
+    }
+    let watch = client.watch("gone").build();
+    watch.start().await.unwrap();
+    assert!(
+        client.running_tasks() >= 4,
+        "heartbeat, poll, resync, watch"
+    );
+
+    client.close().await;
+    assert_eq!(client.running_tasks(), 0, "no task left running");
+    for c in &coordinators {
+        assert!(
+            held(&c.address(), "gone").await.is_empty(),
+            "withdrawn from {}",
+            c.host()
+        );
+    }
+    assert!(client.is_closed());
+    assert!(matches!(
+        client.publish(listing("gone", "g3:1")).await,
+        Err(ClientError::Closed)
+    ));
+    assert!(matches!(watch.start().await, Err(ClientError::Closed)));
+    assert!(matches!(watch.changed().await, Err(ClientError::Closed)));
+    assert!(matches!(client.start().await, Err(ClientError::Closed)));
+    client.close().await; // twice is fine
+    shutdown(coordinators).await;
+}
+
+#[tokio::test]
+async fn unpublish_withdraws_a_listing_for_good() {
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    let a = listing("u", "a:1");
+    client.publish(a.clone()).await.unwrap();
+    client.publish(listing("u", "b:1")).await.unwrap();
+    assert_eq!(held(&c.address(), "u").await, ["a:1", "b:1"]);
+
+    client.unpublish(&a).await.unwrap();
+    assert_eq!(held(&c.address(), "u").await, ["b:1"], "gone at once");
+    assert_eq!(client.published(), vec![listing("u", "b:1")]);
+    // Heartbeats go on for b only. (Waiting a few heartbeats cannot flake: a
+    // regression could only pass unnoticed.)
+    tokio::time::sleep(client.heartbeat_interval() * 4).await;
+    assert_eq!(held(&c.address(), "u").await, ["b:1"]);
+    // Unpublishing what is not published is fine.
+    client.unpublish(&a).await.unwrap();
+
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn the_coordinators_heartbeat_interval_is_adopted_unless_set() {
+    let c = coordinator(None).await;
+    let adopting = Client::new(client_config(&c.address()));
+    assert_eq!(
+        adopting.heartbeat_interval(),
+        Duration::from_secs(20),
+        "the default before any answer"
+    );
+    adopting.start().await.unwrap();
+    assert_eq!(adopting.heartbeat_interval(), H);
+
+    let fixed = Client::new(client_config(&c.address()).heartbeat_interval(Duration::from_secs(7)));
+    fixed.start().await.unwrap();
+    assert_eq!(fixed.heartbeat_interval(), Duration::from_secs(7));
+
+    // Listings live 3 × 200 ms there: only a client heartbeating at H keeps one alive.
+    adopting.publish(listing("hb", "kept:1")).await.unwrap();
+    tokio::time::sleep(H * 8).await;
+    assert_eq!(held(&c.address(), "hb").await, ["kept:1"]);
+
+    adopting.close().await;
+    fixed.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn watches_from_the_originals_config_shapes() {
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    for (host, zone) in [("a:1", "eu"), ("b:1", "eu"), ("c:1", "us")] {
+        client
+            .publish(listing("cfg", host).with("zone", zone))
+            .await
+            .unwrap();
+    }
+
+    let by_name = client.watch_from_config(&json!("cfg")).unwrap();
+    let random = client
+        .watch_from_config(&json!({"type": "random", "service": "cfg", "filter": {"zone": "eu"}, "config": {"numToPull": 2}}))
+        .unwrap();
+    let all = client
+        .watch_from_config(&json!({"type": "all", "service": "cfg", "filter": {"zone": "us"}}))
+        .unwrap();
+    for w in [&by_name, &random, &all] {
+        w.start().await.unwrap();
+    }
+    eventually("one random listing", || async {
+        (by_name.get().len() == 1).then_some(())
+    })
+    .await;
+    sees(&random, &["a:1", "b:1"]).await;
+    sees(&all, &["c:1"]).await;
+
+    let fixed = client
+        .watch_from_config(&json!({"type": "static", "service": "db", "hosts": [
+            {"service": "db", "host": "db1:5432", "role": "primary"},
+            {"host": "db2:5432"},
+            "db3:5432"
+        ]}))
+        .unwrap();
+    fixed.start().await.unwrap();
+    let got = fixed.get();
+    assert_eq!(hosts_of(&got), ["db1:5432", "db2:5432", "db3:5432"]);
+    assert!(got.iter().all(|l| l.service() == "db"));
+    assert_eq!(got[0].get("role"), Some(&json!("primary")));
+    let unnamed = client
+        .watch_from_config(&json!({"type": "static", "hosts": ["x:1"]}))
+        .unwrap();
+    assert_eq!(unnamed.get()[0].service(), "static");
+
+    for bad in [
+        json!({"type": "bogus", "service": "cfg"}),
+        json!({"service": "cfg"}),
+        json!({"type": "random"}),
+        json!({"type": "random", "service": "cfg", "config": {"numToPull": "two"}}),
+        json!({"type": "static", "hosts": [42]}),
+        json!({"type": "static"}),
+        json!(42),
+    ] {
+        assert!(
+            matches!(client.watch_from_config(&bad), Err(ClientError::Config(_))),
+            "{bad} is refused"
+        );
+    }
+
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn a_static_watch_needs_no_coordinator() {
+    let listings = vec![
+        listing("db", "db1:5432"),
+        listing("db", "db2:5432").with("role", "replica"),
+    ];
+    let watch = Client::static_watch(listings.clone());
+    assert_eq!(watch.get(), listings, "ready even before start");
+    watch.start().await.unwrap();
+    assert_eq!(watch.get(), listings);
+    assert_eq!(watch.service(), "db");
+    assert!(watch.coordinator().is_none());
+    watch.close();
+    assert!(matches!(watch.changed().await, Err(ClientError::Closed)));
+    assert_eq!(watch.get(), listings, "still readable after close");
+}
+
+#[tokio::test]
+async fn publish_refuses_what_no_coordinator_would_accept() {
+    let client = Client::new(client_config("127.0.0.1:1").skip(true));
+    let mut fields = serde_json::Map::new();
+    fields.insert("service".into(), json!("s"));
+    fields.insert("host".into(), json!("h:1"));
+    for i in 0..100 {
+        fields.insert(format!("f{i}"), json!(i));
+    }
+    let huge = Listing::from_map(
+        fields,
+        &hakken::Limits {
+            max_fields: usize::MAX,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        client.publish(huge).await,
+        Err(ClientError::Invalid(_))
+    ));
+    client.close().await;
+}
+
+/// The headers of the `n`-th listings answer of a fake coordinator.
+type Headers = fn(usize) -> String;
+
+/// A fake coordinator that answers every request at once, whatever it asks: the
+/// headers of the `n`-th listings answer come from `headers(n)`. Counts requests.
+async fn fake_coordinator(
+    headers: Headers,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (addr, count) = (addr.clone(), count.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (addr, count) = (addr.clone(), count.clone());
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match socket.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let request = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                        buffer.drain(..end + 4);
+                        let (body, extra) = if request.starts_with("GET /v1/coordinator") {
+                            (format!(r#"[{{"host":"{addr}"}}]"#), String::new())
+                        } else {
+                            let n = count.fetch_add(1, Ordering::SeqCst);
+                            (r#"[{"service":"s","host":"x:1"}]"#.to_owned(), headers(n))
+                        };
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    };
+    (addr, count, server)
+}
+
+#[tokio::test]
+async fn a_watch_never_spins_on_a_coordinator_that_answers_at_once() {
+    use std::sync::atomic::Ordering;
+    let shapes: [(&str, Headers); 3] = [
+        // Ignores `?index`: the same index, at once.
+        ("same index", |_| "x-hakken-index: 7\r\n".into()),
+        // The original: no index, so the watch polls.
+        ("no index", |_| String::new()),
+        // Behind a load balancer: two coordinators, two unrelated indexes.
+        ("hopping", |n| {
+            format!(
+                "x-hakken-index: {}\r\nx-hakken-coordinator: c{}:1\r\n",
+                n % 2 + 1,
+                n % 2
+            )
+        }),
+    ];
+    for (shape, headers) in shapes {
+        let (addr, count, server) = fake_coordinator(headers).await;
+        let client = Client::new(client_config(&addr).heartbeat_interval(H));
+        client.start().await.unwrap();
+        let watch = client.watch("s").build();
+        watch.start().await.unwrap();
+        sees(&watch, &["x:1"]).await;
+        let before = count.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let asked = count.load(Ordering::SeqCst) - before;
+        // About one request per heartbeat (200 ms); spinning would be thousands.
+        assert!(asked <= 15, "{shape}: {asked} requests in one second");
+        client.close().await;
+        server.abort();
+    }
+}
+
+/// Every future the client hands out can be spawned.
+#[allow(dead_code)]
+fn futures_are_send(client: Client, watch: hakken::Watch, listing: Listing) {
+    fn send<T: Send>(_: T) {}
+    send(client.start());
+    send(client.publish(listing.clone()));
+    send(client.unpublish(&listing));
+    send(client.close());
+    send(watch.start());
+    send(watch.changed());
+    fn sync<T: Send + Sync + Clone>() {}
+    sync::<Client>();
+}

@@ -3,6 +3,7 @@
 //! Every setting can come from a flag or from an environment variable (flags win);
 //! a bad value is one line on stderr naming the setting, and exit code 2.
 
+mod client;
 mod coordinator;
 mod logging;
 
@@ -22,6 +23,16 @@ struct Cli {
 enum Command {
     /// Run a coordinator (configured like the original: PORT, DISCOVERY_HOST, ...).
     Coordinator(coordinator::CoordinatorArgs),
+    /// Publish a listing and keep it alive until Ctrl-C, then withdraw it.
+    Publish(client::PublishArgs),
+    /// Print a service's listings as a JSON array per line, again at every change.
+    Watch(client::WatchArgs),
+    /// List the services that have live listings.
+    Services(client::OutputArgs),
+    /// List the live listings of one service.
+    Listings(client::ListingsArgs),
+    /// List the coordinators a coordinator knows.
+    Coordinators(client::OutputArgs),
 }
 
 /// Parses arguments, runs the command, and turns its outcome into an exit code.
@@ -40,6 +51,11 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Coordinator(args) => coordinator::run(args).await,
+            Command::Publish(args) => client::publish(args).await,
+            Command::Watch(args) => client::watch(args).await,
+            Command::Services(args) => client::services(args).await,
+            Command::Listings(args) => client::listings(args).await,
+            Command::Coordinators(args) => client::coordinators(args).await,
         }
     });
     match result {

@@ -19,9 +19,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-/// Polls every known coordinator every heartbeat interval.
+/// Polls every known coordinator every heartbeat interval, the first time one
+/// interval after start (nobody is known before that but through announcements).
 pub(super) async fn poll_loop(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.heartbeat_interval);
+    let period = shared.config.heartbeat_interval;
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -1,0 +1,251 @@
+//! The client commands through the built binary, against real coordinators:
+//! `publish`, `watch`, `services`, `listings`, `coordinators` — output and exit codes.
+
+mod common;
+
+use common::{config, eventually, get, post, start};
+use serde_json::{json, Value};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hakken");
+
+/// The binary pointed at `coordinator`, with nothing inherited that would change it.
+fn hakken(coordinator: &str) -> Command {
+    let mut command = Command::new(BIN);
+    for var in [
+        "HAKKEN_COORDINATOR",
+        "HAKKEN_TOKEN",
+        "HAKKEN_TIMEOUT",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .env("HAKKEN_COORDINATOR", coordinator)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(coordinator: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = hakken(coordinator).args(args).output().await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap()
+        .code()
+}
+
+#[tokio::test]
+async fn publish_keeps_a_listing_alive_and_withdraws_it_on_sigterm() {
+    // Listings live 300 ms without heartbeats: only heartbeats keep it there.
+    let c = start(config(100)).await;
+    let addr = c.address();
+    let mut publisher = hakken(&addr)
+        .args([
+            "publish",
+            "billing",
+            "10.0.0.1:80",
+            "port=8080",
+            "tls=true",
+            "name=blue",
+        ])
+        .args([r#"meta={"zone":"a","tags":[1,2]}"#])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let expected = json!([{
+        "service": "billing", "host": "10.0.0.1:80", "port": 8080, "tls": true,
+        "name": "blue", "meta": {"zone": "a", "tags": [1, 2]}
+    }]);
+    eventually("the listing is published", || async {
+        (get(&addr, "/v1/listings/billing").await.1 == expected).then_some(())
+    })
+    .await;
+    // Still there after several lifetimes: the command heartbeats.
+    let registered = c.listing_count();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(get(&addr, "/v1/listings/billing").await.1, expected);
+    assert_eq!(c.listing_count(), registered);
+    assert_eq!(terminate(&mut publisher).await, Some(0));
+    // Withdrawn (a DELETE), not left to expire.
+    let metrics = common::http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hakken_listings_deleted_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
+    c.shutdown().await.unwrap();
+}
+
+/// The next line `hakken watch` prints, as JSON.
+async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(common::PATIENCE, lines.next_line())
+        .await
+        .expect("a line within the patience")
+        .unwrap()
+        .expect("watch keeps running");
+    serde_json::from_str(&line).expect("each line is JSON")
+}
+
+#[tokio::test]
+async fn watch_prints_a_line_per_change() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"db","host":"a:1","role":"primary"}"#,
+    )
+    .await;
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"db","host":"b:1","role":"replica"}"#,
+    )
+    .await;
+    let mut watcher = hakken(&addr)
+        .args(["watch", "db", "--filter", "role=replica"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next(&mut lines).await,
+        json!([{"service": "db", "host": "b:1", "role": "replica"}])
+    );
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"db","host":"c:1","role":"replica"}"#,
+    )
+    .await;
+    let second = next(&mut lines).await;
+    assert_eq!(second.as_array().unwrap().len(), 2, "{second}");
+    // A change the filter hides prints nothing; the next visible one does.
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"db","host":"d:1","role":"primary"}"#,
+    )
+    .await;
+    common::http()
+        .delete(format!("http://{addr}/v1/listings/db/b:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut lines).await,
+        json!([{"service": "db", "host": "c:1", "role": "replica"}])
+    );
+    assert_eq!(terminate(&mut watcher).await, Some(0));
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_shot_reads_as_tables_and_json() {
+    let a = start(config(60_000)).await;
+    let addr = a.address();
+    post(&addr, "/v1/coordinator", r#"{"host":"other.example:8082"}"#).await;
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"web","host":"w1:80","zone":"a"}"#,
+    )
+    .await;
+    post(&addr, "/v1/listings", r#"{"service":"web","host":"w2:80"}"#).await;
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"cache","host":"c1:6379"}"#,
+    )
+    .await;
+
+    let (code, out, _) = output(&addr, &["services"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "SERVICE  LISTINGS\ncache    1\nweb      2\n");
+    let (_, out, _) = output(&addr, &["services", "--json"]).await;
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json,
+        json!([{"service": "cache", "listings": 1}, {"service": "web", "listings": 2}])
+    );
+
+    let (code, out, _) = output(&addr, &["listings", "web"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "HOST   FIELDS\nw1:80  {\"zone\":\"a\"}\nw2:80\n");
+    let (_, out, _) = output(&addr, &["listings", "web", "--json"]).await;
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json[0],
+        json!({"service": "web", "host": "w1:80", "zone": "a"})
+    );
+    let (code, out, _) = output(&addr, &["listings", "nothing"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "HOST  FIELDS\n"));
+
+    let (code, out, _) = output(&addr, &["coordinators"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out, format!("HOST\n{}\nother.example:8082\n", a.host()));
+    let (_, out, _) = output(&addr, &["coordinators", "--json"]).await;
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json,
+        json!([{"host": a.host()}, {"host": "other.example:8082"}])
+    );
+
+    // The flag beats the environment.
+    let (code, out, _) = output("127.0.0.1:1", &["services", "--coordinator", &addr]).await;
+    assert_eq!(code, Some(0), "{out}");
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_coordinator_answering_is_a_one_line_error() {
+    let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = refused.local_addr().unwrap().to_string();
+    drop(refused);
+    for args in [
+        vec!["services"],
+        vec!["listings", "x"],
+        vec!["coordinators"],
+        vec!["watch", "x"],
+        vec!["publish", "x", "h:1"],
+    ] {
+        let (code, out, err) = output(&dead, &args).await;
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(out, "", "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&dead), "{args:?} names the coordinator: {err}");
+    }
+    // Bad arguments are usage errors.
+    let (code, _, err) = output(&dead, &["publish", "x", "h:1", "novalue"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = output(&dead, &["publish", "x", "h:1", "service=y"]).await;
+    assert_eq!(code, Some(1), "{err}");
+}

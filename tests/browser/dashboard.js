@@ -1,0 +1,390 @@
+#!/usr/bin/env node
+// Drives the coordinator dashboard in headless Chromium. Run by tests/dashboard.rs:
+//
+//   node tests/browser/dashboard.js LIVE_URL LOAD_URL ARTIFACTS_DIR
+//
+// LIVE_URL is a coordinator with a short heartbeat (listings expire quickly), LOAD_URL
+// one with the default heartbeat that this script fills with 1,000 services and a
+// service of 5,000 listings. The script does its own HTTP (publish, heartbeat,
+// withdraw) and checks what the page shows, waiting on conditions with deadlines.
+// It prints one line per step, then `PASS`; on a failure, `FAIL: reason` (and a
+// screenshot in ARTIFACTS_DIR) and exits 1.
+"use strict";
+
+const fs = require("fs");
+const os = require("os");
+const path = require("path");
+const { chromium } = require("playwright-core");
+
+const [LIVE, LOAD, ARTIFACTS] = process.argv.slice(2);
+if (!LIVE || !LOAD || !ARTIFACTS) {
+  console.error("usage: dashboard.js LIVE_URL LOAD_URL ARTIFACTS_DIR");
+  process.exit(2);
+}
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+const TIMEOUT = 20_000; // longest wait for any one condition
+const WATCHDOG = 240_000; // longest the whole script may take
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+
+const started = Date.now();
+const log = (line) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${line}`);
+
+class Failure extends Error {}
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+// ---- HTTP to the coordinators ------------------------------------------------------
+
+async function publish(base, listing) {
+  const response = await fetch(`${base}/v1/listings`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(listing),
+  });
+  await response.arrayBuffer();
+  check(response.status === 201, `POST ${listing.service}/${listing.host}: HTTP ${response.status}`);
+}
+
+async function withdraw(base, service, host) {
+  const url = `${base}/v1/listings/${encodeURIComponent(service)}/${encodeURIComponent(host)}`;
+  const response = await fetch(url, { method: "DELETE" });
+  await response.arrayBuffer();
+  check(response.status === 204, `DELETE ${service}/${host}: HTTP ${response.status}`);
+}
+
+async function announce(base, host) {
+  const response = await fetch(`${base}/v1/coordinator`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ host }),
+  });
+  await response.arrayBuffer();
+  check(response.status === 201, `POST /v1/coordinator: HTTP ${response.status}`);
+}
+
+// Publishes `listing` now and every `everyMs` until the returned stop() resolves
+// (which waits for a heartbeat in flight, so none lands after it).
+async function keepAlive(base, listing, everyMs) {
+  await publish(base, listing);
+  let inFlight = Promise.resolve();
+  let failed = null;
+  const timer = setInterval(() => {
+    inFlight = inFlight.then(() => publish(base, listing)).catch((e) => { failed = e; });
+  }, everyMs);
+  return async () => {
+    clearInterval(timer);
+    await inFlight;
+    if (failed) throw failed;
+  };
+}
+
+// Publishes every listing, `concurrency` at a time.
+async function publishAll(base, listings, concurrency) {
+  let next = 0;
+  const worker = async () => {
+    while (next < listings.length) await publish(base, listings[next++]);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+// ---- the page ----------------------------------------------------------------------
+
+const sel = (attr, value) => `[${attr}="${value.replace(/["\\]/g, "\\$&")}"]`;
+const serviceRow = (name) => `#services tr${sel("data-service", name)}`;
+const listingRow = (host) => `#listings tr${sel("data-host", host)}`;
+
+async function present(page, selector, what) {
+  try {
+    return await page.waitForSelector(selector, { state: "attached", timeout: TIMEOUT });
+  } catch (e) {
+    throw new Failure(`${what} did not appear within ${TIMEOUT / 1000} s (${selector})`);
+  }
+}
+
+async function absent(page, selector, what) {
+  try {
+    await page.waitForSelector(selector, { state: "detached", timeout: TIMEOUT });
+  } catch (e) {
+    throw new Failure(`${what} did not disappear within ${TIMEOUT / 1000} s (${selector})`);
+  }
+}
+
+async function until(page, what, fn, arg) {
+  try {
+    return await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 });
+  } catch (e) {
+    const detail = e instanceof Error ? e.message.split("\n")[0] : String(e);
+    throw new Failure(`${what} within ${TIMEOUT / 1000} s (${detail})`);
+  }
+}
+
+async function text(page, selector) {
+  return (await page.textContent(selector)) ?? "";
+}
+
+async function noHorizontalOverflow(page, where) {
+  const { scroll, inner } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+  }));
+  check(scroll <= inner, `${where}: the page overflows horizontally (scrollWidth ${scroll} > innerWidth ${inner})`);
+  log(`${where}: no horizontal overflow (scrollWidth ${scroll} <= innerWidth ${inner})`);
+}
+
+async function screenshot(page, name, fullPage = false) {
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage });
+  log(`screenshot ${file}`);
+}
+
+// ---- the scenario ------------------------------------------------------------------
+
+async function liveScenario(context, page) {
+  const liveHost = new URL(LIVE).host;
+  const loadHost = new URL(LOAD).host;
+  const stops = [];
+  try {
+    log(`open ${LIVE}/`);
+    await page.goto(`${LIVE}/`);
+    check(new URL(page.url()).pathname === "/ui", `GET / should redirect to /ui, got ${page.url()}`);
+    await present(page, '#status[data-state="ok"]', "the live status");
+    check((await text(page, "#self")) === liveHost, `#self should show ${liveHost}`);
+    await present(page, `#coordinators tr${sel("data-coordinator", liveHost)}`, "this coordinator's row");
+
+    log("a coordinator announces itself: it appears, with the time of its last poll");
+    await announce(LIVE, loadHost);
+    const peerCell = `#coordinators tr${sel("data-coordinator", loadHost)} td.age`;
+    await present(page, peerCell, "the announced coordinator");
+    await until(page, "the announced coordinator should show the time of its last successful poll",
+      (s) => / s ago$/.test(document.querySelector(s)?.textContent ?? ""), peerCell);
+
+    log("publish web/web-1: the service appears without a reload; choose it");
+    const web1 = {
+      service: "web",
+      host: "web-1:8080",
+      version: "1.2.3",
+      meta: { zone: "eu-1", tags: ["blue", "canary"] },
+      note: '<img src=x onerror="window.__xss=1"><b>bold</b>',
+    };
+    stops.push(await keepAlive(LIVE, web1, 100));
+    await present(page, serviceRow("web"), "service web");
+    await page.click(`${serviceRow("web")} a`);
+    check(new URL(page.url()).hash === "#service=web", `the choice should be in the URL hash, got ${page.url()}`);
+    await present(page, listingRow("web-1:8080"), "listing web-1:8080");
+    await present(page, `${serviceRow("web")}[aria-current="true"]`, "the chosen service highlighted");
+    const row = await text(page, listingRow("web-1:8080"));
+    for (const part of ["1.2.3", '{"zone":"eu-1","tags":["blue","canary"]}', '<img src=x onerror="window.__xss=1"><b>bold</b>']) {
+      check(row.includes(part), `listing row should show ${part}, shows ${JSON.stringify(row)}`);
+    }
+    check((await page.$$("#listings img, #listings b")).length === 0, "listing fields must be escaped, not parsed as HTML");
+    check((await page.evaluate(() => window.__xss)) === undefined, "a listing field ran script");
+    await until(page, "the heartbeat age should read like '0.1 s ago'",
+      (s) => /^\d+(\.\d)? s ago$/.test(document.querySelector(s)?.textContent ?? ""),
+      `${listingRow("web-1:8080")} td.age`);
+
+    log("publish web-2, then withdraw it: it appears, then disappears");
+    const web2 = { service: "web", host: "web-2:8080", version: "1.2.4" };
+    const stopWeb2 = await keepAlive(LIVE, web2, 100);
+    await present(page, listingRow("web-2:8080"), "listing web-2:8080");
+    await stopWeb2();
+    await withdraw(LIVE, "web", "web-2:8080");
+    await absent(page, listingRow("web-2:8080"), "withdrawn listing web-2:8080");
+
+    log("publish web-3, then stop its heartbeats: it expires and disappears");
+    const stopWeb3 = await keepAlive(LIVE, { service: "web", host: "web-3:8080" }, 100);
+    await present(page, listingRow("web-3:8080"), "listing web-3:8080");
+    await stopWeb3();
+    await absent(page, listingRow("web-3:8080"), "expired listing web-3:8080");
+    await present(page, listingRow("web-1:8080"), "listing web-1:8080 (still heartbeated)");
+
+    log("a service withdrawn while another is chosen leaves the service list");
+    const stopCron = await keepAlive(LIVE, { service: "cron", host: "cron-1:9000" }, 100);
+    await present(page, serviceRow("cron"), "service cron");
+    await stopCron();
+    await withdraw(LIVE, "cron", "cron-1:9000");
+    await absent(page, serviceRow("cron"), "withdrawn service cron");
+
+    log("more listings, then the filter narrows services and listings by any field");
+    for (const [i, zone] of [[4, "eu-1"], [5, "eu-2"], [6, "us-1"]]) {
+      stops.push(await keepAlive(LIVE, {
+        service: "web", host: `web-${i}:8080`, version: `1.3.${i}`, meta: { zone }, weight: i * 10,
+      }, 100));
+    }
+    for (const name of ["billing", "search", "auth-gateway"]) {
+      stops.push(await keepAlive(LIVE, { service: name, host: `${name}-1:7000`, version: "0.9.0" }, 100));
+    }
+    await present(page, listingRow("web-6:8080"), "listing web-6:8080");
+    await present(page, serviceRow("auth-gateway"), "service auth-gateway");
+    await page.fill("#filter", "eu-2");
+    await until(page, "the filter 'eu-2' should leave exactly web-5's listing",
+      () => [...document.querySelectorAll("#listings tr[data-host]")].map((r) => r.dataset.host).join() === "web-5:8080");
+    await page.fill("#filter", "bill");
+    await until(page, "the filter 'bill' should leave exactly service billing",
+      () => [...document.querySelectorAll("#services tr[data-service]")].map((r) => r.dataset.service).join() === "billing");
+    await page.fill("#filter", "");
+    await present(page, listingRow("web-4:8080"), "listing web-4:8080 after clearing the filter");
+
+    log("the choice survives a reload (URL hash)");
+    await page.reload();
+    await present(page, listingRow("web-1:8080"), "listing web-1:8080 after a reload");
+    await present(page, '#status[data-state="ok"]', "the live status after a reload");
+    await noHorizontalOverflow(page, "desktop, live");
+    await screenshot(page, "dashboard-desktop.png");
+    await page.setViewportSize(PHONE);
+    await noHorizontalOverflow(page, "phone, live");
+    await screenshot(page, "dashboard-phone.png");
+    await page.setViewportSize(DESKTOP);
+
+    log("the coordinator becomes unreachable: the status says so, retries back off, then recovers");
+    const attempts = [];
+    const down = (route) => route.abort("connectionrefused");
+    const downState = (route) => { attempts.push(Date.now()); return route.abort("connectionrefused"); };
+    await page.route("**/v1/**", down);
+    await page.route("**/ui/api/**", downState);
+    await present(page, '#status[data-state="error"]', "the error status");
+    check(/retrying/.test(await text(page, "#status")), "the error status should say it is retrying");
+    await screenshot(page, "dashboard-desktop-error.png");
+    // The attempts are counted in this process: poll the count, with a deadline.
+    const seen = attempts.length;
+    const deadline = Date.now() + TIMEOUT;
+    const wanted = Math.max(seen + 2, 3);
+    while (attempts.length < wanted) {
+      check(Date.now() < deadline, `only ${attempts.length - seen} more attempts in ${TIMEOUT / 1000} s after the first failure`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const [a, b, c] = attempts.slice(-3);
+    const gaps = [b - a, c - b];
+    log(`retry gaps: ${gaps.join(", ")} ms`);
+    check(gaps.every((g) => g >= 300), `retries should be spaced, gaps ${gaps.join(", ")} ms`);
+    check(gaps[1] > gaps[0], `retries should back off, gaps ${gaps.join(", ")} ms`);
+    await page.unroute("**/v1/**", down);
+    await page.unroute("**/ui/api/**", downState);
+    await present(page, '#status[data-state="ok"]', "the live status after the coordinator is back");
+    await present(page, listingRow("web-1:8080"), "listing web-1:8080 after recovery");
+  } finally {
+    for (const stop of stops) await stop();
+  }
+}
+
+async function loadScenario(context, page) {
+  const longService = "a-service-with-a-rather-long-name-that-must-not-break-the-layout-0123456789";
+  const listings = [];
+  for (let i = 1; i <= 998; i++) {
+    listings.push({ service: `svc-${String(i).padStart(4, "0")}`, host: `10.1.${i >> 8}.${i & 255}:8080` });
+  }
+  listings.push({
+    service: longService,
+    host: "a-very-long-host-name.with.many.labels.in.a.private.zone.example.internal:65535",
+    url: "https://" + "x".repeat(200),
+  });
+  for (let i = 0; i < 5000; i++) {
+    const n = String(i).padStart(4, "0");
+    listings.push({
+      service: "big",
+      host: `big-${n}.example.internal:8080`,
+      version: `2.4.${i % 10}`,
+      zone: ["eu-1", "eu-2", "us-1"][i % 3],
+      weight: i % 7,
+      health: `http://big-${n}.example.internal:8080/health/check/with/a/rather/long/path/that/has/no/spaces`,
+      labels: { tier: i % 2 ? "web" : "api", shard: i % 16 },
+    });
+  }
+  const t0 = Date.now();
+  await publishAll(LOAD, listings, 64);
+  log(`published ${listings.length} listings (1,000 services, 5,000 in 'big') in ${Date.now() - t0} ms`);
+
+  const t1 = Date.now();
+  await page.goto(`${LOAD}/ui#service=big`);
+  await until(page, "the page should render 1,000 listings of 'big' (the cap)",
+    () => document.querySelectorAll("#listings tr[data-host]").length === 1000);
+  log(`page shows 'big' in ${Date.now() - t1} ms`);
+  check((await text(page, "#count-services")) === "1,000", `#count-services: ${await text(page, "#count-services")}`);
+  check((await text(page, "#count-listings")) === "5,999", `#count-listings: ${await text(page, "#count-listings")}`);
+  check(/Showing 1,000 of 5,000/.test(await text(page, "#listings-note")), `#listings-note: ${await text(page, "#listings-note")}`);
+  check((await page.$$("#services tr[data-service]")).length === 500, "the service list should be capped at 500 rows");
+  check(/Showing 500 of 1,000/.test(await text(page, "#services-note")), `#services-note: ${await text(page, "#services-note")}`);
+  await noHorizontalOverflow(page, "desktop, 1,000 services and 5,000 listings");
+  await screenshot(page, "dashboard-desktop-load.png");
+
+  log("the filter finds what the caps leave out");
+  await page.fill("#filter", "big-4321");
+  await until(page, "the filter 'big-4321' should leave exactly one listing",
+    () => [...document.querySelectorAll("#listings tr[data-host]")].map((r) => r.dataset.host).join() === "big-4321.example.internal:8080");
+  await page.fill("#filter", "svc-0900");
+  await until(page, "the filter 'svc-0900' should leave exactly one service",
+    () => [...document.querySelectorAll("#services tr[data-service]")].map((r) => r.dataset.service).join() === "svc-0900");
+  await page.fill("#filter", "");
+
+  log("phone-sized window");
+  await page.setViewportSize(PHONE);
+  await until(page, "the listings should be laid out", () => document.querySelectorAll("#listings tr[data-host]").length === 1000);
+  await noHorizontalOverflow(page, "phone, 1,000 services and 5,000 listings");
+  const inner = await page.evaluate(() => {
+    const el = document.getElementById("listings");
+    return { scroll: el.scrollWidth, client: el.clientWidth };
+  });
+  check(inner.scroll <= inner.client, `on a phone the listings should fit their box as cards (${JSON.stringify(inner)})`);
+  await screenshot(page, "dashboard-phone-load.png");
+  await page.evaluate(() => document.getElementById("listings").scrollIntoView());
+  await screenshot(page, "dashboard-phone-load-listings.png");
+
+  log("a long service name on a phone");
+  await page.goto("about:blank");
+  await page.goto(`${LOAD}/ui#service=${encodeURIComponent(longService)}`);
+  await present(page, `#listings tr[data-host^="a-very-long-host-name"]`, "the long-named service's listing");
+  await noHorizontalOverflow(page, "phone, long names");
+  await screenshot(page, "dashboard-phone-long-names.png", true);
+}
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hakken-chromium-"));
+  let context = null;
+  let page = null;
+  const pageErrors = [];
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: DESKTOP,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      timeout: 60_000,
+    });
+    log(`chromium ${context.browser()?.version() ?? "(persistent context)"} started`);
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    await liveScenario(context, page);
+    await loadScenario(context, page);
+    check(pageErrors.length === 0, `the page threw: ${pageErrors.join("; ")}`);
+    console.log("PASS");
+  } catch (e) {
+    console.log(`FAIL: ${e instanceof Failure ? e.message : e && e.stack ? e.stack : e}`);
+    if (pageErrors.length) console.log(`page errors: ${pageErrors.join("; ")}`);
+    if (page) {
+      try {
+        await screenshot(page, "dashboard-failure.png");
+      } catch (_) { /* the browser may be gone */ }
+    }
+    process.exitCode = 1;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+}
+
+const watchdog = setTimeout(() => {
+  console.log(`FAIL: the browser test took longer than ${WATCHDOG / 1000} s`);
+  process.exit(1);
+}, WATCHDOG);
+main().finally(() => clearTimeout(watchdog));

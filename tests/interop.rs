@@ -156,3 +156,105 @@ async fn listings_expire_in_the_same_window_as_the_original() {
     node.kill().await;
     ours.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn our_watch_sees_what_the_original_client_publishes_on_the_original_coordinator() {
+    let node = NodeCoordinator::start(None, H, H * 10).await;
+    let mut theirs = NodeClient::start(&node.address(), H, H).await;
+    let listing = json!({"service": "theirs", "host": "n:1", "deep": {"a": [1, {"b": null}]}});
+    theirs
+        .ok(json!({"cmd": "publish", "listing": listing}))
+        .await;
+
+    let config = hakken::ClientConfig::new(node.address())
+        .heartbeat_interval(Duration::from_millis(H))
+        .poll_interval(Duration::from_millis(H));
+    let ours = hakken::Client::new(config);
+    ours.start().await.unwrap();
+    let watch = ours.watch("theirs").build();
+    watch.start().await.unwrap();
+    let want = vec![hakken::Listing::try_from(listing.clone()).unwrap()];
+    eventually("our watch sees the original client's listing", || async {
+        (watch.get() == want).then_some(())
+    })
+    .await;
+    ours.close().await;
+    theirs.close().await;
+    node.kill().await;
+}
+
+/// Runs the `hakken` binary against `coordinator`; returns (exit code, stdout).
+async fn hakken_cli(coordinator: &str, args: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hakken"))
+        .env_remove("HAKKEN_TOKEN")
+        .env("HAKKEN_COORDINATOR", coordinator)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn our_commands_work_against_the_original_coordinator() {
+    use tokio::io::AsyncBufReadExt;
+    let node = NodeCoordinator::start(None, H, H * 10).await;
+    let addr = node.address();
+    let mut theirs = NodeClient::start(&addr, H, H).await;
+    let first = json!({"service": "cli", "host": "a:1", "zone": "eu"});
+    theirs.ok(json!({"cmd": "publish", "listing": first})).await;
+
+    let (code, out) = hakken_cli(&addr, &["services"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "SERVICE  LISTINGS\ncli      1\n")
+    );
+    let (code, out) = hakken_cli(&addr, &["listings", "cli", "--json"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        json!([first])
+    );
+    let (code, out) = hakken_cli(&addr, &["listings", "none"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "HOST  FIELDS\n"),
+        "the original's 404 is empty"
+    );
+    let (code, out) = hakken_cli(&addr, &["coordinators", "--json"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        json!([{"host": node.host()}])
+    );
+
+    // `watch` polls the original (no blocking queries there).
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_hakken"))
+        .env("HAKKEN_COORDINATOR", &addr)
+        .args(["watch", "cli", "--heartbeat-interval", &H.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(common::PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("watch keeps running");
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await, json!([first]));
+    let second = json!({"service": "cli", "host": "b:1"});
+    theirs
+        .ok(json!({"cmd": "publish", "listing": second}))
+        .await;
+    assert_eq!(next().await.as_array().unwrap().len(), 2);
+    theirs.close().await;
+    node.kill().await;
+}

@@ -87,6 +87,10 @@ pub struct WatchArgs {
     /// Hand out N random listings instead of all.
     #[arg(long, value_name = "N")]
     random: Option<usize>,
+    /// Poll interval in ms for coordinators without blocking queries (the
+    /// original's) [default: the coordinator's heartbeat interval, else 20000].
+    #[arg(long, value_name = "MS")]
+    heartbeat_interval: Option<u64>,
 }
 
 /// `hakken services` and `hakken coordinators`.
@@ -161,7 +165,9 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
-    let client = Client::new(connection.client_config());
+    let mut config = connection.client_config();
+    config.heartbeat_interval = args.heartbeat_interval.map(Duration::from_millis);
+    let client = Client::new(config);
     client
         .start()
         .await

@@ -1,6 +1,6 @@
 //! The membership table: which other coordinators this one knows, and which it shuns.
 //!
-//! Plain data, no I/O. The gossip tasks ([`super::gossip`]) feed it what they hear
+//! Plain data, no I/O. The gossip tasks (`gossip.rs`) feed it what they hear
 //! and ask it whom to poll; the HTTP layer feeds it explicit announcements. The rules
 //! are the original's:
 //!

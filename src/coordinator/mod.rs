@@ -1,9 +1,9 @@
 //! The coordinator: an HTTP server holding service listings, gossiping with its peers.
 //!
 //! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
-//! four things until [`Coordinator::shutdown`]: the HTTP server ([`http`]), the
-//! expiry task (below), and the two gossip loops ([`gossip`]). They share one
-//! [`Shared`] value: the registry and the membership table behind short-lived
+//! four things until [`Coordinator::shutdown`]: the HTTP server (`http.rs`), the
+//! expiry task (below), and the two gossip loops (`gossip.rs`). They share one
+//! `Shared` value: the registry and the membership table behind short-lived
 //! mutexes (never held across an `.await`), the configuration, and one cancellation
 //! token that every loop watches.
 //!

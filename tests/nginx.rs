@@ -1,0 +1,222 @@
+//! The deployment the seed recommends: coordinators behind a real load balancer
+//! (nginx, running `deploy/nginx-hakken.conf`), whose address is both every
+//! coordinator's DISCOVERY_HOST and the clients' `host`.
+//! Needs nginx (`scripts/test` installs Debian's nginx-light when it is missing).
+
+mod common;
+
+use common::{config, coordinators_of, eventually, get};
+use hakken::coordinator::{Coordinator, CoordinatorConfig};
+use hakken::{Client, ClientConfig, Listing};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+/// nginx in the foreground with `deploy/nginx-hakken.conf`, on a free port.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The deploy file with the test's upstreams and listen address.
+fn site_config(upstreams: &[String], port: u16) -> String {
+    let deploy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nginx-hakken.conf"
+    ))
+    .expect("deploy/nginx-hakken.conf");
+    let mut out = String::new();
+    let mut servers_written = false;
+    for line in deploy.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("server coordinator-") {
+            if !servers_written {
+                for upstream in upstreams {
+                    out.push_str(&format!(
+                        "    server {upstream} max_fails=1 fail_timeout=2s;\n"
+                    ));
+                }
+                servers_written = true;
+            }
+        } else if trimmed.starts_with("listen 8082;") {
+            out.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(servers_written, "the deploy file has upstream servers");
+    out
+}
+
+impl Nginx {
+    /// Starts nginx over `upstreams`; tries random ports until one is free.
+    async fn start(upstreams: &[String]) -> Nginx {
+        assert!(
+            std::path::Path::new(NGINX).exists(),
+            "this test needs nginx at {NGINX}: run scripts/test, or apt-get install nginx-light"
+        );
+        for attempt in 0..20 {
+            let port = fastrand::u16(20_000..60_000);
+            let dir = std::env::temp_dir().join(format!(
+                "hakken-nginx-{}-{port}-{attempt}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("site.conf"), site_config(upstreams, port)).unwrap();
+            let main = format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+                   fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+                   include {d}/site.conf;\n}}\n",
+                d = dir.display()
+            );
+            std::fs::write(dir.join("nginx.conf"), main).unwrap();
+            let mut child = Command::new(NGINX)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-p")
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("nginx starts");
+            // nginx writes its pid file only once its sockets are bound; a port
+            // someone else holds makes it exit instead.
+            let pid_file = dir.join("nginx.pid");
+            let pid = child.id().expect("running").to_string();
+            let deadline = tokio::time::Instant::now() + common::PATIENCE;
+            let up = loop {
+                if child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                if written.trim() == pid {
+                    break true;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nginx neither listens nor exits"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if up {
+                return Nginx { child, dir, port };
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("nginx did not start on any of 20 random ports");
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn behind(balancer: &str) -> CoordinatorConfig {
+    let mut cfg = config(100);
+    cfg.discovery_host = Some(balancer.to_owned());
+    cfg.resync_interval = Some(Duration::from_millis(300));
+    cfg
+}
+
+#[tokio::test]
+async fn three_coordinators_behind_nginx() {
+    // Bind first, so nginx's upstreams can name the ports.
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let upstreams: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let nginx = Nginx::start(&upstreams).await;
+    let balancer = nginx.address();
+    let mut coordinators: Vec<Coordinator> = listeners
+        .into_iter()
+        .map(|l| Coordinator::start(l, behind(&balancer)).unwrap())
+        .collect();
+
+    // All three come to list all three, through the balancer alone.
+    let mut hosts: Vec<String> = coordinators.iter().map(|c| c.host().to_owned()).collect();
+    hosts.sort();
+    for c in &coordinators {
+        let addr = c.address();
+        eventually(&format!("{addr} lists all three"), || async {
+            (coordinators_of(&addr).await == hosts).then_some(())
+        })
+        .await;
+    }
+
+    // A client given only the balancer's address publishes to all three.
+    let config = ClientConfig::new(balancer.clone())
+        .heartbeat_interval(Duration::from_millis(100))
+        .poll_interval(Duration::from_millis(100));
+    let client = Client::new(config);
+    client.start().await.unwrap();
+    let listing = Listing::new("behind-lb", "app:1").unwrap().with("v", 1);
+    client.publish(listing.clone()).await.unwrap();
+    for c in &coordinators {
+        let addr = c.address();
+        eventually(&format!("{addr} holds the listing"), || async {
+            (get(&addr, "/v1/listings/behind-lb").await.1 == json!([listing])).then_some(())
+        })
+        .await;
+    }
+    let watch = client.watch("behind-lb").build();
+    watch.start().await.unwrap();
+    eventually("the watch sees it", || async {
+        (watch.get() == vec![listing.clone()]).then_some(())
+    })
+    .await;
+
+    // Stop one: the others and the client drop it; the listing stays visible.
+    let stopped = coordinators.remove(1);
+    let gone = stopped.host().to_owned();
+    stopped.shutdown().await.unwrap();
+    for c in &coordinators {
+        eventually(&format!("{} drops the stopped one", c.host()), || async {
+            (!c.known_coordinators().contains(&gone)).then_some(())
+        })
+        .await;
+    }
+    eventually("the client drops it", || async {
+        (!client.coordinators().contains(&gone)).then_some(())
+    })
+    .await;
+    for _ in 0..6 {
+        let (status, body) = get(&balancer, "/v1/listings/behind-lb").await;
+        assert_eq!((status, body), (200, json!([listing])), "through nginx");
+    }
+    assert_eq!(watch.get(), vec![listing.clone()]);
+    // And a change still reaches the watch.
+    let second = Listing::new("behind-lb", "app:2").unwrap();
+    client.publish(second).await.unwrap();
+    eventually("the watch sees a new listing", || async {
+        (watch.get().len() == 2).then_some(())
+    })
+    .await;
+
+    client.close().await;
+    for c in coordinators {
+        c.shutdown().await.unwrap();
+    }
+    drop(nginx);
+}

@@ -301,3 +301,30 @@ async fn gossip_carries_the_token() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn our_client_carries_the_token() {
+    use hakken::{Client, ClientConfig, Listing};
+    let mut cfg = config(60_000);
+    cfg.token = Some("t0ken".into());
+    cfg.protect_reads = true;
+    let c = start(cfg).await;
+    let addr = c.address();
+    let client = Client::new(ClientConfig::new(addr.clone()).token(Some("t0ken".into())));
+    client.start().await.unwrap();
+    let listing = Listing::new("guarded", "h:1").unwrap();
+    client.publish(listing.clone()).await.unwrap();
+    let watch = client.watch("guarded").build();
+    watch.start().await.unwrap();
+    eventually("the watch, reading with the token, sees it", || async {
+        (watch.get() == vec![listing.clone()]).then_some(())
+    })
+    .await;
+    client.close().await;
+    assert_eq!(c.listing_count(), 0, "close withdrew it, with the token");
+
+    // Without the token nothing is written.
+    let intruder = Client::new(ClientConfig::new(addr.clone()));
+    assert!(intruder.start().await.is_err(), "reads are protected too");
+    c.shutdown().await.unwrap();
+}

@@ -2,8 +2,12 @@
 //!
 //! - [`coordinator`]: the server that holds service listings, wire-compatible with the
 //!   npm `hakken` 0.1.x coordinator, embeddable with [`coordinator::Coordinator`].
+//! - [`client`]: the client library: [`Client`] publishes listings and runs
+//!   [`Watch`]es over every coordinator it learns of.
 //! - [`Listing`] and [`Peer`]: the JSON objects published and gossiped.
 //! - [`remote`]: typed calls to a coordinator's HTTP API.
+
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod coordinator;

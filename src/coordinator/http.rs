@@ -29,7 +29,7 @@ use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -218,8 +218,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             authorize,
         ))
         .layer(axum::middleware::map_response_with_state(
-            shared.clone(),
-            common_headers,
+            common_headers(&shared),
+            add_common_headers,
         ))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared)
@@ -339,14 +339,30 @@ async fn read_body(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         .await
 }
 
-async fn common_headers(State(shared): State<Arc<Shared>>, mut response: Response) -> Response {
-    let headers = response.headers_mut();
+/// The headers every answer carries, built once.
+type CommonHeaders = Arc<[(HeaderName, HeaderValue)]>;
+
+fn common_headers(shared: &Shared) -> CommonHeaders {
     let heartbeat = shared.config.heartbeat_interval.as_millis().to_string();
-    if let Ok(value) = HeaderValue::from_str(&heartbeat) {
-        headers.insert(HEARTBEAT_HEADER, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(shared.me.host()) {
-        headers.insert(COORDINATOR_HEADER, value);
+    [
+        (HEARTBEAT_HEADER, HeaderValue::from_str(&heartbeat).ok()),
+        (
+            COORDINATOR_HEADER,
+            HeaderValue::from_str(shared.me.host()).ok(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
+    .collect()
+}
+
+async fn add_common_headers(
+    State(common): State<CommonHeaders>,
+    mut response: Response,
+) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in common.iter() {
+        headers.insert(name.clone(), value.clone());
     }
     response
 }

@@ -105,3 +105,4 @@ pub async fn coordinators_of(addr: &str) -> Vec<String> {
 }
 
 pub mod node;
+pub mod process;

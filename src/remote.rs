@@ -65,6 +65,16 @@ impl RemoteError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, RemoteError::Unreachable { .. })
     }
+
+    /// True when the other end is no working coordinator: it did not answer, or
+    /// answered something that is not the protocol. A clear status (`401`, `503`)
+    /// is not that: it is a coordinator saying no.
+    pub fn is_broken(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Unreachable { .. } | RemoteError::BadAnswer { .. }
+        )
+    }
 }
 
 /// An answer, with what our coordinators add to it.

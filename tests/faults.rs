@@ -352,7 +352,6 @@ async fn a_client_whose_coordinators_all_died_resumes_when_its_host_returns() {
 /// forgot every other coordinator it knew, so one of those coming back (while the
 /// host stays down) is never found again, short of a client restart.
 #[tokio::test]
-#[ignore = "bug: a client whose known coordinators all failed only ever retries its configured host; another coordinator it knew that comes back is never found again"]
 async fn a_client_whose_coordinators_all_died_resumes_when_another_one_returns() {
     let mut outage = Outage::set_up().await;
     outage.b.restart().await;
@@ -600,7 +599,6 @@ async fn signal(pid: u32, signal: &str) {
 /// out and drop it at once; the watch should move on as well, instead of waiting
 /// out its blocking query (`watch_wait`, 60 s by default, plus 1/8).
 #[tokio::test]
-#[ignore = "bug: a watch keeps waiting on a blocking query held by a coordinator that its client already dropped as unreachable (up to watch_wait × 9/8 + request timeout)"]
 async fn a_watch_moves_on_from_a_frozen_coordinator() {
     let a = coordinator_process(None).await;
     let b = coordinator_process(Some(&a.address())).await;

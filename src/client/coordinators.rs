@@ -3,15 +3,19 @@
 //! Coordinators enter when `host` or a known coordinator lists them, and leave when
 //! a call to them fails. The configured `host` is not a member (it may be a load
 //! balancer); it is where every call goes while the table is empty, so the client
-//! always has a way back. The table also remembers the heartbeat interval each
+//! always has a way back — together with the few coordinators dropped most
+//! recently, in case `host` stays down while one of them returns. The table also remembers the heartbeat interval each
 //! coordinator announced, for clients that adopt it. The tasks that fill it live in
 //! [`discovery`](super::discovery).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// Most coordinators known at once: a bound against a runaway or hostile answer.
 pub(crate) const MAX_COORDINATORS: usize = 1_000;
+
+/// How many dropped coordinators are remembered as fallbacks.
+pub(crate) const MAX_RECENT: usize = 16;
 
 /// Known coordinators, keyed by their announced `host`.
 #[derive(Debug)]
@@ -22,6 +26,9 @@ pub(crate) struct Coordinators {
     known: BTreeMap<String, Option<Duration>>,
     /// The last interval announced by anyone (the configured host included).
     last_announced: Option<Duration>,
+    /// Coordinators dropped most recently (newest last), tried with the configured
+    /// host while none is known.
+    recent: VecDeque<String>,
 }
 
 impl Coordinators {
@@ -31,6 +38,7 @@ impl Coordinators {
             configured: configured.into(),
             known: BTreeMap::new(),
             last_announced: None,
+            recent: VecDeque::new(),
         }
     }
 
@@ -40,12 +48,21 @@ impl Coordinators {
             return false;
         }
         self.known.insert(host.to_owned(), None);
+        self.recent.retain(|h| h != host);
         true
     }
 
-    /// Forgets a coordinator; true when it was known.
+    /// Forgets a coordinator, remembering it as a fallback; true when it was known.
     pub fn remove(&mut self, host: &str) -> bool {
-        self.known.remove(host).is_some()
+        let removed = self.known.remove(host).is_some();
+        if removed && host != self.configured {
+            self.recent.retain(|h| h != host);
+            if self.recent.len() >= MAX_RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(host.to_owned());
+        }
+        removed
     }
 
     /// The known coordinators, sorted.
@@ -53,10 +70,13 @@ impl Coordinators {
         self.known.keys().cloned().collect()
     }
 
-    /// Where calls go: the known coordinators, or the configured host when none is.
+    /// Where calls go: the known coordinators, or when none is, the configured
+    /// host and the coordinators dropped most recently.
     pub fn targets(&self) -> Vec<String> {
         if self.known.is_empty() {
-            vec![self.configured.clone()]
+            std::iter::once(self.configured.clone())
+                .chain(self.recent.iter().rev().cloned())
+                .collect()
         } else {
             self.hosts()
         }
@@ -104,7 +124,26 @@ mod tests {
         assert!(!c.remove("a:1"));
         assert!(c.remove("b:1"));
         assert!(c.is_empty());
-        assert_eq!(c.targets(), ["lb:1"]);
+        // The configured host first, then the most recently dropped.
+        assert_eq!(c.targets(), ["lb:1", "b:1", "a:1"]);
+        // A coordinator known again is no fallback any more.
+        assert!(c.add("a:1"));
+        assert_eq!(c.targets(), ["a:1"]);
+        assert!(c.remove("a:1"));
+        assert_eq!(c.targets(), ["lb:1", "a:1", "b:1"]);
+    }
+
+    #[test]
+    fn remembers_a_bounded_number_of_fallbacks() {
+        let mut c = Coordinators::new("lb:1");
+        for i in 0..MAX_RECENT + 5 {
+            let host = format!("h{i}:1");
+            c.add(&host);
+            c.remove(&host);
+        }
+        let targets = c.targets();
+        assert_eq!(targets.len(), 1 + MAX_RECENT);
+        assert_eq!(targets[1], format!("h{}:1", MAX_RECENT + 4));
     }
 
     #[test]

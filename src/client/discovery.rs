@@ -42,7 +42,7 @@ pub(crate) async fn resync_loop(inner: Arc<Inner>, ask_first: bool) {
         }
         let result = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            result = ask(&inner, &config.host) => result,
+            result = resync(&inner) => result,
         };
         delay = match result {
             Ok(_) => {
@@ -64,6 +64,35 @@ pub(crate) async fn resync_loop(inner: Arc<Inner>, ask_first: bool) {
                 jittered(period)
             }
         };
+    }
+}
+
+/// Asks the configured host; while no coordinator is known, also the coordinators
+/// dropped most recently, at once: any one that answers brings the client back.
+async fn resync(inner: &Arc<Inner>) -> Result<usize, RemoteError> {
+    let host = inner.config.host.clone();
+    if !inner.known().is_empty() {
+        return ask(inner, &host).await;
+    }
+    let results = fan_out(&inner.tasks, inner.targets(), |target| {
+        let inner = inner.clone();
+        async move { ask(&inner, &target).await }
+    })
+    .await;
+    let mut first_error = None;
+    let mut learned = None;
+    for result in results {
+        match result {
+            Ok(count) => learned = Some(learned.unwrap_or(0) + count),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match (learned, first_error) {
+        (Some(count), _) => Ok(count),
+        (None, Some(error)) => Err(error),
+        (None, None) => Ok(0),
     }
 }
 

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub resync_now: Notify,
     /// Wakes the heartbeat task when the heartbeat interval changed.
     pub interval_changed: Notify,
+    /// Counts coordinators dropped, so a watch held on one learns it was dropped.
+    pub dropped: tokio::sync::watch::Sender<u64>,
     /// Whether the background tasks were spawned.
     spawned: AtomicBool,
     /// Whether `close` was called.
@@ -163,6 +165,7 @@ impl Inner {
         };
         if removed {
             tracing::warn!(coordinator = host, %error, "dropping coordinator");
+            self.dropped.send_modify(|count| *count += 1);
             if now_empty {
                 self.resync_now.notify_one();
             }
@@ -249,6 +252,7 @@ impl Client {
             tasks: TaskTracker::new(),
             resync_now: Notify::new(),
             interval_changed: Notify::new(),
+            dropped: tokio::sync::watch::Sender::new(0),
             spawned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             remote,

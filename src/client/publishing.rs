@@ -118,7 +118,7 @@ fn report(
     }
     for (host, (count, error)) in failures {
         tracing::warn!(coordinator = host.as_str(), %error, failed = count, "{verb} failed");
-        if drop_unreachable && error.is_unreachable() {
+        if drop_unreachable && error.is_broken() {
             inner.drop_coordinator(&host, &error);
         }
     }

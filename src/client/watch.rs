@@ -346,6 +346,18 @@ fn pick(inner: &Inner, excluded: &HashSet<String>) -> Option<String> {
     Some(candidates[fastrand::usize(..candidates.len())].clone())
 }
 
+/// Resolves once `host` has left the client's known coordinators.
+async fn dropped(inner: &Inner, drops: &mut watch::Receiver<u64>, host: &str) {
+    loop {
+        if drops.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !inner.known().iter().any(|h| h == host) {
+            return;
+        }
+    }
+}
+
 /// Sleeps `delay` unless the watch stops first; false when it stopped.
 async fn pause(state: &WatchState, delay: Duration) -> bool {
     tokio::select! {
@@ -413,9 +425,17 @@ async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
             wait: state.wait,
         });
         let asked = Instant::now();
+        // A held query can outlive the coordinator: when another call of the client
+        // finds it dead and drops it, give up on it at once rather than at `wait`.
+        let mut drops = inner.dropped.subscribe();
+        let followed = inner.known().contains(&host);
         let result = tokio::select! {
             _ = state.token.cancelled() => return,
             result = inner.remote.listings(&host, service, blocking) => result,
+            () = dropped(&inner, &mut drops, &host), if followed => Err(RemoteError::Unreachable {
+                host: host.clone(),
+                message: "dropped by the client after another call to it failed".into(),
+            }),
         };
         match result {
             Ok(answer) => {
@@ -474,7 +494,7 @@ async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
             }
             Err(error) => {
                 tracing::warn!(service, coordinator = host.as_str(), %error, "watch: coordinator failed; keeping listings, trying another");
-                if error.is_unreachable() {
+                if error.is_broken() {
                     inner.drop_coordinator(&host, &error);
                 }
                 if excluded.is_empty() {

@@ -113,6 +113,9 @@ pub struct CoordinatorArgs {
         help_heading = "Limits"
     )]
     max_held_queries: usize,
+    /// Timeout of each call to another coordinator (gossip), in milliseconds.
+    #[arg(long, env = "HAKKEN_REQUEST_TIMEOUT", value_name = "MS", default_value_t = 5_000, value_parser = positive_ms, help_heading = "Limits")]
+    request_timeout: u64,
     /// Time allowed to receive a request's head, and its body, in milliseconds.
     #[arg(long, env = "HAKKEN_READ_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Limits")]
     read_timeout: u64,
@@ -146,6 +149,7 @@ impl CoordinatorArgs {
             max_coordinators: self.max_coordinators,
             max_connections: self.max_connections.max(1),
             max_held_queries: self.max_held_queries,
+            request_timeout: Duration::from_millis(self.request_timeout),
             header_timeout: Duration::from_millis(self.read_timeout),
             body_timeout: Duration::from_millis(self.read_timeout),
             ..CoordinatorConfig::default()
@@ -216,6 +220,7 @@ mod tests {
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.max_held_queries, default.max_held_queries);
         assert_eq!(parsed.header_timeout, default.header_timeout);
+        assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.body_timeout, default.body_timeout);
         assert_eq!(parsed.token, None);
     }

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+mod backoff;
 pub mod client;
 pub mod coordinator;
 pub mod listing;

@@ -27,6 +27,21 @@ pub struct Limits {
     pub max_host_len: usize,
     /// Most top-level fields in one object, `service` and `host` included.
     pub max_fields: usize,
+    /// Deepest nesting of the object, itself counting as 1 (`{"a":[1]}` is 2). Kept
+    /// well below serde_json's 128, so an answer that wraps stored objects in an
+    /// array can always be read back.
+    pub max_depth: usize,
+}
+
+impl Limits {
+    /// No bounds but the decoder's own: for what another coordinator sends, which
+    /// may have been accepted under other limits (or by the original).
+    pub const RECEIVED: Limits = Limits {
+        max_service_len: usize::MAX,
+        max_host_len: usize::MAX,
+        max_fields: usize::MAX,
+        max_depth: usize::MAX,
+    };
 }
 
 impl Default for Limits {
@@ -35,6 +50,7 @@ impl Default for Limits {
             max_service_len: 256,
             max_host_len: 256,
             max_fields: 64,
+            max_depth: 32,
         }
     }
 }
@@ -68,6 +84,12 @@ pub enum ListingError {
     /// A required field is `.` or `..`, which no URL path can carry.
     #[error("field `{0}` must not be `.` or `..`")]
     DotSegment(&'static str),
+    /// The object is nested deeper than allowed.
+    #[error("nested deeper than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
     /// The object has more top-level fields than allowed.
     #[error("too many fields: {count} (at most {max})")]
     TooManyFields {
@@ -140,6 +162,27 @@ pub(crate) fn check_name(field: &'static str, text: &str, max: usize) -> Result<
     Ok(())
 }
 
+/// Checks that an object nests at most `max` levels (the object itself is 1),
+/// without recursion, so a deep value built in Rust cannot overflow the stack.
+fn check_depth(fields: &Map<String, Value>, max: usize) -> Result<(), ListingError> {
+    let mut pending: Vec<(&Value, usize)> = fields.values().map(|v| (v, 2)).collect();
+    if max == 0 {
+        return Err(ListingError::TooDeep { max });
+    }
+    while let Some((value, depth)) = pending.pop() {
+        let is_container = matches!(value, Value::Array(_) | Value::Object(_));
+        if is_container && depth > max {
+            return Err(ListingError::TooDeep { max });
+        }
+        match value {
+            Value::Array(items) => pending.extend(items.iter().map(|c| (c, depth + 1))),
+            Value::Object(map) => pending.extend(map.values().map(|c| (c, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn check_field_count(fields: &Map<String, Value>, max: usize) -> Result<(), ListingError> {
     if fields.len() > max {
         return Err(ListingError::TooManyFields {
@@ -198,6 +241,7 @@ impl Listing {
     /// Validates a JSON object as a listing.
     pub fn from_map(fields: Map<String, Value>, limits: &Limits) -> Result<Self, ListingError> {
         check_field_count(&fields, limits.max_fields)?;
+        check_depth(&fields, limits.max_depth)?;
         let service = required_str(&fields, "service", limits.max_service_len)?;
         let host = required_str(&fields, "host", limits.max_host_len)?;
         Ok(Listing {
@@ -227,37 +271,42 @@ impl Listing {
         &self.fields
     }
 
-    /// Returns the listing with one extra field set (added at the end, or replaced in place).
+    /// Returns the listing with one field set (added at the end, or replaced in
+    /// place), checked like a published listing against the default [`Limits`].
     ///
-    /// Setting `service` or `host` this way is ignored when the value is not a valid
-    /// name; use [`Listing::new`] to change those.
-    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        let key = key.into();
-        let value = value.into();
-        let limits = Limits::default();
-        match key.as_str() {
-            "service" | "host" => {
-                let (field, max) = if key == "service" {
-                    ("service", limits.max_service_len)
-                } else {
-                    ("host", limits.max_host_len)
-                };
-                if let Some(text) = value.as_str() {
-                    if check_name(field, text, max).is_ok() {
-                        if field == "service" {
-                            self.service = text.to_owned();
-                        } else {
-                            self.host = text.to_owned();
-                        }
-                        self.fields.insert(key, value);
-                    }
-                }
-            }
-            _ => {
-                self.fields.insert(key, value);
-            }
+    /// ```
+    /// use hakken::{Listing, ListingError};
+    /// let listing = Listing::new("s", "h:1").unwrap();
+    /// assert!(listing.clone().try_with("weight", 3).is_ok());
+    /// assert_eq!(listing.try_with("host", ""), Err(ListingError::Empty("host")));
+    /// ```
+    pub fn try_with(
+        self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<Self, ListingError> {
+        let mut fields = self.fields;
+        fields.insert(key.into(), value.into());
+        Self::from_map(fields, &Limits::default())
+    }
+
+    /// Returns the listing with one field set, like [`Listing::try_with`].
+    ///
+    /// # Panics
+    ///
+    /// When the result is not a valid listing (an empty or non-string `service` or
+    /// `host`, too many fields, ...): a programming error, as with a bad literal.
+    /// Use [`Listing::try_with`] for values that come from outside.
+    pub fn with(self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        match self.try_with(key, value) {
+            Ok(listing) => listing,
+            Err(error) => panic!("Listing::with: {error}"),
         }
-        self
+    }
+
+    /// The key that identifies this listing on a coordinator: `(service, host)`.
+    pub fn key(&self) -> (&str, &str) {
+        (&self.service, &self.host)
     }
 
     /// The listing as a JSON value.
@@ -328,6 +377,7 @@ impl Peer {
         match value {
             Value::Object(fields) => {
                 check_field_count(&fields, limits.max_fields)?;
+                check_depth(&fields, limits.max_depth)?;
                 let host = required_str(&fields, "host", limits.max_host_len)?;
                 Ok(Peer { host, fields })
             }
@@ -450,15 +500,58 @@ mod tests {
 
     #[test]
     fn with_sets_fields_and_guards_the_keys() {
-        let listing = Listing::new("s", "h:1")
-            .unwrap()
-            .with("a", 1)
-            .with("host", "");
-        assert_eq!(listing.host(), "h:1");
+        let listing = Listing::new("s", "h:1").unwrap().with("a", 1);
         assert_eq!(listing.get("a"), Some(&json!(1)));
+        assert_eq!(
+            listing.clone().try_with("host", ""),
+            Err(ListingError::Empty("host"))
+        );
+        assert_eq!(
+            listing.clone().try_with("service", 7),
+            Err(ListingError::NotAString("service"))
+        );
         let moved = listing.with("host", "h:2");
         assert_eq!(moved.host(), "h:2");
+        assert_eq!(moved.key(), ("s", "h:2"));
         assert_eq!(moved.get("host"), Some(&json!("h:2")));
+    }
+
+    #[test]
+    #[should_panic(expected = "must not be empty")]
+    fn with_panics_on_an_invalid_listing() {
+        let _ = Listing::new("s", "h:1").unwrap().with("host", "");
+    }
+
+    #[test]
+    fn bounds_the_depth() {
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let ok = json!({"service": "s", "host": "h", "a": [[1]], "b": {"c": 1}});
+        assert!(Listing::from_value(ok, &limits).is_ok());
+        let deep = json!({"service": "s", "host": "h", "a": [[[1]]]});
+        assert_eq!(
+            Listing::from_value(deep, &limits),
+            Err(ListingError::TooDeep { max: 3 })
+        );
+        let deep_peer = json!({"host": "h", "a": {"b": {"c": {}}}});
+        assert_eq!(
+            Peer::from_value(deep_peer, &limits),
+            Err(ListingError::TooDeep { max: 3 })
+        );
+        // A value built in Rust, deeper than any parser allows: checked without
+        // recursion.
+        let mut value = json!(1);
+        for _ in 0..1_000 {
+            value = json!([value]);
+        }
+        let huge = json!({"service": "s", "host": "h", "x": value});
+        assert!(Listing::from_value(huge.clone(), &Limits::RECEIVED).is_ok());
+        assert_eq!(
+            Listing::from_value(huge, &Limits::default()),
+            Err(ListingError::TooDeep { max: 32 })
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub const COORDINATOR_HEADER: &str = "x-hakken-coordinator";
 /// Largest answer body read from a coordinator.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
+/// Largest error body read, and the most characters of it kept in the error.
+const MAX_ERROR_BYTES: usize = 1024;
+const MAX_ERROR_CHARS: usize = 200;
+
 /// Characters escaped in a path segment: everything but unreserved ones.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -30,7 +34,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Why a call to a coordinator failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// No answer: connection refused, reset, DNS failure, or the timeout passed.
     #[error("{host}: {message}")]
@@ -88,6 +92,18 @@ pub struct Answer<T> {
     pub heartbeat_interval: Option<Duration>,
     /// `X-Hakken-Coordinator`: which coordinator answered, when it says.
     pub coordinator: Option<String>,
+}
+
+impl<T> Answer<T> {
+    /// The same answer with its value transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer {
+            value: f(self.value),
+            index: self.index,
+            heartbeat_interval: self.heartbeat_interval,
+            coordinator: self.coordinator,
+        }
+    }
 }
 
 /// A blocking query: answer once the index differs from `index`, or after `wait`.
@@ -174,17 +190,22 @@ impl Remote {
         }
     }
 
-    async fn read_body(host: &str, mut response: Response) -> Result<Vec<u8>, RemoteError> {
+    /// Reads a body of at most `max` bytes.
+    async fn read_body(
+        host: &str,
+        mut response: Response,
+        max: usize,
+    ) -> Result<Vec<u8>, RemoteError> {
         let mut body = Vec::new();
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| Self::unreachable(host, e))?
         {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            if body.len() + chunk.len() > max {
                 return Err(RemoteError::BadAnswer {
                     host: host.to_owned(),
-                    message: format!("answer larger than {MAX_ANSWER_BYTES} bytes"),
+                    message: format!("answer larger than {max} bytes"),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -201,9 +222,13 @@ impl Remote {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let body = Self::read_body(host, response).await.unwrap_or_default();
-        let mut body = String::from_utf8_lossy(&body).into_owned();
-        body.truncate(200);
+        let body = Self::read_body(host, response, MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
+        let body: String = String::from_utf8_lossy(&body)
+            .chars()
+            .take(MAX_ERROR_CHARS)
+            .collect();
         Err(RemoteError::Status {
             host: host.to_owned(),
             status,
@@ -256,42 +281,43 @@ impl Remote {
         }
         let response = Self::expect(host, response, StatusCode::OK).await?;
         let answer = Self::meta(&response, ());
-        let body = Self::read_body(host, response).await?;
-        let value = serde_json::from_slice(&body).map_err(|e| RemoteError::BadAnswer {
+        let body = Self::read_body(host, response, MAX_ANSWER_BYTES).await?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| RemoteError::BadAnswer {
             host: host.to_owned(),
             message: e.to_string(),
         })?;
-        Ok(Answer {
-            value,
-            index: answer.index,
-            heartbeat_interval: answer.heartbeat_interval,
-            coordinator: answer.coordinator,
-        })
+        Ok(answer.map(|()| value))
     }
 
+    /// Decodes a JSON array item by item. An item that is not valid is skipped
+    /// (and logged): one odd entry must not hide the others.
     fn decode<T>(
         host: &str,
         answer: Answer<Value>,
         each: impl Fn(Value) -> Result<T, String>,
     ) -> Result<Answer<Vec<T>>, RemoteError> {
-        let bad = |message: String| RemoteError::BadAnswer {
-            host: host.to_owned(),
-            message,
-        };
-        let Value::Array(items) = answer.value else {
-            return Err(bad("expected a JSON array".into()));
-        };
-        let value = items
-            .into_iter()
-            .map(&each)
-            .collect::<Result<Vec<T>, String>>()
-            .map_err(bad)?;
-        Ok(Answer {
-            value,
-            index: answer.index,
-            heartbeat_interval: answer.heartbeat_interval,
-            coordinator: answer.coordinator,
-        })
+        let Answer { value, .. } = &answer;
+        if !value.is_array() {
+            return Err(RemoteError::BadAnswer {
+                host: host.to_owned(),
+                message: "expected a JSON array".into(),
+            });
+        }
+        Ok(answer.map(|value| {
+            let Value::Array(items) = value else {
+                unreachable!("checked above")
+            };
+            items
+                .into_iter()
+                .filter_map(|item| match each(item) {
+                    Ok(decoded) => Some(decoded),
+                    Err(error) => {
+                        tracing::warn!(host, %error, "skipping an invalid entry in an answer");
+                        None
+                    }
+                })
+                .collect()
+        }))
     }
 
     /// `GET /v1/coordinator`: the coordinators `host` knows, itself included.
@@ -303,9 +329,8 @@ impl Remote {
         let answer = self
             .get_json(host, "/v1/coordinator", blocking, false)
             .await?;
-        let limits = Limits::default();
         Self::decode(host, answer, |v| {
-            Peer::from_value(v, &limits).map_err(|e| e.to_string())
+            Peer::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
         })
     }
 
@@ -336,13 +361,8 @@ impl Remote {
     ) -> Result<Answer<Vec<Listing>>, RemoteError> {
         let path = format!("/v1/listings/{}", segment(service));
         let answer = self.get_json(host, &path, blocking, true).await?;
-        let limits = Limits {
-            max_fields: usize::MAX,
-            max_service_len: usize::MAX,
-            max_host_len: usize::MAX,
-        };
         Self::decode(host, answer, |v| {
-            Listing::from_value(v, &limits).map_err(|e| e.to_string())
+            Listing::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
         })
     }
 

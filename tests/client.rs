@@ -185,6 +185,8 @@ async fn changes_arrive_through_blocking_queries_not_polls() {
         .unwrap();
     assert_eq!(hosts_of(&receiver.borrow_and_update()), ["l1:1"]);
     assert!(started_at.elapsed() < Duration::from_secs(10));
+    // changed() reports each change once, whichever way it was also observed.
+    assert_eq!(hosts_of(&watch.changed().await.unwrap()), ["l1:1"]);
 
     let next = tokio::spawn({
         let publisher = publisher.clone();
@@ -778,4 +780,29 @@ fn futures_are_send(client: Client, watch: hakken::Watch, listing: Listing) {
     send(watch.changed());
     fn sync<T: Send + Sync + Clone>() {}
     sync::<Client>();
+}
+
+#[tokio::test]
+async fn changed_loses_no_change_made_while_the_caller_was_busy() {
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    let watch = client.watch("busy").build();
+    watch.start().await.unwrap();
+    client.publish(listing("busy", "a:1")).await.unwrap();
+    let first = watch.changed().await.unwrap();
+    assert_eq!(hosts_of(&first), ["a:1"]);
+    // Two changes while nobody waits in changed(): the next call returns at once
+    // with what is current, not after yet another change.
+    client.publish(listing("busy", "b:1")).await.unwrap();
+    eventually("the watch has both", || async {
+        (watch.get().len() == 2).then_some(())
+    })
+    .await;
+    let next = tokio::time::timeout(Duration::from_secs(20), watch.changed())
+        .await
+        .expect("a change made meanwhile is not lost")
+        .unwrap();
+    assert_eq!(hosts_of(&next), ["a:1", "b:1"]);
+    client.close().await;
+    c.shutdown().await.unwrap();
 }

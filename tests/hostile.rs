@@ -328,3 +328,143 @@ async fn our_client_carries_the_token() {
     assert!(intruder.start().await.is_err(), "reads are protected too");
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn nesting_is_bounded_so_answers_stay_readable() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    // 40 levels: within serde_json's own limit, beyond ours (32).
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let listing = format!(r#"{{"service":"kept","host":"deep:1","x":{deep}}}"#);
+    let (status, error) = post(&addr, "/v1/listings", listing).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("nested deeper"));
+    let peer = format!(r#"{{"host":"deep:1","x":{deep}}}"#);
+    assert_eq!(post(&addr, "/v1/coordinator", peer).await.0, 400);
+    // 31 levels inside a listing is fine, and reads back through our client.
+    let ok = format!("{}1{}", "[".repeat(30), "]".repeat(30));
+    let listing = format!(r#"{{"service":"kept","host":"ok:1","x":{ok}}}"#);
+    assert_eq!(post(&addr, "/v1/listings", listing).await.0, 201);
+    let remote = hakken::remote::Remote::new(Duration::from_secs(5));
+    let answer = remote.listings(&addr, "kept", None).await.unwrap();
+    assert_eq!(answer.value.len(), 2);
+    let (status, _) = get(&addr, "/v1/listings/kept?pretty").await;
+    assert_eq!(status, 200);
+    assert_eq!(c.known_coordinators().len(), 1);
+    c.shutdown().await.unwrap();
+    let _ = kept;
+}
+
+#[tokio::test]
+async fn a_held_query_for_an_impossible_name_is_answered_at_once() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let name = "n".repeat(60_000);
+    let response = tokio::time::timeout(
+        PATIENCE,
+        http()
+            .get(format!("http://{addr}/v1/listings/{name}?index=1&wait=5m"))
+            .send(),
+    )
+    .await
+    .expect("not held")
+    .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(c.held_queries(), 0);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let mut cfg = config(60_000);
+    cfg.token = Some("tok".into());
+    let c = start(cfg).await;
+    let addr = c.address();
+    for header in ["Bearer tok", "bearer tok", "BEARER tok"] {
+        let response = http()
+            .post(format!("http://{addr}/v1/listings"))
+            .header("authorization", header)
+            .body(r#"{"service":"s","host":"h:1"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{header}");
+    }
+    for header in ["Bearer TOK", "Basic tok", "tok", "Bearer"] {
+        let response = http()
+            .post(format!("http://{addr}/v1/listings"))
+            .header("authorization", header)
+            .body(r#"{"service":"s","host":"h:1"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header}");
+    }
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+        http()
+            .request(method, format!("http://{addr}/v1/listings"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("hakken_http_requests_total{"))
+        .count();
+    assert!(series <= 3, "{text}");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_error_body_cut_inside_a_character_is_no_panic() {
+    // A server answering 500 with a multi-byte character across byte 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = format!("{}é{}", "a".repeat(199), "b".repeat(50));
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let remote = hakken::remote::Remote::new(Duration::from_secs(5));
+    let error = remote.coordinators(&addr, None).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            hakken::remote::RemoteError::Status { status: 500, .. }
+        ),
+        "{error}"
+    );
+    let client = hakken::Client::new(hakken::ClientConfig::new(addr.clone()));
+    assert!(client.start().await.is_err());
+    server.abort();
+}

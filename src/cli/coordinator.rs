@@ -36,7 +36,7 @@ pub struct CoordinatorArgs {
     #[arg(long, env = "DISCOVERY_HEARTBEAT_INTERVAL", value_name = "MS", default_value_t = 60_000, value_parser = positive_ms)]
     heartbeat_interval: u64,
     /// Heartbeats a listing may miss before it expires.
-    #[arg(long, env = "MISSED_HEARTBEATS_ALLOWED", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MISSED_HEARTBEATS_ALLOWED", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     missed_heartbeats_allowed: u32,
     /// How often to ask the discovery host again, in milliseconds [default: H × 10].
     #[arg(long, env = "RESYNC_POLL_INTERVAL", value_name = "MS", value_parser = positive_ms)]
@@ -121,10 +121,14 @@ pub struct CoordinatorArgs {
     read_timeout: u64,
 }
 
-/// Parses a strictly positive number of milliseconds.
+/// The longest period accepted from the command line: a day, in milliseconds.
+const MAX_MS: u64 = 24 * 3600 * 1000;
+
+/// Parses a number of milliseconds between 1 and a day.
 fn positive_ms(text: &str) -> Result<u64, String> {
     match text.trim().parse::<u64>() {
         Ok(0) => Err("must be at least 1 millisecond".into()),
+        Ok(ms) if ms > MAX_MS => Err(format!("must be at most {MAX_MS} ms (a day)")),
         Ok(ms) => Ok(ms),
         Err(_) => Err("expected a positive whole number of milliseconds".into()),
     }

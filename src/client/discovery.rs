@@ -7,9 +7,9 @@
 //!
 //! The bookkeeping itself is [`Coordinators`](super::coordinators::Coordinators).
 
-use super::backoff::{jittered, Backoff};
 use super::fanout::fan_out;
 use super::Inner;
+use crate::backoff::{jittered, Backoff};
 use crate::remote::RemoteError;
 use std::sync::Arc;
 use std::time::Duration;

@@ -32,22 +32,3 @@ pub enum ClientError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
 }
-
-/// A copy of a remote error (`RemoteError` is not `Clone`; every field is plain data).
-pub(crate) fn copy_remote_error(error: &RemoteError) -> RemoteError {
-    match error {
-        RemoteError::Unreachable { host, message } => RemoteError::Unreachable {
-            host: host.clone(),
-            message: message.clone(),
-        },
-        RemoteError::Status { host, status, body } => RemoteError::Status {
-            host: host.clone(),
-            status: *status,
-            body: body.clone(),
-        },
-        RemoteError::BadAnswer { host, message } => RemoteError::BadAnswer {
-            host: host.clone(),
-            message: message.clone(),
-        },
-    }
-}

@@ -108,9 +108,5 @@ fn static_listing(entry: &Value, service: &str) -> Result<Listing, ClientError> 
     if !fields.contains_key("service") {
         fields.insert("service".into(), Value::String(service.to_owned()));
     }
-    let limits = Limits {
-        max_fields: usize::MAX,
-        ..Limits::default()
-    };
-    Listing::from_map(fields, &limits).map_err(|e| bad(format!("static watch: {e}")))
+    Listing::from_map(fields, &Limits::RECEIVED).map_err(|e| bad(format!("static watch: {e}")))
 }

@@ -15,7 +15,6 @@
 //! configuration shapes. This module is the wiring: shared state, start, publish,
 //! close.
 
-mod backoff;
 mod config;
 mod coordinators;
 mod discovery;
@@ -322,8 +321,7 @@ impl Client {
         }
         {
             let mut listings = inner.listing_table();
-            let same = |l: &Listing| l.service() == listing.service() && l.host() == listing.host();
-            match listings.iter_mut().find(|l| same(l)) {
+            match listings.iter_mut().find(|l| l.key() == listing.key()) {
                 Some(slot) => *slot = listing.clone(),
                 None => listings.push(listing.clone()),
             }
@@ -331,12 +329,9 @@ impl Client {
         if inner.config.skip {
             return Ok(());
         }
-        if !inner.spawned.load(Ordering::SeqCst) {
-            tracing::warn!(
-                service = listing.service(),
-                "publishing on a client that is not started: no heartbeat will follow"
-            );
-        }
+        // Publishing before `start` starts the client in the background (as
+        // `start_background` does), so heartbeats follow.
+        inner.spawn_background(true);
         publishing::send(inner, vec![listing], inner.targets(), false).await;
         Ok(())
     }
@@ -353,7 +348,7 @@ impl Client {
         let removed = {
             let mut listings = inner.listing_table();
             let before = listings.len();
-            listings.retain(|l| !(l.service() == listing.service() && l.host() == listing.host()));
+            listings.retain(|l| l.key() != listing.key());
             before != listings.len()
         };
         if !removed {
@@ -445,6 +440,11 @@ impl Client {
     /// fail with [`ClientError::Closed`]; closing again does nothing.
     pub async fn close(&self) {
         let inner = self.inner();
+        // The write lock first: a round of writes in flight (a publish or a
+        // heartbeat, each call bounded by the timeout) finishes before anything is
+        // withdrawn, so no heartbeat can land after its DELETE; a later publish
+        // sees `closed`.
+        let _round = inner.writes.lock().await;
         let first = !inner.closed.swap(true, Ordering::SeqCst);
         inner.shutdown.cancel();
         inner.tasks.close();
@@ -452,9 +452,6 @@ impl Client {
         if !first || inner.config.skip {
             return;
         }
-        // Taken under the write lock: a publish still in flight finishes first, and
-        // any later one sees `closed`.
-        let _round = inner.writes.lock().await;
         let listings = std::mem::take(&mut *inner.listing_table());
         if !listings.is_empty() {
             let withdraw = publishing::withdraw(inner, listings, inner.targets());

@@ -7,9 +7,9 @@
 //! heartbeats are `POST /v1/listings?heartbeat=true`, as the original client sends
 //! them. Every round holds [`Inner::writes`], so rounds never interleave.
 
-use super::backoff::jittered;
 use super::fanout::fan_out;
 use super::Inner;
+use crate::backoff::jittered;
 use crate::listing::Listing;
 use crate::remote::RemoteError;
 use std::collections::BTreeMap;

@@ -54,11 +54,9 @@ impl Selector for Random {
     }
 
     fn reselect(&self, listings: &[Listing], current: &[Listing]) -> Vec<Listing> {
-        let same_key =
-            |a: &Listing, b: &Listing| a.service() == b.service() && a.host() == b.host();
         let kept: Vec<Listing> = current
             .iter()
-            .filter_map(|picked| listings.iter().find(|l| same_key(l, picked)).cloned())
+            .filter_map(|picked| listings.iter().find(|l| l.key() == picked.key()).cloned())
             .collect();
         if !current.is_empty()
             && kept.len() == current.len()

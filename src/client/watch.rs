@@ -10,10 +10,10 @@
 //! looking with backoff and jitter. The selection is published on a
 //! [`tokio::sync::watch`] channel only when it actually changes.
 
-use super::backoff::{jittered, Backoff};
-use super::error::{copy_remote_error, ClientError};
+use super::error::ClientError;
 use super::selector::{All, Filter, Random, Selector};
 use super::{Client, Inner};
+use crate::backoff::{jittered, Backoff};
 use crate::listing::Listing;
 use crate::remote::{Blocking, RemoteError};
 use serde_json::Value;
@@ -173,11 +173,7 @@ impl WatchBuilder {
             sync: watch::Sender::new(SyncState::Pending),
             coordinator: Mutex::new(None),
         };
-        Watch {
-            state: Arc::new(state),
-            client: Some(self.client),
-            spawned: AtomicBool::new(false),
-        }
+        Watch::from_state(state, Some(self.client), false)
     }
 }
 
@@ -200,6 +196,9 @@ pub struct Watch {
     /// `None` for a static watch.
     client: Option<Client>,
     spawned: AtomicBool,
+    /// What [`Watch::changed`] has handed out: one receiver for the watch's life,
+    /// so a change between two calls is never lost.
+    seen: tokio::sync::Mutex<watch::Receiver<Vec<Listing>>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -230,10 +229,16 @@ impl Watch {
             token: CancellationToken::new(),
             coordinator: Mutex::new(None),
         };
+        Watch::from_state(state, None, true)
+    }
+
+    fn from_state(state: WatchState, client: Option<Client>, spawned: bool) -> Watch {
+        let seen = tokio::sync::Mutex::new(state.selection.subscribe());
         Watch {
             state: Arc::new(state),
-            client: None,
-            spawned: AtomicBool::new(true),
+            client,
+            spawned: AtomicBool::new(spawned),
+            seen,
         }
     }
 
@@ -263,15 +268,20 @@ impl Watch {
         }
         let mut sync = state.sync.subscribe();
         loop {
-            match &*sync.borrow_and_update() {
-                SyncState::Pending => {}
-                SyncState::Synced => return Ok(()),
+            let synced = match &*sync.borrow_and_update() {
+                SyncState::Pending => false,
+                SyncState::Synced => true,
                 SyncState::Failed { host, error } => {
                     return Err(ClientError::NoCoordinator {
                         host: host.clone(),
-                        source: Some(copy_remote_error(error)),
+                        source: Some(error.clone()),
                     })
                 }
+            };
+            if synced {
+                // What `start` waited for is not a change `changed` should report.
+                self.seen.lock().await.borrow_and_update();
+                return Ok(());
             }
             tokio::select! {
                 _ = state.token.cancelled() => return Err(ClientError::Closed),
@@ -290,10 +300,12 @@ impl Watch {
         self.state.selection.subscribe()
     }
 
-    /// Waits for the next change of the selection and returns it. Fails with
+    /// Waits for the next change of the selection and returns it: the first change
+    /// since the previous call (or since the watch was built), so a change made
+    /// while the caller was busy is returned at once, not lost. Fails with
     /// [`ClientError::Closed`] when the watch or its client is closed meanwhile.
     pub async fn changed(&self) -> Result<Vec<Listing>, ClientError> {
-        let mut selection = self.state.selection.subscribe();
+        let mut selection = self.seen.lock().await;
         tokio::select! {
             _ = self.state.token.cancelled() => Err(ClientError::Closed),
             changed = selection.changed() => {

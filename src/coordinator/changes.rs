@@ -56,8 +56,9 @@ impl Changes {
 
     /// Wakes every request held on `topic`.
     pub fn notify(&self, topic: &Topic) {
-        let notify = self.topics().get(topic).cloned();
-        if let Some(notify) = notify {
+        // Under the lock, and without cloning the `Arc`: `Hold::drop` counts
+        // references to decide whether it was the last waiter.
+        if let Some(notify) = self.topics().get(topic) {
             notify.notify_waiters();
         }
     }
@@ -102,8 +103,8 @@ impl Hold<'_> {
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         let mut topics = self.changes.topics();
-        // Clones are only made under this lock: two references left means only the
-        // map's and ours, so nobody else waits on this topic.
+        // References are only taken under this lock (`hold` clones, `notify` only
+        // borrows): two left means the map's and ours, so nobody else waits here.
         if Arc::strong_count(&self.notify) == 2 {
             topics.remove(&self.topic);
         }

@@ -8,6 +8,11 @@ use crate::coordinator::registry::RegistryLimits;
 use crate::listing::Limits;
 use std::time::Duration;
 
+/// The shortest period a coordinator honours (a zero one would spin).
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+/// The longest period or lifetime a coordinator honours (a year).
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How a coordinator behaves. `Default` gives the original's defaults.
 #[derive(Debug, Clone)]
 pub struct CoordinatorConfig {
@@ -83,13 +88,45 @@ impl Default for CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
-    /// How long a listing lives after its last heartbeat: `H × missed`.
+    /// How long a listing lives after its last heartbeat: `H × missed`, at most
+    /// a year (so deadlines never overflow).
     pub fn listing_ttl(&self) -> Duration {
-        self.heartbeat_interval * self.missed_heartbeats_allowed.max(1)
+        self.heartbeat()
+            .saturating_mul(self.missed_heartbeats_allowed.max(1))
+            .min(MAX_PERIOD)
     }
 
-    /// The resync period: the setting, or `H × 10`.
+    /// The resync period: the setting, or `H × 10`; between 1 ms and a year.
     pub fn resync_period(&self) -> Duration {
-        self.resync_interval.unwrap_or(self.heartbeat_interval * 10)
+        self.resync_interval
+            .unwrap_or(self.heartbeat().saturating_mul(10))
+            .clamp(MIN_PERIOD, MAX_PERIOD)
+    }
+
+    /// The heartbeat interval `H`, between 1 ms and a year.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat_interval.clamp(MIN_PERIOD, MAX_PERIOD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_are_bounded() {
+        let config = CoordinatorConfig {
+            heartbeat_interval: Duration::MAX,
+            missed_heartbeats_allowed: u32::MAX,
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.listing_ttl(), MAX_PERIOD);
+        assert_eq!(config.resync_period(), MAX_PERIOD);
+        let config = CoordinatorConfig {
+            heartbeat_interval: Duration::ZERO,
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.heartbeat(), MIN_PERIOD);
+        assert_eq!(config.resync_period(), Duration::from_millis(10));
     }
 }

@@ -64,21 +64,36 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         let list: Vec<Value> = std::iter::once(me).chain(peers).collect();
         (list, membership.index())
     };
-    let registry = shared.registry();
-    let services: Vec<Value> = registry
-        .service_counts()
+    // Copy out under the lock; build the JSON after releasing it.
+    let (counts, names_index, listing_count, selected) = {
+        let registry = shared.registry();
+        let counts: Vec<(String, usize)> = registry
+            .service_counts()
+            .map(|(name, count)| (name.to_owned(), count))
+            .collect();
+        let selected = query.service.as_deref().map(|service| {
+            let listings: Vec<(crate::Listing, Instant)> = registry
+                .listings_with_deadlines(service)
+                .map(|(listing, deadline)| (listing.clone(), deadline))
+                .collect();
+            (listings, registry.index(service))
+        });
+        (counts, registry.names_index(), registry.len(), selected)
+    };
+    let services: Vec<Value> = counts
+        .iter()
         .map(|(name, count)| json!({"name": name, "count": count}))
         .collect();
-    let (listings, service_index) = match &query.service {
-        Some(service) => {
-            let listings: Vec<Value> = registry
-                .listings_with_deadlines(service)
+    let (listings, service_index) = match selected {
+        Some((listings, index)) => {
+            let listings: Vec<Value> = listings
+                .iter()
                 .map(|(listing, deadline)| {
                     let left = deadline.saturating_duration_since(now);
                     json!({"listing": listing, "heartbeatMsAgo": ms(ttl.saturating_sub(left))})
                 })
                 .collect();
-            (listings, Some(registry.index(service)))
+            (listings, Some(index))
         }
         None => (Vec::new(), None),
     };
@@ -86,17 +101,16 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         "self": shared.me.host(),
         "heartbeatInterval": ms(shared.config.heartbeat_interval),
         "ttl": ms(ttl),
-        "listingCount": registry.len(),
+        "listingCount": listing_count,
         "coordinators": coordinators,
         "services": services,
         "service": query.service,
         "listings": listings,
         "index": {
             "coordinators": coordinators_index,
-            "services": registry.names_index(),
+            "services": names_index,
             "service": service_index,
         },
     });
-    drop(registry);
     Json(body)
 }

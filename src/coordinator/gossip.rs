@@ -14,6 +14,7 @@
 //! not at every resync.
 
 use super::Shared;
+use crate::backoff::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -22,7 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// Polls every known coordinator every heartbeat interval, the first time one
 /// interval after start (nobody is known before that but through announcements).
 pub(super) async fn poll_loop(shared: Arc<Shared>) {
-    let period = shared.config.heartbeat_interval;
+    let period = shared.config.heartbeat();
     let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -76,17 +77,19 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     };
     let period = shared.config.resync_period();
     let mut warned = false;
-    let mut self_routed = 0u32;
+    // Routed back to ourselves by a load balancer: ask again soon, after 100 ms
+    // doubling up to the resync period, with jitter so coordinators behind one
+    // balancer do not keep asking in lockstep.
+    let mut self_routed = Backoff::new(Duration::from_millis(100), period);
     loop {
         let reached_self = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             reached_self = resync(&shared, &discovery, &mut warned) => reached_self,
         };
         let delay = if reached_self {
-            self_routed = self_routed.saturating_add(1);
-            self_route_retry(self_routed, period)
+            self_routed.next_delay()
         } else {
-            self_routed = 0;
+            self_routed.reset();
             period
         };
         tokio::select! {
@@ -94,17 +97,6 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-/// Delay before asking the discovery host again after it routed us to ourselves
-/// (`attempt` ≥ 1): doubling from 100 ms, capped at the resync period, with jitter
-/// (a random point in the upper half) so coordinators behind one load balancer do
-/// not keep asking in lock-step.
-pub(super) fn self_route_retry(attempt: u32, period: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    let capped = base.min(period);
-    let half = capped / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 /// One resync. `warned` remembers whether the discovery host's failure was already
@@ -163,24 +155,4 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> boo
         }
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::self_route_retry;
-    use std::time::Duration;
-
-    #[test]
-    fn self_route_retries_back_off_with_jitter_up_to_the_period() {
-        let period = Duration::from_secs(2);
-        for attempt in 1..40u32 {
-            let full = Duration::from_millis(100)
-                .saturating_mul(1 << (attempt - 1).min(16))
-                .min(period);
-            for _ in 0..20 {
-                let delay = self_route_retry(attempt, period);
-                assert!(delay >= full / 2 && delay <= full, "{attempt}: {delay:?}");
-            }
-        }
-    }
 }

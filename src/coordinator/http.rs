@@ -24,7 +24,7 @@
 use super::changes::Topic;
 use super::metrics::{RequestLabels, RouteLabels};
 use super::Shared;
-use crate::listing::{DecodeError, Listing, Peer};
+use crate::listing::{check_name, DecodeError, Listing, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -247,7 +247,7 @@ async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     metrics
         .requests
         .get_or_create(&RequestLabels {
-            method: method.to_string(),
+            method: method_label(&method).to_owned(),
             route: route.clone(),
             status,
         })
@@ -260,6 +260,21 @@ async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     }
     tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// A bounded label for a method: any other token a client invents is `other`, so
+/// clients cannot make the metrics grow without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition.
@@ -291,12 +306,14 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
     if open {
         return next.run(request).await;
     }
+    // The scheme is case-insensitive (RFC 7235); the token is not.
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         return next.run(request).await;
     }
@@ -379,12 +396,13 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
 
 /// A 200 JSON answer from pre-serialized bytes, pretty-printed on request.
 fn json_ok(body: Bytes, pretty: bool, index: Option<u64>) -> Response {
-    let body = if pretty {
-        let value: Value = serde_json::from_slice(&body).expect("we serialized it");
-        Bytes::from(serde_json::to_vec_pretty(&value).expect("serializes"))
-    } else {
-        body
-    };
+    // Pretty-printing re-reads what we wrote; should that ever fail, the compact
+    // body is still the right answer.
+    let pretty_body = pretty
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+        .and_then(|value| serde_json::to_vec_pretty(&value).ok());
+    let body = pretty_body.map_or(body, Bytes::from);
     let mut response = json_response(StatusCode::OK, body);
     if let Some(index) = index {
         response
@@ -459,6 +477,15 @@ async fn get_listings(
     let Path(service) = path?;
     let Query(params) = query?;
     let blocking = params.blocking(&shared)?;
+    // A name no listing could have is answered at once, never held: a held query
+    // must not keep an arbitrarily long name in memory.
+    let limits = &shared.config.listing_limits;
+    if check_name("service", &service, limits.max_service_len).is_err() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no live listing for that service name (not a valid name)",
+        ));
+    }
     if let Some((seen, wait)) = blocking {
         let topic = Topic::Service(service.clone());
         block(&shared, topic, seen, wait, || {

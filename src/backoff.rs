@@ -1,8 +1,8 @@
 //! Retry delays: exponential backoff with jitter, capped. Pure, no clock.
 //!
-//! Used wherever the client keeps trying something that failed (finding a
-//! coordinator, a watch with nothing to ask), so that many clients that lost the
-//! same coordinator do not come back in lockstep.
+//! Used wherever something is tried again — a client finding a coordinator, a
+//! watch with nothing to ask, a coordinator that a load balancer routed back to
+//! itself — so that many of them do not come back in lockstep.
 
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ impl Backoff {
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
         let full = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         let half = full / 2;
         half + jitter(full - half)
     }

@@ -111,7 +111,7 @@ proptest! {
                     let expired: BTreeSet<(String, String)> = registry
                         .expire(start + Duration::from_millis(now_ms), usize::MAX)
                         .into_iter()
-                        .map(|l| (l.service().to_owned(), l.host().to_owned()))
+                        .map(|(s, h)| (s.to_string(), h.to_string()))
                         .collect();
                     prop_assert_eq!(expired, due);
                 }

@@ -23,6 +23,7 @@
 
 use super::changes::Topic;
 use super::metrics::{RequestLabels, RouteLabels};
+use super::registry::Upsert;
 use super::Shared;
 use crate::listing::{check_name, DecodeError, Listing, Peer};
 use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
@@ -37,6 +38,7 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -527,18 +529,45 @@ async fn post_listing(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<StatusCode> {
     let Query(params) = query?;
-    let listing = Listing::from_json(&body?, &shared.config.listing_limits)?;
+    let body = body?;
     let heartbeat = params.heartbeat.as_deref() == Some("true");
+    // The common case, a heartbeat that repeats the stored payload byte for byte,
+    // needs only the key read and a comparison: no decoding, no validation (what
+    // is stored was validated), no allocation.
+    if let Some((service, host)) = peek_key(&body) {
+        if shared.refresh_if_same(&service, &host, &body) {
+            log_listing(&shared, &service, &host, heartbeat, Upsert::Refreshed);
+            return Ok(StatusCode::CREATED);
+        }
+    }
+    let listing = Listing::from_json(&body, &shared.config.listing_limits)?;
     let (service, host) = (listing.service().to_owned(), listing.host().to_owned());
     let outcome = shared
         .upsert(listing)
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    log_listing(&shared, &service, &host, heartbeat, outcome);
+    Ok(StatusCode::CREATED)
+}
+
+/// Reads only `service` and `host` from a body, borrowing them where it can.
+fn peek_key(body: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    #[derive(Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        #[serde(borrow)]
+        host: Cow<'a, str>,
+    }
+    let key: Key = serde_json::from_slice(body).ok()?;
+    Some((key.service, key.host))
+}
+
+fn log_listing(shared: &Shared, service: &str, host: &str, heartbeat: bool, outcome: Upsert) {
     if shared.config.log_heartbeats {
         tracing::info!(service, host, heartbeat, ?outcome, "listing received");
     } else {
         tracing::debug!(service, host, heartbeat, ?outcome, "listing received");
     }
-    Ok(StatusCode::CREATED)
 }
 
 async fn delete_listing(

@@ -111,6 +111,18 @@ impl Shared {
         Ok(outcome)
     }
 
+    /// Refreshes a listing whose payload is byte for byte the stored one, without
+    /// decoding it; false (nothing changed) otherwise.
+    pub fn refresh_if_same(&self, service: &str, host: &str, body: &[u8]) -> bool {
+        let refreshed = self
+            .registry()
+            .refresh_if_same(service, host, body, Instant::now());
+        if refreshed {
+            self.metrics.heartbeats.inc();
+        }
+        refreshed
+    }
+
     /// Withdraws a listing.
     pub fn remove(&self, service: &str, host: &str) -> Option<Listing> {
         let (removed, names_changed) = {
@@ -130,7 +142,7 @@ impl Shared {
     }
 
     /// Expires at most `max` listings that are due.
-    fn expire(&self, max: usize) -> Vec<Listing> {
+    fn expire(&self, max: usize) -> Vec<(Arc<str>, Arc<str>)> {
         let (expired, names_changed) = {
             let mut registry = self.registry();
             let names = registry.names_index();
@@ -138,7 +150,7 @@ impl Shared {
             (expired, registry.names_index() != names)
         };
         self.metrics.expired.inc_by(expired.len() as u64);
-        let mut services: Vec<&str> = expired.iter().map(Listing::service).collect();
+        let mut services: Vec<&str> = expired.iter().map(|(service, _)| &**service).collect();
         services.sort_unstable();
         services.dedup();
         for service in services {
@@ -338,12 +350,8 @@ async fn expire_loop(shared: Arc<Shared>) {
         }
         loop {
             let expired = shared.expire(EXPIRY_BATCH);
-            for listing in &expired {
-                tracing::info!(
-                    service = listing.service(),
-                    host = listing.host(),
-                    "listing expired"
-                );
+            for (service, host) in &expired {
+                tracing::info!(service = &**service, host = &**host, "listing expired");
             }
             if expired.len() < EXPIRY_BATCH {
                 break;

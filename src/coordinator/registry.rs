@@ -17,7 +17,7 @@
 //!   own index; a heartbeat that changes nothing changes no index. These indexes are
 //!   what blocking queries wait on, and they key the cached JSON answers.
 
-use crate::listing::Listing;
+use crate::listing::{Limits, Listing};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -72,10 +72,24 @@ pub enum RegistryError {
 
 type Key = (Arc<str>, Arc<str>);
 
+/// One listing: its payload as compact JSON (what watchers get, byte for byte;
+/// far smaller than a parsed object), and its deadline.
 struct Entry {
     host: Arc<str>,
-    listing: Listing,
+    body: Bytes,
     deadline: Instant,
+}
+
+impl Entry {
+    /// The stored listing, decoded (it was validated when it entered).
+    fn listing(&self) -> Listing {
+        Listing::from_json(&self.body, &Limits::RECEIVED).expect("stored listings are valid")
+    }
+}
+
+/// A listing's compact JSON, the form it is stored and compared in.
+fn encode(listing: &Listing) -> Bytes {
+    Bytes::from(serde_json::to_vec(listing).expect("a listing serializes"))
 }
 
 struct Service {
@@ -131,18 +145,22 @@ impl Registry {
 
     /// Adds a listing, or refreshes the heartbeat of the one with the same key,
     /// replacing its payload when it changed.
+    ///
+    /// The payload counts as changed when its compact JSON differs (fields
+    /// reordered included: watchers get the order as published).
     pub fn upsert(&mut self, listing: Listing, now: Instant) -> Result<Upsert, RegistryError> {
         let deadline = now + self.ttl;
+        let body = encode(&listing);
         if let Some(service) = self.services.get_mut(listing.service()) {
             if let Some(entry) = service.listings.get_mut(listing.host()) {
                 let key = (service.name.clone(), entry.host.clone());
                 self.deadlines.remove(&(entry.deadline, key.clone()));
                 self.deadlines.insert((deadline, key));
                 entry.deadline = deadline;
-                if entry.listing == listing {
+                if entry.body == body {
                     return Ok(Upsert::Refreshed);
                 }
-                entry.listing = listing;
+                entry.body = body;
                 self.counter += 1;
                 service.index = self.counter;
                 service.body = None;
@@ -182,7 +200,7 @@ impl Registry {
             host.clone(),
             Entry {
                 host,
-                listing,
+                body,
                 deadline,
             },
         );
@@ -191,18 +209,45 @@ impl Registry {
         Ok(Upsert::Added)
     }
 
+    /// Refreshes the heartbeat of `(service, host)` if its stored payload is exactly
+    /// `body` (compact JSON): the common heartbeat, handled without decoding it.
+    /// Returns false, changing nothing, in any other case.
+    pub fn refresh_if_same(
+        &mut self,
+        service: &str,
+        host: &str,
+        body: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(service) = self.services.get_mut(service) else {
+            return false;
+        };
+        let Some(entry) = service.listings.get_mut(host) else {
+            return false;
+        };
+        if entry.body != body {
+            return false;
+        }
+        let deadline = now + self.ttl;
+        let key = (service.name.clone(), entry.host.clone());
+        self.deadlines.remove(&(entry.deadline, key.clone()));
+        self.deadlines.insert((deadline, key));
+        entry.deadline = deadline;
+        true
+    }
+
     /// Removes one listing; `None` when there was none.
     pub fn remove(&mut self, service: &str, host: &str) -> Option<Listing> {
         let service = self.services.get(service)?;
         let entry = service.listings.get(host)?;
         let key = (service.name.clone(), entry.host.clone());
         self.deadlines.remove(&(entry.deadline, key.clone()));
-        Some(self.take(&key))
+        Some(self.take(&key).listing())
     }
 
-    /// Takes the listing at `key` out of its service (the deadline is already gone),
+    /// Takes the entry at `key` out of its service (the deadline is already gone),
     /// removing the service when it was the last one.
-    fn take(&mut self, key: &Key) -> Listing {
+    fn take(&mut self, key: &Key) -> Entry {
         let index = self.bump();
         let service = self.services.get_mut(&key.0).expect("key is live");
         let entry = service.listings.remove(&key.1).expect("key is live");
@@ -216,19 +261,20 @@ impl Registry {
             service.index = index;
             service.body = None;
         }
-        entry.listing
+        entry
     }
 
     /// Removes listings whose deadline is at or before `now`, earliest first and at
-    /// most `max` of them, returning them.
-    pub fn expire(&mut self, now: Instant, max: usize) -> Vec<Listing> {
+    /// most `max` of them, returning their `(service, host)` keys.
+    pub fn expire(&mut self, now: Instant, max: usize) -> Vec<(Arc<str>, Arc<str>)> {
         let mut expired = Vec::new();
         while let Some(first) = self.deadlines.first() {
             if first.0 > now || expired.len() >= max {
                 break;
             }
             let (_, key) = self.deadlines.pop_first().expect("checked non-empty");
-            expired.push(self.take(&key));
+            self.take(&key);
+            expired.push(key);
         }
         expired
     }
@@ -248,23 +294,23 @@ impl Registry {
         self.services.keys().map(|name| &**name)
     }
 
-    /// Live listings of one service, sorted by host.
-    pub fn listings(&self, service: &str) -> impl Iterator<Item = &Listing> {
+    /// Live listings of one service, sorted by host (decoded on the way out).
+    pub fn listings(&self, service: &str) -> impl Iterator<Item = Listing> + '_ {
         self.services
             .get(service)
             .into_iter()
-            .flat_map(|s| s.listings.values().map(|e| &e.listing))
+            .flat_map(|s| s.listings.values().map(Entry::listing))
     }
 
     /// Live listings of one service with their deadlines, sorted by host.
     pub fn listings_with_deadlines(
         &self,
         service: &str,
-    ) -> impl Iterator<Item = (&Listing, Instant)> {
+    ) -> impl Iterator<Item = (Listing, Instant)> + '_ {
         self.services
             .get(service)
             .into_iter()
-            .flat_map(|s| s.listings.values().map(|e| (&e.listing, e.deadline)))
+            .flat_map(|s| s.listings.values().map(|e| (e.listing(), e.deadline)))
     }
 
     /// Each service with its number of live listings, sorted by name.
@@ -296,8 +342,18 @@ impl Registry {
     pub fn listings_json(&mut self, service: &str) -> Option<(u64, Bytes)> {
         let service = self.services.get_mut(service)?;
         let body = service.body.get_or_insert_with(|| {
-            let all: Vec<&Listing> = service.listings.values().map(|e| &e.listing).collect();
-            Bytes::from(serde_json::to_vec(&all).expect("listings serialize"))
+            // The stored payloads are compact JSON already: join them.
+            let size: usize = service.listings.values().map(|e| e.body.len() + 1).sum();
+            let mut all = Vec::with_capacity(size + 2);
+            all.push(b'[');
+            for (i, entry) in service.listings.values().enumerate() {
+                if i > 0 {
+                    all.push(b',');
+                }
+                all.extend_from_slice(&entry.body);
+            }
+            all.push(b']');
+            Bytes::from(all)
         });
         Some((service.index, body.clone()))
     }
@@ -376,7 +432,7 @@ mod tests {
             .is_empty());
         assert_eq!(hosts(&r, "s"), ["a:1"]);
         let gone = r.expire(t0 + TTL, usize::MAX);
-        assert_eq!(gone, vec![listing("s", "a:1")]);
+        assert_eq!(gone, vec![(Arc::from("s"), Arc::from("a:1"))]);
         assert!(r.is_empty());
         assert_eq!(r.services().count(), 0);
         assert_eq!(r.next_deadline(), None);
@@ -425,6 +481,27 @@ mod tests {
         assert_eq!(r.expire(t0 + TTL, 2).len(), 2);
         assert_eq!(r.expire(t0 + TTL, 2).len(), 1);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn refresh_if_same_needs_the_exact_stored_payload() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        let stored = listing("s", "a:1").with("x", 1);
+        r.upsert(stored, t0).unwrap();
+        let index = r.index("s");
+        let later = t0 + Duration::from_millis(100);
+        let same = br#"{"service":"s","host":"a:1","x":1}"#;
+        assert!(r.refresh_if_same("s", "a:1", same, later));
+        assert_eq!(r.deadline("s", "a:1"), Some(later + TTL));
+        assert_eq!(r.index("s"), index);
+        // Anything else changes nothing.
+        let spaced = br#"{"service":"s","host":"a:1","x": 1}"#;
+        assert!(!r.refresh_if_same("s", "a:1", spaced, t0 + TTL));
+        assert!(!r.refresh_if_same("s", "b:1", same, t0 + TTL));
+        assert!(!r.refresh_if_same("t", "a:1", same, t0 + TTL));
+        assert_eq!(r.deadline("s", "a:1"), Some(later + TTL));
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

@@ -80,7 +80,13 @@ impl IntoResponse for ApiError {
             );
         }
         let body = serde_json::to_vec(&json!({ "error": self.message })).expect("serializes");
-        json_response(self.status, Bytes::from(body))
+        let mut response = json_response(self.status, Bytes::from(body));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -212,45 +218,52 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            read_body,
+            Around {
+                headers: common_headers(&shared),
+                shared: shared.clone(),
+            },
+            around,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            authorize,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            common_headers(&shared),
-            add_common_headers,
-        ))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), track))
         .with_state(shared)
 }
 
-/// Counts and times every request, and logs it at debug level. Blocking queries
-/// are counted but kept out of the latency histogram, which they would swamp.
-async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+/// What the one middleware needs: the shared state and the headers built once.
+#[derive(Clone)]
+struct Around {
+    shared: Arc<Shared>,
+    headers: CommonHeaders,
+}
+
+/// The one middleware around every route: admits the request (token, body), then
+/// stamps the common headers on the answer, counts and times it, and logs it at
+/// debug level. Blocking queries are counted but kept out of the latency
+/// histogram, which they would swamp. One layer, not four: every request pays it.
+async fn around(State(around): State<Around>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    let shared = &around.shared;
+    let method = method_label(request.method());
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let blocking = request
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
+    let uri = tracing::enabled!(tracing::Level::DEBUG).then(|| request.uri().clone());
+    let mut response = match admit(shared, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in around.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = &shared.metrics;
     metrics
         .requests
         .get_or_create(&RequestLabels {
-            method: method_label(&method).to_owned(),
-            route: route.clone(),
+            method,
+            route,
             status,
         })
         .inc();
@@ -260,8 +273,36 @@ async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
     }
-    tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+    if let Some(uri) = uri {
+        tracing::debug!(method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+    }
     response
+}
+
+/// The request as the handler gets it, or the answer that refuses it.
+async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
+    authorize(shared, &request)?;
+    read_body(shared, request).await
+}
+
+/// A bounded label for a route: the routes we serve, or `unmatched`.
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    const ROUTES: [&str; 10] = [
+        "/status",
+        "/metrics",
+        "/v1/config",
+        "/v1/coordinator",
+        "/v1/listings",
+        "/v1/listings/{service}",
+        "/v1/listings/{service}/{host}",
+        "/",
+        "/ui",
+        "/ui/api/state",
+    ];
+    matched
+        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
+        .copied()
+        .unwrap_or("unmatched")
 }
 
 /// A bounded label for a method: any other token a client invents is `other`, so
@@ -299,14 +340,13 @@ async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 /// With a token configured: writes (and reads, when protected) need
 /// `Authorization: Bearer <token>`, compared in constant time. `/status` stays open.
-async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     let Some(token) = shared.config.token.as_deref() else {
-        return next.run(request).await;
+        return Ok(());
     };
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let open = request.uri().path() == "/status" || (is_read && !shared.config.protect_reads);
-    if open {
-        return next.run(request).await;
+    if request.uri().path() == "/status" || (is_read && !shared.config.protect_reads) {
+        return Ok(());
     }
     // The scheme is case-insensitive (RFC 7235); the token is not.
     let presented = request
@@ -317,45 +357,37 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, token)| token.trim());
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        return next.run(request).await;
+        return Ok(());
     }
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token",
+    ))
 }
 
 /// Receives a request's whole body within the body deadline and the size limit,
 /// so a slow or endless sender gets a `408` or `413` instead of holding a handler.
-async fn read_body(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiError> {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
-        return next.run(request).await;
+        return Ok(request);
     }
     let (parts, body) = request.into_parts();
     let limited = Limited::new(body, shared.config.max_body_bytes);
     let collected = tokio::time::timeout(shared.config.body_timeout, limited.collect()).await;
-    let bytes = match collected {
-        Err(_elapsed) => {
-            return ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request body not received in time",
-            )
-            .into_response()
+    let refusal = match collected {
+        Ok(Ok(collected)) => {
+            return Ok(Request::from_parts(parts, Body::from(collected.to_bytes())));
         }
+        Err(_elapsed) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        ),
         Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-                .into_response()
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
-        Ok(Err(error)) => {
-            return ApiError::bad_request(format!("could not read the body: {error}"))
-                .into_response()
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) => ApiError::bad_request(format!("could not read the body: {error}")),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Err(refusal)
 }
 
 /// The headers every answer carries, built once.
@@ -373,17 +405,6 @@ fn common_headers(shared: &Shared) -> CommonHeaders {
     .into_iter()
     .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
     .collect()
-}
-
-async fn add_common_headers(
-    State(common): State<CommonHeaders>,
-    mut response: Response,
-) -> Response {
-    let headers = response.headers_mut();
-    for (name, value) in common.iter() {
-        headers.insert(name.clone(), value.clone());
-    }
-    response
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {

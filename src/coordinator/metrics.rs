@@ -15,15 +15,15 @@ use prometheus_client::registry::Registry;
 /// Labels of a served request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
 /// Labels of request latency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// Every metric a coordinator exports.

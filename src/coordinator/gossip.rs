@@ -77,19 +77,19 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     };
     let period = shared.config.resync_period();
     let mut warned = false;
-    // Routed back to ourselves by a load balancer: ask again soon, after 100 ms
-    // doubling up to the resync period, with jitter so coordinators behind one
-    // balancer do not keep asking in lockstep.
-    let mut self_routed = Backoff::new(Duration::from_millis(100), period);
+    // Routed back to ourselves by a load balancer, or the discovery host not up
+    // yet: ask again soon, after 100 ms doubling up to the resync period, with
+    // jitter so coordinators behind one balancer do not keep asking in lockstep.
+    let mut retry = Backoff::new(Duration::from_millis(100), period);
     loop {
-        let reached_self = tokio::select! {
+        let again_soon = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            reached_self = resync(&shared, &discovery, &mut warned) => reached_self,
+            again_soon = resync(&shared, &discovery, &mut warned) => again_soon,
         };
-        let delay = if reached_self {
-            self_routed.next_delay()
+        let delay = if again_soon {
+            retry.next_delay()
         } else {
-            self_routed.reset();
+            retry.reset();
             period
         };
         tokio::select! {
@@ -101,8 +101,9 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
 
 /// One resync. `warned` remembers whether the discovery host's failure was already
 /// reported, so a long outage is one warning, not one per period. Returns whether
-/// the answer came from this coordinator itself (a load balancer routed us back to
-/// ourselves), recognised by its `X-Hakken-Coordinator` header.
+/// to ask again soon: the discovery host did not answer, or the answer came from
+/// this coordinator itself (a load balancer routed us back to ourselves,
+/// recognised by the `X-Hakken-Coordinator` header).
 async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> bool {
     let me = shared.me.clone();
     let answer = match shared.remote.coordinators(discovery, None).await {
@@ -114,7 +115,7 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> boo
                 tracing::warn!(discovery, %error, "discovery host unreachable; serving alone until it answers");
                 *warned = true;
             }
-            return false;
+            return true;
         }
     };
     if std::mem::take(warned) {

@@ -353,7 +353,7 @@ async fn expire_loop(shared: Arc<Shared>) {
             for (service, host) in &expired {
                 tracing::info!(service = &**service, host = &**host, "listing expired");
             }
-            if expired.len() < EXPIRY_BATCH {
+            if !shared.registry().is_due(Instant::now()) {
                 break;
             }
             tokio::task::yield_now().await;

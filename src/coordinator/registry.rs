@@ -77,7 +77,11 @@ type Key = (Arc<str>, Arc<str>);
 struct Entry {
     host: Arc<str>,
     body: Bytes,
+    /// When it expires unless refreshed.
     deadline: Instant,
+    /// The time it is filed under in `Registry::queue`: its deadline when filed,
+    /// which a heartbeat only moves later, so the queue may run early, never late.
+    queued: Instant,
 }
 
 impl Entry {
@@ -105,7 +109,10 @@ pub struct Registry {
     ttl: Duration,
     limits: RegistryLimits,
     services: BTreeMap<Arc<str>, Service>,
-    deadlines: BTreeSet<(Instant, Key)>,
+    /// Every listing, filed under a time at or before its deadline. A heartbeat
+    /// only moves `Entry::deadline`; the expiry pass files a listing again when it
+    /// finds it was refreshed. Refreshing is then a lookup, not two tree updates.
+    queue: BTreeSet<(Instant, Key)>,
     len: usize,
     /// The last index handed out; every change takes the next one.
     counter: u64,
@@ -124,7 +131,7 @@ impl Registry {
             ttl,
             limits,
             services: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
+            queue: BTreeSet::new(),
             len: 0,
             counter: 1,
             names_index: 1,
@@ -153,9 +160,6 @@ impl Registry {
         let body = encode(&listing);
         if let Some(service) = self.services.get_mut(listing.service()) {
             if let Some(entry) = service.listings.get_mut(listing.host()) {
-                let key = (service.name.clone(), entry.host.clone());
-                self.deadlines.remove(&(entry.deadline, key.clone()));
-                self.deadlines.insert((deadline, key));
                 entry.deadline = deadline;
                 if entry.body == body {
                     return Ok(Upsert::Refreshed);
@@ -196,15 +200,14 @@ impl Registry {
         service.body = None;
         let host: Arc<str> = Arc::from(listing.host());
         let key = (service.name.clone(), host.clone());
-        service.listings.insert(
-            host.clone(),
-            Entry {
-                host,
-                body,
-                deadline,
-            },
-        );
-        self.deadlines.insert((deadline, key));
+        let entry = Entry {
+            host: host.clone(),
+            body,
+            deadline,
+            queued: deadline,
+        };
+        service.listings.insert(host, entry);
+        self.queue.insert((deadline, key));
         self.len += 1;
         Ok(Upsert::Added)
     }
@@ -228,11 +231,7 @@ impl Registry {
         if entry.body != body {
             return false;
         }
-        let deadline = now + self.ttl;
-        let key = (service.name.clone(), entry.host.clone());
-        self.deadlines.remove(&(entry.deadline, key.clone()));
-        self.deadlines.insert((deadline, key));
-        entry.deadline = deadline;
+        entry.deadline = now + self.ttl;
         true
     }
 
@@ -241,7 +240,7 @@ impl Registry {
         let service = self.services.get(service)?;
         let entry = service.listings.get(host)?;
         let key = (service.name.clone(), entry.host.clone());
-        self.deadlines.remove(&(entry.deadline, key.clone()));
+        self.queue.remove(&(entry.queued, key.clone()));
         Some(self.take(&key).listing())
     }
 
@@ -264,24 +263,45 @@ impl Registry {
         entry
     }
 
-    /// Removes listings whose deadline is at or before `now`, earliest first and at
-    /// most `max` of them, returning their `(service, host)` keys.
+    /// Removes listings whose deadline is at or before `now`, earliest first,
+    /// returning their `(service, host)` keys. Does at most `max` steps (an expiry,
+    /// or filing a refreshed listing again): call again while [`Registry::is_due`].
     pub fn expire(&mut self, now: Instant, max: usize) -> Vec<(Arc<str>, Arc<str>)> {
         let mut expired = Vec::new();
-        while let Some(first) = self.deadlines.first() {
-            if first.0 > now || expired.len() >= max {
+        // Bounded work per call, re-filing included: the caller holds a lock.
+        let mut work = 0;
+        while let Some(first) = self.queue.first() {
+            if first.0 > now || work >= max {
                 break;
             }
-            let (_, key) = self.deadlines.pop_first().expect("checked non-empty");
+            work += 1;
+            let (_, key) = self.queue.pop_first().expect("checked non-empty");
+            let entry = self
+                .services
+                .get_mut(&key.0)
+                .and_then(|s| s.listings.get_mut(&key.1))
+                .expect("every queued key is live");
+            if entry.deadline > now {
+                // Refreshed since it was filed: file it under its deadline now.
+                entry.queued = entry.deadline;
+                self.queue.insert((entry.deadline, key));
+                continue;
+            }
             self.take(&key);
             expired.push(key);
         }
         expired
     }
 
-    /// The earliest deadline of any listing.
+    /// Whether [`Registry::expire`] has work at `now`.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.next_deadline().is_some_and(|next| next <= now)
+    }
+
+    /// When to run [`Registry::expire`] next: at or before the earliest deadline
+    /// (early when that listing was refreshed since; the pass then files it again).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(deadline, _)| *deadline)
+        self.queue.first().map(|(queued, _)| *queued)
     }
 
     /// When the listing `(service, host)` expires, unless refreshed.
@@ -516,7 +536,7 @@ mod tests {
         assert_eq!(r.remove("nope", "a:1"), None);
         assert!(r.index("s") > before);
         assert_eq!(hosts(&r, "s"), ["b:1"]);
-        // The removed listing's deadline is gone too.
+        // The removed listing is gone from the expiry queue too.
         assert_eq!(r.expire(t0 + TTL, usize::MAX).len(), 1);
         assert!(r.is_empty());
     }

@@ -39,7 +39,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
@@ -372,8 +374,13 @@ async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiErro
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
-    let limited = Limited::new(body, shared.config.max_body_bytes);
-    let collected = tokio::time::timeout(shared.config.body_timeout, limited.collect()).await;
+    let mut collect = std::pin::pin!(Limited::new(body, shared.config.max_body_bytes).collect());
+    // A small body usually came with the head: take it without arming a timer.
+    let at_once = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match at_once {
+        Poll::Ready(collected) => Ok(collected),
+        Poll::Pending => tokio::time::timeout(shared.config.body_timeout, collect).await,
+    };
     let refusal = match collected {
         Ok(Ok(collected)) => {
             return Ok(Request::from_parts(parts, Body::from(collected.to_bytes())));

@@ -75,7 +75,6 @@ type Key = (Arc<str>, Arc<str>);
 /// One listing: its payload as compact JSON (what watchers get, byte for byte;
 /// far smaller than a parsed object), and its deadline.
 struct Entry {
-    host: Arc<str>,
     body: Bytes,
     /// When it expires unless refreshed.
     deadline: Instant,
@@ -204,7 +203,6 @@ impl Registry {
         let host: Arc<str> = Arc::from(listing.host());
         let key = (service.name.clone(), host.clone());
         let entry = Entry {
-            host: host.clone(),
             body,
             deadline,
             queued: deadline,
@@ -241,8 +239,8 @@ impl Registry {
     /// Removes one listing; `None` when there was none.
     pub fn remove(&mut self, service: &str, host: &str) -> Option<Listing> {
         let service = self.services.get(service)?;
-        let entry = service.listings.get(host)?;
-        let key = (service.name.clone(), entry.host.clone());
+        let (host, entry) = service.listings.get_key_value(host)?;
+        let key = (service.name.clone(), host.clone());
         self.queue.remove(&(entry.queued, key.clone()));
         Some(self.take(&key).listing())
     }

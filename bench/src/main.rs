@@ -133,9 +133,10 @@ fn assemble(ctx: &Ctx, ran: &[String]) -> Result<()> {
     md.push_str("\n## Machine\n\n");
     md.push_str(&machine());
     md.push_str(
-        "\nThe machine was **shared with other work** (test suites running) while this was \
-         measured, so absolute numbers are noisy; the three targets of one workload were \
-         measured back to back, and the ratios between them are what the targets are about.\n",
+        "\nThe machine runs other work at times (a developer's builds and test suites), so \
+         absolute numbers are noisy, and one 5 s run of the same server can differ from the \
+         next by up to 2×; the three targets of one workload are measured in interleaved \
+         rounds, and the ratios between them are what the targets are about.\n",
     );
     md.push_str("\n## Summary: the issue's targets\n\n");
     md.push_str("| workload | target | measured | met |\n| --- | --- | --- | --- |\n");

@@ -10,24 +10,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hakken");
+use common::process::BIN;
 
 /// The binary with none of the coordinator's variables inherited from the test's
 /// own environment.
 fn hakken() -> Command {
     let mut command = Command::new(BIN);
-    for var in [
-        "PORT",
-        "LISTEN_ADDRESS",
-        "ANNOUNCE_HOST",
-        "DISCOVERY_HOST",
-        "DISCOVERY_HEARTBEAT_INTERVAL",
-        "MISSED_HEARTBEATS_ALLOWED",
-        "RESYNC_POLL_INTERVAL",
-        "LOG_HEARTBEATS",
-        "LOG_FORMAT",
-        "RUST_LOG",
-    ] {
+    for var in common::process::SETTINGS {
         command.env_remove(var);
     }
     command.kill_on_drop(true);

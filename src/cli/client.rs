@@ -220,20 +220,15 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
         let count = remote.listings(host, &name, None).await?.value.len();
         rows.push((name, count));
     }
-    if output.json {
-        let json: Vec<Value> = rows
-            .iter()
-            .map(|(name, count)| serde_json::json!({"service": name, "listings": count}))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    } else {
-        let table: Vec<Vec<String>> = rows
-            .into_iter()
-            .map(|(name, count)| vec![name, count.to_string()])
-            .collect();
-        print_table(&["SERVICE", "LISTINGS"], table);
-    }
-    Ok(ExitCode::SUCCESS)
+    let json: Vec<Value> = rows
+        .iter()
+        .map(|(name, count)| serde_json::json!({"service": name, "listings": count}))
+        .collect();
+    print_output(output.json, &json, &["SERVICE", "LISTINGS"], || {
+        rows.iter()
+            .map(|(name, count)| vec![name.clone(), count.to_string()])
+            .collect()
+    })
 }
 
 /// `hakken listings SERVICE`: the live listings of one service.
@@ -244,10 +239,8 @@ pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
         .listings(&connection.coordinator, &args.service, None)
         .await?
         .value;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&listings)?);
-    } else {
-        let table = listings
+    print_output(args.json, &listings, &["HOST", "FIELDS"], || {
+        listings
             .iter()
             .map(|listing| {
                 let mut extra = listing.fields().clone();
@@ -260,10 +253,8 @@ pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
                 };
                 vec![listing.host().to_owned(), extra]
             })
-            .collect();
-        print_table(&["HOST", "FIELDS"], table);
-    }
-    Ok(ExitCode::SUCCESS)
+            .collect()
+    })
 }
 
 /// `hakken coordinators`: the coordinators a coordinator knows, itself first.
@@ -274,11 +265,22 @@ pub async fn coordinators(output: OutputArgs) -> anyhow::Result<ExitCode> {
         .coordinators(&connection.coordinator, None)
         .await?
         .value;
-    if output.json {
-        println!("{}", serde_json::to_string_pretty(&peers)?);
+    print_output(output.json, &peers, &["HOST"], || {
+        peers.iter().map(|p| vec![p.host().to_owned()]).collect()
+    })
+}
+
+/// Prints `json` pretty, or the table `rows` builds under `header`.
+fn print_output(
+    json: bool,
+    value: &impl serde::Serialize,
+    header: &[&str],
+    rows: impl FnOnce() -> Vec<Vec<String>>,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
     } else {
-        let table = peers.iter().map(|p| vec![p.host().to_owned()]).collect();
-        print_table(&["HOST"], table);
+        print_table(header, rows());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,7 +19,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_hakken");
 
 /// The coordinator's settings read from the environment: none is inherited from
 /// the test's own environment.
-const SETTINGS: &[&str] = &[
+pub const SETTINGS: &[&str] = &[
     "PORT",
     "LISTEN_ADDRESS",
     "ANNOUNCE_HOST",

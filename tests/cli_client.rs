@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config, eventually, get, post, start};
+use common::{config, delete, eventually, get, post, start};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
@@ -155,11 +155,7 @@ async fn watch_prints_a_line_per_change() {
         r#"{"service":"db","host":"d:1","role":"primary"}"#,
     )
     .await;
-    common::http()
-        .delete(format!("http://{addr}/v1/listings/db/b:1"))
-        .send()
-        .await
-        .unwrap();
+    delete(&addr, "/v1/listings/db/b:1").await;
     assert_eq!(
         next(&mut lines).await,
         json!([{"service": "db", "host": "c:1", "role": "replica"}])

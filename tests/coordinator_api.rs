@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, eventually, get, http, post, start, PATIENCE};
+use common::{config, delete, eventually, get, http, post, start, PATIENCE};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -185,13 +185,8 @@ async fn names_round_trip_through_path_encoding() {
         );
         let path = format!("/v1/listings/{}", hakken::remote::segment(name));
         assert_eq!(get(&addr, &path).await, (200, json!([listing])), "{name}");
-        let delete = format!("{path}/{}", hakken::remote::segment(&format!("{name}:1")));
-        let response = http()
-            .delete(format!("http://{addr}{delete}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 204, "{name}");
+        let path_to_delete = format!("{path}/{}", hakken::remote::segment(&format!("{name}:1")));
+        assert_eq!(delete(&addr, &path_to_delete).await, 204, "{name}");
         assert_eq!(get(&addr, &path).await.0, 404, "{name}");
     }
     let (status, error) = post(&addr, "/v1/listings", r#"{"service":"..","host":"h:1"}"#).await;
@@ -232,6 +227,12 @@ async fn get_raw(addr: &str, path: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The same GET, running in its own task (a query to hold while the test acts).
+fn spawn_get(addr: &str, path: &str) -> tokio::task::JoinHandle<reqwest::Response> {
+    let (addr, path) = (addr.to_owned(), path.to_owned());
+    tokio::spawn(async move { get_raw(&addr, &path).await })
 }
 
 fn index_of(response: &reqwest::Response) -> u64 {
@@ -298,20 +299,14 @@ async fn the_index_changes_exactly_when_the_listings_do() {
     post(&addr, "/v1/listings", r#"{"service":"s","host":"b:1"}"#).await;
     let i3 = index_of(&get_raw(&addr, "/v1/listings/s").await);
     assert!(i3 > i2, "new listing");
-    let response = http()
-        .delete(format!("http://{addr}/v1/listings/s/b%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(delete(&addr, "/v1/listings/s/b%3A1").await, 204);
     let i4 = index_of(&get_raw(&addr, "/v1/listings/s").await);
     assert!(i4 > i3, "delete");
-    let response = http()
-        .delete(format!("http://{addr}/v1/listings/s/b%3A1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404, "deleting again");
+    assert_eq!(
+        delete(&addr, "/v1/listings/s/b%3A1").await,
+        404,
+        "deleting again"
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -325,12 +320,7 @@ async fn a_held_query_returns_on_change() {
     let index = index_of(&empty);
     assert_eq!(empty.json::<Value>().await.unwrap(), json!([]));
 
-    let waiter = {
-        let addr = addr.clone();
-        tokio::spawn(async move {
-            get_raw(&addr, &format!("/v1/listings/s?index={index}&wait=5m")).await
-        })
-    };
+    let waiter = spawn_get(&addr, &format!("/v1/listings/s?index={index}&wait=5m"));
     eventually("the query is held", || async {
         (c.held_queries() == 1).then_some(())
     })
@@ -351,21 +341,12 @@ async fn a_held_query_returns_on_change() {
 
     // A delete releases waiters too.
     let index = index_of(&get_raw(&addr, "/v1/listings/s").await);
-    let waiter = {
-        let addr = addr.clone();
-        tokio::spawn(async move {
-            get_raw(&addr, &format!("/v1/listings/s?index={index}&wait=5m")).await
-        })
-    };
+    let waiter = spawn_get(&addr, &format!("/v1/listings/s?index={index}&wait=5m"));
     eventually("the query is held", || async {
         (c.held_queries() == 1).then_some(())
     })
     .await;
-    http()
-        .delete(format!("http://{addr}/v1/listings/s/a:1"))
-        .send()
-        .await
-        .unwrap();
+    delete(&addr, "/v1/listings/s/a:1").await;
     let answer = tokio::time::timeout(PATIENCE, waiter)
         .await
         .unwrap()
@@ -409,20 +390,10 @@ async fn services_and_coordinators_block_too() {
     let addr = c.address();
     let services = get_raw(&addr, "/v1/listings").await;
     let index = index_of(&services);
-    let waiter = {
-        let addr = addr.clone();
-        tokio::spawn(
-            async move { get_raw(&addr, &format!("/v1/listings?index={index}&wait=5m")).await },
-        )
-    };
+    let waiter = spawn_get(&addr, &format!("/v1/listings?index={index}&wait=5m"));
     let coordinators = get_raw(&addr, "/v1/coordinator").await;
     let cindex = index_of(&coordinators);
-    let cwaiter = {
-        let addr = addr.clone();
-        tokio::spawn(async move {
-            get_raw(&addr, &format!("/v1/coordinator?index={cindex}&wait=5m")).await
-        })
-    };
+    let cwaiter = spawn_get(&addr, &format!("/v1/coordinator?index={cindex}&wait=5m"));
     eventually("both held", || async {
         (c.held_queries() == 2).then_some(())
     })
@@ -450,12 +421,7 @@ async fn held_queries_are_capped() {
     let c = start(cfg).await;
     let addr = c.address();
     let index = index_of(&get_raw(&addr, "/v1/listings/s?index=0").await);
-    let held = {
-        let addr = addr.clone();
-        tokio::spawn(async move {
-            get_raw(&addr, &format!("/v1/listings/s?index={index}&wait=5m")).await
-        })
-    };
+    let held = spawn_get(&addr, &format!("/v1/listings/s?index={index}&wait=5m"));
     eventually("one query held", || async {
         (c.held_queries() == 1).then_some(())
     })
@@ -479,10 +445,7 @@ async fn shutdown_answers_held_queries_at_once() {
     let c = start(config(60_000)).await;
     let addr = c.address();
     let waiters: Vec<_> = (0..5)
-        .map(|_| {
-            let addr = addr.clone();
-            tokio::spawn(async move { get_raw(&addr, "/v1/listings/s?index=1&wait=5m").await })
-        })
+        .map(|_| spawn_get(&addr, "/v1/listings/s?index=1&wait=5m"))
         .collect();
     eventually("all held", || async {
         (c.held_queries() == 5).then_some(())

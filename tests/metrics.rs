@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{config, eventually, http, post, start};
+use common::{config, delete, eventually, http, post, start};
 use std::time::Duration;
 
 async fn scrape(addr: &str) -> String {
@@ -54,11 +54,7 @@ async fn the_numbers_move_as_they_should() {
     post(&addr, "/v1/listings", r#"{"service":"b","host":"h:1"}"#).await;
     post(&addr, "/v1/listings", r#"{"service":"b","host":"h:2"}"#).await;
     post(&addr, "/v1/listings", "[1]").await;
-    http()
-        .delete(format!("http://{addr}/v1/listings/b/h:2"))
-        .send()
-        .await
-        .unwrap();
+    delete(&addr, "/v1/listings/b/h:2").await;
     let text = scrape(&addr).await;
     assert_eq!(value(&text, "hakken_listings"), 2.0);
     assert_eq!(value(&text, "hakken_services"), 2.0);

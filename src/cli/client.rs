@@ -50,10 +50,18 @@ impl Connection {
         Remote::new(Duration::from_millis(self.timeout.max(1))).with_token(self.token.clone())
     }
 
-    fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.coordinator.clone())
+    /// A started client (`heartbeat_ms`: the interval, else the coordinator's).
+    async fn start(&self, heartbeat_ms: Option<u64>) -> anyhow::Result<Client> {
+        let mut config = ClientConfig::new(self.coordinator.clone())
             .request_timeout(Duration::from_millis(self.timeout.max(1)))
-            .token(self.token.clone())
+            .token(self.token.clone());
+        config.heartbeat_interval = heartbeat_ms.map(Duration::from_millis);
+        let client = Client::new(config);
+        client
+            .start()
+            .await
+            .with_context(|| format!("cannot reach coordinator {}", self.coordinator))?;
+        Ok(client)
     }
 }
 
@@ -142,13 +150,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     let listing =
         Listing::from_map(fields, &hakken::Limits::default()).context("invalid listing")?;
-    let mut config = connection.client_config();
-    config.heartbeat_interval = args.heartbeat_interval.map(Duration::from_millis);
-    let client = Client::new(config);
-    client
-        .start()
-        .await
-        .with_context(|| format!("cannot reach coordinator {}", connection.coordinator))?;
+    let client = connection.start(args.heartbeat_interval).await?;
     client.publish(listing.clone()).await?;
     eprintln!(
         "published {listing} to {} coordinator(s); heartbeat every {} ms; Ctrl-C to withdraw",
@@ -165,13 +167,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
-    let mut config = connection.client_config();
-    config.heartbeat_interval = args.heartbeat_interval.map(Duration::from_millis);
-    let client = Client::new(config);
-    client
-        .start()
-        .await
-        .with_context(|| format!("cannot reach coordinator {}", connection.coordinator))?;
+    let client = connection.start(args.heartbeat_interval).await?;
     let mut builder = client.watch(&args.service);
     for (key, value) in args.filters {
         builder = builder.filter(key, value);

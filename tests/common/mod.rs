@@ -89,6 +89,17 @@ pub async fn post(
     )
 }
 
+/// `DELETE http://addr{path}` → the status.
+pub async fn delete(addr: &str, path: &str) -> u16 {
+    http()
+        .delete(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .expect("DELETE answered")
+        .status()
+        .as_u16()
+}
+
 /// Hosts listed by `GET /v1/coordinator` at `addr`, sorted.
 pub async fn coordinators_of(addr: &str) -> Vec<String> {
     let (_, body) = get(addr, "/v1/coordinator").await;

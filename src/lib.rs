@@ -5,14 +5,17 @@
 //! - [`client`]: the client library: [`Client`] publishes listings and runs
 //!   [`Watch`]es over every coordinator it learns of.
 //! - [`Listing`] and [`Peer`]: the JSON objects published and gossiped.
-//! - [`remote`]: typed calls to a coordinator's HTTP API.
+//! - [`remote`]: typed calls to a coordinator's HTTP API; [`protocol`]: the wire
+//!   vocabulary (headers, extension routes, the snapshot format) both sides share.
 
 #![warn(missing_docs)]
 
 mod backoff;
 pub mod client;
 pub mod coordinator;
+mod fanout;
 pub mod listing;
+pub mod protocol;
 pub mod remote;
 
 pub use client::{Client, ClientConfig, ClientError, Watch};

@@ -251,6 +251,15 @@ impl Listing {
         })
     }
 
+    /// Checks an existing listing against other limits (one received from another
+    /// coordinator, say, that accepted it under its own).
+    pub fn check(&self, limits: &Limits) -> Result<(), ListingError> {
+        check_field_count(&self.fields, limits.max_fields)?;
+        check_depth(&self.fields, limits.max_depth)?;
+        check_name("service", &self.service, limits.max_service_len)?;
+        check_name("host", &self.host, limits.max_host_len)
+    }
+
     /// The service this listing belongs to.
     pub fn service(&self) -> &str {
         &self.service

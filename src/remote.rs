@@ -7,17 +7,14 @@
 //! work against either implementation. It holds no state beyond a connection pool.
 
 use crate::listing::{Limits, Listing, Peer};
+use crate::protocol::{
+    read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
+    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, SNAPSHOT_PATH, WAIT_HEADER,
+};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
-
-/// Header carrying a change index (blocking queries).
-pub const INDEX_HEADER: &str = "x-hakken-index";
-/// Header carrying the coordinator's heartbeat interval in milliseconds.
-pub const HEARTBEAT_HEADER: &str = "x-hakken-heartbeat-interval";
-/// Header naming the coordinator that answered (its announced host).
-pub const COORDINATOR_HEADER: &str = "x-hakken-coordinator";
 
 /// Largest answer body read from a coordinator.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -62,6 +59,17 @@ pub enum RemoteError {
         /// What was wrong with it.
         message: String,
     },
+    /// Something answered that is not a hakken coordinator: a web page, another
+    /// service's error (`404` with `text/html`, say).
+    #[error("{host} is not a hakken coordinator (HTTP {status}, {content_type})")]
+    NotCoordinator {
+        /// The host called.
+        host: String,
+        /// The status it answered.
+        status: u16,
+        /// The content type it answered with (`none` when it named none).
+        content_type: String,
+    },
 }
 
 impl RemoteError {
@@ -70,14 +78,29 @@ impl RemoteError {
         matches!(self, RemoteError::Unreachable { .. })
     }
 
-    /// True when the other end is no working coordinator: it did not answer, or
-    /// answered something that is not the protocol. A clear status (`401`, `503`)
-    /// is not that: it is a coordinator saying no.
+    /// The one rule for whether a failed call counts against a coordinator: true
+    /// when the other end is no working coordinator. It did not answer, answered
+    /// something that is not the protocol, or failed inside (a `5xx` other than
+    /// `503`). A clear refusal is not that: a `4xx` (a wrong token, a request it
+    /// will not take) or a `503` (at its limits) is a working coordinator saying
+    /// no, and is never a reason to forget it.
     pub fn is_broken(&self) -> bool {
-        matches!(
-            self,
-            RemoteError::Unreachable { .. } | RemoteError::BadAnswer { .. }
-        )
+        match self {
+            RemoteError::Unreachable { .. }
+            | RemoteError::BadAnswer { .. }
+            | RemoteError::NotCoordinator { .. } => true,
+            RemoteError::Status { status, .. } => *status >= 500 && *status != 503,
+        }
+    }
+
+    /// The host the failed call went to.
+    pub fn host(&self) -> &str {
+        match self {
+            RemoteError::Unreachable { host, .. }
+            | RemoteError::Status { host, .. }
+            | RemoteError::BadAnswer { host, .. }
+            | RemoteError::NotCoordinator { host, .. } => host,
+        }
     }
 }
 
@@ -92,6 +115,11 @@ pub struct Answer<T> {
     pub heartbeat_interval: Option<Duration>,
     /// `X-Hakken-Coordinator`: which coordinator answered, when it says.
     pub coordinator: Option<String>,
+    /// `X-Hakken-Complete`: `Some(false)` from a coordinator still warming up after
+    /// a start with nobody to copy listings from; `None` from the original's.
+    pub complete: Option<bool>,
+    /// `X-Hakken-Wait`: how long the coordinator agreed to hold a blocking query.
+    pub wait: Option<Duration>,
 }
 
 impl<T> Answer<T> {
@@ -102,6 +130,8 @@ impl<T> Answer<T> {
             index: self.index,
             heartbeat_interval: self.heartbeat_interval,
             coordinator: self.coordinator,
+            complete: self.complete,
+            wait: self.wait,
         }
     }
 }
@@ -130,6 +160,26 @@ pub fn url(host: &str, path: &str) -> String {
     } else {
         format!("http://{host}{path}")
     }
+}
+
+/// The media type an answer names, without parameters.
+fn content_type(response: &Response) -> Option<String> {
+    let value = response.headers().get(reqwest::header::CONTENT_TYPE)?;
+    let value = value.to_str().ok()?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Whether a content type can carry the protocol's JSON (none named counts: the
+/// original sends some answers without one).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|t| t.is_empty() || t.contains("json"))
 }
 
 /// Escapes one path segment (a service name or host) for a URL.
@@ -222,9 +272,17 @@ impl Remote {
             return Ok(response);
         }
         let status = response.status().as_u16();
+        let content_type = content_type(&response);
         let body = Self::read_body(host, response, MAX_ERROR_BYTES)
             .await
             .unwrap_or_default();
+        if !body.is_empty() && !is_json(content_type.as_deref()) {
+            return Err(RemoteError::NotCoordinator {
+                host: host.to_owned(),
+                status,
+                content_type: content_type.unwrap_or_else(|| "none".into()),
+            });
+        }
         let body: String = String::from_utf8_lossy(&body)
             .chars()
             .take(MAX_ERROR_CHARS)
@@ -251,6 +309,10 @@ impl Remote {
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis),
             coordinator: header(COORDINATOR_HEADER),
+            complete: header(COMPLETE_HEADER).and_then(|v| v.parse().ok()),
+            wait: header(WAIT_HEADER)
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 
@@ -269,22 +331,36 @@ impl Remote {
                 ("wait", format!("{}ms", b.wait.as_millis())),
             ]);
             // The coordinator may hold the request for `wait` plus a little jitter.
-            timeout += b.wait + b.wait / 8;
+            timeout = timeout.saturating_add(b.wait.saturating_add(b.wait / 8));
         }
         let response = request
             .timeout(timeout)
             .send()
             .await
             .map_err(|e| Self::unreachable(host, e))?;
-        if not_found_is_empty && response.status() == StatusCode::NOT_FOUND {
+        let content_type = content_type(&response);
+        if not_found_is_empty
+            && response.status() == StatusCode::NOT_FOUND
+            && is_json(content_type.as_deref())
+        {
             return Ok(Self::meta(&response, Value::Array(Vec::new())));
         }
         let response = Self::expect(host, response, StatusCode::OK).await?;
         let answer = Self::meta(&response, ());
         let body = Self::read_body(host, response, MAX_ANSWER_BYTES).await?;
-        let value: Value = serde_json::from_slice(&body).map_err(|e| RemoteError::BadAnswer {
-            host: host.to_owned(),
-            message: e.to_string(),
+        let value: Value = serde_json::from_slice(&body).map_err(|e| {
+            if is_json(content_type.as_deref()) {
+                RemoteError::BadAnswer {
+                    host: host.to_owned(),
+                    message: e.to_string(),
+                }
+            } else {
+                RemoteError::NotCoordinator {
+                    host: host.to_owned(),
+                    status: 200,
+                    content_type: content_type.clone().unwrap_or_else(|| "none".into()),
+                }
+            }
         })?;
         Ok(answer.map(|()| value))
     }
@@ -334,8 +410,9 @@ impl Remote {
         })
     }
 
-    /// `POST /v1/coordinator`: tells `host` about coordinator `me`.
-    pub async fn announce(&self, host: &str, me: &Peer) -> Result<(), RemoteError> {
+    /// `POST /v1/coordinator`: tells `host` about coordinator `me`. The answer says
+    /// which coordinator took it (behind a load balancer, maybe `me` itself).
+    pub async fn announce(&self, host: &str, me: &Peer) -> Result<Answer<()>, RemoteError> {
         self.post(host, "/v1/coordinator", me).await
     }
 
@@ -378,7 +455,7 @@ impl Remote {
         } else {
             "/v1/listings"
         };
-        self.post(host, path, listing).await
+        self.post(host, path, listing).await.map(|_| ())
     }
 
     /// `DELETE /v1/listings/:service/:host`: withdraws a listing. `Ok(false)` when the
@@ -407,7 +484,7 @@ impl Remote {
         host: &str,
         path: &str,
         body: &impl serde::Serialize,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<Answer<()>, RemoteError> {
         let request = self.authorize(self.http.post(url(host, path)));
         let response = request
             .json(body)
@@ -415,8 +492,45 @@ impl Remote {
             .send()
             .await
             .map_err(|e| Self::unreachable(host, e))?;
-        Self::expect(host, response, StatusCode::CREATED).await?;
-        Ok(())
+        let response = Self::expect(host, response, StatusCode::CREATED).await?;
+        Ok(Self::meta(&response, ()))
+    }
+
+    /// `GET /v1/snapshot` (ours only): every listing `host` holds, with its
+    /// remaining time to live, read as it streams in. `within` bounds the whole
+    /// transfer; listings invalid under `limits` are skipped. A coordinator without
+    /// the route (the original's, or an older one of ours) answers a `Status` 404.
+    pub async fn snapshot(
+        &self,
+        host: &str,
+        within: Duration,
+        limits: Limits,
+    ) -> Result<Snapshot, RemoteError> {
+        let request = self.authorize(self.http.get(url(host, SNAPSHOT_PATH)));
+        let response = request
+            .timeout(within)
+            .send()
+            .await
+            .map_err(|e| Self::unreachable(host, e))?;
+        let response = Self::expect(host, response, StatusCode::OK).await?;
+        let mut snapshot = Snapshot {
+            host: host.to_owned(),
+            response,
+            buffer: Vec::new(),
+            limits,
+            head: None,
+            seen: 0,
+            skipped: 0,
+            ended: false,
+        };
+        let line = snapshot
+            .next_line()
+            .await?
+            .ok_or_else(|| snapshot.bad("empty snapshot"))?;
+        let head: SnapshotHead = serde_json::from_slice(&line)
+            .map_err(|e| snapshot.bad(&format!("snapshot head: {e}")))?;
+        snapshot.head = Some(head);
+        Ok(snapshot)
     }
 
     /// `GET /status`: whether `host` answers as a coordinator.
@@ -424,6 +538,118 @@ impl Remote {
         self.get_json(host, "/status", None, false)
             .await
             .map(|_| ())
+    }
+}
+
+/// Longest line of a snapshot: a listing is bounded by its coordinator's body
+/// limit, and this is far above any sensible one.
+const MAX_SNAPSHOT_LINE: usize = 16 * 1024 * 1024;
+
+/// A snapshot being received (see [`Remote::snapshot`]).
+#[derive(Debug)]
+pub struct Snapshot {
+    host: String,
+    response: Response,
+    buffer: Vec<u8>,
+    limits: Limits,
+    head: Option<SnapshotHead>,
+    seen: usize,
+    skipped: usize,
+    ended: bool,
+}
+
+impl Snapshot {
+    /// Its first line: who sent it, whether that coordinator was complete, and how
+    /// many listings follow.
+    pub fn head(&self) -> &SnapshotHead {
+        self.head.as_ref().expect("read when the snapshot opened")
+    }
+
+    /// Listings skipped so far because they are not valid here.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    fn bad(&self, message: &str) -> RemoteError {
+        RemoteError::BadAnswer {
+            host: self.host.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// The next line, without its newline; `None` at the end of the body.
+    async fn next_line(&mut self) -> Result<Option<Vec<u8>>, RemoteError> {
+        loop {
+            if let Some(at) = self.buffer.iter().position(|b| *b == b'\n') {
+                let rest = self.buffer.split_off(at + 1);
+                let mut line = std::mem::replace(&mut self.buffer, rest);
+                line.pop();
+                return Ok(Some(line));
+            }
+            if self.buffer.len() > MAX_SNAPSHOT_LINE {
+                return Err(self.bad("snapshot line too long"));
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| Remote::unreachable(&self.host, e))?
+            {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk),
+                None if self.buffer.is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buffer))),
+            }
+        }
+    }
+
+    /// Up to `max` more listings; `None` once the end marker was read. An error
+    /// when the stream breaks off or does not follow the format: what was read
+    /// before it is still good.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Option<Vec<SnapshotEntry>>, RemoteError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let mut batch = Vec::new();
+        while batch.len() < max.max(1) {
+            let Some(line) = self.next_line().await? else {
+                return Err(self.bad("snapshot cut short (no end marker)"));
+            };
+            match read_snapshot_line(&line, &self.limits).map_err(|e| self.bad(&e))? {
+                SnapshotLine::Entry(entry) => {
+                    self.seen += 1;
+                    batch.push(entry);
+                }
+                SnapshotLine::Invalid(reason) => {
+                    self.seen += 1;
+                    self.skipped += 1;
+                    tracing::debug!(
+                        host = self.host.as_str(),
+                        reason,
+                        "snapshot: listing skipped"
+                    );
+                }
+                SnapshotLine::End(count) => {
+                    if count != self.seen {
+                        return Err(self.bad(&format!(
+                            "snapshot ends after {} listings but claims {count}",
+                            self.seen
+                        )));
+                    }
+                    self.ended = true;
+                    break;
+                }
+            }
+            if self.seen > self.head().count {
+                return Err(self.bad("snapshot holds more listings than its head says"));
+            }
+        }
+        if batch.is_empty() && self.ended {
+            return Ok(None);
+        }
+        Ok(Some(batch))
     }
 }
 

@@ -172,13 +172,14 @@ async fn an_unreachable_or_self_discovery_host_is_harmless() {
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = refused.local_addr().unwrap().to_string();
     drop(refused);
-    let mut cfg = with_discovery(config(50), &dead);
+    // A long heartbeat (listings cannot expire during the test), resyncs often.
+    let mut cfg = with_discovery(config(60_000), &dead);
     cfg.resync_interval = Some(Duration::from_millis(50));
     let lonely = start(cfg).await;
     // Discovery host that is the coordinator itself.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let own = listener.local_addr().unwrap().to_string();
-    let mut cfg = with_discovery(config(50), &own);
+    let mut cfg = with_discovery(config(60_000), &own);
     cfg.resync_interval = Some(Duration::from_millis(50));
     let narcissus = Coordinator::start(listener, cfg).unwrap();
 

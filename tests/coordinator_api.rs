@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, delete, eventually, get, http, post, start, PATIENCE};
+use common::{config, current_index, delete, eventually, get, http, post, start, PATIENCE};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -444,8 +444,9 @@ async fn held_queries_are_capped() {
 async fn shutdown_answers_held_queries_at_once() {
     let c = start(config(60_000)).await;
     let addr = c.address();
+    let index = current_index(&addr, "/v1/listings/s").await;
     let waiters: Vec<_> = (0..5)
-        .map(|_| spawn_get(&addr, "/v1/listings/s?index=1&wait=5m"))
+        .map(|_| spawn_get(&addr, &format!("/v1/listings/s?index={index}&wait=5m")))
         .collect();
     eventually("all held", || async {
         (c.held_queries() == 5).then_some(())

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{config, delete, eventually, http, post, start};
+use common::{config, current_index, delete, eventually, http, post, start};
 use std::time::Duration;
 
 async fn scrape(addr: &str) -> String {
@@ -82,11 +82,14 @@ async fn the_numbers_move_as_they_should() {
     );
 
     // A held query shows while held.
+    let index = current_index(&addr, "/v1/listings/zzz").await;
     let waiter = {
         let addr = addr.clone();
         tokio::spawn(async move {
             http()
-                .get(format!("http://{addr}/v1/listings/zzz?index=1&wait=5m"))
+                .get(format!(
+                    "http://{addr}/v1/listings/zzz?index={index}&wait=5m"
+                ))
                 .send()
                 .await
         })

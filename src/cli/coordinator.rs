@@ -6,8 +6,7 @@
 use super::logging::{self, LogFormat};
 use anyhow::Context;
 use clap::builder::BoolishValueParser;
-use hakken::coordinator::registry::RegistryLimits;
-use hakken::coordinator::{Coordinator, CoordinatorConfig};
+use hakken::coordinator::{Coordinator, CoordinatorConfig, RegistryLimits};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -51,6 +51,10 @@ pub struct ClientConfig {
     pub skip: bool,
     /// Bearer token sent with every write (publish, heartbeat, withdrawal).
     pub token: Option<String>,
+    /// Rounds in a row (heartbeats, coordinator polls) that must find a coordinator
+    /// broken — unreachable, or not speaking the protocol — before the client
+    /// forgets it. A refusal (`4xx`, `503`) never counts. Default 3.
+    pub failures_before_drop: u32,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -64,6 +68,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("watch_wait", &self.watch_wait)
             .field("skip", &self.skip)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("failures_before_drop", &self.failures_before_drop)
             .finish()
     }
 }
@@ -80,6 +85,7 @@ impl ClientConfig {
             watch_wait: Duration::from_secs(60),
             skip: false,
             token: None,
+            failures_before_drop: 3,
         }
     }
 
@@ -99,6 +105,7 @@ impl ClientConfig {
     /// | `HAKKEN_REQUEST_TIMEOUT` | `request_timeout`, milliseconds |
     /// | `HAKKEN_SKIP` or `SKIP_HAKKEN` | `skip`, `true` or `false` |
     /// | `HAKKEN_TOKEN` | `token` |
+    /// | `HAKKEN_FAILURES_BEFORE_DROP` | `failures_before_drop` |
     ///
     /// ```
     /// use hakken::client::ClientConfig;
@@ -154,6 +161,18 @@ impl ClientConfig {
             config.request_timeout = timeout;
         }
         config.token = var("HAKKEN_TOKEN");
+        if let Some(text) = var("HAKKEN_FAILURES_BEFORE_DROP") {
+            config.failures_before_drop = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    ClientError::Config(format!(
+                        "HAKKEN_FAILURES_BEFORE_DROP: expected a whole number of at least 1, got `{text}`"
+                    ))
+                })?;
+        }
         Ok(config)
     }
 
@@ -196,6 +215,12 @@ impl ClientConfig {
     /// Sets the bearer token sent with writes.
     pub fn token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Sets how many broken rounds in a row make the client forget a coordinator.
+    pub fn failures_before_drop(mut self, failures: u32) -> Self {
+        self.failures_before_drop = failures;
         self
     }
 

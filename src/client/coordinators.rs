@@ -1,11 +1,15 @@
 //! The client's table of known coordinators: pure bookkeeping, no I/O.
 //!
-//! Coordinators enter when `host` or a known coordinator lists them, and leave when
-//! a call to them fails. The configured `host` is not a member (it may be a load
-//! balancer); it is where every call goes while the table is empty, so the client
-//! always has a way back — together with the few coordinators dropped most
-//! recently, in case `host` stays down while one of them returns. The table also remembers the heartbeat interval each
-//! coordinator announced, for clients that adopt it. The tasks that fill it live in
+//! Coordinators enter when `host` or a known coordinator lists them, and leave after
+//! `failures_before_drop` rounds in a row (heartbeat rounds, coordinator polls) found
+//! them broken, by the one rule of
+//! [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken); a refusal
+//! (`4xx`, `503`) clears their strikes like any answer. The configured `host` is not
+//! a member (it may be a load balancer); it is where every call goes while the table
+//! is empty, so the client always has a way back — together with the few
+//! coordinators dropped most recently, in case `host` stays down while one of them
+//! returns. The table also remembers the heartbeat interval each coordinator
+//! announced, for clients that adopt it. The tasks that fill it live in
 //! [`discovery`](super::discovery).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,13 +21,34 @@ pub(crate) const MAX_COORDINATORS: usize = 1_000;
 /// How many dropped coordinators are remembered as fallbacks.
 pub(crate) const MAX_RECENT: usize = 16;
 
+/// What the table keeps of one known coordinator.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    /// The heartbeat interval it announced, if any.
+    interval: Option<Duration>,
+    /// Rounds in a row (heartbeats, polls) that found it broken.
+    strikes: u32,
+}
+
+/// What a failed round did to a coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strike {
+    /// It has this many strikes now and stays known.
+    Struck(u32),
+    /// That was its last strike: it is forgotten (and kept as a fallback).
+    Dropped,
+    /// It was not known.
+    Unknown,
+}
+
 /// Known coordinators, keyed by their announced `host`.
 #[derive(Debug)]
 pub(crate) struct Coordinators {
     /// The way in: used while `known` is empty.
     configured: String,
-    /// Host → the heartbeat interval it announced, if any.
-    known: BTreeMap<String, Option<Duration>>,
+    known: BTreeMap<String, Known>,
+    /// Broken rounds in a row before a coordinator is dropped (at least 1).
+    failures_before_drop: u32,
     /// The last interval announced by anyone (the configured host included).
     last_announced: Option<Duration>,
     /// Coordinators dropped most recently (newest last), tried with the configured
@@ -32,11 +57,13 @@ pub(crate) struct Coordinators {
 }
 
 impl Coordinators {
-    /// An empty table whose fallback is `configured`.
-    pub fn new(configured: impl Into<String>) -> Self {
+    /// An empty table whose fallback is `configured`; a coordinator is dropped
+    /// after `failures_before_drop` broken rounds in a row.
+    pub fn new(configured: impl Into<String>, failures_before_drop: u32) -> Self {
         Coordinators {
             configured: configured.into(),
             known: BTreeMap::new(),
+            failures_before_drop: failures_before_drop.max(1),
             last_announced: None,
             recent: VecDeque::new(),
         }
@@ -47,7 +74,7 @@ impl Coordinators {
         if self.known.contains_key(host) || self.known.len() >= MAX_COORDINATORS {
             return false;
         }
-        self.known.insert(host.to_owned(), None);
+        self.known.insert(host.to_owned(), Known::default());
         self.recent.retain(|h| h != host);
         true
     }
@@ -63,6 +90,36 @@ impl Coordinators {
             self.recent.push_back(host.to_owned());
         }
         removed
+    }
+
+    /// Records a round that found `host` broken; drops it at the last strike.
+    pub fn failed(&mut self, host: &str) -> Strike {
+        let Some(known) = self.known.get_mut(host) else {
+            return Strike::Unknown;
+        };
+        known.strikes += 1;
+        if known.strikes < self.failures_before_drop {
+            return Strike::Struck(known.strikes);
+        }
+        self.remove(host);
+        Strike::Dropped
+    }
+
+    /// Records that `host` answered (even with a refusal): its strikes are cleared.
+    /// True when it had some: it is back after a failure.
+    pub fn answered(&mut self, host: &str) -> bool {
+        self.known
+            .get_mut(host)
+            .is_some_and(|known| std::mem::take(&mut known.strikes) > 0)
+    }
+
+    /// The known coordinators whose last round failed.
+    pub fn failing(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .filter(|(_, known)| known.strikes > 0)
+            .map(|(host, _)| host.clone())
+            .collect()
     }
 
     /// The known coordinators, sorted.
@@ -91,8 +148,8 @@ impl Coordinators {
     pub fn announced(&mut self, host: &str, interval: Option<Duration>) {
         let Some(interval) = interval else { return };
         self.last_announced = Some(interval);
-        if let Some(slot) = self.known.get_mut(host) {
-            *slot = Some(interval);
+        if let Some(known) = self.known.get_mut(host) {
+            known.interval = Some(interval);
         }
     }
 
@@ -101,9 +158,8 @@ impl Coordinators {
     pub fn announced_interval(&self) -> Option<Duration> {
         self.known
             .values()
-            .flatten()
+            .filter_map(|known| known.interval)
             .min()
-            .copied()
             .or(self.last_announced)
     }
 }
@@ -114,7 +170,7 @@ mod tests {
 
     #[test]
     fn falls_back_to_the_configured_host() {
-        let mut c = Coordinators::new("lb:1");
+        let mut c = Coordinators::new("lb:1", 1);
         assert_eq!(c.targets(), ["lb:1"]);
         assert!(c.add("a:1"));
         assert!(!c.add("a:1"));
@@ -135,7 +191,7 @@ mod tests {
 
     #[test]
     fn remembers_a_bounded_number_of_fallbacks() {
-        let mut c = Coordinators::new("lb:1");
+        let mut c = Coordinators::new("lb:1", 1);
         for i in 0..MAX_RECENT + 5 {
             let host = format!("h{i}:1");
             c.add(&host);
@@ -148,7 +204,7 @@ mod tests {
 
     #[test]
     fn adopts_the_shortest_announced_interval() {
-        let mut c = Coordinators::new("lb:1");
+        let mut c = Coordinators::new("lb:1", 1);
         assert_eq!(c.announced_interval(), None);
         c.announced("lb:1", Some(Duration::from_secs(9)));
         assert_eq!(c.announced_interval(), Some(Duration::from_secs(9)));
@@ -163,8 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn dropped_after_consecutive_broken_rounds() {
+        let mut c = Coordinators::new("lb:1", 3);
+        c.add("a:1");
+        assert_eq!(c.failed("a:1"), Strike::Struck(1));
+        assert_eq!(c.failed("a:1"), Strike::Struck(2));
+        assert_eq!(c.failing(), ["a:1"]);
+        assert!(c.answered("a:1"), "back after a failure");
+        assert!(!c.answered("a:1"));
+        assert!(c.failing().is_empty());
+        for strike in 1..3 {
+            assert_eq!(c.failed("a:1"), Strike::Struck(strike));
+        }
+        assert_eq!(c.failed("a:1"), Strike::Dropped);
+        assert_eq!(c.failed("a:1"), Strike::Unknown);
+        assert!(c.is_empty());
+        assert_eq!(c.targets(), ["lb:1", "a:1"], "kept as a fallback");
+    }
+
+    #[test]
     fn is_bounded() {
-        let mut c = Coordinators::new("lb:1");
+        let mut c = Coordinators::new("lb:1", 1);
         for i in 0..MAX_COORDINATORS + 10 {
             c.add(&format!("h{i}:1"));
         }

@@ -3,13 +3,17 @@
 //! - [`resync_loop`] asks the configured `host` every resync period, and at once
 //!   (then with backoff) while no coordinator is known.
 //! - [`poll_loop`] asks every known coordinator for the coordinators it knows,
-//!   every poll interval; a coordinator that fails is dropped.
+//!   every poll interval; one found broken gets a strike (see [`Inner::struck`]).
+//! - [`follow_loop`] holds a blocking query on one coordinator's list (ours
+//!   support it), so a coordinator that joins or comes back is known, and has every
+//!   listing, within moments; against the original's it polls like `poll_loop`.
 //!
 //! The bookkeeping itself is [`Coordinators`](super::coordinators::Coordinators).
 
-use super::fanout::fan_out;
+use super::follow::{Event, Follower};
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
+use crate::fanout::fan_out;
 use crate::remote::RemoteError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use std::time::Duration;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
 /// Asks `host` for the coordinators it knows and records them.
-pub(crate) async fn ask(inner: &Inner, host: &str) -> Result<usize, RemoteError> {
+pub(crate) async fn ask(inner: &Arc<Inner>, host: &str) -> Result<usize, RemoteError> {
     let answer = inner.remote.coordinators(host, None).await?;
     Ok(inner.learn(host, &answer))
 }
@@ -74,7 +78,7 @@ async fn resync(inner: &Arc<Inner>) -> Result<usize, RemoteError> {
     if !inner.known().is_empty() {
         return ask(inner, &host).await;
     }
-    let results = fan_out(&inner.tasks, inner.targets(), |target| {
+    let results = fan_out(Some(&inner.tasks), inner.targets(), |target| {
         let inner = inner.clone();
         async move { ask(&inner, &target).await }
     })
@@ -97,7 +101,7 @@ async fn resync(inner: &Arc<Inner>) -> Result<usize, RemoteError> {
 }
 
 /// Every poll interval, asks each known coordinator for the coordinators it
-/// knows, adds the new ones and drops those that fail.
+/// knows, adds the new ones, and gives those found broken a strike.
 pub(crate) async fn poll_loop(inner: Arc<Inner>) {
     let interval = inner.config.poll_interval.max(super::MIN_INTERVAL);
     loop {
@@ -106,7 +110,7 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
             _ = tokio::time::sleep(jittered(interval)) => {}
         }
         let hosts = inner.known();
-        let poll = fan_out(&inner.tasks, hosts, |host| {
+        let poll = fan_out(Some(&inner.tasks), hosts, |host| {
             let inner = inner.clone();
             async move {
                 let result = ask(&inner, &host).await;
@@ -118,9 +122,37 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
             results = poll => results,
         };
         for (host, result) in results {
-            if let Err(error) = result {
-                inner.drop_coordinator(&host, &error);
+            match result {
+                Err(error) if error.is_broken() => inner.struck(&host, &error),
+                Err(error) => {
+                    tracing::warn!(coordinator = host.as_str(), %error, "coordinator refused a poll");
+                    inner.answered(&host);
+                }
+                Ok(_) => {
+                    inner.answered(&host);
+                }
             }
+        }
+    }
+}
+
+/// Follows the coordinator list of one coordinator with blocking queries, and
+/// learns every coordinator it lists as soon as it is listed.
+pub(crate) async fn follow_loop(inner: Arc<Inner>) {
+    let mut follower = Follower::new(
+        inner.clone(),
+        "coordinator list".into(),
+        inner.config.watch_wait,
+        |inner| inner.config.poll_interval,
+        |remote, host, blocking| async move { remote.coordinators(&host, blocking).await },
+    );
+    loop {
+        let event = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            event = follower.next() => event,
+        };
+        if let Event::Answer { host, answer } = event {
+            inner.learn(&host, &answer);
         }
     }
 }

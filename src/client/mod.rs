@@ -19,7 +19,7 @@ mod config;
 mod coordinators;
 mod discovery;
 mod error;
-mod fanout;
+mod follow;
 mod from_config;
 mod publishing;
 mod selector;
@@ -33,7 +33,7 @@ pub use watch::{Watch, WatchBuilder};
 use crate::listing::{Limits, Listing, Peer};
 use crate::remote::{Answer, Remote, RemoteError};
 use config::MIN_INTERVAL;
-use coordinators::Coordinators;
+use coordinators::{Coordinators, Strike};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -116,8 +116,9 @@ impl Inner {
     }
 
     /// Records what `from` answered to `GET /v1/coordinator`; returns how many
-    /// coordinators were new.
-    pub fn learn(&self, from: &str, answer: &Answer<Vec<Peer>>) -> usize {
+    /// coordinators were new. Every listing is sent to the new ones at once, not at
+    /// the next heartbeat: a coordinator that just joined serves them now.
+    pub fn learn(self: &Arc<Self>, from: &str, answer: &Answer<Vec<Peer>>) -> usize {
         let mut added = Vec::new();
         {
             let mut table = self.coordinator_table();
@@ -131,7 +132,29 @@ impl Inner {
             tracing::info!(coordinator = host.as_str(), from, "coordinator added");
         }
         self.note_interval(from, answer.heartbeat_interval);
-        added.len()
+        let count = added.len();
+        if count > 0 && self.spawned.load(Ordering::SeqCst) {
+            self.publish_now(added);
+        }
+        count
+    }
+
+    /// Sends every published listing to `hosts` now, in a round of its own.
+    fn publish_now(self: &Arc<Self>, hosts: Vec<String>) {
+        let inner = self.clone();
+        self.tasks.spawn(async move {
+            let round = async {
+                let _round = inner.writes.lock().await;
+                let listings = inner.listings();
+                if !listings.is_empty() {
+                    publishing::send(&inner, listings, hosts, false, false).await;
+                }
+            };
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => {}
+                _ = round => {}
+            }
+        });
     }
 
     /// Records the heartbeat interval `host` announced in an answer.
@@ -154,21 +177,49 @@ impl Inner {
         }
     }
 
-    /// Forgets a coordinator whose call failed; when none is left, asks for a
-    /// resync with `host` at once.
-    pub fn drop_coordinator(&self, host: &str, error: &RemoteError) {
-        let (removed, now_empty) = {
+    /// Records that a round (a heartbeat round, a poll) found `host` broken: a
+    /// strike, and at the last one the coordinator is forgotten; when none is left,
+    /// the resync task asks `host` at once.
+    pub fn struck(&self, host: &str, error: &RemoteError) {
+        let (strike, now_empty) = {
             let mut table = self.coordinator_table();
-            let removed = table.remove(host);
-            (removed, table.is_empty())
+            let strike = table.failed(host);
+            (strike, table.is_empty())
         };
-        if removed {
-            tracing::warn!(coordinator = host, %error, "dropping coordinator");
-            self.dropped.send_modify(|count| *count += 1);
-            if now_empty {
-                self.resync_now.notify_one();
+        match strike {
+            Strike::Dropped => {
+                tracing::warn!(
+                    coordinator = host,
+                    %error,
+                    failures = self.config.failures_before_drop,
+                    "dropping coordinator after failures in a row"
+                );
+                self.dropped.send_modify(|count| *count += 1);
+                if now_empty {
+                    self.resync_now.notify_one();
+                }
             }
+            Strike::Struck(strikes) => {
+                tracing::info!(coordinator = host, %error, strikes, "coordinator failed")
+            }
+            Strike::Unknown => {}
         }
+    }
+
+    /// Records that `host` answered (a refusal counts: it is alive). True when it
+    /// is back after a failure.
+    pub fn answered(&self, host: &str) -> bool {
+        let back = self.coordinator_table().answered(host);
+        if back {
+            tracing::info!(coordinator = host, "coordinator answers again");
+        }
+        back
+    }
+
+    /// Known coordinators whose last round failed: retried sooner than the next
+    /// heartbeat, so one that comes back gets every listing at once.
+    pub fn failing(&self) -> Vec<String> {
+        self.coordinator_table().failing()
     }
 
     /// Spawns the heartbeat, poll and resync tasks, once. `ask_first`: the resync
@@ -180,6 +231,7 @@ impl Inner {
         }
         self.tasks.spawn(publishing::heartbeat_loop(self.clone()));
         self.tasks.spawn(discovery::poll_loop(self.clone()));
+        self.tasks.spawn(discovery::follow_loop(self.clone()));
         self.tasks
             .spawn(discovery::resync_loop(self.clone(), ask_first));
     }
@@ -244,7 +296,10 @@ impl Client {
         let remote =
             Remote::new(config.request_timeout.max(MIN_INTERVAL)).with_token(config.token.clone());
         let inner = Inner {
-            coordinators: Mutex::new(Coordinators::new(config.host.clone())),
+            coordinators: Mutex::new(Coordinators::new(
+                config.host.clone(),
+                config.failures_before_drop,
+            )),
             listings: Mutex::new(Vec::new()),
             writes: tokio::sync::Mutex::new(()),
             shutdown: CancellationToken::new(),
@@ -332,7 +387,7 @@ impl Client {
         // Publishing before `start` starts the client in the background (as
         // `start_background` does), so heartbeats follow.
         inner.spawn_background(true);
-        publishing::send(inner, vec![listing], inner.targets(), false).await;
+        publishing::send(inner, vec![listing], inner.targets(), false, false).await;
         Ok(())
     }
 

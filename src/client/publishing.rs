@@ -6,53 +6,88 @@
 //! publication is a plain `POST /v1/listings` (it replaces the payload everywhere);
 //! heartbeats are `POST /v1/listings?heartbeat=true`, as the original client sends
 //! them. Every round holds [`Inner::writes`], so rounds never interleave.
+//!
+//! A heartbeat round is what counts against a coordinator: one that is broken at a
+//! round gets a strike (see [`Inner::struck`]). Between rounds, the coordinators
+//! whose last round failed are tried again soon, with backoff: one that was
+//! restarted has every listing back within moments of answering again, not one
+//! heartbeat later. Those retries never count as strikes.
 
-use super::fanout::fan_out;
 use super::Inner;
-use crate::backoff::jittered;
+use crate::backoff::{jittered, Backoff};
+use crate::fanout::fan_out;
 use crate::listing::Listing;
 use crate::remote::RemoteError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
-/// Sends every listing again each heartbeat interval, until shutdown. Wakes early
-/// when the interval changes (a coordinator announced a shorter one).
+/// First retry of a coordinator whose heartbeat failed.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// Sends every listing again each heartbeat interval, until shutdown; in between,
+/// retries the coordinators that failed. Wakes early when the interval changes (a
+/// coordinator announced a shorter one).
 pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
-    let mut last = Instant::now();
+    let mut next_round = Instant::now() + jittered(inner.heartbeat_interval());
+    let mut retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
+    let mut next_retry: Option<Instant> = None;
     loop {
-        let due = last + jittered(inner.heartbeat_interval());
+        let wake = next_retry.map_or(next_round, |at| at.min(next_round));
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            _ = inner.interval_changed.notified() => continue,
-            _ = tokio::time::sleep_until(due) => {}
+            _ = inner.interval_changed.notified() => {
+                next_round = Instant::now() + jittered(inner.heartbeat_interval());
+                retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
         }
-        last = Instant::now();
+        let full = Instant::now() >= next_round;
+        if full {
+            next_round = Instant::now() + jittered(inner.heartbeat_interval());
+        }
         let round = async {
             let _round = inner.writes.lock().await;
             let listings = inner.listings();
-            if !listings.is_empty() {
-                send(&inner, listings, inner.targets(), true).await;
+            if listings.is_empty() {
+                return;
+            }
+            if full {
+                send(&inner, listings, inner.targets(), true, true).await;
+            } else {
+                send(&inner, listings, inner.failing(), true, false).await;
             }
         };
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = round => {}
         }
+        next_retry = if inner.failing().is_empty() {
+            retry.reset();
+            None
+        } else {
+            Some(Instant::now() + retry.next_delay())
+        };
     }
 }
 
 /// Sends each listing to each host, concurrently. Failures are logged (once per
-/// host); a host that does not answer at all is dropped from the known set.
+/// host); with `strike`, a host found broken gets a strike (see [`Inner::struck`]).
 /// The caller holds [`Inner::writes`].
 pub(crate) async fn send(
     inner: &Arc<Inner>,
     listings: Vec<Listing>,
     hosts: Vec<String>,
     heartbeat: bool,
+    strike: bool,
 ) {
+    if hosts.is_empty() {
+        return;
+    }
     let pairs = pairs(&listings, &hosts);
-    let results = fan_out(&inner.tasks, pairs, |(host, listing)| {
+    let results = fan_out(Some(&inner.tasks), pairs, |(host, listing)| {
         let remote = inner.remote.clone();
         async move {
             let result = remote.publish(&host, &listing, heartbeat).await;
@@ -61,15 +96,20 @@ pub(crate) async fn send(
     })
     .await;
     let verb = if heartbeat { "heartbeat" } else { "publish" };
-    report(inner, verb, results, true);
+    report(inner, verb, results, strike);
 }
 
 /// Withdraws each listing from each host (`DELETE`), concurrently. A host that
 /// does not hold a listing, or (the original coordinator) has no such route, is
-/// fine. The caller holds [`Inner::writes`].
-pub(crate) async fn withdraw(inner: &Arc<Inner>, listings: Vec<Listing>, hosts: Vec<String>) {
+/// fine. The caller holds [`Inner::writes`]. Returns the hosts that could not be
+/// reached, with why.
+pub(crate) async fn withdraw(
+    inner: &Arc<Inner>,
+    listings: Vec<Listing>,
+    hosts: Vec<String>,
+) -> BTreeMap<String, RemoteError> {
     let pairs = pairs(&listings, &hosts);
-    let results = fan_out(&inner.tasks, pairs, |(host, listing)| {
+    let results = fan_out(Some(&inner.tasks), pairs, |(host, listing)| {
         let remote = inner.remote.clone();
         async move {
             let result = match remote.unpublish(&host, &listing).await {
@@ -89,7 +129,7 @@ pub(crate) async fn withdraw(inner: &Arc<Inner>, listings: Vec<Listing>, hosts: 
         }
     })
     .await;
-    report(inner, "withdraw", results, false);
+    report(inner, "withdraw", results, false)
 }
 
 fn pairs(listings: &[Listing], hosts: &[String]) -> Vec<(String, Listing)> {
@@ -99,27 +139,42 @@ fn pairs(listings: &[Listing], hosts: &[String]) -> Vec<(String, Listing)> {
         .collect()
 }
 
-/// Logs failures, one line per host, and drops the hosts that did not answer
-/// (when `drop_unreachable`).
+/// Logs failures, one line per host; records who answered, and with `strike`,
+/// gives the hosts found broken a strike. Returns the failures by host.
 fn report(
     inner: &Inner,
     verb: &str,
     results: Vec<(String, Result<(), RemoteError>)>,
-    drop_unreachable: bool,
-) {
+    strike: bool,
+) -> BTreeMap<String, RemoteError> {
     let mut failures: BTreeMap<String, (usize, RemoteError)> = BTreeMap::new();
+    let mut answered: BTreeSet<String> = BTreeSet::new();
     for (host, result) in results {
-        if let Err(error) = result {
-            failures
-                .entry(host)
-                .and_modify(|(count, _)| *count += 1)
-                .or_insert((1, error));
+        match result {
+            Ok(()) => {
+                answered.insert(host);
+            }
+            Err(error) => {
+                failures
+                    .entry(host)
+                    .and_modify(|(count, _)| *count += 1)
+                    .or_insert((1, error));
+            }
         }
     }
+    let mut errors = BTreeMap::new();
     for (host, (count, error)) in failures {
         tracing::warn!(coordinator = host.as_str(), %error, failed = count, "{verb} failed");
-        if drop_unreachable && error.is_broken() {
-            inner.drop_coordinator(&host, &error);
+        // A host that answered some calls, or refused, is alive.
+        if !error.is_broken() {
+            answered.insert(host.clone());
+        } else if strike && !answered.contains(&host) {
+            inner.struck(&host, &error);
         }
+        errors.insert(host, error);
     }
+    for host in &answered {
+        inner.answered(host);
+    }
+    errors
 }

@@ -1,38 +1,33 @@
 //! Watches: a service's listings, filtered and selected, kept current.
 //!
-//! A watch follows one coordinator at a time, picked at random among those its
-//! client knows (the configured host when it knows none). When that coordinator
-//! answers with an index (ours do), the next request is a blocking query that the
-//! coordinator holds until the service changes, so changes arrive within
-//! milliseconds; otherwise (the original coordinator) the watch polls every
-//! heartbeat interval. When the coordinator fails, the watch keeps what it has,
-//! leaves that coordinator aside and asks another; when every one failed, it keeps
-//! looking with backoff and jitter. The selection is published on a
+//! A watch follows one coordinator at a time with the client's [`Follower`]:
+//! blocking queries against ours (changes within milliseconds), polling every
+//! heartbeat interval against the original's, another coordinator when one fails,
+//! keeping its listings meanwhile. The selection is published on a
 //! [`tokio::sync::watch`] channel only when it actually changes.
+//!
+//! **A watch never shrinks because its coordinator is new.** Our coordinators
+//! answer no listing read before they have copied their cluster's listings; one
+//! that had nobody to copy from says so (`X-Hakken-Complete: false`) until every
+//! publisher has reached it. From such a coordinator, a watch keeps the listings
+//! it held before that the coordinator has not listed yet; a listing the
+//! coordinator has listed once, it may remove (see `View::take`).
 
 use super::error::ClientError;
+use super::follow::{Event, Followed, Follower};
 use super::selector::{All, Filter, Random, Selector};
 use super::{Client, Inner};
-use crate::backoff::{jittered, Backoff};
 use crate::listing::Listing;
-use crate::remote::{Blocking, RemoteError};
+use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// First delay before looking again when no coordinator could be asked.
-const RETRY_MIN: Duration = Duration::from_millis(50);
-/// Longest delay between two rounds of looking for a coordinator.
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// First pause after a blocking query came back at once with nothing new.
-const EARLY_MIN: Duration = Duration::from_millis(250);
-/// How long a failed coordinator is left aside, unless another one answers first.
-const EXCLUSION: Duration = Duration::from_secs(30);
+/// The longest hold a watch asks of a coordinator (ours cap it at 5 minutes).
+const MAX_WAIT: Duration = Duration::from_secs(3_600);
 
 /// Where a watch stands with its first answer.
 #[derive(Debug)]
@@ -55,26 +50,59 @@ struct WatchState {
     sync: watch::Sender<SyncState>,
     /// A child of the client's shutdown token (its own for a static watch).
     token: CancellationToken,
-    /// The coordinator followed now. A std mutex, for a copy in and out.
-    coordinator: Mutex<Option<String>>,
+    /// The coordinator followed now (the follower writes it).
+    coordinator: Followed,
+}
+
+/// What a watch task remembers between answers.
+#[derive(Default)]
+struct View {
+    /// What passed the filters last time, so the selector runs only when that
+    /// changes.
+    candidates: Option<Vec<Listing>>,
+    /// While answers are partial: the coordinator giving them, and the listings
+    /// held from before it that it has not listed yet. Those are kept; a listing
+    /// it has listed once is its to remove.
+    protected: Option<(String, Vec<Listing>)>,
+}
+
+impl View {
+    /// What to take from `host`'s answer `listings` (filtered): all of it when the
+    /// coordinator is complete; from one that is not, the answer plus the listings
+    /// held from before it that it has not listed yet.
+    fn take(&mut self, host: &str, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
+        if complete {
+            self.protected = None;
+            return listings;
+        }
+        let held = self.candidates.as_deref().unwrap_or_default();
+        let protected = match self.protected.take() {
+            Some((from, protected)) if from == host => protected,
+            // A new source of partial answers: protect all that is held now.
+            _ => held.to_vec(),
+        };
+        let protected: Vec<Listing> = protected
+            .into_iter()
+            .filter(|p| !listings.iter().any(|l| l.key() == p.key()))
+            .collect();
+        let view = merged(&protected, listings);
+        self.protected = Some((host.to_owned(), protected));
+        view
+    }
 }
 
 impl WatchState {
-    fn set_coordinator(&self, host: Option<&str>) {
-        *self
-            .coordinator
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = host.map(str::to_owned);
-    }
-
-    /// Applies an answer; `candidates` remembers what passed the filters last time,
-    /// so the selector runs only when that changes.
-    fn update(&self, listings: Vec<Listing>, candidates: &mut Option<Vec<Listing>>) {
-        let passed: Vec<Listing> = listings
+    /// Applies `host`'s answer to the view and publishes the selection if it
+    /// changed. From a coordinator that is not complete, no listing held from
+    /// before is removed (see [`View::take`]).
+    fn update(&self, host: &str, answer: Answer<Vec<Listing>>, view: &mut View) {
+        let passed: Vec<Listing> = answer
+            .value
             .into_iter()
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .collect();
-        if candidates.as_ref() == Some(&passed) {
+        let passed = view.take(host, passed, answer.complete != Some(false));
+        if view.candidates.as_ref() == Some(&passed) {
             return;
         }
         let changed = self.selection.send_if_modified(|current| {
@@ -88,8 +116,21 @@ impl WatchState {
         if changed {
             tracing::debug!(service = self.service.as_str(), "watch: selection changed");
         }
-        *candidates = Some(passed);
+        view.candidates = Some(passed);
     }
+}
+
+/// `known` with `new` laid over it: every listing of `new`, and those of `known`
+/// that `new` lacks (by key), `known`'s order first.
+fn merged(known: &[Listing], new: Vec<Listing>) -> Vec<Listing> {
+    let mut all: Vec<Listing> = known.to_vec();
+    for listing in new {
+        match all.iter_mut().find(|l| l.key() == listing.key()) {
+            Some(slot) => *slot = listing,
+            None => all.push(listing),
+        }
+    }
+    all
 }
 
 /// Configures a watch: filters, then a selector. Made by [`Client::watch`].
@@ -150,7 +191,7 @@ impl WatchBuilder {
     }
 
     /// How long a coordinator may hold a blocking query (default: the client's
-    /// `watch_wait`, 60 s).
+    /// `watch_wait`, 60 s; at most an hour, and ours cap it at 5 minutes).
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
@@ -162,7 +203,7 @@ impl WatchBuilder {
         let wait = self
             .wait
             .unwrap_or(inner.config.watch_wait)
-            .max(super::MIN_INTERVAL);
+            .clamp(super::MIN_INTERVAL, MAX_WAIT);
         let state = WatchState {
             token: inner.shutdown.child_token(),
             service: self.service,
@@ -171,7 +212,7 @@ impl WatchBuilder {
             wait,
             selection: watch::Sender::new(Vec::new()),
             sync: watch::Sender::new(SyncState::Pending),
-            coordinator: Mutex::new(None),
+            coordinator: Followed::default(),
         };
         Watch::from_state(state, Some(self.client), false)
     }
@@ -197,8 +238,9 @@ pub struct Watch {
     client: Option<Client>,
     spawned: AtomicBool,
     /// What [`Watch::changed`] has handed out: one receiver for the watch's life,
-    /// so a change between two calls is never lost.
-    seen: tokio::sync::Mutex<watch::Receiver<Vec<Listing>>>,
+    /// so a change between two calls is never lost. A std mutex, held only to copy
+    /// the receiver in and out: never across an `.await`.
+    seen: Mutex<watch::Receiver<Vec<Listing>>>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -227,13 +269,13 @@ impl Watch {
             selection: watch::Sender::new(listings),
             sync: watch::Sender::new(SyncState::Synced),
             token: CancellationToken::new(),
-            coordinator: Mutex::new(None),
+            coordinator: Followed::default(),
         };
         Watch::from_state(state, None, true)
     }
 
     fn from_state(state: WatchState, client: Option<Client>, spawned: bool) -> Watch {
-        let seen = tokio::sync::Mutex::new(state.selection.subscribe());
+        let seen = Mutex::new(state.selection.subscribe());
         Watch {
             state: Arc::new(state),
             client,
@@ -280,7 +322,7 @@ impl Watch {
             };
             if synced {
                 // What `start` waited for is not a change `changed` should report.
-                self.seen.lock().await.borrow_and_update();
+                self.seen().borrow_and_update();
                 return Ok(());
             }
             tokio::select! {
@@ -305,15 +347,22 @@ impl Watch {
     /// while the caller was busy is returned at once, not lost. Fails with
     /// [`ClientError::Closed`] when the watch or its client is closed meanwhile.
     pub async fn changed(&self) -> Result<Vec<Listing>, ClientError> {
-        let mut selection = self.seen.lock().await;
+        // A copy remembers what the shared receiver has seen; it goes back once
+        // it has seen the change.
+        let mut selection = self.seen().clone();
         tokio::select! {
             _ = self.state.token.cancelled() => Err(ClientError::Closed),
             changed = selection.changed() => {
                 changed.map_err(|_| ClientError::Closed)?;
                 let current = selection.borrow_and_update().clone();
+                *self.seen() = selection;
                 Ok(current)
             }
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, watch::Receiver<Vec<Listing>>> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The service watched (for a static watch, that of its first listing).
@@ -343,121 +392,30 @@ impl Drop for Watch {
     }
 }
 
-/// A coordinator to ask: one known and not left aside, at random; else the
-/// configured host unless it was left aside too.
-fn pick(inner: &Inner, excluded: &HashSet<String>) -> Option<String> {
-    let candidates: Vec<String> = inner
-        .targets()
-        .into_iter()
-        .filter(|h| !excluded.contains(h))
-        .collect();
-    if candidates.is_empty() {
-        let host = &inner.config.host;
-        return (!excluded.contains(host)).then(|| host.clone());
-    }
-    Some(candidates[fastrand::usize(..candidates.len())].clone())
-}
-
-/// Resolves once `host` has left the client's known coordinators.
-async fn dropped(inner: &Inner, drops: &mut watch::Receiver<u64>, host: &str) {
-    loop {
-        if drops.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        if !inner.known().iter().any(|h| h == host) {
-            return;
-        }
-    }
-}
-
-/// Sleeps `delay` unless the watch stops first; false when it stopped.
-async fn pause(state: &WatchState, delay: Duration) -> bool {
-    tokio::select! {
-        _ = state.token.cancelled() => false,
-        _ = tokio::time::sleep(delay) => true,
-    }
-}
-
-/// The watch task: follows one coordinator, moves on when it fails.
+/// The watch task: follows the service on one coordinator after another, and
+/// applies what they answer.
 async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
-    let service = state.service.as_str();
-    // Coordinators that failed this watch, and since when the first of them.
-    let mut excluded: HashSet<String> = HashSet::new();
-    let mut excluded_since = Instant::now();
-    let mut current: Option<String> = None;
-    let mut index: Option<u64> = None;
-    let mut candidates: Option<Vec<Listing>> = None;
-    let mut last_error: Option<(String, RemoteError)> = None;
-    // Which coordinator gave `index` (`X-Hakken-Coordinator`): behind a load
-    // balancer, an index from one coordinator means nothing to another.
-    let mut answerer: Option<String> = None;
-    let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
-    let mut early = Backoff::new(EARLY_MIN, RETRY_MAX);
+    let service = state.service.clone();
+    let mut follower = Follower::new(
+        inner.clone(),
+        format!("watch {service}"),
+        state.wait,
+        Inner::heartbeat_interval,
+        move |remote, host, blocking| {
+            let service = service.clone();
+            async move { remote.listings(&host, &service, blocking).await }
+        },
+    )
+    .reporting_to(state.coordinator.clone());
+    let mut view = View::default();
     loop {
-        if !excluded.is_empty() && excluded_since.elapsed() > EXCLUSION {
-            excluded.clear();
-        }
-        let host = match current.clone().or_else(|| pick(&inner, &excluded)) {
-            Some(host) => host,
-            None => {
-                // Every coordinator failed this round: keep the listings, look again.
-                if let Some((host, error)) = last_error.take() {
-                    state.sync.send_if_modified(|sync| match sync {
-                        SyncState::Pending => {
-                            *sync = SyncState::Failed { host, error };
-                            true
-                        }
-                        _ => false,
-                    });
-                }
-                excluded.clear();
-                let delay = retry.next_delay().min(inner.heartbeat_interval());
-                tracing::warn!(
-                    service,
-                    retry_ms = delay.as_millis() as u64,
-                    "watch: no coordinator answers; keeping listings"
-                );
-                if !pause(&state, delay).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if current.is_none() {
-            tracing::info!(
-                service,
-                coordinator = host.as_str(),
-                "watch: following coordinator"
-            );
-            state.set_coordinator(Some(&host));
-            current = Some(host.clone());
-        }
-        let blocking = index.map(|index| Blocking {
-            index,
-            wait: state.wait,
-        });
-        let asked = Instant::now();
-        // A held query can outlive the coordinator: when another call of the client
-        // finds it dead and drops it, give up on it at once rather than at `wait`.
-        let mut drops = inner.dropped.subscribe();
-        let followed = inner.known().contains(&host);
-        let result = tokio::select! {
+        let event = tokio::select! {
             _ = state.token.cancelled() => return,
-            result = inner.remote.listings(&host, service, blocking) => result,
-            () = dropped(&inner, &mut drops, &host), if followed => Err(RemoteError::Unreachable {
-                host: host.clone(),
-                message: "dropped by the client after another call to it failed".into(),
-            }),
+            event = follower.next() => event,
         };
-        match result {
-            Ok(answer) => {
-                retry.reset();
-                let known = inner.known();
-                if known.contains(&host) {
-                    excluded.clear();
-                }
-                inner.note_interval(&host, answer.heartbeat_interval);
-                state.update(answer.value, &mut candidates);
+        match event {
+            Event::Answer { host, answer } => {
+                state.update(&host, answer, &mut view);
                 state.sync.send_if_modified(|sync| match sync {
                     SyncState::Synced => false,
                     _ => {
@@ -465,60 +423,67 @@ async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
                         true
                     }
                 });
-                let hopped = blocking.is_some()
-                    && answer.coordinator.is_some()
-                    && answer.coordinator != answerer;
-                let delay = match (answer.index, blocking) {
-                    // No index: a coordinator without blocking queries; poll.
-                    (None, _) => Some(jittered(inner.heartbeat_interval())),
-                    // Back at once with nothing new, or from another coordinator
-                    // behind a load balancer: do not spin.
-                    (Some(new), Some(b))
-                        if hopped || (new == b.index && asked.elapsed() < b.wait / 2) =>
-                    {
-                        Some(early.next_delay().min(inner.heartbeat_interval()))
-                    }
-                    (Some(_), _) => {
-                        early.reset();
-                        None
-                    }
-                };
-                answerer = answer.coordinator;
-                // The configured host is the way in, not a coordinator to follow
-                // once real ones are known (it may be a load balancer).
-                if host == inner.config.host
-                    && !known.contains(&host)
-                    && known.iter().any(|h| !excluded.contains(h))
-                {
-                    current = None;
-                    index = None;
-                    answerer = None;
-                    state.set_coordinator(None);
-                }
-                if current.is_some() {
-                    index = answer.index;
-                }
-                if let Some(delay) = delay {
-                    if !pause(&state, delay).await {
-                        return;
-                    }
-                }
             }
-            Err(error) => {
-                tracing::warn!(service, coordinator = host.as_str(), %error, "watch: coordinator failed; keeping listings, trying another");
-                if error.is_broken() {
-                    inner.drop_coordinator(&host, &error);
-                }
-                if excluded.is_empty() {
-                    excluded_since = Instant::now();
-                }
-                excluded.insert(host.clone());
-                state.set_coordinator(None);
-                current = None;
-                index = None;
-                answerer = None;
-                last_error = Some((host, error));
+            // Every coordinator failed before any answered: `start` says so.
+            Event::Exhausted { host, error } => {
+                state.sync.send_if_modified(|sync| match sync {
+                    SyncState::Pending => {
+                        *sync = SyncState::Failed { host, error };
+                        true
+                    }
+                    _ => false,
+                });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(host: &str, version: u32) -> Listing {
+        Listing::new("s", host).unwrap().with("v", version)
+    }
+
+    fn hosts(listings: &[Listing]) -> Vec<&str> {
+        listings.iter().map(Listing::host).collect()
+    }
+
+    #[test]
+    fn a_partial_coordinator_never_removes_what_it_has_not_listed() {
+        let mut view = View::default();
+        let took = view.take("x", vec![listing("a:1", 1)], false);
+        assert_eq!(hosts(&took), ["a:1"], "nothing held before: taken as it is");
+        view.candidates = Some(took);
+        let took = view.take("x", vec![], false);
+        assert!(took.is_empty(), "x listed a:1, so x may remove it");
+
+        let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
+        let mut view = View {
+            candidates: Some(held),
+            protected: None,
+        };
+        // A restarted coordinator that has heard from nobody yet.
+        let took = view.take("x", vec![], false);
+        assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
+        view.candidates = Some(took);
+        // a's publisher reached it, with a new payload.
+        let took = view.take("x", vec![listing("a:1", 2)], false);
+        assert_eq!(hosts(&took), ["b:1", "c:1", "a:1"]);
+        assert_eq!(took[2].get("v"), Some(&serde_json::json!(2)));
+        view.candidates = Some(took);
+        // a withdrew: x listed it, so the removal is real.
+        let took = view.take("x", vec![], false);
+        assert_eq!(hosts(&took), ["b:1", "c:1"]);
+        view.candidates = Some(took);
+        // Another partial coordinator: what is held now is protected again.
+        let took = view.take("y", vec![listing("d:1", 1)], false);
+        assert_eq!(hosts(&took), ["b:1", "c:1", "d:1"]);
+        view.candidates = Some(took);
+        // A complete answer is the truth.
+        let took = view.take("y", vec![listing("c:1", 1)], true);
+        assert_eq!(hosts(&took), ["c:1"]);
+        assert!(view.protected.is_none());
     }
 }

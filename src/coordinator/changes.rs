@@ -63,6 +63,14 @@ impl Changes {
         }
     }
 
+    /// Wakes every held request, whatever it waits on (something all answers
+    /// carry changed: the coordinator's completeness).
+    pub fn notify_all(&self) {
+        for notify in self.topics().values() {
+            notify.notify_waiters();
+        }
+    }
+
     /// Registers a request on `topic`, or `None` when the cap is reached.
     pub fn hold(&self, topic: Topic) -> Option<Hold<'_>> {
         let reserved = self

@@ -4,7 +4,7 @@
 //! library takes. Durations are durations, not milliseconds, and every bound a
 //! coordinator enforces is a field here.
 
-use crate::coordinator::registry::RegistryLimits;
+use super::RegistryLimits;
 use crate::listing::Limits;
 use std::time::Duration;
 
@@ -58,6 +58,12 @@ pub struct CoordinatorConfig {
     pub token: Option<String>,
     /// With a token, protect reads too (`/status` stays open for health checks).
     pub protect_reads: bool,
+    /// Longest time a starting coordinator spends copying its cluster's listings
+    /// before it answers reads anyway (reads that arrive meanwhile wait).
+    pub sync_timeout: Duration,
+    /// Polls in a row that must find a peer broken (unreachable, or not speaking
+    /// the protocol) before it is dropped and blacklisted. Refusals never count.
+    pub failures_before_drop: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -83,6 +89,8 @@ impl Default for CoordinatorConfig {
             shutdown_grace: Duration::from_secs(10),
             token: None,
             protect_reads: false,
+            sync_timeout: Duration::from_secs(10),
+            failures_before_drop: 3,
         }
     }
 }

@@ -50,8 +50,8 @@ fn ms(duration: std::time::Duration) -> u64 {
 async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery>) -> Json<Value> {
     let now = Instant::now();
     let ttl = shared.config.listing_ttl();
-    let (coordinators, coordinators_index) = {
-        let membership = shared.membership();
+    shared.ready().await;
+    let (coordinators, coordinators_index) = shared.read_membership(|membership| {
         let me = json!({"host": membership.me().host(), "self": true, "lastOkMsAgo": null});
         let peers = membership.peers().map(|p| {
             json!({
@@ -63,10 +63,9 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         });
         let list: Vec<Value> = std::iter::once(me).chain(peers).collect();
         (list, membership.index())
-    };
+    });
     // Copy out under the lock; build the JSON after releasing it.
-    let (counts, names_index, listing_count, selected) = {
-        let registry = shared.registry();
+    let (counts, names_index, listing_count, selected) = shared.read_registry(|registry| {
         let counts: Vec<(String, usize)> = registry
             .service_counts()
             .map(|(name, count)| (name.to_owned(), count))
@@ -79,7 +78,7 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
             (listings, registry.index(service))
         });
         (counts, registry.names_index(), registry.len(), selected)
-    };
+    });
     let services: Vec<Value> = counts
         .iter()
         .map(|(name, count)| json!({"name": name, "count": count}))

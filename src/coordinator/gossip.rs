@@ -6,18 +6,29 @@
 //!   the discovery host for its coordinators and add each one explicitly; if the
 //!   answer does not list this coordinator, announce it there with a POST.
 //! - **poll**, every heartbeat interval: ask every known coordinator for its list, all
-//!   at once, each call bounded by the request timeout; learn the new ones; remove
-//!   and blacklist one that fails.
+//!   at once, each call bounded by the request timeout; learn the new ones. A peer
+//!   that is broken gets a strike, and is dropped and blacklisted after
+//!   `failures_before_drop` of them in a row; one that refuses (`4xx`, `503`) is
+//!   kept (see [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken)).
+//!
+//! **Announcements are not lost.** A coordinator tells every peer it newly learns
+//! of through the discovery host about itself at once, so a restart is known
+//! cluster-wide in one round trip; a poll answer that does not list this
+//! coordinator is answered with an announcement to that peer; and an announcement
+//! that a load balancer routed back to this coordinator (its answer says who took
+//! it, `X-Hakken-Coordinator`) counts as not delivered and is retried soon.
 //!
 //! A discovery host that is unreachable, or is this coordinator itself, is normal in
 //! a small deployment: it is logged once as a warning (and again when it recovers),
 //! not at every resync.
 
+use super::membership::Failure;
 use super::Shared;
 use crate::backoff::Backoff;
+use crate::fanout::fan_out;
+use crate::remote::RemoteError;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// Polls every known coordinator every heartbeat interval, the first time one
@@ -40,34 +51,82 @@ pub(super) async fn poll_loop(shared: Arc<Shared>) {
 
 /// One round: every known coordinator polled concurrently, results applied.
 async fn poll_round(shared: &Arc<Shared>) {
-    let hosts = shared.membership().hosts_to_poll();
-    let mut polls = JoinSet::new();
-    for host in hosts {
+    let hosts = shared.read_membership(|m| m.hosts_to_poll());
+    let polls = fan_out(None, hosts, |host| {
         let remote = shared.remote.clone();
-        polls.spawn(async move {
+        async move {
             let answer = remote.coordinators(&host, None).await;
             (host, answer)
-        });
-    }
-    while let Some(joined) = polls.join_next().await {
-        let Ok((host, answer)) = joined else { continue };
+        }
+    });
+    let mut unaware = Vec::new();
+    for (host, answer) in polls.await {
         shared.metrics.gossip_polls.inc();
         match answer {
             Ok(answer) => {
+                if !answer.value.iter().any(|p| p.host() == shared.me.host()) {
+                    unaware.push(host.clone());
+                }
                 let learned = shared
                     .update_membership(|m| m.poll_succeeded(&host, answer.value, Instant::now()));
                 for new in learned {
                     tracing::info!(coordinator = new, via = host, "learned of coordinator");
                 }
             }
+            Err(error) if error.is_broken() => {
+                shared.metrics.gossip_poll_failures.inc();
+                match shared.update_membership(|m| m.poll_failed(&host, Instant::now())) {
+                    Failure::Dropped => tracing::warn!(
+                        coordinator = host,
+                        %error,
+                        failures = shared.config.failures_before_drop,
+                        "coordinator failed too many polls in a row; removed and blacklisted"
+                    ),
+                    Failure::Struck(strikes) => tracing::info!(
+                        coordinator = host,
+                        %error,
+                        strikes,
+                        "coordinator poll failed"
+                    ),
+                    Failure::Unknown => {}
+                }
+            }
             Err(error) => {
                 shared.metrics.gossip_poll_failures.inc();
-                if shared.update_membership(|m| m.poll_failed(&host)) {
-                    tracing::warn!(coordinator = host, %error, "coordinator poll failed; removed and blacklisted");
-                }
+                shared.update_membership(|m| m.poll_refused(&host));
+                tracing::warn!(coordinator = host, %error, "coordinator refused a poll; kept");
             }
         }
     }
+    announce_to(shared, unaware).await;
+}
+
+/// Announces this coordinator straight to each of `hosts`, concurrently.
+async fn announce_to(shared: &Arc<Shared>, hosts: Vec<String>) {
+    let announcements = fan_out(None, hosts, |host| {
+        let remote = shared.remote.clone();
+        let me = shared.me.clone();
+        async move {
+            let result = remote.announce(&host, &me).await;
+            (host, result)
+        }
+    });
+    for (host, result) in announcements.await {
+        match result {
+            Ok(_) => tracing::debug!(coordinator = host, "announced self"),
+            Err(error) => tracing::info!(coordinator = host, %error, "could not announce self"),
+        }
+    }
+}
+
+/// What one resync found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    /// Another coordinator answered through the discovery host, and knows of us.
+    Answered,
+    /// Ask again soon: the discovery host did not answer, answered as ourselves (a
+    /// load balancer routed us back), or our announcement was routed back to us.
+    Again,
 }
 
 /// Asks the discovery host for coordinators at start and every resync period.
@@ -82,11 +141,15 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     // jitter so coordinators behind one balancer do not keep asking in lockstep.
     let mut retry = Backoff::new(Duration::from_millis(100), period);
     loop {
-        let again_soon = tokio::select! {
+        let outcome = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            again_soon = resync(&shared, &discovery, &mut warned) => again_soon,
+            outcome = resync(&shared, &discovery, &mut warned) => outcome,
         };
-        let delay = if again_soon {
+        shared.discovery.send_modify(|state| {
+            state.attempts += 1;
+            state.answered |= outcome.0;
+        });
+        let delay = if outcome.1 == Resync::Again {
             retry.next_delay()
         } else {
             retry.reset();
@@ -101,10 +164,8 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
 
 /// One resync. `warned` remembers whether the discovery host's failure was already
 /// reported, so a long outage is one warning, not one per period. Returns whether
-/// to ask again soon: the discovery host did not answer, or the answer came from
-/// this coordinator itself (a load balancer routed us back to ourselves,
-/// recognised by the `X-Hakken-Coordinator` header).
-async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> bool {
+/// another coordinator answered, and whether to ask again soon.
+async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> (bool, Resync) {
     let me = shared.me.clone();
     let answer = match shared.remote.coordinators(discovery, None).await {
         Ok(answer) => answer,
@@ -115,7 +176,7 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> boo
                 tracing::warn!(discovery, %error, "discovery host unreachable; serving alone until it answers");
                 *warned = true;
             }
-            return true;
+            return (false, Resync::Again);
         }
     };
     if std::mem::take(warned) {
@@ -126,11 +187,12 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> boo
             discovery,
             "discovery host routed us to ourselves; asking again soon"
         );
-        return true;
+        return (false, Resync::Again);
     }
-    let listed_me = shared.update_membership(|membership| {
+    let (listed_me, added) = shared.update_membership(|membership| {
         let now = Instant::now();
         let mut listed_me = false;
+        let mut added = Vec::new();
         for peer in answer.value {
             if peer.host() == me.host() {
                 listed_me = true;
@@ -138,22 +200,51 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> boo
             }
             let host = peer.host().to_owned();
             match membership.add(peer, now) {
-                Ok(true) => {
-                    tracing::info!(coordinator = host, via = discovery, "added coordinator")
-                }
+                Ok(true) => added.push(host),
                 Ok(false) => {}
                 Err(error) => tracing::warn!(coordinator = host, %error, "coordinator not added"),
             }
         }
-        listed_me
+        (listed_me, added)
     });
-    if !listed_me {
-        match shared.remote.announce(discovery, &me).await {
-            Ok(()) => tracing::debug!(discovery, "announced self to discovery host"),
-            Err(error) => {
-                tracing::warn!(discovery, %error, "could not announce self to discovery host")
-            }
+    for host in &added {
+        tracing::info!(
+            coordinator = host.as_str(),
+            via = discovery,
+            "added coordinator"
+        );
+    }
+    // Every peer newly known hears of us now, not at its next poll of someone
+    // who knows us.
+    announce_to(shared, added).await;
+    if listed_me {
+        return (true, Resync::Answered);
+    }
+    match shared.remote.announce(discovery, &me).await {
+        Ok(answer) if answer.coordinator.as_deref() == Some(me.host()) => {
+            tracing::debug!(
+                discovery,
+                "our announcement was routed back to ourselves; announcing again soon"
+            );
+            (true, Resync::Again)
+        }
+        Ok(_) => {
+            tracing::debug!(discovery, "announced self to discovery host");
+            (true, Resync::Answered)
+        }
+        Err(error) => {
+            tracing::warn!(discovery, %error, "could not announce self to discovery host");
+            (true, again_if_unreachable(&error))
         }
     }
-    false
+}
+
+/// After a failed announcement: ask again soon unless the discovery host refused it
+/// (a clear `4xx` will not change by asking again soon).
+fn again_if_unreachable(error: &RemoteError) -> Resync {
+    if error.is_broken() {
+        Resync::Again
+    } else {
+        Resync::Answered
+    }
 }

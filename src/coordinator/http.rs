@@ -15,6 +15,12 @@
 //! | `POST /v1/listings[?heartbeat=true]` | `201` adds, refreshes or replaces a listing |
 //! | `DELETE /v1/listings/:service/:host` | `204`, or `404` when unknown |
 //! | `GET /v1/config` | `200` heartbeat interval and other settings |
+//! | `GET /ready` | `200` once join sync is done, `503` before |
+//! | `GET /v1/snapshot` | `200` every listing with its remaining TTL (NDJSON) |
+//!
+//! Listing reads (`GET /v1/listings[/:service]`) that arrive while the coordinator
+//! is still copying its cluster's listings (join sync, `sync.rs`) wait for it, and
+//! are answered with `X-Hakken-Complete`.
 //!
 //! The three list GETs answer with `X-Hakken-Index` and are blocking queries when
 //! asked with `?index=N[&wait=30s]`: held until the index differs from `N`.
@@ -23,10 +29,14 @@
 
 use super::changes::Topic;
 use super::metrics::{RequestLabels, RouteLabels};
+use super::readiness::Phase;
 use super::registry::Upsert;
 use super::Shared;
 use crate::listing::{check_name, DecodeError, Listing, Peer};
-use crate::remote::{COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER};
+use crate::protocol::{
+    snapshot_end, write_snapshot_entry, SnapshotHead, COMPLETE_HEADER, COORDINATOR_HEADER,
+    HEARTBEAT_HEADER, INDEX_HEADER, READY_PATH, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_PATH, WAIT_HEADER,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -179,16 +189,24 @@ fn parse_wait(text: &str) -> Option<Duration> {
 /// Holds a blocking query until `index()` differs from `seen`, `wait` (plus up to
 /// 1/16 of it as jitter, so held requests do not all return together) passes, or
 /// the coordinator shuts down. Returns at once when the cap on held queries is hit.
-async fn block(shared: &Shared, topic: Topic, seen: u64, wait: Duration, index: impl Fn() -> u64) {
+/// Returns the hold it granted (zero at the cap), which the answer tells the client
+/// (`X-Hakken-Wait`).
+async fn block(
+    shared: &Shared,
+    topic: Topic,
+    seen: u64,
+    wait: Duration,
+    index: impl Fn() -> u64,
+) -> Duration {
     let Some(hold) = shared.changes.hold(topic) else {
-        return;
+        return Duration::ZERO;
     };
     let notified = hold.notify().notified();
     tokio::pin!(notified);
     // Registered before the index is read, so a change in between is not missed.
     notified.as_mut().enable();
     if index() != seen {
-        return;
+        return wait;
     }
     let jitter_ms = fastrand::u64(0..=(wait.as_millis() as u64 / 16));
     tokio::select! {
@@ -196,6 +214,18 @@ async fn block(shared: &Shared, topic: Topic, seen: u64, wait: Duration, index: 
         _ = tokio::time::sleep(wait + Duration::from_millis(jitter_ms)) => {}
         _ = shared.shutdown.cancelled() => {}
     }
+    wait
+}
+
+/// Tells the client of a blocking query the hold it was granted.
+fn granted(mut response: Response, granted: Option<Duration>) -> Response {
+    if let Some(granted) = granted {
+        response.headers_mut().insert(
+            WAIT_HEADER,
+            HeaderValue::from(granted.as_millis().min(u64::MAX as u128) as u64),
+        );
+    }
+    response
 }
 
 /// Builds the router over the shared state.
@@ -203,6 +233,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared.config.max_body_bytes;
     Router::new()
         .route("/status", get(status))
+        .route(READY_PATH, get(ready))
+        .route(SNAPSHOT_PATH, get(snapshot))
         .route("/metrics", get(get_metrics))
         .route("/v1/config", get(get_config))
         .route(
@@ -289,8 +321,10 @@ async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
 
 /// A bounded label for a route: the routes we serve, or `unmatched`.
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
-    const ROUTES: [&str; 10] = [
+    const ROUTES: [&str; 12] = [
         "/status",
+        READY_PATH,
+        SNAPSHOT_PATH,
         "/metrics",
         "/v1/config",
         "/v1/coordinator",
@@ -325,12 +359,12 @@ fn method_label(method: &Method) -> &'static str {
 /// `GET /metrics`: Prometheus text exposition.
 async fn get_metrics(State(shared): State<Arc<Shared>>) -> Response {
     let metrics = &shared.metrics;
-    {
-        let registry = shared.registry();
-        metrics.listings.set(registry.len() as i64);
-        metrics.services.set(registry.service_count() as i64);
-    }
-    metrics.coordinators.set(shared.membership().len() as i64);
+    let (listings, services) = shared.read_registry(|r| (r.len(), r.service_count()));
+    metrics.listings.set(listings as i64);
+    metrics.services.set(services as i64);
+    metrics
+        .coordinators
+        .set(shared.read_membership(|m| m.len()) as i64);
     metrics.held_queries.set(shared.changes.held() as i64);
     let mut response = Response::new(Body::from(metrics.encode()));
     response.headers_mut().insert(
@@ -347,7 +381,8 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
         return Ok(());
     };
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    if request.uri().path() == "/status" || (is_read && !shared.config.protect_reads) {
+    let path = request.uri().path();
+    if path == "/status" || path == READY_PATH || (is_read && !shared.config.protect_reads) {
         return Ok(());
     }
     // The scheme is case-insensitive (RFC 7235); the token is not.
@@ -456,17 +491,14 @@ async fn get_coordinators(
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
+    let mut hold = None;
     if let Some((seen, wait)) = params.blocking(&shared)? {
-        block(&shared, Topic::Coordinators, seen, wait, || {
-            shared.membership().index()
-        })
-        .await;
+        let index = || shared.read_membership(|m| m.index());
+        hold = Some(block(&shared, Topic::Coordinators, seen, wait, index).await);
     }
-    let (index, list) = {
-        let membership = shared.membership();
-        (membership.index(), membership.list())
-    };
-    Ok(json_ok(to_json_bytes(&list), params.pretty(), Some(index)))
+    let (index, list) = shared.read_membership(|m| (m.index(), m.list()));
+    let response = json_ok(to_json_bytes(&list), params.pretty(), Some(index));
+    Ok(granted(response, hold))
 }
 
 async fn post_coordinator(
@@ -489,14 +521,16 @@ async fn get_services(
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
-    if let Some((seen, wait)) = params.blocking(&shared)? {
-        block(&shared, Topic::Services, seen, wait, || {
-            shared.registry().names_index()
-        })
-        .await;
+    let blocking = params.blocking(&shared)?;
+    shared.ready().await;
+    let mut hold = None;
+    if let Some((seen, wait)) = blocking {
+        let index = || shared.read_registry(|r| r.names_index());
+        hold = Some(block(&shared, Topic::Services, seen, wait, index).await);
     }
-    let (index, body) = shared.registry().services_json();
-    Ok(json_ok(body, params.pretty(), Some(index)))
+    let (index, body) = shared.services_json();
+    let response = json_ok(body, params.pretty(), Some(index));
+    Ok(completeness(&shared, granted(response, hold)))
 }
 
 async fn get_listings(
@@ -516,27 +550,20 @@ async fn get_listings(
             "no live listing for that service name (not a valid name)",
         ));
     }
+    shared.ready().await;
+    let mut hold = None;
     if let Some((seen, wait)) = blocking {
         let topic = Topic::Service(service.clone());
-        block(&shared, topic, seen, wait, || {
-            shared.registry().index(&service)
-        })
-        .await;
+        let index = || shared.read_registry(|r| r.index(&service));
+        hold = Some(block(&shared, topic, seen, wait, index).await);
     }
-    let answer = {
-        let mut registry = shared.registry();
-        registry
-            .listings_json(&service)
-            .ok_or_else(|| registry.index(&service))
-    };
-    match answer {
-        Ok((index, body)) => Ok(json_ok(body, params.pretty(), Some(index))),
+    let answer = shared.listings_json(&service);
+    let response = match answer {
+        Ok((index, body)) => json_ok(body, params.pretty(), Some(index)),
         // A blocking query waits for the first listing: it needs an answer with an index.
-        Err(index) if blocking.is_some() => Ok(json_ok(
-            Bytes::from_static(b"[]"),
-            params.pretty(),
-            Some(index),
-        )),
+        Err(index) if blocking.is_some() => {
+            json_ok(Bytes::from_static(b"[]"), params.pretty(), Some(index))
+        }
         Err(index) => {
             let mut response = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -546,9 +573,89 @@ async fn get_listings(
             response
                 .headers_mut()
                 .insert(INDEX_HEADER, HeaderValue::from(index));
-            Ok(response)
+            response
         }
+    };
+    Ok(completeness(&shared, granted(response, hold)))
+}
+
+/// Marks a listing read with whether this coordinator holds all its cluster holds.
+fn completeness(shared: &Shared, mut response: Response) -> Response {
+    let complete = if shared.phase() == Phase::Complete {
+        "true"
+    } else {
+        "false"
+    };
+    response
+        .headers_mut()
+        .insert(COMPLETE_HEADER, HeaderValue::from_static(complete));
+    response
+}
+
+/// `GET /ready`: `200` once the coordinator answers listing reads (join sync is
+/// done), `503` before: for load balancers and Kubernetes readiness probes.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let phase = shared.phase();
+    let (status, body) = match phase {
+        Phase::Syncing => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false, "complete": false, "phase": "syncing"}),
+        ),
+        Phase::Partial => (
+            StatusCode::OK,
+            json!({"ready": true, "complete": false, "phase": "partial"}),
+        ),
+        Phase::Complete => (
+            StatusCode::OK,
+            json!({"ready": true, "complete": true, "phase": "complete"}),
+        ),
+    };
+    json_response(status, to_json_bytes(&body))
+}
+
+/// Listing lines per chunk of a snapshot's body.
+const SNAPSHOT_CHUNK: usize = 512;
+
+/// `GET /v1/snapshot`: every live listing with its remaining time to live, for a
+/// coordinator that joins (see [`crate::protocol::SnapshotHead`]). Copied out
+/// under the lock (shared payloads, no parsing), written out after releasing it,
+/// a chunk at a time. A coordinator still syncing has nothing to give: `503`.
+async fn snapshot(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
+    let phase = shared.phase();
+    if phase == Phase::Syncing {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "still copying listings from a peer; ask another coordinator",
+        ));
     }
+    let entries = shared.read_registry(|r| r.snapshot(Instant::now()));
+    let head = SnapshotHead {
+        version: 1,
+        coordinator: shared.me.host().to_owned(),
+        complete: phase == Phase::Complete,
+        count: entries.len(),
+    };
+    let mut first = serde_json::to_vec(&head).expect("serializes");
+    first.push(b'\n');
+    let count = entries.len();
+    let mut entries = entries.into_iter();
+    let chunks = std::iter::from_fn(move || {
+        let mut chunk = Vec::new();
+        for (body, ttl) in entries.by_ref().take(SNAPSHOT_CHUNK) {
+            write_snapshot_entry(&mut chunk, ttl, &body);
+        }
+        (!chunk.is_empty()).then(|| Bytes::from(chunk))
+    });
+    let all = std::iter::once(Bytes::from(first))
+        .chain(chunks)
+        .chain(std::iter::once(Bytes::from(snapshot_end(count))))
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(all)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SNAPSHOT_CONTENT_TYPE),
+    );
+    Ok(response)
 }
 
 async fn post_listing(

@@ -2,19 +2,25 @@
 //!
 //! Plain data, no I/O. The gossip tasks (`gossip.rs`) feed it what they hear
 //! and ask it whom to poll; the HTTP layer feeds it explicit announcements. The rules
-//! are the original's:
+//! are the original's, with failures counted instead of taken at their word:
 //!
 //! - An explicit add (`POST /v1/coordinator`, or the discovery host's answer at a
 //!   resync) always adds, and lifts a blacklist entry.
 //! - A coordinator learned from another coordinator's list is added unless it is
 //!   blacklisted.
-//! - A coordinator whose poll fails is removed and blacklisted.
+//! - A poll that fails because the coordinator is broken (see
+//!   [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken)) is a strike;
+//!   after `failures_before_drop` strikes in a row it is removed and blacklisted.
+//!   Any answer, even a refusal, clears its strikes: it is alive.
+//! - Blacklist entries expire after `blacklist_for`.
 //! - This coordinator is always in its own list, never polled, never removed.
 //!
-//! The table is bounded: past `max_peers` known coordinators, new ones are refused.
+//! The table is bounded: past `max_peers` known coordinators, new ones are refused,
+//! and the blacklist holds at most as many entries.
 
 use crate::listing::Peer;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What the table remembers of one known coordinator.
@@ -26,6 +32,8 @@ pub struct PeerState {
     pub added: Instant,
     /// When a poll of it last succeeded.
     pub last_ok: Option<Instant>,
+    /// Polls in a row that found it broken.
+    pub strikes: u32,
 }
 
 /// Why a coordinator could not be added.
@@ -39,27 +47,54 @@ pub enum MembershipError {
     },
 }
 
+/// What a failed poll did to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The coordinator has this many strikes now and stays.
+    Struck(u32),
+    /// That was its last strike: it is removed and blacklisted.
+    Dropped,
+    /// It was not known (removed meanwhile).
+    Unknown,
+}
+
+/// How strictly failures are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Most coordinators known, oneself included.
+    pub max_peers: usize,
+    /// Broken polls in a row before a coordinator is dropped (at least 1).
+    pub failures_before_drop: u32,
+    /// How long a dropped coordinator stays blacklisted.
+    pub blacklist_for: Duration,
+}
+
 /// Known coordinators and the blacklist.
 #[derive(Debug)]
 pub struct Membership {
     me: Peer,
     peers: BTreeMap<String, PeerState>,
-    /// Hosts removed after a failed poll, oldest first; bounded like `peers`.
-    blacklist: VecDeque<String>,
-    max_peers: usize,
+    /// Hosts dropped after failed polls, with when their entry expires.
+    blacklist: HashMap<String, Instant>,
+    rules: Rules,
     /// Changes whenever the list of coordinators changes.
     index: u64,
 }
 
 impl Membership {
-    /// A table holding only `me`, the descriptor this coordinator announces.
-    pub fn new(me: Peer, max_peers: usize) -> Self {
+    /// A table holding only `me`, the descriptor this coordinator announces; its
+    /// index starts at `first_index` (see the registry's).
+    pub fn new(me: Peer, rules: Rules, first_index: u64) -> Self {
         Membership {
             me,
             peers: BTreeMap::new(),
-            blacklist: VecDeque::new(),
-            max_peers: max_peers.max(1),
-            index: 1,
+            blacklist: HashMap::new(),
+            rules: Rules {
+                max_peers: rules.max_peers.max(1),
+                failures_before_drop: rules.failures_before_drop.max(1),
+                ..rules
+            },
+            index: first_index.max(1),
         }
     }
 
@@ -74,14 +109,14 @@ impl Membership {
         if peer.host() == self.me.host() {
             return Ok(false);
         }
-        self.blacklist.retain(|host| host != peer.host());
+        self.blacklist.remove(peer.host());
         self.insert(peer, now)
     }
 
     /// Adds a coordinator heard of from another one, unless it is blacklisted,
     /// oneself, or the table is full. Returns whether it was new.
     pub fn learn(&mut self, peer: Peer, now: Instant) -> bool {
-        if peer.host() == self.me.host() || self.is_blacklisted(peer.host()) {
+        if peer.host() == self.me.host() || self.is_blacklisted(peer.host(), now) {
             return false;
         }
         self.insert(peer, now).unwrap_or(false)
@@ -95,9 +130,9 @@ impl Membership {
             }
             return Ok(false);
         }
-        if self.peers.len() + 1 >= self.max_peers {
+        if self.peers.len() + 1 >= self.rules.max_peers {
             return Err(MembershipError::Full {
-                max: self.max_peers,
+                max: self.rules.max_peers,
             });
         }
         self.peers.insert(
@@ -106,6 +141,7 @@ impl Membership {
                 peer,
                 added: now,
                 last_ok: None,
+                strikes: 0,
             },
         );
         self.index += 1;
@@ -117,6 +153,7 @@ impl Membership {
     pub fn poll_succeeded(&mut self, host: &str, list: Vec<Peer>, now: Instant) -> Vec<String> {
         if let Some(state) = self.peers.get_mut(host) {
             state.last_ok = Some(now);
+            state.strikes = 0;
         }
         list.into_iter()
             .filter_map(|peer| {
@@ -126,28 +163,56 @@ impl Membership {
             .collect()
     }
 
-    /// Records a failed poll of `host`: it is removed and blacklisted.
-    /// Returns whether it was known.
-    pub fn poll_failed(&mut self, host: &str) -> bool {
-        let known = self.peers.remove(host).is_some();
-        if known {
-            self.index += 1;
+    /// Records that `host` answered with a refusal (a `4xx`, a `503`): alive, so
+    /// its strikes are cleared, but nothing was learned.
+    pub fn poll_refused(&mut self, host: &str) {
+        if let Some(state) = self.peers.get_mut(host) {
+            state.strikes = 0;
         }
-        if host != self.me.host() && !self.is_blacklisted(host) {
-            if self.blacklist.len() >= self.max_peers {
-                self.blacklist.pop_front();
+    }
+
+    /// Records a poll that found `host` broken: a strike, and at the last one it
+    /// is removed and blacklisted.
+    pub fn poll_failed(&mut self, host: &str, now: Instant) -> Failure {
+        let Some(state) = self.peers.get_mut(host) else {
+            return Failure::Unknown;
+        };
+        state.strikes += 1;
+        if state.strikes < self.rules.failures_before_drop {
+            return Failure::Struck(state.strikes);
+        }
+        self.peers.remove(host);
+        self.index += 1;
+        self.blacklist(host, now);
+        Failure::Dropped
+    }
+
+    fn blacklist(&mut self, host: &str, now: Instant) {
+        if self.blacklist.len() >= self.rules.max_peers {
+            self.blacklist.retain(|_, until| *until > now);
+        }
+        if self.blacklist.len() >= self.rules.max_peers {
+            // Full of live entries: the one expiring soonest makes room.
+            if let Some(soonest) = self
+                .blacklist
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(host, _)| host.clone())
+            {
+                self.blacklist.remove(&soonest);
             }
-            self.blacklist.push_back(host.to_owned());
         }
-        known
+        self.blacklist
+            .insert(host.to_owned(), now + self.rules.blacklist_for);
     }
 
     /// Whether `host` is currently shunned.
-    pub fn is_blacklisted(&self, host: &str) -> bool {
-        self.blacklist.iter().any(|h| h == host)
+    pub fn is_blacklisted(&self, host: &str, now: Instant) -> bool {
+        self.blacklist.get(host).is_some_and(|until| *until > now)
     }
 
     /// Whether `host` is known (oneself included).
+    #[cfg(test)]
     pub fn contains(&self, host: &str) -> bool {
         host == self.me.host() || self.peers.contains_key(host)
     }
@@ -174,11 +239,6 @@ impl Membership {
         self.peers.len() + 1
     }
 
-    /// Always false: a table holds at least oneself.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Change index of the list of coordinators.
     pub fn index(&self) -> u64 {
         self.index
@@ -197,9 +257,21 @@ mod tests {
         m.list().iter().map(|p| p.host().to_owned()).collect()
     }
 
+    fn rules(max_peers: usize, failures_before_drop: u32) -> Rules {
+        Rules {
+            max_peers,
+            failures_before_drop,
+            blacklist_for: Duration::from_secs(10),
+        }
+    }
+
+    fn table(max_peers: usize, failures_before_drop: u32) -> Membership {
+        Membership::new(peer("me:1"), rules(max_peers, failures_before_drop), 1)
+    }
+
     #[test]
     fn lists_itself_first_and_never_polls_itself() {
-        let mut m = Membership::new(peer("me:1"), 10);
+        let mut m = table(10, 1);
         let now = Instant::now();
         assert_eq!(m.add(peer("me:1"), now), Ok(false));
         assert!(!m.learn(peer("me:1"), now));
@@ -209,7 +281,7 @@ mod tests {
 
     #[test]
     fn learns_from_a_poll() {
-        let mut m = Membership::new(peer("me:1"), 10);
+        let mut m = table(10, 1);
         let now = Instant::now();
         assert_eq!(m.add(peer("a:1"), now), Ok(true));
         let new = m.poll_succeeded("a:1", vec![peer("a:1"), peer("b:1"), peer("me:1")], now);
@@ -221,29 +293,56 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_poll_removes_and_blacklists_until_explicitly_added() {
-        let mut m = Membership::new(peer("me:1"), 10);
+    fn dropped_after_consecutive_failures_and_blacklisted_until_explicitly_added() {
+        let mut m = table(10, 3);
         let now = Instant::now();
         m.add(peer("a:1"), now).unwrap();
         m.add(peer("b:1"), now).unwrap();
         let before = m.index();
-        assert!(m.poll_failed("b:1"));
+        assert_eq!(m.poll_failed("b:1", now), Failure::Struck(1));
+        assert_eq!(m.poll_failed("b:1", now), Failure::Struck(2));
+        assert_eq!(m.index(), before, "a strike changes no list");
+        // An answer, even a refusal, clears the strikes.
+        m.poll_refused("b:1");
+        assert_eq!(m.poll_failed("b:1", now), Failure::Struck(1));
+        m.poll_succeeded("b:1", vec![], now);
+        for strike in 1..3 {
+            assert_eq!(m.poll_failed("b:1", now), Failure::Struck(strike));
+        }
+        assert_eq!(m.poll_failed("b:1", now), Failure::Dropped);
+        assert_eq!(m.poll_failed("b:1", now), Failure::Unknown);
         assert!(m.index() > before);
         assert_eq!(hosts(&m), ["me:1", "a:1"]);
-        assert!(m.is_blacklisted("b:1"));
+        assert!(m.is_blacklisted("b:1", now));
         // Gossip does not bring it back...
         m.poll_succeeded("a:1", vec![peer("b:1")], now);
         assert!(!m.contains("b:1"));
         assert!(!m.learn(peer("b:1"), now));
         // ...an explicit add does.
         assert_eq!(m.add(peer("b:1"), now), Ok(true));
-        assert!(!m.is_blacklisted("b:1"));
+        assert!(!m.is_blacklisted("b:1", now));
         assert_eq!(hosts(&m), ["me:1", "a:1", "b:1"]);
     }
 
     #[test]
+    fn blacklist_entries_expire() {
+        let mut m = table(10, 1);
+        let now = Instant::now();
+        m.add(peer("b:1"), now).unwrap();
+        assert_eq!(m.poll_failed("b:1", now), Failure::Dropped);
+        let later = now + Duration::from_secs(10);
+        assert!(m.is_blacklisted("b:1", later - Duration::from_millis(1)));
+        assert!(!m.learn(peer("b:1"), later - Duration::from_millis(1)));
+        assert!(!m.is_blacklisted("b:1", later));
+        assert!(
+            m.learn(peer("b:1"), later),
+            "gossip brings it back once expired"
+        );
+    }
+
+    #[test]
     fn bounded() {
-        let mut m = Membership::new(peer("me:1"), 3);
+        let mut m = table(3, 1);
         let now = Instant::now();
         m.add(peer("a:1"), now).unwrap();
         m.add(peer("b:1"), now).unwrap();
@@ -256,14 +355,25 @@ mod tests {
         // Re-adding a known one is fine at the limit.
         assert_eq!(m.add(peer("a:1"), now), Ok(false));
         for i in 0..10 {
-            m.poll_failed(&format!("x:{i}"));
+            let host = format!("x{i}:1");
+            m.peers.insert(
+                host.clone(),
+                PeerState {
+                    peer: peer(&host),
+                    added: now,
+                    last_ok: None,
+                    strikes: 0,
+                },
+            );
+            assert_eq!(m.poll_failed(&host, now), Failure::Dropped);
         }
         assert!(m.blacklist.len() <= 3);
+        assert!(m.is_blacklisted("x9:1", now), "the newest entry is kept");
     }
 
     #[test]
     fn index_moves_only_on_change() {
-        let mut m = Membership::new(peer("me:1"), 10);
+        let mut m = table(10, 1);
         let now = Instant::now();
         let i0 = m.index();
         m.add(peer("a:1"), now).unwrap();

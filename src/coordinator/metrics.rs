@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     pub replaced: Counter,
     pub expired: Counter,
     pub deleted: Counter,
+    pub imported: Counter,
     pub gossip_polls: Counter,
     pub gossip_poll_failures: Counter,
     pub requests: Family<RequestLabels, Counter>,
@@ -57,6 +58,7 @@ impl Metrics {
             replaced: Counter::default(),
             expired: Counter::default(),
             deleted: Counter::default(),
+            imported: Counter::default(),
             gossip_polls: Counter::default(),
             gossip_poll_failures: Counter::default(),
             requests: Family::default(),
@@ -78,6 +80,7 @@ impl Metrics {
             replaced,
             expired,
             deleted,
+            imported,
             gossip_polls,
             gossip_poll_failures,
             requests,
@@ -120,6 +123,11 @@ impl Metrics {
             "listings_deleted",
             "Listings withdrawn with DELETE",
             deleted.clone(),
+        );
+        registry.register(
+            "listings_imported",
+            "Listings copied from a peer at start (join sync)",
+            imported.clone(),
         );
         registry.register(
             "gossip_polls",

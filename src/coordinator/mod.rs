@@ -16,22 +16,30 @@ pub mod config;
 mod dashboard;
 mod gossip;
 mod http;
-pub mod membership;
+mod membership;
 mod metrics;
-pub mod registry;
+mod readiness;
+mod registry;
 mod server;
+mod sync;
 
 pub use config::CoordinatorConfig;
+pub use registry::RegistryLimits;
 
 use crate::listing::{Listing, Peer};
+use crate::protocol::SnapshotEntry;
 use crate::remote::Remote;
+use bytes::Bytes;
 use changes::{Changes, Topic};
-use membership::Membership;
+use membership::{Membership, Rules};
+use readiness::{Phase, Readiness};
 use registry::{Registry, RegistryError, Upsert};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +62,21 @@ pub enum CoordinatorError {
     Panicked(&'static str, String),
 }
 
+/// How far the resync loop got with the discovery host, for the join (`sync.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DiscoveryState {
+    /// Times the discovery host was asked.
+    pub attempts: u32,
+    /// Whether another coordinator answered through it.
+    pub answered: bool,
+}
+
 /// State shared by the HTTP handlers and the background tasks.
+///
+/// The registry and the membership table are reached only through the methods
+/// below: reads through a closure that cannot keep the guard, and every mutation
+/// through a method that also wakes the blocking queries it concerns, so no change
+/// can forget to.
 pub(crate) struct Shared {
     pub config: CoordinatorConfig,
     /// This coordinator's descriptor, `announce_host:port`.
@@ -68,20 +90,54 @@ pub(crate) struct Shared {
     /// Waiters of blocking queries, woken by the mutation methods below.
     pub changes: Changes,
     pub metrics: metrics::Metrics,
+    /// Syncing, partial or complete (see `readiness.rs`).
+    readiness: Readiness,
+    /// Published by the resync loop, read by the join.
+    pub discovery: watch::Sender<DiscoveryState>,
+    /// Asks the join task to copy again: the membership changed while partial.
+    pub sync_wanted: Notify,
 }
 
 impl Shared {
-    /// The registry, recovered even if a panic poisoned the lock: the data stays
-    /// consistent because every mutation completes before it can panic.
-    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Recovered even if a panic poisoned the lock: every mutation completes
+        // before it can panic, so the data stays consistent.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The membership table, recovered from poisoning like the registry.
-    pub fn membership(&self) -> MutexGuard<'_, Membership> {
+    fn membership(&self) -> MutexGuard<'_, Membership> {
         self.membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the registry under its lock.
+    pub fn read_registry<T>(&self, read: impl FnOnce(&Registry) -> T) -> T {
+        read(&self.registry())
+    }
+
+    /// Reads the membership table under its lock.
+    pub fn read_membership<T>(&self, read: impl FnOnce(&Membership) -> T) -> T {
+        read(&self.membership())
+    }
+
+    /// Live listings held.
+    pub fn listing_count(&self) -> usize {
+        self.registry().len()
+    }
+
+    /// A service's listings as a JSON array with its index, `Err(index)` when it
+    /// has none (cached per change inside the registry).
+    pub fn listings_json(&self, service: &str) -> Result<(u64, Bytes), u64> {
+        let mut registry = self.registry();
+        registry
+            .listings_json(service)
+            .ok_or_else(|| registry.index(service))
+    }
+
+    /// The service names as a JSON array, with their index.
+    pub fn services_json(&self) -> (u64, Bytes) {
+        self.registry().services_json()
     }
 
     // Every mutation goes through one of the methods below, so that every change
@@ -123,8 +179,8 @@ impl Shared {
         refreshed
     }
 
-    /// Withdraws a listing.
-    pub fn remove(&self, service: &str, host: &str) -> Option<Listing> {
+    /// Withdraws a listing; returns its payload when there was one.
+    pub fn remove(&self, service: &str, host: &str) -> Option<Bytes> {
         let (removed, names_changed) = {
             let mut registry = self.registry();
             let names = registry.names_index();
@@ -150,9 +206,7 @@ impl Shared {
             (expired, registry.names_index() != names)
         };
         self.metrics.expired.inc_by(expired.len() as u64);
-        let mut services: Vec<&str> = expired.iter().map(|(service, _)| &**service).collect();
-        services.sort_unstable();
-        services.dedup();
+        let services: BTreeSet<&str> = expired.iter().map(|(service, _)| &**service).collect();
         for service in services {
             self.changes.notify(&Topic::Service(service.to_owned()));
         }
@@ -162,8 +216,44 @@ impl Shared {
         expired
     }
 
+    /// Imports listings copied from a peer (see [`Registry::import`]), skipping
+    /// any this coordinator's limits refuse. Returns how many were added.
+    pub fn import(&self, batch: Vec<SnapshotEntry>) -> usize {
+        let limits = &self.config.listing_limits;
+        let now = Instant::now();
+        let mut added: BTreeSet<String> = BTreeSet::new();
+        let mut count = 0;
+        let names_changed = {
+            let mut registry = self.registry();
+            let names = registry.names_index();
+            for entry in &batch {
+                if entry.listing.check(limits).is_err() {
+                    continue;
+                }
+                if let Ok(true) = registry.import(&entry.listing, entry.ttl, now) {
+                    count += 1;
+                    added.insert(entry.listing.service().to_owned());
+                }
+            }
+            registry.names_index() != names
+        };
+        self.metrics.imported.inc_by(count as u64);
+        for service in added {
+            self.changes.notify(&Topic::Service(service));
+        }
+        if names_changed {
+            self.changes.notify(&Topic::Services);
+        }
+        count
+    }
+
+    /// Starts or stops remembering withdrawals, for the duration of a copy.
+    pub fn record_withdrawals(&self, on: bool) {
+        self.registry().record_withdrawals(on);
+    }
+
     /// Applies `change` to the membership table, waking coordinator-list waiters
-    /// when the list changed.
+    /// when the list changed (and, while partial, asking for another copy).
     pub fn update_membership<T>(&self, change: impl FnOnce(&mut Membership) -> T) -> T {
         let (result, changed) = {
             let mut membership = self.membership();
@@ -173,9 +263,42 @@ impl Shared {
         };
         if changed {
             self.changes.notify(&Topic::Coordinators);
+            if self.readiness.phase() == Phase::Partial {
+                self.sync_wanted.notify_one();
+            }
         }
         result
     }
+
+    /// The start phase now (see `readiness.rs`).
+    pub fn phase(&self) -> Phase {
+        self.readiness.phase()
+    }
+
+    /// Waits until reads may be answered, at most the sync timeout.
+    pub async fn ready(&self) {
+        if !self.readiness.is_ready() {
+            self.readiness.wait_ready(self.config.sync_timeout).await;
+        }
+    }
+
+    /// Moves the start phase forward; held blocking queries are answered so
+    /// their callers learn the new completeness at once.
+    fn advance(&self, to: Phase) {
+        if self.readiness.advance(to) {
+            self.changes.notify_all();
+        }
+    }
+}
+
+/// The first index of a coordinator's registry and membership table: the wall
+/// clock in microseconds, so that a restarted coordinator never hands out an index
+/// it handed out before (a watcher holding an old one is answered at once). It
+/// would take a million changes a second, sustained, to catch up with the clock.
+fn first_index() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |since| since.as_micros() as u64)
 }
 
 /// A running coordinator. Drop it and its tasks stop; call
@@ -213,8 +336,14 @@ impl Coordinator {
     ) -> Result<Self, CoordinatorError> {
         let local_addr = listener.local_addr()?;
         let me = Peer::new(format!("{}:{}", config.announce_host, local_addr.port()))?;
-        let registry = Registry::new(config.listing_ttl(), config.registry_limits);
-        let membership = Membership::new(me.clone(), config.max_coordinators);
+        let first_index = first_index();
+        let registry = Registry::new(config.listing_ttl(), config.registry_limits, first_index);
+        let rules = Rules {
+            max_peers: config.max_coordinators,
+            failures_before_drop: config.failures_before_drop,
+            blacklist_for: config.resync_period(),
+        };
+        let membership = Membership::new(me.clone(), rules, first_index);
         let shared = Arc::new(Shared {
             remote: Remote::new(config.request_timeout).with_token(config.token.clone()),
             me,
@@ -223,6 +352,9 @@ impl Coordinator {
             shutdown: CancellationToken::new(),
             changes: Changes::new(config.max_held_queries),
             metrics: metrics::Metrics::new(),
+            readiness: Readiness::new(),
+            discovery: watch::Sender::new(DiscoveryState::default()),
+            sync_wanted: Notify::new(),
             config,
         });
         tracing::info!(
@@ -243,6 +375,7 @@ impl Coordinator {
             ("http", tokio::spawn(server)),
             ("expiry", tokio::spawn(expire_loop(shared.clone()))),
             ("poll", tokio::spawn(gossip::poll_loop(shared.clone()))),
+            ("sync", tokio::spawn(sync::run(shared.clone()))),
         ];
         if shared.config.discovery_host.is_some() {
             tasks.push(("resync", tokio::spawn(gossip::resync_loop(shared.clone()))));
@@ -269,11 +402,21 @@ impl Coordinator {
         self.local_addr.to_string()
     }
 
+    /// Whether it answers reads yet: it has copied its cluster's listings, or
+    /// found nobody to copy from (what `GET /ready` says).
+    pub fn is_ready(&self) -> bool {
+        self.shared.phase() != Phase::Syncing
+    }
+
+    /// Whether it holds every listing its cluster holds (`X-Hakken-Complete`).
+    pub fn is_complete(&self) -> bool {
+        self.shared.phase() == Phase::Complete
+    }
+
     /// Hosts of the coordinators this one knows, itself included.
     pub fn known_coordinators(&self) -> Vec<String> {
         self.shared
-            .membership()
-            .list()
+            .read_membership(|m| m.list())
             .iter()
             .map(|p| p.host().to_owned())
             .collect()
@@ -281,7 +424,7 @@ impl Coordinator {
 
     /// Number of live listings held.
     pub fn listing_count(&self) -> usize {
-        self.shared.registry().len()
+        self.shared.listing_count()
     }
 
     /// Number of blocking queries being held right now.
@@ -341,8 +484,7 @@ async fn expire_loop(shared: Arc<Shared>) {
     let ttl = shared.config.listing_ttl();
     loop {
         let next = shared
-            .registry()
-            .next_deadline()
+            .read_registry(Registry::next_deadline)
             .unwrap_or_else(|| Instant::now() + ttl);
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -353,7 +495,7 @@ async fn expire_loop(shared: Arc<Shared>) {
             for (service, host) in &expired {
                 tracing::info!(service = &**service, host = &**host, "listing expired");
             }
-            if !shared.registry().is_due(Instant::now()) {
+            if !shared.read_registry(|r| r.is_due(Instant::now())) {
                 break;
             }
             tokio::task::yield_now().await;

@@ -89,6 +89,22 @@ pub async fn post(
     )
 }
 
+/// The current `X-Hakken-Index` of a list route (`/v1/listings/s`, ...): asked
+/// with `index=0`, which no coordinator ever hands out, so it is answered at once.
+/// A blocking query with this index is then really held.
+pub async fn current_index(addr: &str, path: &str) -> u64 {
+    let response = http()
+        .get(format!("http://{addr}{path}?index=0"))
+        .send()
+        .await
+        .expect("GET answered");
+    response.headers()["x-hakken-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// `DELETE http://addr{path}` → the status.
 pub async fn delete(addr: &str, path: &str) -> u16 {
     http()

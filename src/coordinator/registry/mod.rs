@@ -19,7 +19,7 @@
 
 use crate::listing::{Limits, Listing};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -124,27 +124,29 @@ pub struct Registry {
     absent_index: u64,
     /// Cached JSON array of service names, valid for `names_index`.
     names_body: Option<Bytes>,
+    /// Keys withdrawn while a copy from a peer may be under way: an import must not
+    /// bring back what a publisher withdrew meanwhile. `None` when not recording.
+    withdrawn: Option<HashSet<Key>>,
 }
 
 impl Registry {
-    /// An empty registry whose listings live `ttl` after their last heartbeat.
-    pub fn new(ttl: Duration, limits: RegistryLimits) -> Self {
+    /// An empty registry whose listings live `ttl` after their last heartbeat, and
+    /// whose indexes start at `first_index` (the coordinator passes the wall clock
+    /// in microseconds, so that indexes never repeat across restarts).
+    pub fn new(ttl: Duration, limits: RegistryLimits, first_index: u64) -> Self {
+        let first_index = first_index.max(1);
         Registry {
             ttl,
             limits,
             services: BTreeMap::new(),
             queue: BTreeSet::new(),
             len: 0,
-            counter: 1,
-            names_index: 1,
-            absent_index: 1,
+            counter: first_index,
+            names_index: first_index,
+            absent_index: first_index,
             names_body: None,
+            withdrawn: None,
         }
-    }
-
-    /// How long a listing lives after its last heartbeat.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
     }
 
     fn bump(&mut self) -> u64 {
@@ -173,12 +175,24 @@ impl Registry {
                 return Ok(Upsert::Replaced);
             }
         }
+        self.insert(listing.service(), listing.host(), body, deadline)?;
+        Ok(Upsert::Added)
+    }
+
+    /// Files a new key, within the limits.
+    fn insert(
+        &mut self,
+        service: &str,
+        host: &str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<(), RegistryError> {
         if self.len >= self.limits.max_listings {
             return Err(RegistryError::TooManyListings {
                 max: self.limits.max_listings,
             });
         }
-        let is_new_service = !self.services.contains_key(listing.service());
+        let is_new_service = !self.services.contains_key(service);
         if is_new_service && self.services.len() >= self.limits.max_services {
             return Err(RegistryError::TooManyServices {
                 max: self.limits.max_services,
@@ -191,7 +205,7 @@ impl Registry {
         }
         let service = self
             .services
-            .entry(Arc::from(listing.service()))
+            .entry(Arc::from(service))
             .or_insert_with_key(|name| Service {
                 name: name.clone(),
                 listings: BTreeMap::new(),
@@ -200,7 +214,7 @@ impl Registry {
             });
         service.index = index;
         service.body = None;
-        let host: Arc<str> = Arc::from(listing.host());
+        let host: Arc<str> = Arc::from(host);
         let key = (service.name.clone(), host.clone());
         let entry = Entry {
             body,
@@ -210,7 +224,58 @@ impl Registry {
         service.listings.insert(host, entry);
         self.queue.insert((deadline, key));
         self.len += 1;
-        Ok(Upsert::Added)
+        Ok(())
+    }
+
+    /// Adds a listing copied from another coordinator, where it had `ttl_left` to
+    /// live: it lives no longer here (and at most one TTL). What this registry
+    /// holds already came straight from its publisher and wins; a key withdrawn
+    /// while recording (see [`Registry::record_withdrawals`]) stays withdrawn.
+    /// Returns whether it was added.
+    pub fn import(
+        &mut self,
+        listing: &Listing,
+        ttl_left: Duration,
+        now: Instant,
+    ) -> Result<bool, RegistryError> {
+        let held = self
+            .services
+            .get(listing.service())
+            .is_some_and(|s| s.listings.contains_key(listing.host()));
+        let withdrawn = self.withdrawn.as_ref().is_some_and(|keys| {
+            !keys.is_empty()
+                && keys.contains(&(Arc::from(listing.service()), Arc::from(listing.host())))
+        });
+        if held || withdrawn || ttl_left.is_zero() {
+            return Ok(false);
+        }
+        let deadline = now + ttl_left.min(self.ttl);
+        self.insert(listing.service(), listing.host(), encode(listing), deadline)?;
+        Ok(true)
+    }
+
+    /// Starts (`true`) or stops remembering withdrawn keys, for [`Registry::import`].
+    /// Bounded: past `max_listings` remembered keys, no more are.
+    pub fn record_withdrawals(&mut self, on: bool) {
+        match (on, &self.withdrawn) {
+            (true, None) => self.withdrawn = Some(HashSet::new()),
+            (false, _) => self.withdrawn = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// Every live listing as compact JSON, with the time it has left to live.
+    pub fn snapshot(&self, now: Instant) -> Vec<(Bytes, Duration)> {
+        let mut all = Vec::with_capacity(self.len);
+        for service in self.services.values() {
+            for entry in service.listings.values() {
+                let left = entry.deadline.saturating_duration_since(now);
+                if !left.is_zero() {
+                    all.push((entry.body.clone(), left));
+                }
+            }
+        }
+        all
     }
 
     /// Refreshes the heartbeat of `(service, host)` if its stored payload is exactly
@@ -236,13 +301,19 @@ impl Registry {
         true
     }
 
-    /// Removes one listing; `None` when there was none.
-    pub fn remove(&mut self, service: &str, host: &str) -> Option<Listing> {
+    /// Removes one listing, returning its payload (compact JSON); `None` when there
+    /// was none.
+    pub fn remove(&mut self, service: &str, host: &str) -> Option<Bytes> {
         let service = self.services.get(service)?;
         let (host, entry) = service.listings.get_key_value(host)?;
         let key = (service.name.clone(), host.clone());
         self.queue.remove(&(entry.queued, key.clone()));
-        Some(self.take(&key).listing())
+        if let Some(withdrawn) = &mut self.withdrawn {
+            if withdrawn.len() < self.limits.max_listings {
+                withdrawn.insert(key.clone());
+            }
+        }
+        Some(self.take(&key).body)
     }
 
     /// Takes the entry at `key` out of its service (the deadline is already gone),
@@ -306,16 +377,19 @@ impl Registry {
     }
 
     /// When the listing `(service, host)` expires, unless refreshed.
+    #[cfg(test)]
     pub fn deadline(&self, service: &str, host: &str) -> Option<Instant> {
         Some(self.services.get(service)?.listings.get(host)?.deadline)
     }
 
     /// Names of services with at least one live listing, sorted.
+    #[cfg(test)]
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.services.keys().map(|name| &**name)
     }
 
     /// Live listings of one service, sorted by host (decoded on the way out).
+    #[cfg(test)]
     pub fn listings(&self, service: &str) -> impl Iterator<Item = Listing> + '_ {
         self.services
             .get(service)
@@ -342,6 +416,7 @@ impl Registry {
     }
 
     /// The number of live listings of one service.
+    #[cfg(test)]
     pub fn count(&self, service: &str) -> usize {
         self.services.get(service).map_or(0, |s| s.listings.len())
     }
@@ -395,6 +470,7 @@ impl Registry {
     }
 
     /// True when no listing is live.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -404,6 +480,9 @@ impl Registry {
         self.services.len()
     }
 }
+
+#[cfg(test)]
+mod model_tests;
 
 #[cfg(test)]
 mod tests {
@@ -417,7 +496,7 @@ mod tests {
     }
 
     fn registry() -> Registry {
-        Registry::new(TTL, RegistryLimits::default())
+        Registry::new(TTL, RegistryLimits::default(), 1)
     }
 
     fn hosts(registry: &Registry, service: &str) -> Vec<String> {
@@ -532,7 +611,10 @@ mod tests {
         r.upsert(listing("s", "a:1"), t0).unwrap();
         r.upsert(listing("s", "b:1"), t0).unwrap();
         let before = r.index("s");
-        assert_eq!(r.remove("s", "a:1"), Some(listing("s", "a:1")));
+        assert_eq!(
+            r.remove("s", "a:1").as_deref(),
+            Some(&br#"{"service":"s","host":"a:1"}"#[..])
+        );
         assert_eq!(r.remove("s", "a:1"), None);
         assert_eq!(r.remove("nope", "a:1"), None);
         assert!(r.index("s") > before);
@@ -562,7 +644,7 @@ mod tests {
             max_listings: 2,
             max_services: 1,
         };
-        let mut r = Registry::new(TTL, limits);
+        let mut r = Registry::new(TTL, limits, 1);
         r.upsert(listing("s", "a:1"), t0).unwrap();
         assert_eq!(
             r.upsert(listing("t", "a:1"), t0),

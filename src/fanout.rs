@@ -1,8 +1,9 @@
 //! Running many calls at once, a bounded number at a time.
 //!
-//! Each call runs as its own task so a slow coordinator delays only itself; every
-//! task is tracked by the client's [`TaskTracker`], so closing the client waits for
-//! them too. Dropping the returned future aborts the calls still running.
+//! Each call runs as its own task so a slow coordinator delays only itself. The
+//! client passes its [`TaskTracker`], so closing it waits for them too; a
+//! coordinator's calls need none (they end with the future). Dropping the returned
+//! future aborts the calls still running.
 
 use std::future::Future;
 use tokio::task::JoinSet;
@@ -14,7 +15,7 @@ pub(crate) const CONCURRENCY: usize = 32;
 /// Runs `call` on every item, at most [`CONCURRENCY`] at a time, and returns the
 /// outputs in completion order. A call that panics is logged and left out.
 pub(crate) async fn fan_out<T, R, F, Fut>(
-    tracker: &TaskTracker,
+    tracker: Option<&TaskTracker>,
     items: impl IntoIterator<Item = T>,
     call: F,
 ) -> Vec<R>
@@ -36,7 +37,10 @@ where
                 collect(joined, &mut outputs);
             }
         }
-        running.spawn(tracker.track_future(call(item)));
+        match tracker {
+            Some(tracker) => running.spawn(tracker.track_future(call(item))),
+            None => running.spawn(call(item)),
+        };
     }
     while let Some(joined) = running.join_next().await {
         collect(joined, &mut outputs);

@@ -1,0 +1,287 @@
+//! Following one coordinator at a time: the engine under every watch, and under
+//! the client's view of the coordinator list.
+//!
+//! A [`Follower`] asks one route (a service's listings, the coordinator list) of one
+//! coordinator, picked at random among those the client knows (the configured host
+//! when it knows none). When that coordinator answers with an index (ours do), the
+//! next request is a blocking query that it holds until the route changes, so
+//! changes arrive within milliseconds; otherwise (the original coordinator) the
+//! follower polls. When the coordinator fails, the follower leaves it aside and
+//! asks another; when every one failed, it keeps looking with backoff and jitter.
+//!
+//! One call of [`Follower::next`] is one step: pick a coordinator, ask, and either
+//! hand back the answer or take the failure and go on. The pauses between steps
+//! (polling, backing off) are taken at the start of the next call.
+
+use super::Inner;
+use crate::backoff::{jittered, Backoff};
+use crate::remote::{Answer, Blocking, RemoteError};
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// First delay before looking again when no coordinator could be asked.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between two rounds of looking for a coordinator.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// First pause after a blocking query came back at once with nothing new.
+const EARLY_MIN: Duration = Duration::from_millis(250);
+/// How long a failed coordinator is left aside, unless another one answers first.
+const EXCLUSION: Duration = Duration::from_secs(30);
+
+/// What one step of following produced.
+#[derive(Debug)]
+pub(crate) enum Event<T> {
+    /// `host` answered.
+    Answer {
+        /// The coordinator asked.
+        host: String,
+        /// What it answered.
+        answer: Answer<T>,
+    },
+    /// Every coordinator was tried this round and failed; `host` was the last.
+    Exhausted {
+        /// The coordinator asked last.
+        host: String,
+        /// How it failed.
+        error: RemoteError,
+    },
+}
+
+/// The coordinator a follower follows now, shared with whoever reports it.
+pub(crate) type Followed = Arc<Mutex<Option<String>>>;
+
+/// Follows one route; `ask` makes the call (`remote, host, blocking`).
+pub(crate) struct Follower<Q> {
+    inner: Arc<Inner>,
+    ask: Q,
+    /// For logs: what is followed.
+    what: String,
+    /// How long a coordinator may hold a blocking query.
+    wait: Duration,
+    /// How often to poll a coordinator without blocking queries.
+    poll: fn(&Inner) -> Duration,
+    followed: Followed,
+    current: Option<String>,
+    /// The index of the last answer from `current`.
+    index: Option<u64>,
+    /// Which coordinator gave `index` (`X-Hakken-Coordinator`): behind a load
+    /// balancer, an index from one coordinator means nothing to another.
+    answerer: Option<String>,
+    /// Coordinators that failed this follower, and since when the first of them.
+    excluded: HashSet<String>,
+    excluded_since: Instant,
+    last_error: Option<(String, RemoteError)>,
+    retry: Backoff,
+    early: Backoff,
+    /// Taken before the next request.
+    pause: Option<Duration>,
+}
+
+impl<T, Q, Fut> Follower<Q>
+where
+    Q: Fn(crate::remote::Remote, String, Option<Blocking>) -> Fut,
+    Fut: Future<Output = Result<Answer<T>, RemoteError>>,
+{
+    /// A follower of the route `ask` calls, holding queries up to `wait`.
+    pub fn new(
+        inner: Arc<Inner>,
+        what: String,
+        wait: Duration,
+        poll: fn(&Inner) -> Duration,
+        ask: Q,
+    ) -> Self {
+        Follower {
+            inner,
+            ask,
+            what,
+            wait,
+            poll,
+            followed: Arc::new(Mutex::new(None)),
+            current: None,
+            index: None,
+            answerer: None,
+            excluded: HashSet::new(),
+            excluded_since: Instant::now(),
+            last_error: None,
+            retry: Backoff::new(RETRY_MIN, RETRY_MAX),
+            early: Backoff::new(EARLY_MIN, RETRY_MAX),
+            pause: None,
+        }
+    }
+
+    /// Names the coordinator followed now in `cell` (which a watch reports).
+    pub fn reporting_to(mut self, cell: Followed) -> Self {
+        self.followed = cell;
+        self
+    }
+
+    fn set_followed(&mut self, host: Option<String>) {
+        *self.followed.lock().unwrap_or_else(PoisonError::into_inner) = host.clone();
+        self.current = host;
+    }
+
+    /// One step: waits out the pause the last step asked for, then asks a
+    /// coordinator, going on to the next one while they fail.
+    pub async fn next(&mut self) -> Event<T> {
+        loop {
+            if let Some(pause) = self.pause.take() {
+                tokio::time::sleep(pause).await;
+            }
+            if !self.excluded.is_empty() && self.excluded_since.elapsed() > EXCLUSION {
+                self.excluded.clear();
+            }
+            let Some(host) = self.current.clone().or_else(|| self.pick()) else {
+                // Every coordinator failed this round: look again after a while.
+                self.excluded.clear();
+                let delay = self.retry.next_delay().min(self.inner.heartbeat_interval());
+                tracing::warn!(
+                    what = self.what.as_str(),
+                    retry_ms = delay.as_millis() as u64,
+                    "no coordinator answers; keeping what we have"
+                );
+                self.pause = Some(delay);
+                match self.last_error.take() {
+                    Some((host, error)) => return Event::Exhausted { host, error },
+                    None => continue,
+                }
+            };
+            if self.current.is_none() {
+                tracing::info!(
+                    what = self.what.as_str(),
+                    coordinator = host.as_str(),
+                    "following coordinator"
+                );
+                self.set_followed(Some(host.clone()));
+            }
+            let blocking = self.index.map(|index| Blocking {
+                index,
+                wait: self.wait,
+            });
+            let asked = Instant::now();
+            match self.ask(&host, blocking).await {
+                Ok(answer) => {
+                    self.on_answer(&host, &answer, blocking, asked);
+                    return Event::Answer { host, answer };
+                }
+                Err(error) => self.on_error(host, error),
+            }
+        }
+    }
+
+    /// A coordinator to ask: one known and not left aside, at random; else the
+    /// configured host unless it was left aside too.
+    fn pick(&self) -> Option<String> {
+        let candidates: Vec<String> = self
+            .inner
+            .targets()
+            .into_iter()
+            .filter(|h| !self.excluded.contains(h))
+            .collect();
+        if candidates.is_empty() {
+            let host = &self.inner.config.host;
+            return (!self.excluded.contains(host)).then(|| host.clone());
+        }
+        Some(candidates[fastrand::usize(..candidates.len())].clone())
+    }
+
+    /// Asks `host`; a held query gives up at once when the client drops `host`
+    /// (another of its calls found it dead) rather than at `wait`.
+    async fn ask(&self, host: &str, blocking: Option<Blocking>) -> Result<Answer<T>, RemoteError> {
+        let mut drops = self.inner.dropped.subscribe();
+        let followed = self.inner.known().iter().any(|h| h == host);
+        let call = (self.ask)(self.inner.remote.clone(), host.to_owned(), blocking);
+        tokio::select! {
+            result = call => result,
+            () = dropped(&self.inner, &mut drops, host), if followed => Err(RemoteError::Unreachable {
+                host: host.to_owned(),
+                message: "dropped by the client after its calls to it failed".into(),
+            }),
+        }
+    }
+
+    /// Takes an answer: what to ask next, and how long to wait first.
+    fn on_answer(
+        &mut self,
+        host: &str,
+        answer: &Answer<T>,
+        blocking: Option<Blocking>,
+        asked: Instant,
+    ) {
+        self.retry.reset();
+        let known = self.inner.known();
+        if known.iter().any(|h| h == host) {
+            self.excluded.clear();
+        }
+        self.inner.note_interval(host, answer.heartbeat_interval);
+        let hopped = blocking.is_some()
+            && answer.coordinator.is_some()
+            && answer.coordinator != self.answerer;
+        self.pause = match (answer.index, blocking) {
+            // No index: a coordinator without blocking queries; poll.
+            (None, _) => Some(jittered((self.poll)(&self.inner))),
+            // Back with nothing new well before the hold it granted (it was at its
+            // cap on held queries), or from another coordinator behind a load
+            // balancer: do not spin.
+            (Some(new), Some(b))
+                if hopped || (new == b.index && returned_early(answer, b, asked)) =>
+            {
+                Some(self.early.next_delay().min(self.inner.heartbeat_interval()))
+            }
+            (Some(_), _) => {
+                self.early.reset();
+                None
+            }
+        };
+        self.answerer = answer.coordinator.clone();
+        // The configured host is the way in, not a coordinator to follow once real
+        // ones are known (it may be a load balancer).
+        let configured = &self.inner.config.host;
+        if host == configured
+            && !known.iter().any(|h| h == host)
+            && known.iter().any(|h| !self.excluded.contains(h))
+        {
+            self.set_followed(None);
+            self.index = None;
+            self.answerer = None;
+        }
+        if self.current.is_some() {
+            self.index = answer.index;
+        }
+    }
+
+    /// Takes a failure: leave `host` aside and go on to another.
+    fn on_error(&mut self, host: String, error: RemoteError) {
+        tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");
+        if self.excluded.is_empty() {
+            self.excluded_since = Instant::now();
+        }
+        self.excluded.insert(host.clone());
+        self.set_followed(None);
+        self.index = None;
+        self.answerer = None;
+        self.last_error = Some((host, error));
+    }
+}
+
+/// Whether a blocking query with nothing new came back well before the hold its
+/// coordinator granted (`X-Hakken-Wait`; the asked wait when it does not say).
+fn returned_early<T>(answer: &Answer<T>, blocking: Blocking, asked: Instant) -> bool {
+    let granted = answer.wait.unwrap_or(blocking.wait);
+    granted.is_zero() || asked.elapsed() < granted / 2
+}
+
+/// Resolves once `host` has left the client's known coordinators.
+async fn dropped(inner: &Inner, drops: &mut watch::Receiver<u64>, host: &str) {
+    loop {
+        if drops.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !inner.known().iter().any(|h| h == host) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Join sync: a starting coordinator copies its cluster's listings before it
+//! answers a single listing read.
+//!
+//! The task here runs once per coordinator:
+//!
+//! 1. **Find peers.** With a discovery host, wait until the resync loop
+//!    (`gossip.rs`) has heard from another coordinator through it, or has tried
+//!    [`JOIN_ATTEMPTS`] times (a single coordinator that is its own discovery host,
+//!    a load balancer that keeps routing us to ourselves, nothing up yet).
+//! 2. **Copy.** Ask the known peers, in random order, for every listing: ours
+//!    through `GET /v1/snapshot` (each listing with its remaining time to live), the
+//!    original's through the v1 routes (each listing then lives one TTL). A peer
+//!    that fails is skipped for the next; a peer still syncing itself answers `503`
+//!    and is skipped too. Listings arrive in batches and are imported as they come:
+//!    what a publisher sent us meanwhile wins, and what it withdrew meanwhile stays
+//!    withdrawn.
+//! 3. **Open.** `Complete` after a copy from a complete peer; otherwise `Partial`
+//!    (see `readiness.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
+//!
+//! While partial, every change to the membership table triggers another copy (a
+//! peer found late, by an announcement or a later resync), and one heartbeat
+//! interval after start the coordinator counts as complete anyway: every live
+//! publisher has sent it its listings by then.
+
+use super::readiness::Phase;
+use super::Shared;
+use crate::fanout::fan_out;
+use crate::protocol::SnapshotEntry;
+use crate::remote::RemoteError;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Asks of the discovery host before a start gives up finding peers through it
+/// (it keeps asking in the background, and copies from whoever it finds later).
+pub(super) const JOIN_ATTEMPTS: u32 = 4;
+
+/// Listings imported under one hold of the registry lock.
+const IMPORT_BATCH: usize = 1_000;
+
+/// What a round of copying achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copied {
+    /// Everything a complete peer held.
+    Complete,
+    /// Whatever partial peers held, or nothing: no peer was complete or reachable.
+    Partial,
+}
+
+/// The join task: sync, open, then keep trying to complete while partial.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let started = Instant::now();
+    let deadline = started + shared.config.sync_timeout;
+    let joined = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        joined = tokio::time::timeout_at(deadline, join(&shared, deadline)) => joined,
+    };
+    let copied = joined.unwrap_or_else(|_elapsed| {
+        tracing::warn!(
+            timeout_ms = shared.config.sync_timeout.as_millis() as u64,
+            "join sync did not finish in time; serving what was copied"
+        );
+        Copied::Partial
+    });
+    let listings = shared.listing_count();
+    match copied {
+        Copied::Complete => {
+            shared.advance(Phase::Complete);
+            tracing::info!(
+                listings,
+                ms = started.elapsed().as_millis() as u64,
+                "ready: copied the cluster's listings"
+            );
+            return;
+        }
+        Copied::Partial => {
+            shared.advance(Phase::Partial);
+            tracing::info!(
+                listings,
+                ms = started.elapsed().as_millis() as u64,
+                warm_up_ms = shared.config.heartbeat().as_millis() as u64,
+                "ready, but no complete peer to copy from: answers are flagged partial until every publisher has been heard from"
+            );
+        }
+    }
+    let warm = started + shared.config.heartbeat();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(warm) => break,
+            _ = shared.sync_wanted.notified() => {
+                let deadline = Instant::now() + shared.config.sync_timeout;
+                let copy = tokio::time::timeout_at(deadline, copy(&shared, deadline));
+                if let Ok(Copied::Complete) = copy.await {
+                    tracing::info!(listings = shared.listing_count(), "complete: copied the listings of a peer found late");
+                    break;
+                }
+            }
+        }
+    }
+    shared.advance(Phase::Complete);
+}
+
+/// Steps 1 and 2.
+async fn join(shared: &Arc<Shared>, deadline: Instant) -> Copied {
+    if shared.config.discovery_host.is_some() {
+        let mut discovery = shared.discovery.subscribe();
+        let found = discovery.wait_for(|d| d.answered || d.attempts >= JOIN_ATTEMPTS);
+        let _ = found.await;
+    }
+    copy(shared, deadline).await
+}
+
+/// Copies from the known peers in random order until one complete copy succeeds.
+async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
+    let mut peers = shared.read_membership(|m| m.hosts_to_poll());
+    fastrand::shuffle(&mut peers);
+    shared.record_withdrawals(true);
+    let mut copied = Copied::Partial;
+    for host in peers {
+        match copy_from(shared, &host, deadline).await {
+            Ok(true) => {
+                copied = Copied::Complete;
+                break;
+            }
+            Ok(false) => {
+                tracing::debug!(peer = host, "copied from a partial peer; trying the next");
+            }
+            Err(error) => {
+                tracing::info!(peer = host, %error, "could not copy listings from this peer; trying the next");
+            }
+        }
+    }
+    shared.record_withdrawals(false);
+    copied
+}
+
+/// Copies every listing `host` holds; `Ok(complete)` says whether it was complete.
+async fn copy_from(
+    shared: &Arc<Shared>,
+    host: &str,
+    deadline: Instant,
+) -> Result<bool, RemoteError> {
+    let within = deadline.saturating_duration_since(Instant::now());
+    let limits = shared.config.listing_limits;
+    let mut snapshot = match shared.remote.snapshot(host, within, limits).await {
+        Ok(snapshot) => snapshot,
+        // No such route: the original's coordinator, or an older one of ours.
+        Err(RemoteError::Status { status: 404, .. }) => {
+            return copy_v1(shared, host).await.map(|()| true)
+        }
+        Err(error) => return Err(error),
+    };
+    let complete = snapshot.head().complete;
+    let mut imported = 0;
+    while let Some(batch) = snapshot.next_batch(IMPORT_BATCH).await? {
+        imported += shared.import(batch);
+    }
+    tracing::debug!(
+        peer = host,
+        count = snapshot.head().count,
+        imported,
+        skipped = snapshot.skipped(),
+        complete,
+        "snapshot copied"
+    );
+    Ok(complete)
+}
+
+/// Copies from a coordinator without the snapshot route: the list of services,
+/// then each service's listings. Their remaining time is unknown: one TTL each.
+async fn copy_v1(shared: &Arc<Shared>, host: &str) -> Result<(), RemoteError> {
+    let services = shared.remote.services(host, None).await?.value;
+    let ttl = shared.config.listing_ttl();
+    let reads = fan_out(None, services, |service| {
+        let remote = shared.remote.clone();
+        let host = host.to_owned();
+        async move { remote.listings(&host, &service, None).await }
+    });
+    for read in reads.await {
+        let listings = read?.value;
+        let batch = listings
+            .into_iter()
+            .map(|listing| SnapshotEntry { ttl, listing })
+            .collect();
+        shared.import(batch);
+    }
+    Ok(())
+}

@@ -18,12 +18,17 @@ pub const INDEX_HEADER: &str = "x-hakken-index";
 pub const HEARTBEAT_HEADER: &str = "x-hakken-heartbeat-interval";
 /// Response header: which coordinator answered (its announced host).
 pub const COORDINATOR_HEADER: &str = "x-hakken-coordinator";
-/// Response header on listing reads: `true` when the answering coordinator holds
+/// Response header on every answer: `true` when the answering coordinator holds
 /// every listing its cluster holds (it copied them from a peer at start, or has
 /// run long enough for every publisher to have reached it); `false` during the
 /// warm-up after a start with nobody to copy from. Absent from the original's
 /// answers.
 pub const COMPLETE_HEADER: &str = "x-hakken-complete";
+
+/// Response header on every answer: a number that identifies one run of the
+/// answering coordinator (the time it started, in microseconds since 1970). When
+/// it changes, the coordinator restarted and may have lost what it was sent.
+pub const INSTANCE_HEADER: &str = "x-hakken-instance";
 
 /// Response header on an answer to a blocking query: how long the coordinator
 /// agreed to hold it, in milliseconds (`0` when it was at its cap on held queries

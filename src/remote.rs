@@ -9,7 +9,8 @@
 use crate::listing::{Limits, Listing, Peer};
 use crate::protocol::{
     read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
-    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, SNAPSHOT_PATH, WAIT_HEADER,
+    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, SNAPSHOT_PATH,
+    WAIT_HEADER,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Response, StatusCode};
@@ -120,6 +121,8 @@ pub struct Answer<T> {
     pub complete: Option<bool>,
     /// `X-Hakken-Wait`: how long the coordinator agreed to hold a blocking query.
     pub wait: Option<Duration>,
+    /// `X-Hakken-Instance`: which run of the coordinator answered.
+    pub instance: Option<u64>,
 }
 
 impl<T> Answer<T> {
@@ -132,6 +135,7 @@ impl<T> Answer<T> {
             coordinator: self.coordinator,
             complete: self.complete,
             wait: self.wait,
+            instance: self.instance,
         }
     }
 }
@@ -313,6 +317,7 @@ impl Remote {
             wait: header(WAIT_HEADER)
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis),
+            instance: header(INSTANCE_HEADER).and_then(|v| v.parse().ok()),
         }
     }
 

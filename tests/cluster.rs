@@ -202,54 +202,6 @@ async fn an_unreachable_or_self_discovery_host_is_harmless() {
     narcissus.shutdown().await.unwrap();
 }
 
-/// A fake load balancer: forwards each request to the next backend of a script
-/// (the last one repeating), copying status, body and headers.
-async fn scripted_balancer(script: Vec<String>) -> (String, tokio::task::JoinHandle<()>) {
-    use axum::body::Bytes;
-    use axum::extract::{Request, State};
-    use axum::response::{IntoResponse, Response};
-    use std::sync::{Arc, Mutex};
-
-    type Script = Arc<Mutex<std::collections::VecDeque<String>>>;
-    async fn forward(State(script): State<Script>, request: Request) -> Response {
-        let backend = {
-            let mut script = script.lock().unwrap();
-            if script.len() > 1 {
-                script.pop_front().unwrap()
-            } else {
-                script[0].clone()
-            }
-        };
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        let uri = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let answer = common::http()
-            .request(parts.method, format!("http://{backend}{uri}"))
-            .body(body)
-            .send()
-            .await;
-        let Ok(answer) = answer else {
-            return axum::http::StatusCode::BAD_GATEWAY.into_response();
-        };
-        let status = answer.status();
-        let headers = answer.headers().clone();
-        let body: Bytes = answer.bytes().await.unwrap_or_default();
-        (status, headers, body).into_response()
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let script: Script = Arc::new(Mutex::new(script.into()));
-    let app = axum::Router::new().fallback(forward).with_state(script);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (addr, task)
-}
-
 #[tokio::test]
 async fn a_coordinator_routed_to_itself_asks_again_soon() {
     let b = start(config(60_000)).await;
@@ -258,7 +210,7 @@ async fn a_coordinator_routed_to_itself_asks_again_soon() {
     let a_addr = listener.local_addr().unwrap().to_string();
     // The balancer sends a to itself three times, then to b.
     let script = vec![a_addr.clone(), a_addr.clone(), a_addr.clone(), b.address()];
-    let (balancer, balancer_task) = scripted_balancer(script).await;
+    let (balancer, balancer_task) = common::scripted_balancer(script).await;
     // A resync period far longer than the test's patience: only the quick retry
     // after self-routing can bring a and b together in time.
     let mut cfg = with_discovery(config(60_000), &balancer);

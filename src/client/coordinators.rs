@@ -28,6 +28,13 @@ struct Known {
     interval: Option<Duration>,
     /// Rounds in a row (heartbeats, polls) that found it broken.
     strikes: u32,
+    /// Some other call (a held query) failed since it last answered.
+    suspect: bool,
+    /// Its last answer said it is not complete (it started with nobody to copy
+    /// listings from).
+    partial: bool,
+    /// The run of it that answered last (`X-Hakken-Instance`).
+    instance: Option<u64>,
 }
 
 /// What a failed round did to a coordinator.
@@ -105,19 +112,53 @@ impl Coordinators {
         Strike::Dropped
     }
 
-    /// Records that `host` answered (even with a refusal): its strikes are cleared.
-    /// True when it had some: it is back after a failure.
-    pub fn answered(&mut self, host: &str) -> bool {
+    /// Records that some call to `host` outside a round failed: no strike, but it
+    /// counts as failing until it answers. True when it is known.
+    pub fn suspect(&mut self, host: &str) -> bool {
         self.known
             .get_mut(host)
-            .is_some_and(|known| std::mem::take(&mut known.strikes) > 0)
+            .map(|known| known.suspect = true)
+            .is_some()
     }
 
-    /// The known coordinators whose last round failed.
+    /// Records that `host` answered (even with a refusal): its strikes are cleared.
+    /// True when it was failing: it is back after a failure.
+    pub fn answered(&mut self, host: &str) -> bool {
+        self.known.get_mut(host).is_some_and(|known| {
+            let failing = known.strikes > 0 || known.suspect;
+            known.strikes = 0;
+            known.suspect = false;
+            failing
+        })
+    }
+
+    /// Records whether `host` said it is complete; true when it just said it is
+    /// not (it restarted with nobody to copy listings from).
+    pub fn note_complete(&mut self, host: &str, complete: Option<bool>) -> bool {
+        let partial = complete == Some(false);
+        self.known.get_mut(host).is_some_and(|known| {
+            let was_partial = std::mem::replace(&mut known.partial, partial);
+            partial && !was_partial
+        })
+    }
+
+    /// Records which run of `host` answered; true when it is another run than the
+    /// one that answered before: it restarted.
+    pub fn note_instance(&mut self, host: &str, instance: Option<u64>) -> bool {
+        let (Some(known), Some(instance)) = (self.known.get_mut(host), instance) else {
+            return false;
+        };
+        known
+            .instance
+            .replace(instance)
+            .is_some_and(|before| before != instance)
+    }
+
+    /// The known coordinators that failed since they last answered.
     pub fn failing(&self) -> Vec<String> {
         self.known
             .iter()
-            .filter(|(_, known)| known.strikes > 0)
+            .filter(|(_, known)| known.strikes > 0 || known.suspect)
             .map(|(host, _)| host.clone())
             .collect()
     }
@@ -228,6 +269,12 @@ mod tests {
         assert!(c.answered("a:1"), "back after a failure");
         assert!(!c.answered("a:1"));
         assert!(c.failing().is_empty());
+        // A failed held query makes it suspect: failing, without a strike.
+        assert!(c.suspect("a:1"));
+        assert!(!c.suspect("b:1"));
+        assert_eq!(c.failing(), ["a:1"]);
+        assert!(c.answered("a:1"));
+        assert!(c.failing().is_empty());
         for strike in 1..3 {
             assert_eq!(c.failed("a:1"), Strike::Struck(strike));
         }
@@ -235,6 +282,31 @@ mod tests {
         assert_eq!(c.failed("a:1"), Strike::Unknown);
         assert!(c.is_empty());
         assert_eq!(c.targets(), ["lb:1", "a:1"], "kept as a fallback");
+    }
+
+    #[test]
+    fn notices_when_a_coordinator_turns_partial() {
+        let mut c = Coordinators::new("lb:1", 3);
+        c.add("a:1");
+        assert!(!c.note_complete("a:1", Some(true)));
+        assert!(!c.note_complete("a:1", None));
+        assert!(c.note_complete("a:1", Some(false)), "turned partial");
+        assert!(!c.note_complete("a:1", Some(false)), "still partial");
+        assert!(!c.note_complete("a:1", Some(true)));
+        assert!(c.note_complete("a:1", Some(false)), "partial again");
+        assert!(!c.note_complete("z:1", Some(false)), "unknown");
+    }
+
+    #[test]
+    fn notices_a_restart_by_its_instance() {
+        let mut c = Coordinators::new("lb:1", 3);
+        c.add("a:1");
+        assert!(!c.note_instance("a:1", Some(7)), "first seen");
+        assert!(!c.note_instance("a:1", Some(7)));
+        assert!(!c.note_instance("a:1", None), "the original says nothing");
+        assert!(c.note_instance("a:1", Some(9)), "restarted");
+        assert!(!c.note_instance("a:1", Some(9)));
+        assert!(!c.note_instance("z:1", Some(1)), "unknown");
     }
 
     #[test]

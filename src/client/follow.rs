@@ -216,7 +216,7 @@ where
         if known.iter().any(|h| h == host) {
             self.excluded.clear();
         }
-        self.inner.note_interval(host, answer.heartbeat_interval);
+        self.inner.note(host, answer);
         let hopped = blocking.is_some()
             && answer.coordinator.is_some()
             && answer.coordinator != self.answerer;
@@ -256,6 +256,9 @@ where
     /// Takes a failure: leave `host` aside and go on to another.
     fn on_error(&mut self, host: String, error: RemoteError) {
         tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");
+        if error.is_broken() {
+            self.inner.suspect(&host);
+        }
         if self.excluded.is_empty() {
             self.excluded_since = Instant::now();
         }

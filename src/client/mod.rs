@@ -64,6 +64,11 @@ pub(crate) struct Inner {
     pub resync_now: Notify,
     /// Wakes the heartbeat task when the heartbeat interval changed.
     pub interval_changed: Notify,
+    /// Wakes the heartbeat task to retry the failing coordinators soon.
+    pub retry_soon: Notify,
+    /// Wakes the heartbeat task to send every listing everywhere now: a
+    /// coordinator restarted with nobody to copy listings from.
+    pub republish: Notify,
     /// Counts coordinators dropped, so a watch held on one learns it was dropped.
     pub dropped: tokio::sync::watch::Sender<u64>,
     /// Whether the background tasks were spawned.
@@ -131,7 +136,7 @@ impl Inner {
         for host in &added {
             tracing::info!(coordinator = host.as_str(), from, "coordinator added");
         }
-        self.note_interval(from, answer.heartbeat_interval);
+        self.note(from, answer);
         let count = added.len();
         if count > 0 && self.spawned.load(Ordering::SeqCst) {
             self.publish_now(added);
@@ -216,10 +221,47 @@ impl Inner {
         back
     }
 
-    /// Known coordinators whose last round failed: retried sooner than the next
-    /// heartbeat, so one that comes back gets every listing at once.
+    /// Known coordinators that failed since they last answered: retried sooner
+    /// than the next heartbeat, so one that comes back gets every listing at once.
     pub fn failing(&self) -> Vec<String> {
         self.coordinator_table().failing()
+    }
+
+    /// Records that a call outside a round (a held query) to `host` failed: it is
+    /// retried soon, and gets every listing as soon as it answers.
+    pub fn suspect(&self, host: &str) {
+        if self.coordinator_table().suspect(host) {
+            self.retry_soon.notify_one();
+        }
+    }
+
+    /// Records what an answer of `host` says of it: its heartbeat interval, and
+    /// whether it restarted. One that restarted (another run answers) gets every
+    /// listing now; one that restarted with nobody to copy listings from (it says
+    /// it is not complete) means the whole cluster may have restarted, so every
+    /// listing goes everywhere now rather than at the next heartbeat.
+    pub fn note<T>(self: &Arc<Self>, host: &str, answer: &Answer<T>) {
+        self.note_interval(host, answer.heartbeat_interval);
+        let (restarted, turned_partial) = {
+            let mut table = self.coordinator_table();
+            (
+                table.note_instance(host, answer.instance),
+                table.note_complete(host, answer.complete),
+            )
+        };
+        if turned_partial {
+            tracing::info!(
+                coordinator = host,
+                "coordinator restarted without a peer to copy from; publishing everything now"
+            );
+            self.republish.notify_one();
+        } else if restarted {
+            tracing::info!(
+                coordinator = host,
+                "coordinator restarted; publishing to it now"
+            );
+            self.publish_now(vec![host.to_owned()]);
+        }
     }
 
     /// Spawns the heartbeat, poll and resync tasks, once. `ask_first`: the resync
@@ -306,6 +348,8 @@ impl Client {
             tasks: TaskTracker::new(),
             resync_now: Notify::new(),
             interval_changed: Notify::new(),
+            retry_soon: Notify::new(),
+            republish: Notify::new(),
             dropped: tokio::sync::watch::Sender::new(0),
             spawned: AtomicBool::new(false),
             closed: AtomicBool::new(false),

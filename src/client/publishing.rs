@@ -26,43 +26,61 @@ use tokio::time::Instant;
 /// First retry of a coordinator whose heartbeat failed.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
+/// What the heartbeat task does when it wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Every listing to every coordinator; a broken one gets a strike.
+    Heartbeat,
+    /// Every listing to every coordinator now, without strikes.
+    Republish,
+    /// Every listing to the coordinators that failed since they last answered.
+    Retry,
+}
+
 /// Sends every listing again each heartbeat interval, until shutdown; in between,
-/// retries the coordinators that failed. Wakes early when the interval changes (a
-/// coordinator announced a shorter one).
+/// retries the coordinators that failed, and republishes everywhere when asked.
+/// Wakes early when the interval changes (a coordinator announced a shorter one).
 pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     let mut next_round = Instant::now() + jittered(inner.heartbeat_interval());
     let mut retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
     let mut next_retry: Option<Instant> = None;
     loop {
         let wake = next_retry.map_or(next_round, |at| at.min(next_round));
-        tokio::select! {
+        let round = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = inner.interval_changed.notified() => {
                 next_round = Instant::now() + jittered(inner.heartbeat_interval());
                 retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
                 continue;
             }
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-        let full = Instant::now() >= next_round;
-        if full {
+            _ = inner.retry_soon.notified() => {
+                let soon = Instant::now() + retry.next_delay();
+                next_retry = Some(next_retry.map_or(soon, |at| at.min(soon)));
+                continue;
+            }
+            _ = inner.republish.notified() => Round::Republish,
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= next_round { Round::Heartbeat } else { Round::Retry }
+            }
+        };
+        if round == Round::Heartbeat {
             next_round = Instant::now() + jittered(inner.heartbeat_interval());
         }
-        let round = async {
+        let send_round = async {
             let _round = inner.writes.lock().await;
             let listings = inner.listings();
             if listings.is_empty() {
                 return;
             }
-            if full {
-                send(&inner, listings, inner.targets(), true, true).await;
-            } else {
-                send(&inner, listings, inner.failing(), true, false).await;
+            match round {
+                Round::Heartbeat => send(&inner, listings, inner.targets(), true, true).await,
+                Round::Republish => send(&inner, listings, inner.targets(), true, false).await,
+                Round::Retry => send(&inner, listings, inner.failing(), true, false).await,
             }
         };
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            _ = round => {}
+            _ = send_round => {}
         }
         next_retry = if inner.failing().is_empty() {
             retry.reset();

@@ -60,24 +60,27 @@ struct View {
     /// What passed the filters last time, so the selector runs only when that
     /// changes.
     candidates: Option<Vec<Listing>>,
-    /// While answers are partial: the coordinator giving them, and the listings
-    /// held from before it that it has not listed yet. Those are kept; a listing
-    /// it has listed once is its to remove.
-    protected: Option<(String, Vec<Listing>)>,
+    /// While answers are partial: the coordinator giving them (which run of it),
+    /// and the listings held from before it that it has not listed yet. Those are
+    /// kept; a listing it has listed once is its to remove.
+    protected: Option<(Source, Vec<Listing>)>,
 }
+
+/// Who gave an answer: a coordinator's host, and which run of it.
+type Source = (String, Option<u64>);
 
 impl View {
     /// What to take from `host`'s answer `listings` (filtered): all of it when the
     /// coordinator is complete; from one that is not, the answer plus the listings
     /// held from before it that it has not listed yet.
-    fn take(&mut self, host: &str, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
+    fn take(&mut self, source: Source, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
         if complete {
             self.protected = None;
             return listings;
         }
         let held = self.candidates.as_deref().unwrap_or_default();
         let protected = match self.protected.take() {
-            Some((from, protected)) if from == host => protected,
+            Some((from, protected)) if from == source => protected,
             // A new source of partial answers: protect all that is held now.
             _ => held.to_vec(),
         };
@@ -86,7 +89,7 @@ impl View {
             .filter(|p| !listings.iter().any(|l| l.key() == p.key()))
             .collect();
         let view = merged(&protected, listings);
-        self.protected = Some((host.to_owned(), protected));
+        self.protected = Some((source, protected));
         view
     }
 }
@@ -96,12 +99,14 @@ impl WatchState {
     /// changed. From a coordinator that is not complete, no listing held from
     /// before is removed (see [`View::take`]).
     fn update(&self, host: &str, answer: Answer<Vec<Listing>>, view: &mut View) {
+        let complete = answer.complete != Some(false);
+        let source = (host.to_owned(), answer.instance);
         let passed: Vec<Listing> = answer
             .value
             .into_iter()
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .collect();
-        let passed = view.take(host, passed, answer.complete != Some(false));
+        let passed = view.take(source, passed, complete);
         if view.candidates.as_ref() == Some(&passed) {
             return;
         }
@@ -453,10 +458,11 @@ mod tests {
     #[test]
     fn a_partial_coordinator_never_removes_what_it_has_not_listed() {
         let mut view = View::default();
-        let took = view.take("x", vec![listing("a:1", 1)], false);
+        let x = || ("x".to_owned(), Some(1));
+        let took = view.take(x(), vec![listing("a:1", 1)], false);
         assert_eq!(hosts(&took), ["a:1"], "nothing held before: taken as it is");
         view.candidates = Some(took);
-        let took = view.take("x", vec![], false);
+        let took = view.take(x(), vec![], false);
         assert!(took.is_empty(), "x listed a:1, so x may remove it");
 
         let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
@@ -465,24 +471,28 @@ mod tests {
             protected: None,
         };
         // A restarted coordinator that has heard from nobody yet.
-        let took = view.take("x", vec![], false);
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         view.candidates = Some(took);
         // a's publisher reached it, with a new payload.
-        let took = view.take("x", vec![listing("a:1", 2)], false);
+        let took = view.take(x(), vec![listing("a:1", 2)], false);
         assert_eq!(hosts(&took), ["b:1", "c:1", "a:1"]);
         assert_eq!(took[2].get("v"), Some(&serde_json::json!(2)));
         view.candidates = Some(took);
         // a withdrew: x listed it, so the removal is real.
-        let took = view.take("x", vec![], false);
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         view.candidates = Some(took);
-        // Another partial coordinator: what is held now is protected again.
-        let took = view.take("y", vec![listing("d:1", 1)], false);
+        // Another run of x: what is held now is protected again.
+        let x2 = || ("x".to_owned(), Some(2));
+        let took = view.take(x2(), vec![], false);
+        assert_eq!(hosts(&took), ["b:1", "c:1"]);
+        // Another partial coordinator: likewise.
+        let took = view.take(("y".to_owned(), None), vec![listing("d:1", 1)], false);
         assert_eq!(hosts(&took), ["b:1", "c:1", "d:1"]);
         view.candidates = Some(took);
         // A complete answer is the truth.
-        let took = view.take("y", vec![listing("c:1", 1)], true);
+        let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true);
         assert_eq!(hosts(&took), ["c:1"]);
         assert!(view.protected.is_none());
     }

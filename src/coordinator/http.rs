@@ -19,13 +19,14 @@
 //! | `GET /v1/snapshot` | `200` every listing with its remaining TTL (NDJSON) |
 //!
 //! Listing reads (`GET /v1/listings[/:service]`) that arrive while the coordinator
-//! is still copying its cluster's listings (join sync, `sync.rs`) wait for it, and
-//! are answered with `X-Hakken-Complete`.
+//! is still copying its cluster's listings (join sync, `sync.rs`) wait for it.
+//! Every answer says whether the coordinator is complete (`X-Hakken-Complete`).
 //!
 //! The three list GETs answer with `X-Hakken-Index` and are blocking queries when
 //! asked with `?index=N[&wait=30s]`: held until the index differs from `N`.
 //! `?pretty` pretty-prints any GET answer. Every answer carries
-//! `X-Hakken-Heartbeat-Interval` (ms) and `X-Hakken-Coordinator` (this one's host).
+//! `X-Hakken-Heartbeat-Interval` (ms), `X-Hakken-Coordinator` (this one's host) and
+//! `X-Hakken-Complete`.
 
 use super::changes::Topic;
 use super::metrics::{RequestLabels, RouteLabels};
@@ -35,7 +36,8 @@ use super::Shared;
 use crate::listing::{check_name, DecodeError, Listing, Peer};
 use crate::protocol::{
     snapshot_end, write_snapshot_entry, SnapshotHead, COMPLETE_HEADER, COORDINATOR_HEADER,
-    HEARTBEAT_HEADER, INDEX_HEADER, READY_PATH, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_PATH, WAIT_HEADER,
+    HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, READY_PATH, SNAPSHOT_CONTENT_TYPE,
+    SNAPSHOT_PATH, WAIT_HEADER,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -290,6 +292,12 @@ async fn around(State(around): State<Around>, request: Request, next: Next) -> R
     for (name, value) in around.headers.iter() {
         headers.insert(name.clone(), value.clone());
     }
+    // Whether this coordinator holds all its cluster holds (see `readiness.rs`).
+    let complete = HeaderValue::from_static(match shared.phase() {
+        Phase::Complete => "true",
+        Phase::Syncing | Phase::Partial => "false",
+    });
+    headers.insert(COMPLETE_HEADER, complete);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = &shared.metrics;
@@ -443,6 +451,7 @@ fn common_headers(shared: &Shared) -> CommonHeaders {
             COORDINATOR_HEADER,
             HeaderValue::from_str(shared.me.host()).ok(),
         ),
+        (INSTANCE_HEADER, Some(HeaderValue::from(shared.instance))),
     ]
     .into_iter()
     .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
@@ -530,7 +539,7 @@ async fn get_services(
     }
     let (index, body) = shared.services_json();
     let response = json_ok(body, params.pretty(), Some(index));
-    Ok(completeness(&shared, granted(response, hold)))
+    Ok(granted(response, hold))
 }
 
 async fn get_listings(
@@ -576,20 +585,7 @@ async fn get_listings(
             response
         }
     };
-    Ok(completeness(&shared, granted(response, hold)))
-}
-
-/// Marks a listing read with whether this coordinator holds all its cluster holds.
-fn completeness(shared: &Shared, mut response: Response) -> Response {
-    let complete = if shared.phase() == Phase::Complete {
-        "true"
-    } else {
-        "false"
-    };
-    response
-        .headers_mut()
-        .insert(COMPLETE_HEADER, HeaderValue::from_static(complete));
-    response
+    Ok(granted(response, hold))
 }
 
 /// `GET /ready`: `200` once the coordinator answers listing reads (join sync is

@@ -96,6 +96,9 @@ pub(crate) struct Shared {
     pub discovery: watch::Sender<DiscoveryState>,
     /// Asks the join task to copy again: the membership changed while partial.
     pub sync_wanted: Notify,
+    /// Identifies this run of the coordinator (`X-Hakken-Instance`): the wall
+    /// clock at start, in microseconds, also the first index.
+    pub instance: u64,
 }
 
 impl Shared {
@@ -355,6 +358,7 @@ impl Coordinator {
             readiness: Readiness::new(),
             discovery: watch::Sender::new(DiscoveryState::default()),
             sync_wanted: Notify::new(),
+            instance: first_index,
             config,
         });
         tracing::info!(

@@ -105,6 +105,35 @@ pub async fn current_index(addr: &str, path: &str) -> u64 {
         .unwrap()
 }
 
+/// The coordinator's `/metrics` text (checked to be the exposition format).
+pub async fn scrape(addr: &str) -> String {
+    let response = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    response.text().await.unwrap()
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// One sample of the coordinator's metrics, scraped now.
+pub async fn metric(addr: &str, series: &str) -> f64 {
+    sample(&scrape(addr).await, series)
+}
+
 /// `DELETE http://addr{path}` → the status.
 pub async fn delete(addr: &str, path: &str) -> u16 {
     http()
@@ -129,6 +158,54 @@ pub async fn coordinators_of(addr: &str) -> Vec<String> {
         .unwrap_or_default();
     hosts.sort();
     hosts
+}
+
+/// A fake load balancer: forwards each request to the next backend of a script
+/// (the last one repeating), copying status, body and headers.
+pub async fn scripted_balancer(script: Vec<String>) -> (String, tokio::task::JoinHandle<()>) {
+    use axum::body::Bytes;
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+    use std::sync::{Arc, Mutex};
+
+    type Script = Arc<Mutex<std::collections::VecDeque<String>>>;
+    async fn forward(State(script): State<Script>, request: Request) -> Response {
+        let backend = {
+            let mut script = script.lock().unwrap();
+            if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0].clone()
+            }
+        };
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let answer = http()
+            .request(parts.method, format!("http://{backend}{uri}"))
+            .body(body)
+            .send()
+            .await;
+        let Ok(answer) = answer else {
+            return axum::http::StatusCode::BAD_GATEWAY.into_response();
+        };
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let body: Bytes = answer.bytes().await.unwrap_or_default();
+        (status, headers, body).into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let script: Script = Arc::new(Mutex::new(script.into()));
+    let app = axum::Router::new().fallback(forward).with_state(script);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, task)
 }
 
 pub mod node;

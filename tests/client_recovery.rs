@@ -1,0 +1,213 @@
+//! The client when coordinators join, restart or fail (issue #12): it learns a new
+//! coordinator at once and publishes to it, republishes to one that comes back
+//! after a failure without waiting for its heartbeat, keeps a coordinator that
+//! refuses rather than fails, and its watches never shrink because their
+//! coordinator restarted empty.
+//!
+//! Heartbeats and polls are a minute apart here, far beyond the test's patience:
+//! whatever arrives in time arrived because of what is tested.
+
+mod common;
+
+use common::{config, delete, eventually, get, metric, post, start, PATIENCE};
+use hakken::coordinator::{Coordinator, CoordinatorConfig};
+use hakken::{Client, ClientConfig, Listing};
+use serde_json::json;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Heartbeats, polls and resyncs once a minute.
+fn slow_client(host: &str) -> ClientConfig {
+    ClientConfig::new(host)
+        .heartbeat_interval(Duration::from_secs(60))
+        .poll_interval(Duration::from_secs(60))
+        .request_timeout(Duration::from_secs(2))
+}
+
+async fn started(config: ClientConfig) -> Client {
+    let client = Client::new(config);
+    tokio::time::timeout(PATIENCE, client.start())
+        .await
+        .expect("start is bounded")
+        .expect("client starts");
+    client
+}
+
+fn hosts_of(listings: &[Listing]) -> Vec<String> {
+    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
+    hosts.sort();
+    hosts
+}
+
+async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
+    let want: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    eventually(&format!("the watch sees {want:?}"), || async {
+        (hosts_of(&watch.get()) == want).then_some(())
+    })
+    .await;
+}
+
+/// Restarts a coordinator on the same address, empty.
+async fn restart(c: Coordinator, config: CoordinatorConfig) -> Coordinator {
+    let bound = c.local_addr();
+    c.shutdown().await.unwrap();
+    let listener = eventually("the port is free again", || async {
+        TcpListener::bind(bound).await.ok()
+    })
+    .await;
+    Coordinator::start(listener, config).unwrap()
+}
+
+#[tokio::test]
+async fn a_new_coordinator_is_learned_at_once_and_gets_every_listing() {
+    let a = start(config(60_000)).await;
+    let client = started(slow_client(&a.address())).await;
+    client
+        .publish(Listing::new("pay", "p:1").unwrap())
+        .await
+        .unwrap();
+    // b joins through a; the client hears of it through its held query on a's
+    // coordinator list, not at its next poll a minute later.
+    let b = start({
+        let mut cfg = config(60_000);
+        cfg.discovery_host = Some(a.address());
+        cfg
+    })
+    .await;
+    eventually("the client knows b", || async {
+        client
+            .coordinators()
+            .contains(&b.host().to_owned())
+            .then_some(())
+    })
+    .await;
+    // And sent b its listing itself (b may also have copied it from a).
+    eventually("b received the listing from the client", || async {
+        (metric(&b.address(), "hakken_heartbeats_received_total").await >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&b.address(), "/v1/listings/pay").await.1,
+        json!([{"service": "pay", "host": "p:1"}])
+    );
+    client.close().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_coordinator_back_after_a_failure_gets_every_listing_at_once() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let client = started(slow_client(&addr)).await;
+    for host in ["p:1", "p:2"] {
+        client
+            .publish(Listing::new("pay", host).unwrap())
+            .await
+            .unwrap();
+    }
+    // Killed and back on the same address, empty, between two heartbeats.
+    let c = restart(c, config(60_000)).await;
+    eventually("the restarted coordinator holds both listings", || async {
+        let (status, body) = get(&addr, "/v1/listings/pay").await;
+        (status == 200 && body.as_array().is_some_and(|a| a.len() == 2)).then_some(())
+    })
+    .await;
+    client.close().await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_watch_keeps_what_a_restarted_coordinator_has_not_heard_of_yet() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    // Three listings from publishers that are not this client.
+    for host in ["a:1", "b:1", "c:1"] {
+        post(
+            &addr,
+            "/v1/listings",
+            json!({"service": "s", "host": host}).to_string(),
+        )
+        .await;
+    }
+    let client = started(slow_client(&addr)).await;
+    let watch = client.watch("s").build();
+    watch.start().await.unwrap();
+    sees(&watch, &["a:1", "b:1", "c:1"]).await;
+
+    // The coordinator restarts alone: nobody to copy from, nothing held yet.
+    let c = restart(c, config(60_000)).await;
+    assert_eq!(get(&addr, "/v1/listings/s").await.0, 404);
+    // a's publisher reaches it first; the watch follows it again...
+    post(
+        &addr,
+        "/v1/listings",
+        r#"{"service":"s","host":"a:1","v":2}"#,
+    )
+    .await;
+    eventually("the watch has a's new payload", || async {
+        watch
+            .get()
+            .iter()
+            .any(|l| l.host() == "a:1" && l.get("v") == Some(&json!(2)))
+            .then_some(())
+    })
+    .await;
+    // ...and never dropped b and c, which the coordinator has not heard of yet.
+    assert_eq!(hosts_of(&watch.get()), ["a:1", "b:1", "c:1"]);
+    // A listing the coordinator did list is its to remove.
+    assert_eq!(delete(&addr, "/v1/listings/s/a:1").await, 204);
+    sees(&watch, &["b:1", "c:1"]).await;
+    client.close().await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_coordinator_that_refuses_is_kept_one_that_is_gone_is_dropped() {
+    // Every write needs a token this client does not have: each heartbeat is a
+    // 401, which is an answer, not a failure.
+    let mut cfg = config(60_000);
+    cfg.token = Some("secret".into());
+    let guarded = start(cfg).await;
+    let open = start(config(60_000)).await;
+    let announced = common::http()
+        .post(format!("http://{}/v1/coordinator", guarded.address()))
+        .bearer_auth("secret")
+        .json(&json!({"host": open.host()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(announced.status(), 201);
+    let client_config = ClientConfig::new(guarded.address())
+        .heartbeat_interval(Duration::from_millis(50))
+        .poll_interval(Duration::from_millis(50))
+        .request_timeout(Duration::from_secs(2))
+        .failures_before_drop(2);
+    let client = started(client_config).await;
+    eventually("the client knows both", || async {
+        (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    client
+        .publish(Listing::new("pay", "p:1").unwrap())
+        .await
+        .unwrap();
+    // Many heartbeat rounds later (each refused by the guarded one)...
+    eventually("ten rounds of heartbeats reached the open one", || async {
+        (metric(&open.address(), "hakken_heartbeats_received_total").await >= 10.0).then_some(())
+    })
+    .await;
+    assert!(
+        client.coordinators().contains(&guarded.host().to_owned()),
+        "a 401 is no reason to forget a coordinator"
+    );
+    // One that is gone is dropped after its rounds fail.
+    let gone = open.host().to_owned();
+    open.shutdown().await.unwrap();
+    eventually("the stopped one is dropped", || async {
+        (!client.coordinators().contains(&gone)).then_some(())
+    })
+    .await;
+    client.close().await;
+    guarded.shutdown().await.unwrap();
+}

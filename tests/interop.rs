@@ -258,3 +258,49 @@ async fn our_commands_work_against_the_original_coordinator() {
     theirs.close().await;
     node.kill().await;
 }
+
+#[tokio::test]
+async fn ours_joining_a_cluster_of_the_original_is_complete_on_its_first_answer() {
+    // The original's coordinator holds listings (its heartbeat is a minute, so
+    // none expires); ours copies them through the v1 routes when it joins.
+    let node = NodeCoordinator::start(None, 60_000, 600_000).await;
+    let listings: Vec<serde_json::Value> = (0..12)
+        .map(|i| json!({"service": if i % 2 == 0 { "even" } else { "odd" }, "host": format!("n{i}:1"), "i": i}))
+        .collect();
+    for listing in &listings {
+        assert_eq!(
+            post(&node.address(), "/v1/listings", listing.to_string())
+                .await
+                .0,
+            201
+        );
+    }
+    let mut cfg = config(60_000);
+    cfg.discovery_host = Some(node.address());
+    let c = start(cfg).await;
+    // The first answers, asked at once.
+    let (status, even) = get(&c.address(), "/v1/listings/even").await;
+    assert_eq!(status, 200);
+    let by_host = |l: &&serde_json::Value| l["host"].as_str().unwrap().to_owned();
+    let mut expected: Vec<&serde_json::Value> = listings.iter().step_by(2).collect();
+    expected.sort_by_key(by_host);
+    assert_eq!(
+        even.as_array().unwrap().iter().collect::<Vec<_>>(),
+        expected,
+        "every field intact"
+    );
+    assert_eq!(
+        get(&c.address(), "/v1/listings").await.1,
+        json!(["even", "odd"])
+    );
+    assert!(c.is_complete());
+    // And the original learns of ours from its announcement.
+    eventually("the original lists ours", || async {
+        coordinators_of(&node.address())
+            .await
+            .contains(&c.host().to_owned())
+            .then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+}

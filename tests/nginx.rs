@@ -220,3 +220,135 @@ async fn three_coordinators_behind_nginx() {
     }
     drop(nginx);
 }
+
+/// Settings of a coordinator process behind the balancer: heartbeat 100 ms,
+/// listings that outlive the test.
+fn process_args(discovery: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--announce-host",
+        "127.0.0.1",
+        "--heartbeat-interval",
+        "100",
+        "--missed-heartbeats-allowed",
+        "1000",
+        "--resync-interval",
+        "3600000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(discovery) = discovery {
+        args.extend(["--discovery-host".to_owned(), discovery.to_owned()]);
+    }
+    args
+}
+
+#[tokio::test]
+async fn restarts_behind_nginx_are_known_to_every_peer_and_lose_no_listing() {
+    use common::process::CoordinatorProcess;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    // Three processes on ports of their own, then nginx in front of them, then each
+    // started again with the balancer as its discovery host.
+    let args = process_args(None);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        processes.push(CoordinatorProcess::loopback(&args).await);
+    }
+    let upstreams: Vec<String> = processes.iter().map(|p| p.address()).collect();
+    let nginx = Nginx::start(&upstreams).await;
+    let balancer = nginx.address();
+    let behind = process_args(Some(&balancer));
+    let behind: Vec<&str> = behind.iter().map(String::as_str).collect();
+    for process in &mut processes {
+        process.set_args(&behind);
+        process.kill9().await;
+        process.restart().await;
+    }
+    let mut hosts = upstreams.clone();
+    hosts.sort();
+    for addr in &upstreams {
+        eventually(&format!("{addr} lists all three"), || async {
+            (coordinators_of(addr).await == hosts).then_some(())
+        })
+        .await;
+    }
+    // A publisher behind the balancer, and a reader counting incomplete answers.
+    let client = Client::new(
+        ClientConfig::new(balancer.clone())
+            .heartbeat_interval(Duration::from_millis(100))
+            .poll_interval(Duration::from_millis(100)),
+    );
+    client.start().await.unwrap();
+    for i in 0..10 {
+        let listing = Listing::new("lb", format!("app{i}:1")).unwrap();
+        client.publish(listing).await.unwrap();
+    }
+    for addr in upstreams.iter().chain([&balancer]) {
+        eventually(&format!("{addr} answers with all ten"), || async {
+            (get(addr, "/v1/listings/lb")
+                .await
+                .1
+                .as_array()
+                .map(Vec::len)
+                == Some(10))
+            .then_some(())
+        })
+        .await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let incomplete = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, incomplete, balancer) = (stop.clone(), incomplete.clone(), balancer.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let (status, body) = get(&balancer, "/v1/listings/lb").await;
+                let count = body.as_array().map_or(0, Vec::len);
+                if status != 200 || count < 10 {
+                    eprintln!("incomplete answer through nginx: {status} {body}");
+                    incomplete.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    // Six restarts of one coordinator, each long enough for the others to drop
+    // it. (Restart them in turn instead and nginx, which sets a failed upstream
+    // aside for `fail_timeout`, soon has none left: see the README on rolling
+    // restarts.)
+    for round in 0..6 {
+        let process = &mut processes[0];
+        let host = process.address();
+        process.kill9().await;
+        for peer in upstreams.iter().filter(|a| **a != host) {
+            eventually(&format!("{peer} drops {host}"), || async {
+                (!coordinators_of(peer).await.contains(&host)).then_some(())
+            })
+            .await;
+        }
+        process.restart().await;
+        let restarted = tokio::time::Instant::now();
+        for peer in upstreams.iter().filter(|a| **a != host) {
+            eventually(&format!("{peer} lists {host} again"), || async {
+                coordinators_of(peer).await.contains(&host).then_some(())
+            })
+            .await;
+        }
+        eprintln!(
+            "restart {round} behind nginx: known to every peer {:?} after it started",
+            restarted.elapsed()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    reader.await.unwrap();
+    assert_eq!(
+        incomplete.load(Ordering::SeqCst),
+        0,
+        "answers through nginx with fewer than 10 listings"
+    );
+    client.close().await;
+    drop(nginx);
+}

@@ -118,6 +118,12 @@ pub struct CoordinatorArgs {
     /// Time allowed to receive a request's head, and its body, in milliseconds.
     #[arg(long, env = "HAKKEN_READ_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Limits")]
     read_timeout: u64,
+    /// Longest time spent at start copying the cluster's listings from a peer, in milliseconds; listing reads wait for it.
+    #[arg(long, env = "HAKKEN_SYNC_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Cluster")]
+    sync_timeout: u64,
+    /// Polls in a row that must find a peer unreachable (or not a coordinator) before it is dropped; refusals never count.
+    #[arg(long, env = "HAKKEN_FAILURES_BEFORE_DROP", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Cluster")]
+    failures_before_drop: u32,
 }
 
 /// The longest period accepted from the command line: a day, in milliseconds.
@@ -155,6 +161,8 @@ impl CoordinatorArgs {
             request_timeout: Duration::from_millis(self.request_timeout),
             header_timeout: Duration::from_millis(self.read_timeout),
             body_timeout: Duration::from_millis(self.read_timeout),
+            sync_timeout: Duration::from_millis(self.sync_timeout),
+            failures_before_drop: self.failures_before_drop,
             ..CoordinatorConfig::default()
         }
     }
@@ -226,5 +234,7 @@ mod tests {
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.body_timeout, default.body_timeout);
         assert_eq!(parsed.token, None);
+        assert_eq!(parsed.sync_timeout, default.sync_timeout);
+        assert_eq!(parsed.failures_before_drop, default.failures_before_drop);
     }
 }

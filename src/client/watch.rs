@@ -88,7 +88,20 @@ impl View {
             .into_iter()
             .filter(|p| !listings.iter().any(|l| l.key() == p.key()))
             .collect();
-        let view = merged(&protected, listings);
+        // In the order held (so that nothing moves for nothing), then what is new.
+        let mut view: Vec<Listing> = held
+            .iter()
+            .filter_map(|h| {
+                let answered = listings.iter().find(|l| l.key() == h.key());
+                let kept = || protected.iter().find(|p| p.key() == h.key());
+                answered.or_else(kept).cloned()
+            })
+            .collect();
+        for listing in listings {
+            if !view.iter().any(|v| v.key() == listing.key()) {
+                view.push(listing);
+            }
+        }
         self.protected = Some((source, protected));
         view
     }
@@ -123,19 +136,6 @@ impl WatchState {
         }
         view.candidates = Some(passed);
     }
-}
-
-/// `known` with `new` laid over it: every listing of `new`, and those of `known`
-/// that `new` lacks (by key), `known`'s order first.
-fn merged(known: &[Listing], new: Vec<Listing>) -> Vec<Listing> {
-    let mut all: Vec<Listing> = known.to_vec();
-    for listing in new {
-        match all.iter_mut().find(|l| l.key() == listing.key()) {
-            Some(slot) => *slot = listing,
-            None => all.push(listing),
-        }
-    }
-    all
 }
 
 /// Configures a watch: filters, then a selector. Made by [`Client::watch`].
@@ -474,10 +474,10 @@ mod tests {
         let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         view.candidates = Some(took);
-        // a's publisher reached it, with a new payload.
+        // a's publisher reached it, with a new payload: in its place.
         let took = view.take(x(), vec![listing("a:1", 2)], false);
-        assert_eq!(hosts(&took), ["b:1", "c:1", "a:1"]);
-        assert_eq!(took[2].get("v"), Some(&serde_json::json!(2)));
+        assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
+        assert_eq!(took[0].get("v"), Some(&serde_json::json!(2)));
         view.candidates = Some(took);
         // a withdrew: x listed it, so the removal is real.
         let took = view.take(x(), vec![], false);

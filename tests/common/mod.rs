@@ -145,6 +145,68 @@ pub async fn delete(addr: &str, path: &str) -> u16 {
         .as_u16()
 }
 
+/// Hosts of the listings of `service` at `addr`, sorted; `None` when it does not
+/// answer (it may be down).
+pub async fn held(addr: &str, service: &str) -> Option<Vec<String>> {
+    let response = http()
+        .get(format!("http://{addr}/v1/listings/{service}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    if response.status() == 404 {
+        return Some(Vec::new());
+    }
+    let body: serde_json::Value = response.json().await.ok()?;
+    let mut hosts: Vec<String> = body
+        .as_array()?
+        .iter()
+        .filter_map(|l| l["host"].as_str().map(str::to_owned))
+        .collect();
+    hosts.sort();
+    Some(hosts)
+}
+
+/// Waits until the coordinator at `addr` holds exactly `hosts` for `service`.
+pub async fn holds(addr: &str, service: &str, hosts: &[&str]) {
+    let want = strings(hosts);
+    eventually(&format!("{addr} holds {service} = {want:?}"), || async {
+        (held(addr, service).await.as_ref() == Some(&want)).then_some(())
+    })
+    .await;
+}
+
+/// The hosts of `listings`, sorted.
+pub fn hosts_of(listings: &[hakken::Listing]) -> Vec<String> {
+    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
+    hosts.sort();
+    hosts
+}
+
+/// Owned copies of `items`.
+pub fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits until the watch hands out exactly `hosts`.
+pub async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
+    let want = strings(hosts);
+    eventually(&format!("the watch sees {want:?}"), || async {
+        (hosts_of(&watch.get()) == want).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `client` knows exactly `hosts`.
+pub async fn knows(client: &hakken::Client, hosts: &[String]) {
+    let mut want = hosts.to_vec();
+    want.sort();
+    eventually(&format!("the client knows {want:?}"), || async {
+        (client.coordinators() == want).then_some(())
+    })
+    .await;
+}
+
 /// Hosts listed by `GET /v1/coordinator` at `addr`, sorted.
 pub async fn coordinators_of(addr: &str) -> Vec<String> {
     let (_, body) = get(addr, "/v1/coordinator").await;

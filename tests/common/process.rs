@@ -32,6 +32,8 @@ pub const SETTINGS: &[&str] = &[
     "RUST_LOG",
     "HAKKEN_TOKEN",
     "HAKKEN_PROTECT_READS",
+    "HAKKEN_SYNC_TIMEOUT",
+    "HAKKEN_FAILURES_BEFORE_DROP",
 ];
 
 /// Log lines kept per process, printed when a test fails.
@@ -119,6 +121,11 @@ impl CoordinatorProcess {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
         self.note(format!("--- killed with SIGKILL ({status}) ---"));
+    }
+
+    /// Replaces the arguments it is started with from now on (a restart takes them).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// Starts it again on the same address and settings, retrying while the port

@@ -522,6 +522,7 @@ impl Remote {
             host: host.to_owned(),
             response,
             buffer: Vec::new(),
+            start: 0,
             limits,
             head: None,
             seen: 0,
@@ -556,6 +557,8 @@ pub struct Snapshot {
     host: String,
     response: Response,
     buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    start: usize,
     limits: Limits,
     head: Option<SnapshotHead>,
     seen: usize,
@@ -582,18 +585,22 @@ impl Snapshot {
         }
     }
 
-    /// The next line, without its newline; `None` at the end of the body.
+    /// The next line, without its newline; `None` at the end of the body. Lines are
+    /// taken from `buffer` at `start` (so a chunk of many lines is scanned once),
+    /// and what was taken is dropped only when a new chunk comes in.
     async fn next_line(&mut self) -> Result<Option<Vec<u8>>, RemoteError> {
         loop {
-            if let Some(at) = self.buffer.iter().position(|b| *b == b'\n') {
-                let rest = self.buffer.split_off(at + 1);
-                let mut line = std::mem::replace(&mut self.buffer, rest);
-                line.pop();
+            let rest = &self.buffer[self.start..];
+            if let Some(at) = rest.iter().position(|b| *b == b'\n') {
+                let line = rest[..at].to_vec();
+                self.start += at + 1;
                 return Ok(Some(line));
             }
-            if self.buffer.len() > MAX_SNAPSHOT_LINE {
+            if rest.len() > MAX_SNAPSHOT_LINE {
                 return Err(self.bad("snapshot line too long"));
             }
+            self.buffer.drain(..self.start);
+            self.start = 0;
             match self
                 .response
                 .chunk()

@@ -26,11 +26,13 @@ fn with_discovery(mut cfg: CoordinatorConfig, discovery: &str) -> CoordinatorCon
     cfg
 }
 
-/// A coordinator that has run one heartbeat interval (200 ms), so it counts as
-/// complete, and whose listings live far longer than any test.
+/// A coordinator that has run one heartbeat interval (200 ms) and a request
+/// timeout (500 ms), so it counts as complete, and whose listings live far longer
+/// than any test.
 async fn complete_coordinator(discovery: Option<&str>) -> Coordinator {
     let mut cfg = config(200);
     cfg.missed_heartbeats_allowed = 1_000_000;
+    cfg.request_timeout = Duration::from_millis(500);
     cfg.discovery_host = discovery.map(str::to_owned);
     let c = start(cfg).await;
     eventually("complete one heartbeat after it started", || async {
@@ -48,6 +50,83 @@ async fn serve(app: Router) -> (String, tokio::task::JoinHandle<()>) {
         let _ = axum::serve(listener, app).await;
     });
     (addr, task)
+}
+
+/// A peer whose snapshot (of `listings`, each with `ttl_ms` to live) comes only
+/// when the test releases it; the test learns when it was asked.
+struct SlowPeer {
+    addr: String,
+    release: Arc<Notify>,
+    asked: mpsc::Receiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowPeer {
+    async fn start(listings: Vec<Value>, ttl_ms: u64) -> SlowPeer {
+        let release = Arc::new(Notify::new());
+        let (asked_tx, asked) = mpsc::channel::<()>(1);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut lines = vec![json!({"hakkenSnapshot": 1, "coordinator": "peer", "complete": true, "count": listings.len()}).to_string()];
+        lines.extend(
+            listings
+                .iter()
+                .map(|l| json!({"ttl": ttl_ms, "listing": l}).to_string()),
+        );
+        lines.push(json!({"end": listings.len()}).to_string());
+        let snapshot = lines.join("\n") + "\n";
+        let app = {
+            let (release, addr) = (release.clone(), addr.clone());
+            Router::new()
+                .route(
+                    "/v1/coordinator",
+                    route_get(move || {
+                        let addr = addr.clone();
+                        async move { axum::Json(json!([{"host": addr}])) }
+                    })
+                    .post(|| async { StatusCode::CREATED }),
+                )
+                .route(
+                    "/v1/snapshot",
+                    route_get(move || {
+                        let (release, asked_tx, snapshot) =
+                            (release.clone(), asked_tx.clone(), snapshot.clone());
+                        async move {
+                            let _ = asked_tx.send(()).await;
+                            release.notified().await;
+                            snapshot
+                        }
+                    }),
+                )
+        };
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlowPeer {
+            addr,
+            release,
+            asked,
+            task,
+        }
+    }
+
+    /// Waits until a coordinator asked for the snapshot.
+    async fn asked(&mut self) {
+        tokio::time::timeout(PATIENCE, self.asked.recv())
+            .await
+            .expect("the joining coordinator asks for the snapshot");
+    }
+
+    /// Lets the snapshot go.
+    fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+impl Drop for SlowPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// `GET` → (status, headers, body as JSON or Null).
@@ -179,49 +258,10 @@ async fn a_joining_coordinator_is_complete_on_its_first_answer() {
 
 #[tokio::test]
 async fn reads_wait_for_the_sync_and_ready_says_when() {
-    // A peer whose snapshot comes only when the test says so.
-    let release = Arc::new(Notify::new());
-    let (asked_tx, mut asked) = mpsc::channel::<()>(1);
-    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peer_listener.local_addr().unwrap().to_string();
-    let app = {
-        let (release, peer) = (release.clone(), peer.clone());
-        Router::new()
-            .route(
-                "/v1/coordinator",
-                route_get(move || {
-                    let peer = peer.clone();
-                    async move { axum::Json(json!([{"host": peer}])) }
-                })
-                .post(|| async { StatusCode::CREATED }),
-            )
-            .route(
-                "/v1/snapshot",
-                route_get(move || {
-                    let (release, asked_tx) = (release.clone(), asked_tx.clone());
-                    async move {
-                        let _ = asked_tx.send(()).await;
-                        release.notified().await;
-                        let listing = json!({"service": "s", "host": "x:1"});
-                        format!(
-                            "{}\n{}\n{}\n",
-                            json!({"hakkenSnapshot": 1, "coordinator": "peer", "complete": true, "count": 1}),
-                            json!({"ttl": 60_000, "listing": listing}),
-                            json!({"end": 1}),
-                        )
-                    }
-                }),
-            )
-    };
-    let peer_task = tokio::spawn(async move {
-        let _ = axum::serve(peer_listener, app).await;
-    });
-
-    let c = start(with_discovery(config(60_000), &peer)).await;
+    let mut peer = SlowPeer::start(vec![json!({"service": "s", "host": "x:1"})], 60_000).await;
+    let c = start(with_discovery(config(60_000), &peer.addr)).await;
     let addr = c.address();
-    tokio::time::timeout(PATIENCE, asked.recv())
-        .await
-        .expect("c asks the peer for its snapshot");
+    peer.asked().await;
     assert_eq!(get(&addr, "/ready").await.0, 503, "not ready while copying");
     assert_eq!(get(&addr, "/status").await.0, 200, "alive all the same");
     assert!(!c.is_ready());
@@ -232,7 +272,7 @@ async fn reads_wait_for_the_sync_and_ready_says_when() {
     };
     // c cannot be copied from while it copies.
     assert_eq!(get(&addr, "/v1/snapshot").await.0, 503);
-    release.notify_one();
+    peer.release();
     let (status, body) = tokio::time::timeout(PATIENCE, read).await.unwrap().unwrap();
     assert_eq!(
         (status, body),
@@ -241,7 +281,6 @@ async fn reads_wait_for_the_sync_and_ready_says_when() {
     assert_eq!(get(&addr, "/ready").await.0, 200);
     assert!(c.is_complete());
     c.shutdown().await.unwrap();
-    peer_task.abort();
 }
 
 #[tokio::test]
@@ -338,53 +377,116 @@ async fn with_nobody_to_copy_from_a_coordinator_says_it_is_partial() {
 
 #[tokio::test]
 async fn a_withdrawal_during_the_sync_is_not_undone_by_the_copy() {
-    // The peer's snapshot still holds w:1, but a DELETE reached c while it copied.
-    let release = Arc::new(Notify::new());
-    let (asked_tx, mut asked) = mpsc::channel::<()>(1);
-    let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let peer = peer_listener.local_addr().unwrap().to_string();
-    let app = {
-        let (release, peer) = (release.clone(), peer.clone());
-        Router::new()
-            .route(
-                "/v1/coordinator",
-                route_get(move || {
-                    let peer = peer.clone();
-                    async move { axum::Json(json!([{"host": peer}])) }
-                })
-                .post(|| async { StatusCode::CREATED }),
-            )
-            .route(
-                "/v1/snapshot",
-                route_get(move || {
-                    let (release, asked_tx) = (release.clone(), asked_tx.clone());
-                    async move {
-                        let _ = asked_tx.send(()).await;
-                        release.notified().await;
-                        let lines: Vec<String> = vec![
-                            json!({"hakkenSnapshot": 1, "coordinator": "peer", "complete": true, "count": 2}).to_string(),
-                            json!({"ttl": 60_000, "listing": {"service": "s", "host": "w:1"}}).to_string(),
-                            json!({"ttl": 60_000, "listing": {"service": "s", "host": "k:1"}}).to_string(),
-                            json!({"end": 2}).to_string(),
-                        ];
-                        lines.join("\n") + "\n"
-                    }
-                }),
-            )
-    };
-    let peer_task = tokio::spawn(async move {
-        let _ = axum::serve(peer_listener, app).await;
-    });
-    let c = start(with_discovery(config(60_000), &peer)).await;
+    // The peer's snapshot still holds w:1 and u:1, but their publishers withdrew
+    // them from c while it copied: w:1 after reaching c, u:1 before c held it.
+    let listings = ["w:1", "u:1", "k:1"]
+        .iter()
+        .map(|host| json!({"service": "s", "host": host}))
+        .collect();
+    let mut peer = SlowPeer::start(listings, 60_000).await;
+    let c = start(with_discovery(config(60_000), &peer.addr)).await;
     let addr = c.address();
-    tokio::time::timeout(PATIENCE, asked.recv()).await.unwrap();
-    // The publisher of w:1 reaches c, then withdraws, while c copies.
+    peer.asked().await;
     post(&addr, "/v1/listings", r#"{"service":"s","host":"w:1"}"#).await;
     assert_eq!(common::delete(&addr, "/v1/listings/s/w:1").await, 204);
-    release.notify_one();
+    assert_eq!(common::delete(&addr, "/v1/listings/s/u:1").await, 404);
+    peer.release();
     assert_eq!(hosts(&get(&addr, "/v1/listings/s").await.1), ["k:1"]);
     c.shutdown().await.unwrap();
-    peer_task.abort();
+}
+
+#[tokio::test]
+async fn a_copied_listing_expires_when_it_would_have_on_its_peer() {
+    // Copied with 300 ms left, by a coordinator whose own listings live 3 minutes.
+    let mut peer = SlowPeer::start(vec![json!({"service": "s", "host": "x:1"})], 300).await;
+    let c = start(with_discovery(config(60_000), &peer.addr)).await;
+    peer.asked().await;
+    peer.release();
+    let addr = c.address();
+    eventually("the copied listing expires", || async {
+        (get(&addr, "/v1/listings/s").await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(
+        common::metric(&addr, "hakken_listings_expired_total").await,
+        1.0
+    );
+    c.shutdown().await.unwrap();
+}
+
+/// A discovery host that answers `503` until `point_at` names a coordinator to
+/// forward its questions to.
+async fn switchable_discovery() -> (
+    String,
+    Arc<std::sync::Mutex<Option<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let target: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let app = {
+        let target = target.clone();
+        Router::new().fallback(move |request: axum::extract::Request| {
+            let target = target.lock().unwrap().clone();
+            async move {
+                let Some(target) = target else {
+                    return axum::response::IntoResponse::into_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    );
+                };
+                let path = request.uri().path().to_owned();
+                let method = request.method().clone();
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let answer = http()
+                    .request(method, format!("http://{target}{path}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status();
+                let headers = answer.headers().clone();
+                let body = answer.bytes().await.unwrap();
+                axum::response::IntoResponse::into_response((status, headers, body))
+            }
+        })
+    };
+    let (addr, task) = serve(app).await;
+    (addr, target, task)
+}
+
+#[tokio::test]
+async fn a_coordinator_nobody_can_reach_stays_partial_until_it_joins() {
+    let (discovery, point_at, discovery_task) = switchable_discovery().await;
+    let mut cfg = with_discovery(config(100), &discovery);
+    cfg.request_timeout = Duration::from_millis(500);
+    cfg.missed_heartbeats_allowed = 1_000_000;
+    let c = start(cfg).await;
+    eventually("c answers reads", || async { c.is_ready().then_some(()) }).await;
+    // Many warm-ups' worth of time: still partial, for no publisher could know of
+    // it. (Waiting cannot flake: a regression could only pass unnoticed.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!c.is_complete(), "complete without anyone knowing of it");
+    // The discovery host comes up, in front of a complete peer: c copies from it.
+    let p = complete_coordinator(None).await;
+    post(
+        &p.address(),
+        "/v1/listings",
+        r#"{"service":"s","host":"p:1"}"#,
+    )
+    .await;
+    *point_at.lock().unwrap() = Some(p.address());
+    eventually("c copies from the peer it found", || async {
+        (hosts(&get(&c.address(), "/v1/listings/s").await.1) == ["p:1"]).then_some(())
+    })
+    .await;
+    eventually("and is complete", || async {
+        c.is_complete().then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+    p.shutdown().await.unwrap();
+    discovery_task.abort();
 }
 
 #[tokio::test]

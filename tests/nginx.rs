@@ -233,6 +233,8 @@ fn process_args(discovery: Option<&str>) -> Vec<String> {
         "1000",
         "--resync-interval",
         "3600000",
+        "--request-timeout",
+        "1000",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -32,6 +32,10 @@ async fn coordinator(discovery: Option<&str>) -> CoordinatorProcess {
         "200",
         "--missed-heartbeats-allowed",
         "1000",
+        // A coordinator that had nobody to copy from is complete H plus this
+        // after the cluster can know of it.
+        "--request-timeout",
+        "1000",
     ]);
     if let Some(discovery) = discovery {
         args.extend(strings(&["--discovery-host", discovery]));

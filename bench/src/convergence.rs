@@ -19,7 +19,7 @@ struct Desc {
 
 /// Polls every coordinator's `GET /v1/coordinator` every 25 ms until each lists
 /// `n` coordinators; the time from `t0`, or None at the limit.
-async fn converge(addrs: &[String], n: usize, t0: Instant) -> Option<Duration> {
+pub async fn converge(addrs: &[String], n: usize, t0: Instant) -> Option<Duration> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -108,7 +108,7 @@ async fn star(ctx: &Ctx, target: Target, n: usize) -> Result<(Option<Duration>, 
     Ok((time, traffic))
 }
 
-fn nginx_conf(dir: &std::path::Path, port: u16, upstreams: &[u16]) -> String {
+pub fn nginx_conf(dir: &std::path::Path, port: u16, upstreams: &[u16]) -> String {
     let servers: String = upstreams
         .iter()
         .map(|p| format!("    server 127.0.0.1:{p} max_fails=0;\n"))

@@ -6,12 +6,13 @@
 //! hakken-bench --root DIR --hakken BIN --ceiling BIN [--seconds 10] [WORKLOAD...]
 //! ```
 //!
-//! Each workload writes its section to `bench/out/sections/`; BENCHMARKS.md is then
+//! Each workload writes its section to `bench/sections/` (kept in git); BENCHMARKS.md is then
 //! assembled from every section there (a subset run refreshes its own sections
 //! and keeps the others, each stamped with when it was measured).
 
 mod util;
 mod convergence;
+mod join;
 mod propagation;
 mod scale;
 mod workloads;
@@ -30,6 +31,7 @@ pub const WORKLOADS: &[&str] = &[
     "watchers",
     "expiry",
     "convergence",
+    "join",
 ];
 
 /// One line of the summary table: a target of the issue and whether it was met.
@@ -111,7 +113,7 @@ fn machine() -> String {
 }
 
 fn assemble(ctx: &Ctx, ran: &[String]) -> Result<()> {
-    let dir = ctx.paths.out.join("sections");
+    let dir = ctx.paths.bench().join("sections");
     let mut sections: Vec<Section> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
@@ -212,7 +214,7 @@ fn main() -> Result<()> {
         match result {
             Ok(mut section) => {
                 section.measured_at = now_text();
-                let path = ctx.paths.out.join("sections").join(format!("{w}.json"));
+                let path = ctx.paths.bench().join("sections").join(format!("{w}.json"));
                 util::write(&path, &serde_json::to_string_pretty(&section)?)?;
                 eprintln!("{}", section.body);
                 for c in &section.checks {

@@ -18,6 +18,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<Section> {
         "watchers" => crate::scale::watchers(ctx).await,
         "expiry" => crate::scale::expiry(ctx).await,
         "convergence" => crate::convergence::run(ctx).await,
+        "join" => crate::join::run(ctx).await,
         other => bail!("unknown workload {other}"),
     }
 }

@@ -154,6 +154,15 @@ impl Coordinators {
             .is_some_and(|before| before != instance)
     }
 
+    /// The known coordinators whose last answer said they are not complete.
+    pub fn partial(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .filter(|(_, known)| known.partial)
+            .map(|(host, _)| host.clone())
+            .collect()
+    }
+
     /// The known coordinators that failed since they last answered.
     pub fn failing(&self) -> Vec<String> {
         self.known

@@ -172,8 +172,9 @@ where
         }
     }
 
-    /// A coordinator to ask: one known and not left aside, at random; else the
-    /// configured host unless it was left aside too.
+    /// A coordinator to ask: one known and not left aside, at random, preferring
+    /// those that are complete; else the configured host unless it was left aside
+    /// too.
     fn pick(&self) -> Option<String> {
         let candidates: Vec<String> = self
             .inner
@@ -185,7 +186,12 @@ where
             let host = &self.inner.config.host;
             return (!self.excluded.contains(host)).then(|| host.clone());
         }
-        Some(candidates[fastrand::usize(..candidates.len())].clone())
+        let partial = self.inner.partial();
+        let complete: Vec<&String> = candidates.iter().filter(|h| !partial.contains(h)).collect();
+        match complete.is_empty() {
+            false => Some(complete[fastrand::usize(..complete.len())].clone()),
+            true => Some(candidates[fastrand::usize(..candidates.len())].clone()),
+        }
     }
 
     /// Asks `host`; a held query gives up at once when the client drops `host`

@@ -227,6 +227,12 @@ impl Inner {
         self.coordinator_table().failing()
     }
 
+    /// Known coordinators that said they are not complete (warming up after a
+    /// restart with nobody to copy from): followers prefer the others.
+    pub fn partial(&self) -> Vec<String> {
+        self.coordinator_table().partial()
+    }
+
     /// Records that a call outside a round (a held query) to `host` failed: it is
     /// retried soon, and gets every listing as soon as it answers.
     pub fn suspect(&self, host: &str) {

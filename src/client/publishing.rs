@@ -54,7 +54,9 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
                 continue;
             }
             _ = inner.retry_soon.notified() => {
-                let soon = Instant::now() + retry.next_delay();
+                // A new failure: retry it soon, without moving the backoff on
+                // (that moves once per retry round).
+                let soon = Instant::now() + RETRY_MIN;
                 next_retry = Some(next_retry.map_or(soon, |at| at.min(soon)));
                 continue;
             }
@@ -67,16 +69,20 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
             next_round = Instant::now() + jittered(inner.heartbeat_interval());
         }
         let send_round = async {
+            // A retry first finds out, without holding up other writes, which of the
+            // failing coordinators answer at all: one that hangs must not keep
+            // `publish`, `unpublish` or `close` waiting for a request timeout.
+            let hosts = match round {
+                Round::Retry => answering(&inner, inner.failing()).await,
+                Round::Heartbeat | Round::Republish => inner.targets(),
+            };
             let _round = inner.writes.lock().await;
             let listings = inner.listings();
-            if listings.is_empty() {
+            if listings.is_empty() || hosts.is_empty() {
                 return;
             }
-            match round {
-                Round::Heartbeat => send(&inner, listings, inner.targets(), true, true).await,
-                Round::Republish => send(&inner, listings, inner.targets(), true, false).await,
-                Round::Retry => send(&inner, listings, inner.failing(), true, false).await,
-            }
+            let strike = round == Round::Heartbeat;
+            send(&inner, listings, hosts, true, strike).await;
         };
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
@@ -89,6 +95,22 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
             Some(Instant::now() + retry.next_delay())
         };
     }
+}
+
+/// Those of `hosts` that answer `GET /status`.
+async fn answering(inner: &Arc<Inner>, hosts: Vec<String>) -> Vec<String> {
+    let probes = fan_out(Some(&inner.tasks), hosts, |host| {
+        let remote = inner.remote.clone();
+        async move {
+            let alive = remote.status(&host).await.is_ok();
+            (host, alive)
+        }
+    });
+    probes
+        .await
+        .into_iter()
+        .filter_map(|(host, alive)| alive.then_some(host))
+        .collect()
 }
 
 /// Sends each listing to each host, concurrently. Failures are logged (once per

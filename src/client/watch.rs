@@ -20,6 +20,7 @@ use super::{Client, Inner};
 use crate::listing::Listing;
 use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,30 +80,34 @@ impl View {
             return listings;
         }
         let held = self.candidates.as_deref().unwrap_or_default();
-        let protected = match self.protected.take() {
+        let answered: HashMap<(&str, &str), &Listing> =
+            listings.iter().map(|l| (l.key(), l)).collect();
+        let protected: Vec<Listing> = match self.protected.take() {
             Some((from, protected)) if from == source => protected,
             // A new source of partial answers: protect all that is held now.
             _ => held.to_vec(),
         };
-        let protected: Vec<Listing> = protected
+        let protected: HashMap<(String, String), Listing> = protected
             .into_iter()
-            .filter(|p| !listings.iter().any(|l| l.key() == p.key()))
+            .filter(|p| !answered.contains_key(&p.key()))
+            .map(|p| ((p.service().to_owned(), p.host().to_owned()), p))
             .collect();
         // In the order held (so that nothing moves for nothing), then what is new.
-        let mut view: Vec<Listing> = held
-            .iter()
-            .filter_map(|h| {
-                let answered = listings.iter().find(|l| l.key() == h.key());
-                let kept = || protected.iter().find(|p| p.key() == h.key());
-                answered.or_else(kept).cloned()
-            })
-            .collect();
-        for listing in listings {
-            if !view.iter().any(|v| v.key() == listing.key()) {
-                view.push(listing);
+        let mut view: Vec<Listing> = Vec::with_capacity(held.len() + listings.len());
+        let mut placed: HashSet<(&str, &str)> = HashSet::new();
+        for h in held {
+            let kept = || protected.get(&(h.service().to_owned(), h.host().to_owned()));
+            if let Some(listing) = answered.get(&h.key()).copied().or_else(kept) {
+                placed.insert(h.key());
+                view.push(listing.clone());
             }
         }
-        self.protected = Some((source, protected));
+        for listing in &listings {
+            if !placed.contains(&listing.key()) {
+                view.push(listing.clone());
+            }
+        }
+        self.protected = Some((source, protected.into_values().collect()));
         view
     }
 }

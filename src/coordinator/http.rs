@@ -292,12 +292,13 @@ async fn around(State(around): State<Around>, request: Request, next: Next) -> R
     for (name, value) in around.headers.iter() {
         headers.insert(name.clone(), value.clone());
     }
-    // Whether this coordinator holds all its cluster holds (see `readiness.rs`).
-    let complete = HeaderValue::from_static(match shared.phase() {
-        Phase::Complete => "true",
-        Phase::Syncing | Phase::Partial => "false",
-    });
-    headers.insert(COMPLETE_HEADER, complete);
+    // Whether this coordinator holds all its cluster holds (see `readiness.rs`);
+    // while it syncs it does not know yet, and no listing read is answered.
+    match shared.phase() {
+        Phase::Complete => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("true")),
+        Phase::Partial => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("false")),
+        Phase::Syncing => None,
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let metrics = &shared.metrics;
@@ -619,9 +620,11 @@ const SNAPSHOT_CHUNK: usize = 512;
 async fn snapshot(State(shared): State<Arc<Shared>>) -> ApiResult<Response> {
     let phase = shared.phase();
     if phase == Phase::Syncing {
-        return Err(ApiError::new(
+        // Normal while two coordinators start together: not worth a warning.
+        let body = json!({"error": "still copying listings from a peer; ask another coordinator"});
+        return Ok(json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "still copying listings from a peer; ask another coordinator",
+            to_json_bytes(&body),
         ));
     }
     let entries = shared.read_registry(|r| r.snapshot(Instant::now()));

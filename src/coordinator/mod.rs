@@ -1,15 +1,17 @@
 //! The coordinator: an HTTP server holding service listings, gossiping with its peers.
 //!
 //! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
-//! four things until [`Coordinator::shutdown`]: the HTTP server (`http.rs`), the
-//! expiry task (below), and the two gossip loops (`gossip.rs`). They share one
-//! `Shared` value: the registry and the membership table behind short-lived
-//! mutexes (never held across an `.await`), the configuration, and one cancellation
-//! token that every loop watches.
+//! five things until [`Coordinator::shutdown`]: the HTTP server (`http.rs`), the
+//! expiry task (below), the two gossip loops (`gossip.rs`) and the join sync
+//! (`sync.rs`). They share one `Shared` value: the registry and the membership
+//! table behind short-lived mutexes (never held across an `.await`), the start
+//! phase (`readiness.rs`), the configuration, and one cancellation token that every
+//! loop watches.
 //!
-//! Where things live: a listing enters in `http::post_listing`, lives in
-//! [`registry::Registry`], leaves through `expire_loop` here or `http::delete_listing`,
-//! and watchers learn of it through `GET /v1/listings/:service`.
+//! Where things live: a listing enters in `http::post_listing` (or, copied from a
+//! peer at start, in `sync.rs`), lives in `registry::Registry`, leaves through
+//! `expire_loop` here or `http::delete_listing`, and watchers learn of it through
+//! `GET /v1/listings/:service`.
 
 mod changes;
 pub mod config;
@@ -96,6 +98,8 @@ pub(crate) struct Shared {
     pub discovery: watch::Sender<DiscoveryState>,
     /// Asks the join task to copy again: the membership changed while partial.
     pub sync_wanted: Notify,
+    /// Wakes the expiry task: an imported listing may be due before it wakes.
+    expiry_changed: Notify,
     /// Identifies this run of the coordinator (`X-Hakken-Instance`): the wall
     /// clock at start, in microseconds, also the first index.
     pub instance: u64,
@@ -241,6 +245,9 @@ impl Shared {
             registry.names_index() != names
         };
         self.metrics.imported.inc_by(count as u64);
+        if count > 0 {
+            self.expiry_changed.notify_one();
+        }
         for service in added {
             self.changes.notify(&Topic::Service(service));
         }
@@ -248,11 +255,6 @@ impl Shared {
             self.changes.notify(&Topic::Services);
         }
         count
-    }
-
-    /// Starts or stops remembering withdrawals, for the duration of a copy.
-    pub fn record_withdrawals(&self, on: bool) {
-        self.registry().record_withdrawals(on);
     }
 
     /// Applies `change` to the membership table, waking coordinator-list waiters
@@ -286,9 +288,13 @@ impl Shared {
     }
 
     /// Moves the start phase forward; held blocking queries are answered so
-    /// their callers learn the new completeness at once.
+    /// their callers learn the new completeness at once. Once complete, the
+    /// registry stops remembering withdrawals (no copy will come any more).
     fn advance(&self, to: Phase) {
         if self.readiness.advance(to) {
+            if to == Phase::Complete {
+                self.registry().record_withdrawals(false);
+            }
             self.changes.notify_all();
         }
     }
@@ -340,7 +346,10 @@ impl Coordinator {
         let local_addr = listener.local_addr()?;
         let me = Peer::new(format!("{}:{}", config.announce_host, local_addr.port()))?;
         let first_index = first_index();
-        let registry = Registry::new(config.listing_ttl(), config.registry_limits, first_index);
+        let mut registry = Registry::new(config.listing_ttl(), config.registry_limits, first_index);
+        // Until complete, a copy from a peer may come: it must not bring back what
+        // a publisher withdrew meanwhile.
+        registry.record_withdrawals(true);
         let rules = Rules {
             max_peers: config.max_coordinators,
             failures_before_drop: config.failures_before_drop,
@@ -358,6 +367,7 @@ impl Coordinator {
             readiness: Readiness::new(),
             discovery: watch::Sender::new(DiscoveryState::default()),
             sync_wanted: Notify::new(),
+            expiry_changed: Notify::new(),
             instance: first_index,
             config,
         });
@@ -493,6 +503,8 @@ async fn expire_loop(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
+            // Listings imported from a peer may be due sooner than `next`.
+            _ = shared.expiry_changed.notified() => continue,
         }
         loop {
             let expired = shared.expire(EXPIRY_BATCH);

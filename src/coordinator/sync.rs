@@ -12,15 +12,18 @@
 //!    original's through the v1 routes (each listing then lives one TTL). A peer
 //!    that fails is skipped for the next; a peer still syncing itself answers `503`
 //!    and is skipped too. Listings arrive in batches and are imported as they come:
-//!    what a publisher sent us meanwhile wins, and what it withdrew meanwhile stays
-//!    withdrawn.
+//!    what a publisher sent us meanwhile wins, and what it withdrew since this
+//!    coordinator started stays withdrawn (the registry remembers withdrawals until
+//!    the coordinator is complete).
 //! 3. **Open.** `Complete` after a copy from a complete peer; otherwise `Partial`
 //!    (see `readiness.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
 //!
 //! While partial, every change to the membership table triggers another copy (a
 //! peer found late, by an announcement or a later resync), and one heartbeat
-//! interval after start the coordinator counts as complete anyway: every live
-//! publisher has sent it its listings by then.
+//! interval (plus a request timeout) after the cluster could know of it — at once
+//! without a discovery host, else once another coordinator answered through the
+//! discovery host — the coordinator counts as complete anyway: every live publisher
+//! has sent it its listings by then.
 
 use super::readiness::Phase;
 use super::Shared;
@@ -46,8 +49,19 @@ enum Copied {
     Partial,
 }
 
+/// Opens the coordinator if the join task ends without doing so (it panicked):
+/// reads must not wait on a start that will never finish.
+struct OpenOnDrop(Arc<Shared>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.advance(Phase::Partial);
+    }
+}
+
 /// The join task: sync, open, then keep trying to complete while partial.
 pub(super) async fn run(shared: Arc<Shared>) {
+    let _open = OpenOnDrop(shared.clone());
     let started = Instant::now();
     let deadline = started + shared.config.sync_timeout;
     let joined = tokio::select! {
@@ -62,35 +76,55 @@ pub(super) async fn run(shared: Arc<Shared>) {
         Copied::Partial
     });
     let listings = shared.listing_count();
-    match copied {
-        Copied::Complete => {
-            shared.advance(Phase::Complete);
-            tracing::info!(
-                listings,
-                ms = started.elapsed().as_millis() as u64,
-                "ready: copied the cluster's listings"
-            );
-            return;
-        }
-        Copied::Partial => {
-            shared.advance(Phase::Partial);
-            tracing::info!(
-                listings,
-                ms = started.elapsed().as_millis() as u64,
-                warm_up_ms = shared.config.heartbeat().as_millis() as u64,
-                "ready, but no complete peer to copy from: answers are flagged partial until every publisher has been heard from"
-            );
-        }
+    if copied == Copied::Complete {
+        shared.advance(Phase::Complete);
+        tracing::info!(
+            listings,
+            ms = started.elapsed().as_millis() as u64,
+            "ready: copied the cluster's listings"
+        );
+        return;
     }
-    let warm = started + shared.config.heartbeat();
+    shared.advance(Phase::Partial);
+    tracing::info!(
+        listings,
+        ms = started.elapsed().as_millis() as u64,
+        "ready, but no complete peer to copy from: answers are flagged partial until every publisher has been heard from"
+    );
+    // Complete once every live publisher has had a heartbeat interval (and a call's
+    // time) to reach us, counted from when the cluster can know of us: at once for
+    // a coordinator without a discovery host, else from the first time another
+    // coordinator answered through it (and was told of us). Sooner if a copy from a
+    // complete peer succeeds: every change of the membership table asks for one.
+    let warm_up = shared.config.heartbeat() + shared.config.request_timeout;
+    let mut discovery = shared.discovery.subscribe();
+    let mut warm: Option<Instant> = shared
+        .config
+        .discovery_host
+        .is_none()
+        .then(|| started + warm_up);
     loop {
+        if warm.is_none() && discovery.borrow_and_update().answered {
+            warm = Some(Instant::now() + warm_up);
+        }
+        let warmed = async {
+            match warm {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(warm) => break,
+            _ = warmed => break,
+            _ = discovery.changed() => {}
             _ = shared.sync_wanted.notified() => {
                 let deadline = Instant::now() + shared.config.sync_timeout;
                 let copy = tokio::time::timeout_at(deadline, copy(&shared, deadline));
-                if let Ok(Copied::Complete) = copy.await {
+                let copied = tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    copied = copy => copied,
+                };
+                if let Ok(Copied::Complete) = copied {
                     tracing::info!(listings = shared.listing_count(), "complete: copied the listings of a peer found late");
                     break;
                 }
@@ -114,7 +148,6 @@ async fn join(shared: &Arc<Shared>, deadline: Instant) -> Copied {
 async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
     let mut peers = shared.read_membership(|m| m.hosts_to_poll());
     fastrand::shuffle(&mut peers);
-    shared.record_withdrawals(true);
     let mut copied = Copied::Partial;
     for host in peers {
         match copy_from(shared, &host, deadline).await {
@@ -130,7 +163,6 @@ async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
             }
         }
     }
-    shared.record_withdrawals(false);
     copied
 }
 

@@ -302,17 +302,18 @@ impl Registry {
     }
 
     /// Removes one listing, returning its payload (compact JSON); `None` when there
-    /// was none.
+    /// was none. While withdrawals are recorded, the key is remembered either way:
+    /// a publisher may withdraw a listing this registry has not copied yet.
     pub fn remove(&mut self, service: &str, host: &str) -> Option<Bytes> {
+        if let Some(withdrawn) = &mut self.withdrawn {
+            if withdrawn.len() < self.limits.max_listings {
+                withdrawn.insert((Arc::from(service), Arc::from(host)));
+            }
+        }
         let service = self.services.get(service)?;
         let (host, entry) = service.listings.get_key_value(host)?;
         let key = (service.name.clone(), host.clone());
         self.queue.remove(&(entry.queued, key.clone()));
-        if let Some(withdrawn) = &mut self.withdrawn {
-            if withdrawn.len() < self.limits.max_listings {
-                withdrawn.insert(key.clone());
-            }
-        }
         Some(self.take(&key).body)
     }
 

@@ -125,7 +125,8 @@ proptest! {
                     let in_model = model.remove(&key).is_some();
                     let removed = registry.remove(&key.0, &key.1).is_some();
                     prop_assert_eq!(removed, in_model);
-                    if let (true, Some(withdrawn)) = (removed, &mut withdrawn) {
+                    // Remembered whether it was held or not.
+                    if let Some(withdrawn) = &mut withdrawn {
                         withdrawn.insert(key);
                     }
                 }

@@ -242,10 +242,10 @@ impl Inner {
     }
 
     /// Records what an answer of `host` says of it: its heartbeat interval, and
-    /// whether it restarted. One that restarted (another run answers) gets every
-    /// listing now; one that restarted with nobody to copy listings from (it says
-    /// it is not complete) means the whole cluster may have restarted, so every
-    /// listing goes everywhere now rather than at the next heartbeat.
+    /// whether it restarted (another run answers, or it turned partial: it had
+    /// nobody to copy listings from). A restart may not come alone — the whole
+    /// cluster may have restarted — so every listing goes to every coordinator now,
+    /// rather than at the next heartbeat: one extra round, on a rare event.
     pub fn note<T>(self: &Arc<Self>, host: &str, answer: &Answer<T>) {
         self.note_interval(host, answer.heartbeat_interval);
         let (restarted, turned_partial) = {
@@ -255,18 +255,13 @@ impl Inner {
                 table.note_complete(host, answer.complete),
             )
         };
-        if turned_partial {
+        if turned_partial || restarted {
             tracing::info!(
                 coordinator = host,
-                "coordinator restarted without a peer to copy from; publishing everything now"
+                partial = turned_partial,
+                "coordinator restarted; publishing everything everywhere now"
             );
             self.republish.notify_one();
-        } else if restarted {
-            tracing::info!(
-                coordinator = host,
-                "coordinator restarted; publishing to it now"
-            );
-            self.publish_now(vec![host.to_owned()]);
         }
     }
 

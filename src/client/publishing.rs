@@ -205,11 +205,15 @@ fn report(
     let mut errors = BTreeMap::new();
     for (host, (count, error)) in failures {
         tracing::warn!(coordinator = host.as_str(), %error, failed = count, "{verb} failed");
-        // A host that answered some calls, or refused, is alive.
+        // A host that answered some calls, or refused, is alive. One that is
+        // broken gets a strike in a heartbeat round, and is retried soon either way.
         if !error.is_broken() {
             answered.insert(host.clone());
-        } else if strike && !answered.contains(&host) {
-            inner.struck(&host, &error);
+        } else if !answered.contains(&host) {
+            if strike {
+                inner.struck(&host, &error);
+            }
+            inner.suspect(&host);
         }
         errors.insert(host, error);
     }

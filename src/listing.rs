@@ -84,6 +84,10 @@ pub enum ListingError {
     /// A required field is `.` or `..`, which no URL path can carry.
     #[error("field `{0}` must not be `.` or `..`")]
     DotSegment(&'static str),
+    /// A coordinator's `host` is not `name:port` or `[v6]:port`: it would go into
+    /// URLs this coordinator calls, so nothing else is accepted.
+    #[error("coordinator `host` must be `name:port` or `[v6]:port`, got `{0}`")]
+    NotHostPort(String),
     /// The object is nested deeper than allowed.
     #[error("nested deeper than {max} levels")]
     TooDeep {
@@ -160,6 +164,42 @@ pub(crate) fn check_name(field: &'static str, text: &str, max: usize) -> Result<
         return Err(ListingError::DotSegment(field));
     }
     Ok(())
+}
+
+/// The rule for a coordinator's address, which other coordinators put into the
+/// URLs they call: `name:port` (a DNS name or an IPv4 address: letters, digits,
+/// `-`, `_` and dots) or `[v6]:port`, the port a number from 1 to 65535. Nothing
+/// that could change the URL (`/`, `?`, `#`, `@`, spaces, a scheme) gets through.
+pub(crate) fn check_host_port(host: &str) -> Result<(), ListingError> {
+    let bad = || ListingError::NotHostPort(host.chars().take(100).collect());
+    let (name, port) = host.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p));
+    if !port_ok {
+        return Err(bad());
+    }
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if name_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 /// Checks that an object nests at most `max` levels (the object itself is 1),
@@ -361,7 +401,8 @@ impl TryFrom<Value> for Listing {
     }
 }
 
-/// A coordinator descriptor: `{"host": "name:port", ...}`, keyed by `host`.
+/// A coordinator descriptor: `{"host": "name:port", ...}`, keyed by `host`, which
+/// must be `name:port` or `[v6]:port` (see [`Peer::new`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Peer {
     host: String,
@@ -369,7 +410,17 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A descriptor with only `host`.
+    /// A descriptor with only `host`: `name:port` (a DNS name or an IPv4 address)
+    /// or `[v6]:port`. Anything else — a path, a query, credentials, a scheme — is
+    /// refused, for the host goes into URLs other coordinators call.
+    ///
+    /// ```
+    /// use hakken::Peer;
+    /// assert!(Peer::new("coordinator-1.internal:8082").is_ok());
+    /// assert!(Peer::new("[::1]:8082").is_ok());
+    /// assert!(Peer::new("evil.example/steal?x=1#:80").is_err());
+    /// assert!(Peer::new("user@host:80").is_err());
+    /// ```
     pub fn new(host: impl Into<String>) -> Result<Self, ListingError> {
         let mut fields = Map::new();
         fields.insert("host".into(), Value::String(host.into()));
@@ -388,6 +439,7 @@ impl Peer {
                 check_field_count(&fields, limits.max_fields)?;
                 check_depth(&fields, limits.max_depth)?;
                 let host = required_str(&fields, "host", limits.max_host_len)?;
+                check_host_port(&host)?;
                 Ok(Peer { host, fields })
             }
             other => Err(ListingError::NotAnObject(kind_of(&other))),
@@ -428,6 +480,43 @@ impl<'de> Deserialize<'de> for Peer {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn coordinator_hosts_are_name_and_port_only() {
+        for good in [
+            "localhost:8082",
+            "127.0.0.1:1",
+            "coordinator-1.internal:65535",
+            "a_b.c:80",
+            "[::1]:8082",
+            "[fe80::1]:9",
+        ] {
+            assert_eq!(check_host_port(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "localhost",
+            "localhost:",
+            "localhost:0",
+            "localhost:65536",
+            "localhost:+80",
+            "host:80/path",
+            "a/b:80",
+            "h?x=1:80",
+            "h#f:80",
+            "user@h:80",
+            "http://h:80",
+            "h :80",
+            ":80",
+            "-h:80",
+            "h..i:80",
+            "[::1:80",
+            "[nonsense]:80",
+            "::1:80",
+        ] {
+            assert!(check_host_port(bad).is_err(), "{bad}");
+        }
+        assert!(Peer::from_value(json!({"host": "x/y:1"}), &Limits::RECEIVED).is_err());
+    }
 
     #[test]
     fn keeps_every_field_in_order() {

@@ -36,6 +36,10 @@ pub const INSTANCE_HEADER: &str = "x-hakken-instance";
 /// to its end even when the coordinator caps `wait` below what was asked.
 pub const WAIT_HEADER: &str = "x-hakken-wait";
 
+/// The longest hold a client asks of a coordinator for a blocking query (ours
+/// grant at most 5 minutes); a longer wait is asked as this.
+pub const MAX_WAIT: Duration = Duration::from_secs(3_600);
+
 /// Readiness route: `200` once the coordinator has its copy of the cluster's
 /// listings (or found nobody to copy from), `503` before.
 pub const READY_PATH: &str = "/ready";

@@ -9,7 +9,7 @@
 use crate::listing::{Limits, Listing, Peer};
 use crate::protocol::{
     read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
-    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, SNAPSHOT_PATH,
+    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, MAX_WAIT, SNAPSHOT_PATH,
     WAIT_HEADER,
 };
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// Largest answer body read from a coordinator.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest list of coordinators read: a thousand descriptors of a kilobyte.
+const MAX_COORDINATORS_BYTES: usize = 1024 * 1024;
 
 /// Largest error body read, and the most characters of it kept in the error.
 const MAX_ERROR_BYTES: usize = 1024;
@@ -140,7 +142,8 @@ impl<T> Answer<T> {
     }
 }
 
-/// A blocking query: answer once the index differs from `index`, or after `wait`.
+/// A blocking query: answer once the index differs from `index`, or after `wait`
+/// (asked as at most [`MAX_WAIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Blocking {
     /// The index the caller has seen.
@@ -327,10 +330,12 @@ impl Remote {
         path: &str,
         blocking: Option<Blocking>,
         not_found_is_empty: bool,
+        max_bytes: usize,
     ) -> Result<Answer<Value>, RemoteError> {
         let mut request = self.authorize(self.http.get(url(host, path)));
         let mut timeout = self.timeout;
-        if let Some(b) = blocking {
+        if let Some(mut b) = blocking {
+            b.wait = b.wait.min(MAX_WAIT);
             request = request.query(&[
                 ("index", b.index.to_string()),
                 ("wait", format!("{}ms", b.wait.as_millis())),
@@ -352,7 +357,7 @@ impl Remote {
         }
         let response = Self::expect(host, response, StatusCode::OK).await?;
         let answer = Self::meta(&response, ());
-        let body = Self::read_body(host, response, MAX_ANSWER_BYTES).await?;
+        let body = Self::read_body(host, response, max_bytes).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| {
             if is_json(content_type.as_deref()) {
                 RemoteError::BadAnswer {
@@ -401,17 +406,25 @@ impl Remote {
         }))
     }
 
-    /// `GET /v1/coordinator`: the coordinators `host` knows, itself included.
+    /// `GET /v1/coordinator`: the coordinators `host` knows, itself included. Each
+    /// descriptor is held to the normal limits, and its `host` to `name:port` or
+    /// `[v6]:port`; one that is not is skipped (and logged).
     pub async fn coordinators(
         &self,
         host: &str,
         blocking: Option<Blocking>,
     ) -> Result<Answer<Vec<Peer>>, RemoteError> {
         let answer = self
-            .get_json(host, "/v1/coordinator", blocking, false)
+            .get_json(
+                host,
+                "/v1/coordinator",
+                blocking,
+                false,
+                MAX_COORDINATORS_BYTES,
+            )
             .await?;
         Self::decode(host, answer, |v| {
-            Peer::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
+            Peer::from_value(v, &Limits::default()).map_err(|e| e.to_string())
         })
     }
 
@@ -427,7 +440,9 @@ impl Remote {
         host: &str,
         blocking: Option<Blocking>,
     ) -> Result<Answer<Vec<String>>, RemoteError> {
-        let answer = self.get_json(host, "/v1/listings", blocking, false).await?;
+        let answer = self
+            .get_json(host, "/v1/listings", blocking, false, MAX_ANSWER_BYTES)
+            .await?;
         Self::decode(host, answer, |v| match v {
             Value::String(s) => Ok(s),
             other => Err(format!("expected a service name, got {other}")),
@@ -442,7 +457,9 @@ impl Remote {
         blocking: Option<Blocking>,
     ) -> Result<Answer<Vec<Listing>>, RemoteError> {
         let path = format!("/v1/listings/{}", segment(service));
-        let answer = self.get_json(host, &path, blocking, true).await?;
+        let answer = self
+            .get_json(host, &path, blocking, true, MAX_ANSWER_BYTES)
+            .await?;
         Self::decode(host, answer, |v| {
             Listing::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
         })
@@ -541,7 +558,7 @@ impl Remote {
 
     /// `GET /status`: whether `host` answers as a coordinator.
     pub async fn status(&self, host: &str) -> Result<(), RemoteError> {
-        self.get_json(host, "/status", None, false)
+        self.get_json(host, "/status", None, false, MAX_ERROR_BYTES)
             .await
             .map(|_| ())
     }

@@ -3,10 +3,10 @@
 
 mod common;
 
+use common::process::terminate;
 use common::{config, delete, eventually, get, post, start};
 use serde_json::{json, Value};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -39,24 +39,12 @@ async fn output(coordinator: &str, args: &[&str]) -> (Option<i32>, String, Strin
     )
 }
 
-async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap()
-        .code()
-}
-
 #[tokio::test]
 async fn publish_keeps_a_listing_alive_and_withdraws_it_on_sigterm() {
-    // Listings live 300 ms without heartbeats: only heartbeats keep it there.
-    let c = start(config(100)).await;
+    // Heartbeats every 100 ms; listings that cannot expire during the test.
+    let mut cfg = config(100);
+    cfg.missed_heartbeats_allowed = 1_000_000;
+    let c = start(cfg).await;
     let addr = c.address();
     let mut publisher = hakken(&addr)
         .args([
@@ -80,24 +68,18 @@ async fn publish_keeps_a_listing_alive_and_withdraws_it_on_sigterm() {
         (get(&addr, "/v1/listings/billing").await.1 == expected).then_some(())
     })
     .await;
-    // Still there after several lifetimes: the command heartbeats.
-    let registered = c.listing_count();
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // The command heartbeats at the coordinator's interval (100 ms): five of
+    // them arrive (one heartbeat every 20 s, the default, would not in time).
+    eventually("the command heartbeats", || async {
+        (common::metric(&addr, "hakken_heartbeats_received_total").await >= 6.0).then_some(())
+    })
+    .await;
     assert_eq!(get(&addr, "/v1/listings/billing").await.1, expected);
-    assert_eq!(c.listing_count(), registered);
     assert_eq!(terminate(&mut publisher).await, Some(0));
     // Withdrawn (a DELETE), not left to expire.
-    let metrics = common::http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("hakken_listings_deleted_total 1"),
-        "{metrics}"
+    assert_eq!(
+        common::metric(&addr, "hakken_listings_deleted_total").await,
+        1.0
     );
     assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
     c.shutdown().await.unwrap();

@@ -148,18 +148,7 @@ async fn environment_settings_apply_and_flags_win_and_sigterm_stops_it_cleanly()
     assert_eq!(config["missedHeartbeatsAllowed"], 7);
     assert_eq!(config["resyncInterval"], 10_000);
 
-    let pid = child.id().unwrap().to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(common::process::terminate(&mut child).await, Some(0));
 }
 
 #[tokio::test]

@@ -1,40 +1,25 @@
 //! The client library against real coordinators, in process, on ephemeral ports.
 //!
 //! Coordinators announce `127.0.0.1:port` and use a 200 ms heartbeat; clients poll
-//! for coordinators every 200 ms and adopt the coordinators' heartbeat. Nothing
-//! sleeps and hopes: every wait is on a condition, with a deadline.
+//! for coordinators every 200 ms and adopt the coordinators' heartbeat. Every wait
+//! for something to happen is on a condition, with a deadline; the few fixed waits
+//! check that something does *not* happen, and say so.
 
+mod common;
+
+use common::{eventually, hosts_of, sees, PATIENCE};
 use hakken::client::{Client, ClientConfig, ClientError, Random, Selector};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use hakken::remote::Remote;
 use hakken::Listing;
 use serde_json::json;
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-/// The longest any condition is waited for; a condition that holds returns at once.
-const PATIENCE: Duration = Duration::from_secs(20);
 /// The coordinators' heartbeat interval.
 const H: Duration = Duration::from_millis(200);
-
-/// Polls `check` until it returns `Some`, or panics after [`PATIENCE`] naming `what`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn coordinator_config(discovery: Option<String>) -> CoordinatorConfig {
     CoordinatorConfig {
@@ -102,19 +87,18 @@ async fn held(addr: &str, service: &str) -> Vec<String> {
     hosts
 }
 
-fn hosts_of(listings: &[Listing]) -> Vec<String> {
-    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
-    hosts.sort();
-    hosts
+/// A coordinator with heartbeat H whose listings cannot expire during a test.
+async fn long_lived() -> Coordinator {
+    let mut cfg = coordinator_config(None);
+    cfg.missed_heartbeats_allowed = 1_000_000;
+    Coordinator::bind("127.0.0.1:0", cfg)
+        .await
+        .expect("coordinator starts")
 }
 
-/// Waits until the watch hands out exactly `hosts`.
-async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
-    let want: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-    eventually(&format!("the watch sees {want:?}"), || async {
-        (hosts_of(&watch.get()) == want).then_some(())
-    })
-    .await;
+/// Listing POSTs the coordinator at `addr` has accepted.
+async fn heartbeats(addr: &str) -> f64 {
+    common::metric(addr, "hakken_heartbeats_received_total").await
 }
 
 async fn shutdown(coordinators: Vec<Coordinator>) {
@@ -523,7 +507,7 @@ async fn close_withdraws_every_listing_and_stops_every_task() {
 
 #[tokio::test]
 async fn unpublish_withdraws_a_listing_for_good() {
-    let c = coordinator(None).await;
+    let c = long_lived().await;
     let client = started(&c.address()).await;
     let a = listing("u", "a:1");
     client.publish(a.clone()).await.unwrap();
@@ -533,9 +517,12 @@ async fn unpublish_withdraws_a_listing_for_good() {
     client.unpublish(&a).await.unwrap();
     assert_eq!(held(&c.address(), "u").await, ["b:1"], "gone at once");
     assert_eq!(client.published(), vec![listing("u", "b:1")]);
-    // Heartbeats go on for b only. (Waiting a few heartbeats cannot flake: a
-    // regression could only pass unnoticed.)
-    tokio::time::sleep(client.heartbeat_interval() * 4).await;
+    // Heartbeats go on, for b only: four more rounds do not bring a back.
+    let rounds = heartbeats(&c.address()).await;
+    eventually("four more heartbeat rounds", || async {
+        (heartbeats(&c.address()).await >= rounds + 4.0).then_some(())
+    })
+    .await;
     assert_eq!(held(&c.address(), "u").await, ["b:1"]);
     // Unpublishing what is not published is fine.
     client.unpublish(&a).await.unwrap();
@@ -546,7 +533,7 @@ async fn unpublish_withdraws_a_listing_for_good() {
 
 #[tokio::test]
 async fn the_coordinators_heartbeat_interval_is_adopted_unless_set() {
-    let c = coordinator(None).await;
+    let c = long_lived().await;
     let adopting = Client::new(client_config(&c.address()));
     assert_eq!(
         adopting.heartbeat_interval(),
@@ -560,9 +547,13 @@ async fn the_coordinators_heartbeat_interval_is_adopted_unless_set() {
     fixed.start().await.unwrap();
     assert_eq!(fixed.heartbeat_interval(), Duration::from_secs(7));
 
-    // Listings live 3 × 200 ms there: only a client heartbeating at H keeps one alive.
+    // The adopting client heartbeats every H: eight heartbeats arrive well within
+    // the patience (at the 20 s default, or the fixed client's 7 s, they would not).
     adopting.publish(listing("hb", "kept:1")).await.unwrap();
-    tokio::time::sleep(H * 8).await;
+    eventually("eight heartbeats at H", || async {
+        (heartbeats(&c.address()).await >= 8.0).then_some(())
+    })
+    .await;
     assert_eq!(held(&c.address(), "hb").await, ["kept:1"]);
 
     adopting.close().await;
@@ -805,4 +796,77 @@ async fn changed_loses_no_change_made_while_the_caller_was_busy() {
     assert_eq!(hosts_of(&next), ["a:1", "b:1"]);
     client.close().await;
     c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn start_returns_while_another_task_waits_for_a_change() {
+    let c = coordinator(None).await;
+    let client = started(&c.address()).await;
+    let watch = std::sync::Arc::new(client.watch("nothing-here").build());
+    let waiting = {
+        let watch = watch.clone();
+        tokio::spawn(async move { watch.changed().await })
+    };
+    // Let the waiter get to its wait first (this runtime has one thread).
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::timeout(PATIENCE, watch.start())
+        .await
+        .expect("start returns while changed() waits")
+        .unwrap();
+    client.close().await;
+    let outcome = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, Err(ClientError::Closed)), "{outcome:?}");
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn the_longest_wait_a_watch_can_be_given_is_no_panic() {
+    let c = coordinator(None).await;
+    let addr = c.address();
+    let client = started(&addr).await;
+    let watch = client.watch("w").wait(Duration::MAX).build();
+    watch.start().await.unwrap();
+    client.publish(listing("w", "a:1")).await.unwrap();
+    sees(&watch, &["a:1"]).await;
+    // The call itself, with any wait: answered at once (index 0 is never current).
+    let remote = Remote::new(Duration::from_secs(2));
+    let blocking = hakken::remote::Blocking {
+        index: 0,
+        wait: Duration::MAX,
+    };
+    let answer = remote.listings(&addr, "w", Some(blocking)).await.unwrap();
+    assert_eq!(hosts_of(&answer.value), ["a:1"]);
+    client.close().await;
+    shutdown(vec![c]).await;
+}
+
+#[tokio::test]
+async fn a_watch_keeps_holding_queries_on_a_coordinator_with_a_short_wait_cap() {
+    // The coordinator holds queries 100 ms at most; the watch asks for 60 s. An
+    // answer after the coordinator's whole hold is no early answer: the next
+    // query goes at once, not after a growing pause.
+    let mut cfg = coordinator_config(None);
+    cfg.max_wait = Duration::from_millis(100);
+    cfg.heartbeat_interval = Duration::from_secs(60);
+    let c = Coordinator::bind("127.0.0.1:0", cfg).await.unwrap();
+    let addr = c.address();
+    let client = started(&addr).await;
+    let watch = client.watch("capped").build();
+    watch.start().await.unwrap();
+    let series =
+        r#"hakken_http_requests_total{method="GET",route="/v1/listings/{service}",status="200"}"#;
+    eventually("a dozen held queries, back to back", || async {
+        let text = common::scrape(&addr).await;
+        text.contains(series)
+            .then(|| common::sample(&text, series))
+            .filter(|n| *n >= 12.0)
+    })
+    .await;
+    client.close().await;
+    shutdown(vec![c]).await;
 }

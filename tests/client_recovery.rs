@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{config, delete, eventually, get, metric, post, start, PATIENCE};
+use common::{config, delete, eventually, get, hosts_of, metric, post, sees, start, PATIENCE};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use hakken::{Client, ClientConfig, Listing};
 use serde_json::json;
@@ -31,20 +31,6 @@ async fn started(config: ClientConfig) -> Client {
         .expect("start is bounded")
         .expect("client starts");
     client
-}
-
-fn hosts_of(listings: &[Listing]) -> Vec<String> {
-    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
-    hosts.sort();
-    hosts
-}
-
-async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
-    let want: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-    eventually(&format!("the watch sees {want:?}"), || async {
-        (hosts_of(&watch.get()) == want).then_some(())
-    })
-    .await;
 }
 
 /// Restarts a coordinator on the same address, empty.

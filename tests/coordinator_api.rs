@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{config, current_index, delete, eventually, get, http, post, start, PATIENCE};
+use common::{
+    config, current_index, delete, eventually, get, http, index_of, post, start, PATIENCE,
+};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -235,14 +237,6 @@ fn spawn_get(addr: &str, path: &str) -> tokio::task::JoinHandle<reqwest::Respons
     tokio::spawn(async move { get_raw(&addr, &path).await })
 }
 
-fn index_of(response: &reqwest::Response) -> u64 {
-    response.headers()["x-hakken-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn every_answer_tells_the_heartbeat_interval_and_config() {
     let c = start(config(1234)).await;
@@ -325,9 +319,9 @@ async fn a_held_query_returns_on_change() {
         (c.held_queries() == 1).then_some(())
     })
     .await;
-    // A change to another service does not release it.
+    // A change to another service does not release it: had it, the answer below
+    // would be the empty list at the old index.
     post(&addr, "/v1/listings", r#"{"service":"t","host":"a:1"}"#).await;
-    assert!(!waiter.is_finished());
     post(&addr, "/v1/listings", r#"{"service":"s","host":"a:1"}"#).await;
     let answer = tokio::time::timeout(PATIENCE, waiter)
         .await
@@ -363,7 +357,16 @@ async fn a_held_query_returns_after_its_wait_unchanged() {
     let addr = c.address();
     post(&addr, "/v1/listings", r#"{"service":"s","host":"a:1"}"#).await;
     let index = index_of(&get_raw(&addr, "/v1/listings/s").await);
+    let asked = std::time::Instant::now();
     let answer = get_raw(&addr, &format!("/v1/listings/s?index={index}&wait=100ms")).await;
+    // Held the whole wait (no sooner: a lower bound, which a slow machine only
+    // makes longer), and said so.
+    let held_for = asked.elapsed();
+    assert!(
+        held_for >= std::time::Duration::from_millis(100),
+        "{held_for:?}"
+    );
+    assert_eq!(answer.headers()["x-hakken-wait"], "100");
     assert_eq!(answer.status(), 200);
     assert_eq!(index_of(&answer), index);
     // A stale index is answered at once.
@@ -404,7 +407,9 @@ async fn services_and_coordinators_block_too() {
         .unwrap()
         .unwrap();
     assert_eq!(answer.json::<Value>().await.unwrap(), json!(["new"]));
-    assert!(!cwaiter.is_finished());
+    // The coordinator list did not change, so its query is still held (had the
+    // change of services released it, its answer would carry the old index).
+    assert_eq!(c.held_queries(), 1);
     post(&addr, "/v1/coordinator", r#"{"host":"127.0.0.1:9"}"#).await;
     let answer = tokio::time::timeout(PATIENCE, cwaiter)
         .await

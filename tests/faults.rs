@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::process::CoordinatorProcess;
-use common::{config, eventually, post, start};
+use common::process::{signal, CoordinatorProcess};
+use common::{config, eventually, held, holds, hosts_of, knows, post, sees, start, strings};
 use hakken::client::{Client, ClientConfig, ClientError};
 use hakken::Listing;
 use serde_json::json;
@@ -57,66 +57,6 @@ async fn started(host: &str) -> Client {
         .await
         .expect("client starts");
     client
-}
-
-/// Hosts of the listings of `service` at `addr`, sorted; `None` when it does not
-/// answer (it may be down).
-async fn held(addr: &str, service: &str) -> Option<Vec<String>> {
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/listings/{service}"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    if response.status() == 404 {
-        return Some(Vec::new());
-    }
-    let body: serde_json::Value = response.json().await.ok()?;
-    let mut hosts: Vec<String> = body
-        .as_array()?
-        .iter()
-        .filter_map(|l| l["host"].as_str().map(str::to_owned))
-        .collect();
-    hosts.sort();
-    Some(hosts)
-}
-
-fn hosts_of(listings: &[Listing]) -> Vec<String> {
-    let mut hosts: Vec<String> = listings.iter().map(|l| l.host().to_owned()).collect();
-    hosts.sort();
-    hosts
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// Waits until the coordinator at `addr` holds exactly `hosts` for `service`.
-async fn holds(addr: &str, service: &str, hosts: &[&str]) {
-    let want = strings(hosts);
-    eventually(&format!("{addr} holds {service} = {want:?}"), || async {
-        (held(addr, service).await.as_ref() == Some(&want)).then_some(())
-    })
-    .await;
-}
-
-/// Waits until the watch hands out exactly `hosts`.
-async fn sees(watch: &hakken::Watch, hosts: &[&str]) {
-    let want = strings(hosts);
-    eventually(&format!("the watch sees {want:?}"), || async {
-        (hosts_of(&watch.get()) == want).then_some(())
-    })
-    .await;
-}
-
-/// Waits until `client` knows exactly `hosts` (sorted).
-async fn knows(client: &Client, hosts: &[String]) {
-    let mut want = hosts.to_vec();
-    want.sort();
-    eventually(&format!("the client knows {want:?}"), || async {
-        (client.coordinators() == want).then_some(())
-    })
-    .await;
 }
 
 /// Settings of a coordinator process: announced as 127.0.0.1, heartbeat `H`.
@@ -581,17 +521,6 @@ async fn a_coordinator_that_answers_noise_delays_nothing_beyond_the_timeout() {
 #[tokio::test]
 async fn a_coordinator_that_stalls_mid_answer_delays_nothing_beyond_the_timeout() {
     a_bad_coordinator_delays_nothing_beyond_the_timeout(Misbehaviour::StalledBody).await;
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to a process.
-async fn signal(pid: u32, signal: &str) {
-    let status = tokio::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
 /// A frozen coordinator (SIGSTOP: the kernel still accepts its connections, nothing

@@ -420,14 +420,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
             .await
             .unwrap();
     }
-    let text = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::scrape(&addr).await;
     let series = text
         .lines()
         .filter(|l| l.starts_with("hakken_http_requests_total{"))
@@ -471,4 +464,129 @@ async fn an_error_body_cut_inside_a_character_is_no_panic() {
     let client = hakken::Client::new(hakken::ClientConfig::new(addr.clone()));
     assert!(client.start().await.is_err());
     server.abort();
+}
+
+#[tokio::test]
+async fn a_flood_past_the_connection_cap_holds_a_bounded_number_of_sockets() {
+    use common::process::CoordinatorProcess;
+    let p =
+        CoordinatorProcess::loopback(&["--announce-host", "127.0.0.1", "--max-connections", "4"])
+            .await;
+    let addr = p.address();
+    let pid = p.pid().expect("running");
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let baseline = open_fds();
+    // 300 connections that never send anything and never close: 4 take the
+    // permits, the rest are refused.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(stream) = TcpStream::connect(&addr).await {
+            flood.push(stream);
+        }
+    }
+    assert!(flood.len() > 200, "the flood connected");
+    // The peak of the coordinator's open descriptors over half a second, while
+    // every one of them is held. (Waiting cannot flake: a regression could only
+    // pass unnoticed.)
+    let mut peak = 0;
+    for _ in 0..50 {
+        peak = peak.max(open_fds());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cap, the refusals being answered (64), and a little slack.
+    let bound = baseline + 4 + 64 + 8;
+    assert!(peak <= bound, "{peak} descriptors open, bound {bound}");
+    drop(flood);
+}
+
+/// A server that counts the requests it gets, and answers `GET /v1/coordinator`
+/// with `list` (itself first).
+async fn counting_peer(
+    list: impl Fn(&str) -> serde_json::Value + Send + Sync + 'static,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let app = {
+        let (seen, addr, list) = (seen.clone(), addr.clone(), std::sync::Arc::new(list));
+        axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (seen, addr, list) = (seen.clone(), addr.clone(), list.clone());
+            async move {
+                seen.lock().unwrap().push(uri.to_string());
+                axum::Json(list(&addr))
+            }
+        })
+    };
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, seen, task)
+}
+
+#[tokio::test]
+async fn peer_hosts_are_name_and_port_only() {
+    let c = start(config(50)).await;
+    let addr = c.address();
+    let kept = seed(&addr).await;
+    // Announced straight: refused, and nothing changes.
+    for host in [
+        "127.0.0.1:1/steal?x=1",
+        "127.0.0.1:1#frag",
+        "user@127.0.0.1:1",
+        "http://127.0.0.1:1",
+        "127.0.0.1",
+        "127.0.0.1:0",
+    ] {
+        let (status, body) =
+            post(&addr, "/v1/coordinator", json!({"host": host}).to_string()).await;
+        assert_eq!(status, 400, "{host}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("name:port"),
+            "{body}"
+        );
+    }
+    assert_eq!(c.known_coordinators(), [c.host()]);
+    // Learned by gossip: a peer lists a host with a path that would make the
+    // coordinator call an arbitrary URL on a second server. It is skipped.
+    let (victim, victim_seen, victim_task) = counting_peer(|me| json!([{"host": me}])).await;
+    let bad = format!("{victim}/steal?secret=1#");
+    let (peer, peer_seen, peer_task) = {
+        let bad = bad.clone();
+        counting_peer(move |me| json!([{"host": me}, {"host": bad}, {"host": "x@127.0.0.1:2"}]))
+            .await
+    };
+    post(&addr, "/v1/coordinator", json!({"host": peer}).to_string()).await;
+    eventually("the peer is polled three times", || async {
+        let polls = peer_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("/v1/coordinator"))
+            .count();
+        (polls >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.known_coordinators().len(),
+        2,
+        "{:?}",
+        c.known_coordinators()
+    );
+    assert!(
+        victim_seen.lock().unwrap().is_empty(),
+        "{:?}",
+        victim_seen.lock().unwrap()
+    );
+    still_fine(&addr, &kept).await;
+    c.shutdown().await.unwrap();
+    victim_task.abort();
+    peer_task.abort();
 }

@@ -335,6 +335,25 @@ async fn lists(side: &Side, hosts: &[String]) {
     .await;
 }
 
+/// Checks that `side` lists exactly `hosts` at every look over `window` (one every
+/// 100 ms): it stays so, it does not flap. (A fixed window cannot flake: a
+/// regression could only pass unnoticed.)
+async fn keeps_listing(side: &Side, hosts: &[String], window: Duration) {
+    let mut want = hosts.to_vec();
+    want.sort();
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        let listed = coordinators(side).await;
+        assert_eq!(
+            listed.as_ref(),
+            Some(&want),
+            "{} keeps listing",
+            side.address()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A coordinator in `side`'s namespace, announcing its address there.
 async fn coordinator(side: &Side, discovery: Option<&Side>) -> CoordinatorProcess {
     let mut args = vec![
@@ -386,10 +405,9 @@ async fn a_partition_heals(test: &str, subnet: u8, mutual: bool, how: Split) {
             .is_none(),
         "the split holds"
     );
-    // Still split after several polls and resyncs.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    lists(a_side, &[a.address()]).await;
-    lists(b_side, &[b.address()]).await;
+    // Still split through several polls and resyncs.
+    keeps_listing(a_side, &[a.address()], Duration::from_millis(1_000)).await;
+    keeps_listing(b_side, &[b.address()], Duration::from_millis(300)).await;
     assert_eq!(listings(a_side, "svc").await, ["before-a:1", "during-a:1"]);
     assert_eq!(listings(b_side, "svc").await, ["before-b:1", "during-b:1"]);
 
@@ -400,10 +418,9 @@ async fn a_partition_heals(test: &str, subnet: u8, mutual: bool, how: Split) {
     // Coordinators do not copy listings to each other: each keeps its own.
     assert_eq!(listings(a_side, "svc").await, ["before-a:1", "during-a:1"]);
     assert_eq!(listings(b_side, "svc").await, ["before-b:1", "during-b:1"]);
-    // Converged for good: still so a few polls later.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    lists(a_side, &both).await;
-    lists(b_side, &both).await;
+    // Converged for good: so at every look over several polls.
+    keeps_listing(a_side, &both, Duration::from_millis(600)).await;
+    keeps_listing(b_side, &both, Duration::from_millis(600)).await;
 
     drop((a, b));
 }

@@ -7,15 +7,17 @@
  * Usage:
  *   node coordinator.js --port P --discovery HOST:PORT --heartbeat H_MS
  *                       [--missed N] [--resync MS] [--announce NAME]
- *                       [--log-heartbeats]
+ *                       [--log-heartbeats] [--report-requests]
  * Every option may also come from the environment (argv wins):
  *   PORT, DISCOVERY_HOST, DISCOVERY_HEARTBEAT_INTERVAL, MISSED_HEARTBEATS_ALLOWED,
  *   RESYNC_POLL_INTERVAL, ANNOUNCE_HOST, LOG_HEARTBEATS=true.
  * Defaults: port 8082, discovery = ANNOUNCE:PORT (itself), heartbeat 60000,
  * missed 3, resync = heartbeat x 10, announce "localhost".
  *
- * Output: exactly one line "READY <port>" on stdout once the server listens;
- * everything else (bunyan JSON logs of hakken/restify) goes to stderr.
+ * Output: one line "READY <port>" on stdout once the server listens; with
+ * --report-requests, then one line "REQUEST <method> <url> <status>" per request
+ * answered (for tests that count what reached the original); everything else
+ * (bunyan JSON logs of hakken/restify) goes to stderr.
  * On a listen error (e.g. EADDRINUSE): "FAILED <message>" on stderr, exit 1.
  * SIGTERM / SIGINT: exit 0.
  *
@@ -78,7 +80,7 @@ function parseArgs(argv) {
     if (eq >= 0) {
       val = key.slice(eq + 1);
       key = key.slice(0, eq);
-    } else if (key === 'log-heartbeats') {
+    } else if (key === 'log-heartbeats' || key === 'report-requests') {
       val = 'true';
     } else {
       if (i + 1 >= argv.length) {
@@ -142,6 +144,11 @@ async function main() {
 
   const simple = require('hakken')(config).server.makeSimple(announce, port);
   const restifyServer = simple.withRestifyServer((s) => s);
+  if (args['report-requests'] === 'true') {
+    restifyServer.on('after', (req, res) => {
+      realStdoutWrite('REQUEST ' + req.method + ' ' + req.url + ' ' + res.statusCode + '\n');
+    });
+  }
   restifyServer.once('listening', () => {
     const addr = restifyServer.address();
     process.stderr.write('coordinator.js: listening on ' + JSON.stringify(addr) + '\n');

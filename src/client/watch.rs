@@ -18,6 +18,7 @@ use super::follow::{Event, Followed, Follower};
 use super::selector::{All, Filter, Random, Selector};
 use super::{Client, Inner};
 use crate::listing::Listing;
+use crate::protocol::MAX_WAIT;
 use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -26,9 +27,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// The longest hold a watch asks of a coordinator (ours cap it at 5 minutes).
-const MAX_WAIT: Duration = Duration::from_secs(3_600);
 
 /// Where a watch stands with its first answer.
 #[derive(Debug)]

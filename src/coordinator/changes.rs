@@ -37,7 +37,9 @@ pub(crate) struct Changes {
 pub(crate) struct Hold<'a> {
     changes: &'a Changes,
     topic: Topic,
-    notify: Arc<Notify>,
+    /// Taken (and dropped) under the lock when the hold is dropped, so that
+    /// counting references there is exact.
+    notify: Option<Arc<Notify>>,
 }
 
 impl Changes {
@@ -85,7 +87,7 @@ impl Changes {
         Some(Hold {
             changes: self,
             topic,
-            notify,
+            notify: Some(notify),
         })
     }
 
@@ -104,16 +106,21 @@ impl Changes {
 impl Hold<'_> {
     /// The notifier to await; create its `notified()` future before reading the index.
     pub fn notify(&self) -> &Notify {
-        &self.notify
+        self.notify.as_deref().expect("present until dropped")
     }
 }
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         let mut topics = self.changes.topics();
-        // References are only taken under this lock (`hold` clones, `notify` only
-        // borrows): two left means the map's and ours, so nobody else waits here.
-        if Arc::strong_count(&self.notify) == 2 {
+        // Our reference goes first, under the lock; references are only taken
+        // under this lock (`hold` clones, `notify` only borrows), so one left means
+        // the map's alone: nobody else waits here.
+        drop(self.notify.take());
+        if topics
+            .get(&self.topic)
+            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+        {
             topics.remove(&self.topic);
         }
         drop(topics);
@@ -148,6 +155,32 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         future.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn holds_dropped_together_leave_no_topic_behind() {
+        // Two threads hold the same topic, then drop their holds at the same time,
+        // a new topic each round (a topic left behind is never cleaned up by a
+        // later hold): every entry must go with the last hold.
+        let changes = Arc::new(Changes::new(usize::MAX));
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (changes, barrier) = (changes.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    for round in 0..100_000u32 {
+                        let hold = changes.hold(Topic::Service(round.to_string())).unwrap();
+                        barrier.wait();
+                        drop(hold);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(changes.topics_len(), 0);
+        assert_eq!(changes.held(), 0);
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //!
 //! axum's own `serve` has no cap on connections and no header timeout, so the
 //! coordinator drives hyper directly: one task per connection, a semaphore permit
-//! per connection (past the cap a connection gets a `503` JSON answer and is
-//! closed), hyper's header read timeout for senders that stall inside a request's
-//! head, and hyper-util's graceful shutdown, bounded by a grace period. Request
-//! bodies get their own deadline in [`super::http`].
+//! per connection, hyper's header read timeout for senders that stall inside a
+//! request's head, and hyper-util's graceful shutdown, bounded by a grace period.
+//! Past the cap, a connection gets a `503` JSON answer and is closed. Refusing is
+//! bounded too: at most [`MAX_REFUSING`] refused connections are answered at once,
+//! each for at most a second (the answer, then whatever the client still sends,
+//! so that closing does not reset the connection before the client has read the
+//! answer); past that, a connection is closed at once. A flood cannot hold more
+//! than `max_connections + MAX_REFUSING` sockets. Request bodies get their own
+//! deadline in [`super::http`].
 
 use axum::Router;
 use hyper::server::conn::http1;
@@ -14,9 +19,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// What the accept loop needs to know.
@@ -37,6 +42,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -66,7 +72,12 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
+            match refusals.clone().try_acquire_owned() {
+                Ok(refusing) => {
+                    tokio::spawn(refuse(stream, refusing));
+                }
+                Err(_) => tracing::debug!("connection closed unanswered: too many connections"),
+            }
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
@@ -87,18 +98,24 @@ pub(crate) async fn serve(
     }
 }
 
-/// Answers a connection over the cap with a `503` and closes it.
-async fn refuse(mut stream: TcpStream) {
-    const BODY: &str = r#"{"error":"too many connections"}"#;
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let write = async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
+/// Most refused connections being answered at once.
+pub(crate) const MAX_REFUSING: usize = 64;
+
+/// The answer to a connection over the cap.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+content-length: 32\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too many connections\"}";
+
+/// Answers a connection over the cap with a `503` and closes it, within a second.
+async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit) {
+    let answer = async {
+        stream.write_all(REFUSAL).await?;
+        stream.shutdown().await?;
+        // Read what the client still sends until it closes: closing with unread
+        // input would reset the connection, and the client could lose the answer.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
     tracing::debug!("connection refused: too many connections");
 }

@@ -45,11 +45,28 @@ where
     }
 }
 
-/// A plain HTTP client for poking at a coordinator.
+/// A plain HTTP client for poking at a coordinator: one for every test of the
+/// binary. It keeps no idle connections, for each test has its own runtime and a
+/// pooled connection belongs to the runtime that opened it.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap()
+        })
+        .clone()
+}
+
+/// The `X-Hakken-Index` of an answer.
+pub fn index_of(response: &reqwest::Response) -> u64 {
+    response.headers()["x-hakken-index"]
+        .to_str()
+        .unwrap()
+        .parse()
         .unwrap()
 }
 
@@ -98,11 +115,7 @@ pub async fn current_index(addr: &str, path: &str) -> u64 {
         .send()
         .await
         .expect("GET answered");
-    response.headers()["x-hakken-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    index_of(&response)
 }
 
 /// The coordinator's `/metrics` text (checked to be the exposition format).

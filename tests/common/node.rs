@@ -35,12 +35,37 @@ fn require_node() {
 pub struct NodeCoordinator {
     child: Child,
     pub port: u16,
+    /// The requests it answered, as `METHOD URL STATUS` (see `start_reporting`).
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl NodeCoordinator {
+    /// Like [`NodeCoordinator::start`], with listings living `missed` heartbeats,
+    /// and every request it answers recorded (see [`NodeCoordinator::requests`]).
+    pub async fn start_reporting(h_ms: u64, missed: u32) -> Self {
+        Self::spawn(
+            None,
+            h_ms,
+            h_ms * 10,
+            &["--missed", &missed.to_string(), "--report-requests"],
+        )
+        .await
+    }
+
+    /// How many requests it answered whose `METHOD URL STATUS` starts with `prefix`
+    /// (only when started with [`NodeCoordinator::start_reporting`]).
+    pub fn requests(&self, prefix: &str) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|r| r.starts_with(prefix)).count()
+    }
+
     /// Starts one with heartbeat `h_ms`, resync `resync_ms`, and a discovery host
     /// (itself when `None`). Waits until it listens.
     pub async fn start(discovery: Option<&str>, h_ms: u64, resync_ms: u64) -> Self {
+        Self::spawn(discovery, h_ms, resync_ms, &[]).await
+    }
+
+    async fn spawn(discovery: Option<&str>, h_ms: u64, resync_ms: u64, extra: &[&str]) -> Self {
         require_node();
         let mut command = Command::new("node");
         command
@@ -48,6 +73,7 @@ impl NodeCoordinator {
             .arg("coordinator.js")
             .args(["--port", "0", "--heartbeat", &h_ms.to_string()])
             .args(["--resync", &resync_ms.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -67,7 +93,21 @@ impl NodeCoordinator {
             .strip_prefix("READY ")
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from coordinator.js: {line}"));
-        NodeCoordinator { child, port }
+        // Drained so that it never blocks on a full pipe.
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(request) = line.strip_prefix("REQUEST ") {
+                    recorded.lock().unwrap().push(request.to_owned());
+                }
+            }
+        });
+        NodeCoordinator {
+            child,
+            port,
+            requests,
+        }
     }
 
     /// Where to reach it.

@@ -261,6 +261,27 @@ impl Drop for CoordinatorProcess {
     }
 }
 
+/// Sends `signal` (`TERM`, `STOP`, `CONT`, ...) to process `pid`.
+pub async fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// Sends SIGTERM to `child` and returns its exit code once it exits (within 30 s).
+pub async fn terminate(child: &mut Child) -> Option<i32> {
+    signal(child.id().expect("running"), "TERM").await;
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("exit status")
+        .code()
+}
+
 fn lock(logs: &Logs) -> std::sync::MutexGuard<'_, VecDeque<String>> {
     logs.lock().unwrap_or_else(PoisonError::into_inner)
 }

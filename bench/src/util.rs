@@ -85,6 +85,10 @@ pub enum Target {
     Ours,
     Original,
     Ceiling,
+    /// Ours with both cores (the load generator shares the second).
+    OursTwoCores,
+    /// The ceiling with both cores.
+    CeilingTwoCores,
 }
 
 impl Target {
@@ -93,6 +97,8 @@ impl Target {
             Target::Ours => "ours",
             Target::Original => "original",
             Target::Ceiling => "ceiling",
+            Target::OursTwoCores => "ours, 2 cores",
+            Target::CeilingTwoCores => "ceiling, 2 cores",
         }
     }
 }
@@ -230,9 +236,9 @@ pub async fn start_original(paths: &Paths, name: &str, opts: &CoordOpts) -> Resu
 }
 
 /// Starts the ceiling server, pinned, serving `bodies` (service, file).
-pub async fn start_ceiling(paths: &Paths, bodies: &[(String, PathBuf)]) -> Result<Proc> {
+pub async fn start_ceiling(paths: &Paths, bodies: &[(String, PathBuf)], cores: &str) -> Result<Proc> {
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg("0").arg(&paths.ceiling).args(["--port", "0"]);
+    cmd.arg("-c").arg(cores).arg(&paths.ceiling).args(["--port", "0"]);
     for (service, file) in bodies {
         cmd.arg("--body")
             .arg(format!("{service}={}", file.display()));
@@ -251,7 +257,15 @@ pub async fn start_target(
     match target {
         Target::Ours => start_ours(paths, "ours", opts).await,
         Target::Original => start_original(paths, "original", opts).await,
-        Target::Ceiling => start_ceiling(paths, bodies).await,
+        Target::Ceiling => start_ceiling(paths, bodies, "0").await,
+        Target::OursTwoCores => {
+            let opts = CoordOpts {
+                cores: "0-1".into(),
+                ..opts.clone()
+            };
+            start_ours(paths, "ours-2cores", &opts).await
+        }
+        Target::CeilingTwoCores => start_ceiling(paths, bodies, "0-1").await,
     }
 }
 

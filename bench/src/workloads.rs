@@ -47,6 +47,15 @@ pub fn listing(service: &str, i: usize) -> String {
 }
 
 const TARGETS: [Target; 3] = [Target::Ours, Target::Original, Target::Ceiling];
+/// Workloads 1–3 also run ours and the ceiling on both cores (the load generator
+/// then shares the second one with them).
+const THROUGHPUT_TARGETS: [Target; 5] = [
+    Target::Ours,
+    Target::Original,
+    Target::Ceiling,
+    Target::OursTwoCores,
+    Target::CeilingTwoCores,
+];
 
 #[derive(Clone)]
 struct Row {
@@ -79,7 +88,12 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn ratio_check(what: &str, rows: &[Row], vs: Target, min: f64) -> Check {
-    let ours = rows.iter().find(|r| r.target == Target::Ours);
+    let ours_target = if vs == Target::CeilingTwoCores {
+        Target::OursTwoCores
+    } else {
+        Target::Ours
+    };
+    let ours = rows.iter().find(|r| r.target == ours_target);
     let other = rows.iter().find(|r| r.target == vs);
     match (ours, other) {
         (Some(o), Some(v)) if v.wrk.rps() > 0.0 => {
@@ -175,10 +189,10 @@ async fn heartbeats(ctx: &Ctx) -> Result<Section> {
     const SERVICES: usize = 50;
     let bodies: Vec<String> = (0..N).map(|i| hb_listing(i, SERVICES)).collect();
     let mut servers = Vec::new();
-    for target in TARGETS {
+    for target in THROUGHPUT_TARGETS {
         let server = start_target(target, &ctx.paths, &CoordOpts::default(), &[]).await?;
         let mut note = String::new();
-        if target != Target::Ceiling {
+        if !matches!(target, Target::Ceiling | Target::CeilingTwoCores) {
             // Every listing is known before the timed runs, so they measure heartbeats
             // (refreshes), not first publications.
             let took = load(&server.addr(), bodies.clone(), 32).await?;
@@ -204,6 +218,7 @@ async fn heartbeats(ctx: &Ctx) -> Result<Section> {
     let checks = vec![
         ratio_check("1. Heartbeats", &rows, Target::Original, 2.0),
         ratio_check("1. Heartbeats", &rows, Target::Ceiling, 0.9),
+        ratio_check("1. Heartbeats, 2 cores", &rows, Target::CeilingTwoCores, 0.9),
     ];
     Ok(Section {
         order: 1,
@@ -220,13 +235,15 @@ async fn read(ctx: &Ctx, large: bool) -> Result<Section> {
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let mut sizes = Vec::new();
     let mut servers = Vec::new();
-    for target in TARGETS {
+    for target in THROUGHPUT_TARGETS {
         let server = start_target(target, &ctx.paths, &CoordOpts::default(), &files).await?;
-        if target != Target::Ceiling {
+        if !matches!(target, Target::Ceiling | Target::CeilingTwoCores) {
             load(&server.addr(), bodies.clone(), 16).await?;
         }
         let answer = get_body(&server.addr(), service).await?;
-        sizes.push(format!("{}: {} bytes", target.label(), answer.len()));
+        if !matches!(target, Target::OursTwoCores | Target::CeilingTwoCores) {
+            sizes.push(format!("{}: {} bytes", target.label(), answer.len()));
+        }
         if target == Target::Ours {
             let file = ctx.paths.out.join(format!("{service}.json"));
             write(&file, std::str::from_utf8(&answer)?)?;
@@ -252,13 +269,17 @@ async fn read(ctx: &Ctx, large: bool) -> Result<Section> {
             vec![
                 ratio_check("2. Large read", &rows, Target::Original, 20.0),
                 ratio_check("2. Large read", &rows, Target::Ceiling, 0.7),
+                ratio_check("2. Large read, 2 cores", &rows, Target::CeilingTwoCores, 0.7),
             ],
         )
     } else {
         (
             3,
             "3. Small read",
-            vec![ratio_check("3. Small read", &rows, Target::Ceiling, 0.9)],
+            vec![
+                ratio_check("3. Small read", &rows, Target::Ceiling, 0.9),
+                ratio_check("3. Small read, 2 cores", &rows, Target::CeilingTwoCores, 0.9),
+            ],
         )
     };
     Ok(Section {

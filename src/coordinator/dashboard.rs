@@ -64,18 +64,18 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         let list: Vec<Value> = std::iter::once(me).chain(peers).collect();
         (list, membership.index())
     });
-    // Copy out under the lock; build the JSON after releasing it.
+    // Copy out under the lock (shared payloads, nothing decoded); build the JSON
+    // after releasing it.
     let (counts, names_index, listing_count, selected) = shared.read_registry(|registry| {
         let counts: Vec<(String, usize)> = registry
             .service_counts()
             .map(|(name, count)| (name.to_owned(), count))
             .collect();
         let selected = query.service.as_deref().map(|service| {
-            let listings: Vec<(crate::Listing, Instant)> = registry
-                .listings_with_deadlines(service)
-                .map(|(listing, deadline)| (listing.clone(), deadline))
-                .collect();
-            (listings, registry.index(service))
+            (
+                registry.bodies_with_deadlines(service),
+                registry.index(service),
+            )
         });
         (counts, registry.names_index(), registry.len(), selected)
     });
@@ -85,9 +85,11 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         .collect();
     let (listings, service_index) = match selected {
         Some((listings, index)) => {
+            // Decoded here, after the lock is released.
             let listings: Vec<Value> = listings
                 .iter()
-                .map(|(listing, deadline)| {
+                .map(|(body, deadline)| {
+                    let listing: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                     let left = deadline.saturating_duration_since(now);
                     json!({"listing": listing, "heartbeatMsAgo": ms(ttl.saturating_sub(left))})
                 })

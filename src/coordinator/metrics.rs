@@ -4,6 +4,11 @@
 //! tests stay isolated). Counters are bumped where things happen; the gauges that
 //! mirror state (listings, services, coordinators, held queries) are set from that
 //! state at scrape time, so they can never drift from it.
+//!
+//! Labels are bounded: a route is one of [`ROUTES`] or `unmatched`, a method one
+//! of [`METHODS`] (`other` for anything a client invents). Every request bumps a
+//! counter and observes a histogram: their handles are looked up once per label
+//! set and kept, so a request pays an atomic add, not a hash and a lock.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +16,55 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+
+/// The routes we serve, as labels; a request that matched none is `unmatched`.
+pub(crate) const ROUTES: [&str; 13] = [
+    "/status",
+    crate::protocol::READY_PATH,
+    crate::protocol::SNAPSHOT_PATH,
+    "/metrics",
+    "/v1/config",
+    "/v1/coordinator",
+    "/v1/listings",
+    "/v1/listings/{service}",
+    "/v1/listings/{service}/{host}",
+    "/",
+    "/ui",
+    "/ui/api/state",
+    "unmatched",
+];
+
+/// The methods, as labels.
+pub(crate) const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other",
+];
+
+/// The statuses whose counter handles are kept; others are looked up each time.
+const STATUSES: [u16; 12] = [200, 201, 204, 400, 401, 404, 405, 408, 413, 500, 502, 503];
+
+/// The label index of the route a request matched (`unmatched` for none).
+pub(crate) fn route_index(matched: Option<&str>) -> usize {
+    matched
+        .and_then(|path| ROUTES.iter().position(|r| *r == path))
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+/// The label index of a method: any other token a client invents is `other`, so
+/// clients cannot make the metrics grow without bound.
+pub(crate) fn method_index(method: &axum::http::Method) -> usize {
+    use axum::http::Method;
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        _ => 7,
+    }
+}
 
 /// Labels of a served request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -41,8 +95,12 @@ pub(crate) struct Metrics {
     pub imported: Counter,
     pub gossip_polls: Counter,
     pub gossip_poll_failures: Counter,
-    pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabels, Histogram>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+    /// Handles into `requests`, by method, route and status (see [`STATUSES`]).
+    request_handles: Vec<OnceLock<Counter>>,
+    /// Handles into `latency`, by route.
+    latency_handles: Vec<OnceLock<Histogram>>,
 }
 
 impl Metrics {
@@ -68,6 +126,10 @@ impl Metrics {
                     0.25, 0.5, 1.0, 2.5,
                 ])
             }),
+            request_handles: (0..METHODS.len() * ROUTES.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            latency_handles: (0..ROUTES.len()).map(|_| OnceLock::new()).collect(),
             registry: Registry::default(),
         };
         let Metrics {
@@ -153,6 +215,38 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts a served request (label indexes from [`method_index`], [`route_index`]).
+    pub fn count_request(&self, method: usize, route: usize, status: u16) {
+        let labels = || RequestLabels {
+            method: METHODS[method],
+            route: ROUTES[route],
+            status,
+        };
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(at) => {
+                let slot = (method * ROUTES.len() + route) * STATUSES.len() + at;
+                self.request_handles[slot]
+                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                    .inc();
+            }
+            None => {
+                self.requests.get_or_create(&labels()).inc();
+            }
+        }
+    }
+
+    /// Records how long a request to `route` took.
+    pub fn observe_latency(&self, route: usize, seconds: f64) {
+        self.latency_handles[route]
+            .get_or_init(|| {
+                let labels = RouteLabels {
+                    route: ROUTES[route],
+                };
+                self.latency.get_or_create(&labels).clone()
+            })
+            .observe(seconds);
     }
 
     /// The text exposition of every metric.

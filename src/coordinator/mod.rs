@@ -38,7 +38,7 @@ use readiness::{Phase, Readiness};
 use registry::{Registry, RegistryError, Upsert};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{watch, Notify};
@@ -83,8 +83,9 @@ pub(crate) struct Shared {
     pub config: CoordinatorConfig,
     /// This coordinator's descriptor, `announce_host:port`.
     pub me: Peer,
-    /// A std mutex: every critical section is short and synchronous.
-    registry: Mutex<Registry>,
+    /// A std read-write lock: every critical section is short and synchronous, and
+    /// reads and repeat heartbeats share it (see the registry's module docs).
+    registry: RwLock<Registry>,
     /// Same discipline as `registry`; never both held at once.
     membership: Mutex<Membership>,
     pub remote: Remote,
@@ -106,10 +107,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // Recovered even if a panic poisoned the lock: every mutation completes
-        // before it can panic, so the data stays consistent.
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The registry for a change. Recovered even if a panic poisoned the lock:
+    /// every mutation completes before it can panic, so the data stays consistent.
+    fn registry(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The registry for reading, shared with other readers.
+    fn registry_shared(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn membership(&self) -> MutexGuard<'_, Membership> {
@@ -120,7 +128,7 @@ impl Shared {
 
     /// Reads the registry under its lock.
     pub fn read_registry<T>(&self, read: impl FnOnce(&Registry) -> T) -> T {
-        read(&self.registry())
+        read(&self.registry_shared())
     }
 
     /// Reads the membership table under its lock.
@@ -130,13 +138,13 @@ impl Shared {
 
     /// Live listings held.
     pub fn listing_count(&self) -> usize {
-        self.registry().len()
+        self.registry_shared().len()
     }
 
     /// A service's listings as a JSON array with its index, `Err(index)` when it
     /// has none (cached per change inside the registry).
     pub fn listings_json(&self, service: &str) -> Result<(u64, Bytes), u64> {
-        let mut registry = self.registry();
+        let registry = self.registry_shared();
         registry
             .listings_json(service)
             .ok_or_else(|| registry.index(service))
@@ -144,7 +152,7 @@ impl Shared {
 
     /// The service names as a JSON array, with their index.
     pub fn services_json(&self) -> (u64, Bytes) {
-        self.registry().services_json()
+        self.registry_shared().services_json()
     }
 
     // Every mutation goes through one of the methods below, so that every change
@@ -178,7 +186,7 @@ impl Shared {
     /// decoding it; false (nothing changed) otherwise.
     pub fn refresh_if_same(&self, service: &str, host: &str, body: &[u8]) -> bool {
         let refreshed = self
-            .registry()
+            .registry_shared()
             .refresh_if_same(service, host, body, Instant::now());
         if refreshed {
             self.metrics.heartbeats.inc();
@@ -359,7 +367,7 @@ impl Coordinator {
         let shared = Arc::new(Shared {
             remote: Remote::new(config.request_timeout).with_token(config.token.clone()),
             me,
-            registry: Mutex::new(registry),
+            registry: RwLock::new(registry),
             membership: Mutex::new(membership),
             shutdown: CancellationToken::new(),
             changes: Changes::new(config.max_held_queries),

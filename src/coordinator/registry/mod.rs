@@ -16,11 +16,19 @@
 //!   counter of its last change (its *index*), and the set of service names has its
 //!   own index; a heartbeat that changes nothing changes no index. These indexes are
 //!   what blocking queries wait on, and they key the cached JSON answers.
+//!
+//! **Reads and heartbeats need no exclusive access.** The coordinator keeps the
+//! registry behind a read-write lock. Everything a read needs works through `&self`:
+//! a service's JSON answer is built once per change in a once-cell (cleared by the
+//! change, under the write lock); and the common heartbeat, one that repeats the
+//! stored payload, only moves the listing's deadline, an atomic. So reads and
+//! heartbeats run side by side on every core; only changes take the write lock.
 
-use crate::listing::{Limits, Listing};
+use crate::listing::Listing;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -72,22 +80,42 @@ pub enum RegistryError {
 
 type Key = (Arc<str>, Arc<str>);
 
+/// Instants as signed nanoseconds from one origin, so that a deadline fits in an
+/// atomic: a heartbeat moves it through `&self`.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    fn nanos(self, at: Instant) -> i64 {
+        if at >= self.origin {
+            (at - self.origin).as_nanos().min(i64::MAX as u128) as i64
+        } else {
+            -((self.origin - at).as_nanos().min(i64::MAX as u128) as i64)
+        }
+    }
+
+    fn instant(self, nanos: i64) -> Instant {
+        let magnitude = Duration::from_nanos(nanos.unsigned_abs());
+        if nanos >= 0 {
+            self.origin + magnitude
+        } else {
+            self.origin - magnitude
+        }
+    }
+}
+
 /// One listing: its payload as compact JSON (what watchers get, byte for byte;
 /// far smaller than a parsed object), and its deadline.
 struct Entry {
     body: Bytes,
-    /// When it expires unless refreshed.
-    deadline: Instant,
+    /// When it expires unless refreshed (see [`Clock`]); a heartbeat moves it
+    /// without exclusive access.
+    deadline: AtomicI64,
     /// The time it is filed under in `Registry::queue`: its deadline when filed,
     /// which a heartbeat only moves later, so the queue may run early, never late.
     queued: Instant,
-}
-
-impl Entry {
-    /// The stored listing, decoded (it was validated when it entered).
-    fn listing(&self) -> Listing {
-        Listing::from_json(&self.body, &Limits::RECEIVED).expect("stored listings are valid")
-    }
 }
 
 /// A listing's compact JSON, the form it is stored and compared in: in an
@@ -102,13 +130,15 @@ struct Service {
     name: Arc<str>,
     listings: BTreeMap<Arc<str>, Entry>,
     index: u64,
-    /// The JSON array of this service's listings, built on first read after a change.
-    body: Option<Bytes>,
+    /// The JSON array of this service's listings, built by the first read after a
+    /// change (readers share the lock, so it is a once-cell) and cleared by the next.
+    body: OnceLock<Bytes>,
 }
 
 /// Live listings by service, with their deadlines and change indexes.
 pub struct Registry {
     ttl: Duration,
+    clock: Clock,
     limits: RegistryLimits,
     services: BTreeMap<Arc<str>, Service>,
     /// Every listing, filed under a time at or before its deadline. A heartbeat
@@ -123,7 +153,7 @@ pub struct Registry {
     /// Index reported for a service with no listing: the last time any service vanished.
     absent_index: u64,
     /// Cached JSON array of service names, valid for `names_index`.
-    names_body: Option<Bytes>,
+    names_body: OnceLock<Bytes>,
     /// Keys withdrawn while a copy from a peer may be under way: an import must not
     /// bring back what a publisher withdrew meanwhile. `None` when not recording.
     withdrawn: Option<HashSet<Key>>,
@@ -137,6 +167,9 @@ impl Registry {
         let first_index = first_index.max(1);
         Registry {
             ttl,
+            clock: Clock {
+                origin: Instant::now(),
+            },
             limits,
             services: BTreeMap::new(),
             queue: BTreeSet::new(),
@@ -144,7 +177,7 @@ impl Registry {
             counter: first_index,
             names_index: first_index,
             absent_index: first_index,
-            names_body: None,
+            names_body: OnceLock::new(),
             withdrawn: None,
         }
     }
@@ -162,16 +195,17 @@ impl Registry {
     pub fn upsert(&mut self, listing: Listing, now: Instant) -> Result<Upsert, RegistryError> {
         let deadline = now + self.ttl;
         let body = encode(&listing);
+        let clock = self.clock;
         if let Some(service) = self.services.get_mut(listing.service()) {
             if let Some(entry) = service.listings.get_mut(listing.host()) {
-                entry.deadline = deadline;
+                *entry.deadline.get_mut() = clock.nanos(deadline);
                 if entry.body == body {
                     return Ok(Upsert::Refreshed);
                 }
                 entry.body = body;
                 self.counter += 1;
                 service.index = self.counter;
-                service.body = None;
+                service.body = OnceLock::new();
                 return Ok(Upsert::Replaced);
             }
         }
@@ -201,7 +235,7 @@ impl Registry {
         let index = self.bump();
         if is_new_service {
             self.names_index = index;
-            self.names_body = None;
+            self.names_body = OnceLock::new();
         }
         let service = self
             .services
@@ -210,15 +244,15 @@ impl Registry {
                 name: name.clone(),
                 listings: BTreeMap::new(),
                 index,
-                body: None,
+                body: OnceLock::new(),
             });
         service.index = index;
-        service.body = None;
+        service.body = OnceLock::new();
         let host: Arc<str> = Arc::from(host);
         let key = (service.name.clone(), host.clone());
         let entry = Entry {
             body,
-            deadline,
+            deadline: AtomicI64::new(self.clock.nanos(deadline)),
             queued: deadline,
         };
         service.listings.insert(host, entry);
@@ -269,7 +303,7 @@ impl Registry {
         let mut all = Vec::with_capacity(self.len);
         for service in self.services.values() {
             for entry in service.listings.values() {
-                let left = entry.deadline.saturating_duration_since(now);
+                let left = self.deadline_of(entry).saturating_duration_since(now);
                 if !left.is_zero() {
                     all.push((entry.body.clone(), left));
                 }
@@ -281,24 +315,26 @@ impl Registry {
     /// Refreshes the heartbeat of `(service, host)` if its stored payload is exactly
     /// `body` (compact JSON): the common heartbeat, handled without decoding it.
     /// Returns false, changing nothing, in any other case.
-    pub fn refresh_if_same(
-        &mut self,
-        service: &str,
-        host: &str,
-        body: &[u8],
-        now: Instant,
-    ) -> bool {
-        let Some(service) = self.services.get_mut(service) else {
+    ///
+    /// Needs only shared access: the deadline is an atomic, and only ever moves
+    /// later here (a heartbeat racing another keeps the later of the two).
+    pub fn refresh_if_same(&self, service: &str, host: &str, body: &[u8], now: Instant) -> bool {
+        let Some(service) = self.services.get(service) else {
             return false;
         };
-        let Some(entry) = service.listings.get_mut(host) else {
+        let Some(entry) = service.listings.get(host) else {
             return false;
         };
         if entry.body != body {
             return false;
         }
-        entry.deadline = now + self.ttl;
+        let deadline = self.clock.nanos(now + self.ttl);
+        entry.deadline.fetch_max(deadline, Ordering::Relaxed);
         true
+    }
+
+    fn deadline_of(&self, entry: &Entry) -> Instant {
+        self.clock.instant(entry.deadline.load(Ordering::Relaxed))
     }
 
     /// Removes one listing, returning its payload (compact JSON); `None` when there
@@ -327,11 +363,11 @@ impl Registry {
         if service.listings.is_empty() {
             self.services.remove(&key.0);
             self.names_index = index;
-            self.names_body = None;
+            self.names_body = OnceLock::new();
             self.absent_index = index;
         } else {
             service.index = index;
-            service.body = None;
+            service.body = OnceLock::new();
         }
         entry
     }
@@ -349,15 +385,17 @@ impl Registry {
             }
             work += 1;
             let (_, key) = self.queue.pop_first().expect("checked non-empty");
+            let clock = self.clock;
             let entry = self
                 .services
                 .get_mut(&key.0)
                 .and_then(|s| s.listings.get_mut(&key.1))
                 .expect("every queued key is live");
-            if entry.deadline > now {
+            let deadline = clock.instant(*entry.deadline.get_mut());
+            if deadline > now {
                 // Refreshed since it was filed: file it under its deadline now.
-                entry.queued = entry.deadline;
-                self.queue.insert((entry.deadline, key));
+                entry.queued = deadline;
+                self.queue.insert((deadline, key));
                 continue;
             }
             self.take(&key);
@@ -380,7 +418,8 @@ impl Registry {
     /// When the listing `(service, host)` expires, unless refreshed.
     #[cfg(test)]
     pub fn deadline(&self, service: &str, host: &str) -> Option<Instant> {
-        Some(self.services.get(service)?.listings.get(host)?.deadline)
+        let entry = self.services.get(service)?.listings.get(host)?;
+        Some(self.deadline_of(entry))
     }
 
     /// Names of services with at least one live listing, sorted.
@@ -395,18 +434,25 @@ impl Registry {
         self.services
             .get(service)
             .into_iter()
-            .flat_map(|s| s.listings.values().map(Entry::listing))
+            .flat_map(|s| s.listings.values())
+            .map(|e| {
+                let limits = crate::listing::Limits::RECEIVED;
+                Listing::from_json(&e.body, &limits).expect("stored listings are valid")
+            })
     }
 
-    /// Live listings of one service with their deadlines, sorted by host.
-    pub fn listings_with_deadlines(
-        &self,
-        service: &str,
-    ) -> impl Iterator<Item = (Listing, Instant)> + '_ {
+    /// The payloads of one service's live listings with their deadlines, sorted by
+    /// host.
+    ///
+    /// Payloads stay compact JSON (shared, not copied): the caller decodes them
+    /// after releasing the lock.
+    pub fn bodies_with_deadlines(&self, service: &str) -> Vec<(Bytes, Instant)> {
         self.services
             .get(service)
             .into_iter()
-            .flat_map(|s| s.listings.values().map(|e| (e.listing(), e.deadline)))
+            .flat_map(|s| s.listings.values())
+            .map(|e| (e.body.clone(), self.deadline_of(e)))
+            .collect()
     }
 
     /// Each service with its number of live listings, sorted by name.
@@ -436,9 +482,9 @@ impl Registry {
 
     /// The service's listings as a JSON array, with its index; `None` when it has none.
     /// Serialized once per change and shared by every reader until the next one.
-    pub fn listings_json(&mut self, service: &str) -> Option<(u64, Bytes)> {
-        let service = self.services.get_mut(service)?;
-        let body = service.body.get_or_insert_with(|| {
+    pub fn listings_json(&self, service: &str) -> Option<(u64, Bytes)> {
+        let service = self.services.get(service)?;
+        let body = service.body.get_or_init(|| {
             // The stored payloads are compact JSON already: join them.
             let size: usize = service.listings.values().map(|e| e.body.len() + 1).sum();
             let mut all = Vec::with_capacity(size + 2);
@@ -456,9 +502,9 @@ impl Registry {
     }
 
     /// The service names as a JSON array, with their index; cached like listings.
-    pub fn services_json(&mut self) -> (u64, Bytes) {
+    pub fn services_json(&self) -> (u64, Bytes) {
         let services = &self.services;
-        let body = self.names_body.get_or_insert_with(|| {
+        let body = self.names_body.get_or_init(|| {
             let names: Vec<&str> = services.keys().map(|n| &**n).collect();
             Bytes::from(serde_json::to_vec(&names).expect("names serialize"))
         });

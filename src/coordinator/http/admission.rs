@@ -1,0 +1,160 @@
+//! The one middleware around every route: admits the request (the token, the
+//! body within its deadline and size), then stamps the common headers on the
+//! answer, counts and times it, and logs it at debug level. One layer, not four:
+//! every request pays it.
+
+use super::answer::ApiError;
+use crate::coordinator::metrics::{method_index, route_index};
+use crate::coordinator::readiness::Phase;
+use crate::coordinator::Shared;
+use crate::protocol::{
+    COMPLETE_HEADER, COORDINATOR_HEADER, HEARTBEAT_HEADER, INSTANCE_HEADER, READY_PATH,
+};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use subtle::ConstantTimeEq;
+
+/// What the one middleware needs: the shared state and the headers built once.
+#[derive(Clone)]
+pub(super) struct Around {
+    pub shared: Arc<Shared>,
+    pub headers: CommonHeaders,
+}
+
+/// The middleware: admits, then stamps, counts, times and logs (see the module).
+pub(super) async fn around(State(around): State<Around>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let shared = &around.shared;
+    let method = method_index(request.method());
+    let route = route_index(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let blocking = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
+    let logged = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| (request.method().clone(), request.uri().clone()));
+    let mut response = match admit(shared, request).await {
+        Ok(request) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    };
+    let headers = response.headers_mut();
+    // Room for ours and hyper's, in one allocation.
+    headers.reserve(around.headers.len() + 3);
+    for (name, value) in around.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    // Whether this coordinator holds all its cluster holds (see `readiness.rs`);
+    // while it syncs it does not know yet, and no listing read is answered.
+    match shared.phase() {
+        Phase::Complete => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("true")),
+        Phase::Partial => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("false")),
+        Phase::Syncing => None,
+    };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let metrics = &shared.metrics;
+    metrics.count_request(method, route, status);
+    // Blocking queries are counted but kept out of the latency histogram, which
+    // they would swamp.
+    if !blocking {
+        metrics.observe_latency(route, elapsed.as_secs_f64());
+    }
+    if let Some((method, uri)) = logged {
+        tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+    }
+    response
+}
+
+/// The request as the handler gets it, or the answer that refuses it.
+async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
+    authorize(shared, &request)?;
+    read_body(shared, request).await
+}
+
+/// With a token configured: writes (and reads, when protected) need
+/// `Authorization: Bearer <token>`, compared in constant time. `/status` stays open.
+fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
+    let Some(token) = shared.config.token.as_deref() else {
+        return Ok(());
+    };
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let path = request.uri().path();
+    if path == "/status" || path == READY_PATH || (is_read && !shared.config.protect_reads) {
+        return Ok(());
+    }
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token",
+    ))
+}
+
+/// Receives a request's whole body within the body deadline and the size limit,
+/// so a slow or endless sender gets a `408` or `413` instead of holding a handler.
+async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let mut collect = std::pin::pin!(Limited::new(body, shared.config.max_body_bytes).collect());
+    // A small body usually came with the head: take it without arming a timer.
+    let at_once = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match at_once {
+        Poll::Ready(collected) => Ok(collected),
+        Poll::Pending => tokio::time::timeout(shared.config.body_timeout, collect).await,
+    };
+    let refusal = match collected {
+        Ok(Ok(collected)) => {
+            return Ok(Request::from_parts(parts, Body::from(collected.to_bytes())));
+        }
+        Err(_elapsed) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        ),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+        }
+        Ok(Err(error)) => ApiError::bad_request(format!("could not read the body: {error}")),
+    };
+    Err(refusal)
+}
+
+/// The headers every answer carries, built once.
+pub(super) type CommonHeaders = Arc<[(HeaderName, HeaderValue)]>;
+
+pub(super) fn common_headers(shared: &Shared) -> CommonHeaders {
+    let heartbeat = shared.config.heartbeat_interval.as_millis().to_string();
+    [
+        (HEARTBEAT_HEADER, HeaderValue::from_str(&heartbeat).ok()),
+        (
+            COORDINATOR_HEADER,
+            HeaderValue::from_str(shared.me.host()).ok(),
+        ),
+        (INSTANCE_HEADER, Some(HeaderValue::from(shared.instance))),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
+    .collect()
+}

@@ -1,0 +1,122 @@
+//! What a client gets back: JSON answers from bytes serialized once, and
+//! [`ApiError`], the one error type of the HTTP layer, answered as
+//! `{"error": "..."}` with a 4xx (or 503) status. Nothing a client sends can panic
+//! a handler or change state when it is refused.
+
+use crate::listing::DecodeError;
+use crate::protocol::INDEX_HEADER;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+/// An error answered to a client as `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(
+                status = self.status.as_u16(),
+                error = self.message,
+                "request refused"
+            );
+        } else {
+            tracing::debug!(
+                status = self.status.as_u16(),
+                error = self.message,
+                "bad request"
+            );
+        }
+        let body = serde_json::to_vec(&json!({ "error": self.message })).expect("serializes");
+        let mut response = json_response(self.status, Bytes::from(body));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> Self {
+        ApiError::bad_request(error.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body too large".to_owned()
+        } else {
+            rejection.body_text()
+        };
+        ApiError::new(status, message)
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+pub(super) fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A 200 JSON answer from pre-serialized bytes, pretty-printed on request.
+pub(super) fn json_ok(body: Bytes, pretty: bool, index: Option<u64>) -> Response {
+    // Pretty-printing re-reads what we wrote; should that ever fail, the compact
+    // body is still the right answer.
+    let pretty_body = pretty
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+        .and_then(|value| serde_json::to_vec_pretty(&value).ok());
+    let body = pretty_body.map_or(body, Bytes::from);
+    let mut response = json_response(StatusCode::OK, body);
+    if let Some(index) = index {
+        response
+            .headers_mut()
+            .insert(INDEX_HEADER, HeaderValue::from(index));
+    }
+    response
+}
+
+pub(super) fn to_json_bytes(value: &impl serde::Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("serializes"))
+}

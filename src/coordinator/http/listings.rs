@@ -1,0 +1,150 @@
+//! The listing routes: `GET /v1/listings` (service names), `GET
+//! /v1/listings/:service`, `POST /v1/listings[?heartbeat=true]` and `DELETE
+//! /v1/listings/:service/:host`. A listing enters here (decoded and validated),
+//! and leaves here when its publisher withdraws it. Reads wait while the
+//! coordinator copies its cluster's listings (join sync).
+
+use super::answer::{json_ok, ApiError, ApiResult};
+use super::blocking::{block, granted, Params};
+use crate::coordinator::changes::Topic;
+use crate::coordinator::registry::Upsert;
+use crate::coordinator::Shared;
+use crate::listing::{check_name, Listing};
+use crate::protocol::INDEX_HEADER;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub(super) async fn get_services(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(params) = query?;
+    let blocking = params.blocking(&shared)?;
+    shared.ready().await;
+    let mut hold = None;
+    if let Some((seen, wait)) = blocking {
+        let index = || shared.read_registry(|r| r.names_index());
+        hold = Some(block(&shared, Topic::Services, seen, wait, index).await);
+    }
+    let (index, body) = shared.services_json();
+    let response = json_ok(body, params.pretty(), Some(index));
+    Ok(granted(response, hold))
+}
+
+pub(super) async fn get_listings(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Params>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Path(service) = path?;
+    let Query(params) = query?;
+    let blocking = params.blocking(&shared)?;
+    // A name no listing could have is answered at once, never held: a held query
+    // must not keep an arbitrarily long name in memory.
+    let limits = &shared.config.listing_limits;
+    if check_name("service", &service, limits.max_service_len).is_err() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no live listing for that service name (not a valid name)",
+        ));
+    }
+    shared.ready().await;
+    let mut hold = None;
+    if let Some((seen, wait)) = blocking {
+        let topic = Topic::Service(service.clone());
+        let index = || shared.read_registry(|r| r.index(&service));
+        hold = Some(block(&shared, topic, seen, wait, index).await);
+    }
+    let answer = shared.listings_json(&service);
+    let response = match answer {
+        Ok((index, body)) => json_ok(body, params.pretty(), Some(index)),
+        // A blocking query waits for the first listing: it needs an answer with an index.
+        Err(index) if blocking.is_some() => {
+            json_ok(Bytes::from_static(b"[]"), params.pretty(), Some(index))
+        }
+        Err(index) => {
+            let mut response = ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no live listing for service `{service}`"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(INDEX_HEADER, HeaderValue::from(index));
+            response
+        }
+    };
+    Ok(granted(response, hold))
+}
+
+pub(super) async fn post_listing(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<StatusCode> {
+    let body = body?;
+    // Only `heartbeat=true` means anything here (and only to the log): read it
+    // without decoding the query, as the original ignores whatever else comes.
+    let heartbeat = query.is_some_and(|q| q.split('&').any(|kv| kv == "heartbeat=true"));
+    // The common case, a heartbeat that repeats the stored payload byte for byte,
+    // needs only the key read and a comparison: no decoding, no validation (what
+    // is stored was validated), no allocation.
+    if let Some((service, host)) = peek_key(&body) {
+        if shared.refresh_if_same(&service, &host, &body) {
+            log_listing(&shared, &service, &host, heartbeat, Upsert::Refreshed);
+            return Ok(StatusCode::CREATED);
+        }
+    }
+    let listing = Listing::from_json(&body, &shared.config.listing_limits)?;
+    let (service, host) = (listing.service().to_owned(), listing.host().to_owned());
+    let outcome = shared
+        .upsert(listing)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    log_listing(&shared, &service, &host, heartbeat, outcome);
+    Ok(StatusCode::CREATED)
+}
+
+/// Reads only `service` and `host` from a body, borrowing them where it can.
+fn peek_key(body: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    #[derive(Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        service: Cow<'a, str>,
+        #[serde(borrow)]
+        host: Cow<'a, str>,
+    }
+    let key: Key = serde_json::from_slice(body).ok()?;
+    Some((key.service, key.host))
+}
+
+fn log_listing(shared: &Shared, service: &str, host: &str, heartbeat: bool, outcome: Upsert) {
+    if shared.config.log_heartbeats {
+        tracing::info!(service, host, heartbeat, ?outcome, "listing received");
+    } else {
+        tracing::debug!(service, host, heartbeat, ?outcome, "listing received");
+    }
+}
+
+pub(super) async fn delete_listing(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path((service, host)) = path?;
+    let removed = shared.remove(&service, &host);
+    match removed {
+        Some(_) => {
+            tracing::info!(service, host, "listing withdrawn");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no listing of `{service}` at `{host}`"),
+        )),
+    }
+}

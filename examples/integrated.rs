@@ -42,18 +42,21 @@ async fn run() -> anyhow::Result<()> {
         ..CoordinatorConfig::default()
     };
     let first = Coordinator::bind("127.0.0.1:0", config(None)).await?;
-    let second = Coordinator::bind("127.0.0.1:0", config(Some(first.address()))).await?;
+    let second =
+        Coordinator::bind("127.0.0.1:0", config(Some(first.local_addr().to_string()))).await?;
     println!("coordinators: {} and {}", first.host(), second.host());
 
     // 2. A client publishes through the first coordinator...
-    let publisher = Client::new(ClientConfig::new(first.address()).poll_interval(HEARTBEAT));
+    let publisher =
+        Client::new(ClientConfig::new(first.local_addr().to_string()).poll_interval(HEARTBEAT));
     publisher.start().await?;
     let hello = Listing::new("hello", "localhost:1234")?.with("protocol", "http");
     publisher.publish(hello).await?;
 
     // 3. ...and another watches through the second. Publishing reaches every
     //    coordinator the publisher knows, so the watch may need a heartbeat or two.
-    let watcher = Client::new(ClientConfig::new(second.address()).poll_interval(HEARTBEAT));
+    let watcher =
+        Client::new(ClientConfig::new(second.local_addr().to_string()).poll_interval(HEARTBEAT));
     watcher.start().await?;
     let watch = watcher.watch("hello").build();
     watch.start().await?;

@@ -472,12 +472,25 @@ impl Remote {
         listing: &Listing,
         heartbeat: bool,
     ) -> Result<(), RemoteError> {
+        let body = serde_json::to_vec(listing).expect("a listing serializes");
+        self.publish_json(host, bytes::Bytes::from(body), heartbeat)
+            .await
+    }
+
+    /// Like [`Remote::publish`], with the listing serialized already: a client that
+    /// sends one listing to many coordinators serializes it once.
+    pub async fn publish_json(
+        &self,
+        host: &str,
+        listing_json: bytes::Bytes,
+        heartbeat: bool,
+    ) -> Result<(), RemoteError> {
         let path = if heartbeat {
             "/v1/listings?heartbeat=true"
         } else {
             "/v1/listings"
         };
-        self.post(host, path, listing).await.map(|_| ())
+        self.post_body(host, path, listing_json).await.map(|_| ())
     }
 
     /// `DELETE /v1/listings/:service/:host`: withdraws a listing. `Ok(false)` when the
@@ -507,9 +520,20 @@ impl Remote {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<Answer<()>, RemoteError> {
+        let body = serde_json::to_vec(body).expect("serializes");
+        self.post_body(host, path, bytes::Bytes::from(body)).await
+    }
+
+    async fn post_body(
+        &self,
+        host: &str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<Answer<()>, RemoteError> {
         let request = self.authorize(self.http.post(url(host, path)));
         let response = request
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .timeout(self.timeout)
             .send()
             .await

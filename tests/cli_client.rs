@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::process::terminate;
 use common::{config, delete, eventually, get, post, start};
 use serde_json::{json, Value};

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{eventually, hosts_of, sees, PATIENCE};
 use hakken::client::{Client, ClientConfig, ClientError, Random, Selector};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{config, delete, eventually, get, hosts_of, metric, post, sees, start, PATIENCE};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use hakken::{Client, ClientConfig, Listing};

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{config, coordinators_of, eventually, get, post, start};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use serde_json::json;

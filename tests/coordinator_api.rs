@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{
     config, current_index, delete, eventually, get, http, index_of, post, start, PATIENCE,
 };

@@ -106,8 +106,8 @@ async fn dashboard_in_a_real_browser() {
     let started = Instant::now();
     let mut child = Command::new("node")
         .arg(manifest_dir().join("tests/browser/dashboard.js"))
-        .arg(format!("http://{}", live.address()))
-        .arg(format!("http://{}", load.address()))
+        .arg(format!("http://{}", live.local_addr()))
+        .arg(format!("http://{}", load.local_addr()))
         .arg(&artifacts)
         .env("CHROMIUM_PATH", chromium_path())
         .current_dir(manifest_dir())

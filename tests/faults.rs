@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::process::{signal, CoordinatorProcess};
 use common::{config, eventually, held, holds, hosts_of, knows, post, sees, start, strings};
 use hakken::client::{Client, ClientConfig, ClientError};

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{config, current_index, eventually, get, http, post, start, PATIENCE};
 use hakken::coordinator::RegistryLimits;
 use serde_json::json;

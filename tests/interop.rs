@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::node::{NodeClient, NodeCoordinator};
 use common::{config, coordinators_of, eventually, get, post, start};
 use hakken::coordinator::CoordinatorConfig;

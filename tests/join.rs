@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Address;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get as route_get;
 use axum::Router;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{config, current_index, delete, eventually, http, post, start};
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Address;
+
 use common::{config, coordinators_of, eventually, get};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use hakken::{Client, ClientConfig, Listing};

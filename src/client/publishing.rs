@@ -18,6 +18,7 @@ use crate::backoff::{jittered, Backoff};
 use crate::fanout::fan_out;
 use crate::listing::Listing;
 use crate::remote::RemoteError;
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,11 +127,16 @@ pub(crate) async fn send(
     if hosts.is_empty() {
         return;
     }
-    let pairs = pairs(&listings, &hosts);
-    let results = fan_out(Some(&inner.tasks), pairs, |(host, listing)| {
+    // Serialized once per round, whatever the number of coordinators.
+    let bodies: Vec<Bytes> = listings
+        .iter()
+        .map(|l| Bytes::from(serde_json::to_vec(l).expect("a listing serializes")))
+        .collect();
+    let pairs = pairs(&bodies, &hosts);
+    let results = fan_out(Some(&inner.tasks), pairs, |(host, body)| {
         let remote = inner.remote.clone();
         async move {
-            let result = remote.publish(&host, &listing, heartbeat).await;
+            let result = remote.publish_json(&host, body, heartbeat).await;
             (host, result)
         }
     })
@@ -172,10 +178,11 @@ pub(crate) async fn withdraw(
     report(inner, "withdraw", results, false)
 }
 
-fn pairs(listings: &[Listing], hosts: &[String]) -> Vec<(String, Listing)> {
+/// Every (host, item) pair; items are cheap to clone (shared bytes, listings).
+fn pairs<T: Clone>(items: &[T], hosts: &[String]) -> Vec<(String, T)> {
     hosts
         .iter()
-        .flat_map(|host| listings.iter().map(move |l| (host.clone(), l.clone())))
+        .flat_map(|host| items.iter().map(move |item| (host.clone(), item.clone())))
         .collect()
 }
 

@@ -419,11 +419,6 @@ impl Coordinator {
         self.shared.me.host()
     }
 
-    /// An address clients on this machine can use: `127.0.0.1:port` style.
-    pub fn address(&self) -> String {
-        self.local_addr.to_string()
-    }
-
     /// Whether it answers reads yet: it has copied its cluster's listings, or
     /// found nobody to copy from (what `GET /ready` says).
     pub fn is_ready(&self) -> bool {

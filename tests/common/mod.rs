@@ -6,6 +6,18 @@ use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use std::future::Future;
 use std::time::Duration;
 
+/// `addr:port` of an in-process coordinator, as the tests write it.
+pub trait Address {
+    /// Where to reach it: its local address as text.
+    fn address(&self) -> String;
+}
+
+impl Address for Coordinator {
+    fn address(&self) -> String {
+        self.local_addr().to_string()
+    }
+}
+
 /// The longest any condition is waited for. Generous: the machine is noisy, and a
 /// condition that holds returns at once.
 pub const PATIENCE: Duration = Duration::from_secs(20);

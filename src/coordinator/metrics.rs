@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 
 /// The routes we serve, as labels; a request that matched none is `unmatched`.
+/// The order is relied on by [`route_index`].
 pub(crate) const ROUTES: [&str; 13] = [
     "/status",
     crate::protocol::READY_PATH,
@@ -43,11 +44,23 @@ pub(crate) const METHODS: [&str; 8] = [
 /// The statuses whose counter handles are kept; others are looked up each time.
 const STATUSES: [u16; 12] = [200, 201, 204, 400, 401, 404, 405, 408, 413, 500, 502, 503];
 
-/// The label index of the route a request matched (`unmatched` for none).
-pub(crate) fn route_index(matched: Option<&str>) -> usize {
-    matched
-        .and_then(|path| ROUTES.iter().position(|r| *r == path))
-        .unwrap_or(ROUTES.len() - 1)
+/// The label index of the route a request's path goes to (`unmatched` for none),
+/// read off the path the way the router matches it: a segment is any non-empty
+/// text.
+pub(crate) fn route_index(path: &str) -> usize {
+    let unmatched = ROUTES.len() - 1;
+    if let Some(at) = ROUTES[..unmatched].iter().position(|r| *r == path) {
+        return at;
+    }
+    let Some(rest) = path.strip_prefix("/v1/listings/") else {
+        return unmatched;
+    };
+    let mut segments = rest.split('/');
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some(service), None, None) if !service.is_empty() => 7,
+        (Some(service), Some(host), None) if !service.is_empty() && !host.is_empty() => 8,
+        _ => unmatched,
+    }
 }
 
 /// The label index of a method: any other token a client invents is `other`, so
@@ -255,5 +268,28 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_off_paths_as_the_router_matches_them() {
+        let label = |path| ROUTES[route_index(path)];
+        assert_eq!(label("/status"), "/status");
+        assert_eq!(label("/ready"), "/ready");
+        assert_eq!(label("/v1/listings"), "/v1/listings");
+        assert_eq!(label("/v1/listings/billing"), "/v1/listings/{service}");
+        assert_eq!(
+            label("/v1/listings/billing/h%3A1"),
+            "/v1/listings/{service}/{host}"
+        );
+        assert_eq!(label("/v1/listings/"), "unmatched");
+        assert_eq!(label("/v1/listings/a/b/c"), "unmatched");
+        assert_eq!(label("/v1/listings//b"), "unmatched");
+        assert_eq!(label("/nope"), "unmatched");
+        assert_eq!(label("/ui/api/state"), "/ui/api/state");
     }
 }

@@ -386,7 +386,7 @@ impl Coordinator {
             heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64,
             "coordinator started"
         );
-        let app = http::router(shared.clone());
+        let app = http::service(shared.clone());
         let options = server::ServeOptions {
             max_connections: shared.config.max_connections,
             header_timeout: shared.config.header_timeout,

@@ -12,7 +12,7 @@
 //! than `max_connections + MAX_REFUSING` sockets. Request bodies get their own
 //! deadline in [`super::http`].
 
-use axum::Router;
+use super::http::Admission;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -37,7 +37,7 @@ pub(crate) struct ServeOptions {
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Admission,
     options: ServeOptions,
     shutdown: CancellationToken,
 ) {

@@ -1,7 +1,11 @@
-//! The one middleware around every route: admits the request (the token, the
-//! body within its deadline and size), then stamps the common headers on the
-//! answer, counts and times it, and logs it at debug level. One layer, not four:
-//! every request pays it.
+//! The one service in front of the router, through which every request goes: it
+//! admits the request (the token, the body within its deadline and size), hands
+//! it to the router, then stamps the common headers on the answer, counts and
+//! times it, and logs it at debug level.
+//!
+//! It wraps the router as a whole rather than each route (as `Router::layer`
+//! would), so a request pays for it once, with no per-route service to clone.
+//! The route a request is counted under is read off its path ([`route_index`]).
 
 use super::answer::ApiError;
 use crate::coordinator::metrics::{method_index, route_index};
@@ -11,70 +15,117 @@ use crate::protocol::{
     COMPLETE_HEADER, COORDINATOR_HEADER, HEARTBEAT_HEADER, INSTANCE_HEADER, READY_PATH,
 };
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use subtle::ConstantTimeEq;
+use tower::Service;
 
-/// What the one middleware needs: the shared state and the headers built once.
+/// The router with admission in front (see the module).
 #[derive(Clone)]
-pub(super) struct Around {
-    pub shared: Arc<Shared>,
-    pub headers: CommonHeaders,
+pub(crate) struct Admission {
+    router: Router,
+    shared: Arc<Shared>,
+    headers: CommonHeaders,
 }
 
-/// The middleware: admits, then stamps, counts, times and logs (see the module).
-pub(super) async fn around(State(around): State<Around>, request: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let shared = &around.shared;
-    let method = method_index(request.method());
-    let route = route_index(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let blocking = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
-    let logged = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (request.method().clone(), request.uri().clone()));
-    let mut response = match admit(shared, request).await {
-        Ok(request) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
-    };
-    let headers = response.headers_mut();
-    // Room for ours and hyper's, in one allocation.
-    headers.reserve(around.headers.len() + 3);
-    for (name, value) in around.headers.iter() {
-        headers.insert(name.clone(), value.clone());
+impl Admission {
+    /// Puts admission in front of `router`.
+    pub fn new(router: Router, shared: Arc<Shared>) -> Self {
+        Admission {
+            headers: common_headers(&shared),
+            router,
+            shared,
+        }
     }
-    // Whether this coordinator holds all its cluster holds (see `readiness.rs`);
-    // while it syncs it does not know yet, and no listing read is answered.
-    match shared.phase() {
-        Phase::Complete => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("true")),
-        Phase::Partial => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("false")),
-        Phase::Syncing => None,
-    };
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    let metrics = &shared.metrics;
-    metrics.count_request(method, route, status);
-    // Blocking queries are counted but kept out of the latency histogram, which
-    // they would swamp.
-    if !blocking {
-        metrics.observe_latency(route, elapsed.as_secs_f64());
+
+    /// Admits, routes, then stamps, counts, times and logs (see the module).
+    async fn handle(mut self, request: Request) -> Response {
+        let started = std::time::Instant::now();
+        let shared = &self.shared;
+        let method = method_index(request.method());
+        let route = route_index(request.uri().path());
+        let blocking = request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
+        let logged = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (request.method().clone(), request.uri().clone()));
+        let mut response = match admit(shared, request).await {
+            Ok(request) => match self.router.call(request).await {
+                Ok(response) => response,
+                Err(infallible) => match infallible {},
+            },
+            Err(refusal) => refusal.into_response(),
+        };
+        let headers = response.headers_mut();
+        // Room for ours and hyper's, in one allocation.
+        headers.reserve(self.headers.len() + 3);
+        for (name, value) in self.headers.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        // Whether this coordinator holds all its cluster holds (see `readiness.rs`);
+        // while it syncs it does not know yet, and no listing read is answered.
+        match shared.phase() {
+            Phase::Complete => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("true")),
+            Phase::Partial => headers.insert(COMPLETE_HEADER, HeaderValue::from_static("false")),
+            Phase::Syncing => None,
+        };
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        let metrics = &shared.metrics;
+        metrics.count_request(method, route, status);
+        // Blocking queries are counted but kept out of the latency histogram,
+        // which they would swamp.
+        if !blocking {
+            metrics.observe_latency(route, elapsed.as_secs_f64());
+        }
+        if let Some((method, uri)) = logged {
+            tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+        }
+        response
     }
-    if let Some((method, uri)) = logged {
-        tracing::debug!(%method, %uri, status, micros = elapsed.as_micros() as u64, "request");
+}
+
+impl<B> Service<axum::http::Request<B>> for Admission
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
-    response
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request.map(Body::new)).await) })
+    }
+}
+
+/// The body of a request, as admission received it: whole, within its deadline
+/// and the size limit (so taking it cannot wait, and needs no limit of its own).
+pub(super) struct Received(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Received {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        axum::body::to_bytes(request.into_body(), usize::MAX)
+            .await
+            .map(Received)
+            .map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))
+    }
 }
 
 /// The request as the handler gets it, or the answer that refuses it.
@@ -142,9 +193,9 @@ async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiErro
 }
 
 /// The headers every answer carries, built once.
-pub(super) type CommonHeaders = Arc<[(HeaderName, HeaderValue)]>;
+type CommonHeaders = Arc<[(HeaderName, HeaderValue)]>;
 
-pub(super) fn common_headers(shared: &Shared) -> CommonHeaders {
+fn common_headers(shared: &Shared) -> CommonHeaders {
     let heartbeat = shared.config.heartbeat_interval.as_millis().to_string();
     [
         (HEARTBEAT_HEADER, HeaderValue::from_str(&heartbeat).ok()),

@@ -6,7 +6,7 @@
 use crate::listing::DecodeError;
 use crate::protocol::INDEX_HEADER;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -60,18 +60,6 @@ impl IntoResponse for ApiError {
 impl From<DecodeError> for ApiError {
     fn from(error: DecodeError) -> Self {
         ApiError::bad_request(error.to_string())
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "request body too large".to_owned()
-        } else {
-            rejection.body_text()
-        };
-        ApiError::new(status, message)
     }
 }
 

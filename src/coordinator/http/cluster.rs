@@ -3,6 +3,7 @@
 //! coordinator copies (`/v1/snapshot`), the settings a client adopts
 //! (`/v1/config`), the metrics (`/metrics`), and the fallbacks.
 
+use super::admission::Received;
 use super::answer::{json_ok, json_response, to_json_bytes, ApiError, ApiResult};
 use super::blocking::{block, granted, Params};
 use crate::coordinator::changes::Topic;
@@ -11,7 +12,7 @@ use crate::coordinator::Shared;
 use crate::listing::Peer;
 use crate::protocol::{snapshot_end, write_snapshot_entry, SnapshotHead, SNAPSHOT_CONTENT_TYPE};
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -59,9 +60,9 @@ pub(super) async fn get_coordinators(
 
 pub(super) async fn post_coordinator(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
+    Received(body): Received,
 ) -> ApiResult<StatusCode> {
-    let peer = Peer::from_json(&body?, &shared.config.listing_limits)?;
+    let peer = Peer::from_json(&body, &shared.config.listing_limits)?;
     let host = peer.host().to_owned();
     let added = shared
         .update_membership(|m| m.add(peer, Instant::now()))

@@ -4,6 +4,7 @@
 //! and leaves here when its publisher withdraws it. Reads wait while the
 //! coordinator copies its cluster's listings (join sync).
 
+use super::admission::Received;
 use super::answer::{json_ok, ApiError, ApiResult};
 use super::blocking::{block, granted, Params};
 use crate::coordinator::changes::Topic;
@@ -12,7 +13,7 @@ use crate::coordinator::Shared;
 use crate::listing::{check_name, Listing};
 use crate::protocol::INDEX_HEADER;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,9 +87,8 @@ pub(super) async fn get_listings(
 pub(super) async fn post_listing(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    Received(body): Received,
 ) -> ApiResult<StatusCode> {
-    let body = body?;
     // Only `heartbeat=true` means anything here (and only to the log): read it
     // without decoding the query, as the original ignores whatever else comes.
     let heartbeat = query.is_some_and(|q| q.split('&').any(|kv| kv == "heartbeat=true"));

@@ -42,8 +42,7 @@ mod listings;
 
 use super::Shared;
 use crate::protocol::{READY_PATH, SNAPSHOT_PATH};
-use admission::{around, common_headers, Around};
-use axum::extract::DefaultBodyLimit;
+pub(crate) use admission::Admission;
 use axum::routing::get;
 use axum::Router;
 use cluster::{
@@ -53,9 +52,13 @@ use cluster::{
 use listings::{delete_listing, get_listings, get_services, post_listing};
 use std::sync::Arc;
 
-/// Builds the router over the shared state.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    let max_body = shared.config.max_body_bytes;
+/// The router over the shared state, with admission in front.
+pub(crate) fn service(shared: Arc<Shared>) -> Admission {
+    Admission::new(router(shared.clone()), shared)
+}
+
+/// Every route.
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route(READY_PATH, get(ready))
@@ -75,13 +78,5 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(super::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            Around {
-                headers: common_headers(&shared),
-                shared: shared.clone(),
-            },
-            around,
-        ))
         .with_state(shared)
 }

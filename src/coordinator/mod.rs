@@ -1,17 +1,17 @@
 //! The coordinator: an HTTP server holding service listings, gossiping with its peers.
 //!
 //! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
-//! five things until [`Coordinator::shutdown`]: the HTTP server (`http.rs`), the
+//! five things until [`Coordinator::shutdown`]: the HTTP server (`http/`), the
 //! expiry task (below), the two gossip loops (`gossip.rs`) and the join sync
 //! (`sync.rs`). They share one `Shared` value: the registry and the membership
-//! table behind short-lived mutexes (never held across an `.await`), the start
+//! table behind short-lived locks (never held across an `.await`), the start
 //! phase (`readiness.rs`), the configuration, and one cancellation token that every
 //! loop watches.
 //!
-//! Where things live: a listing enters in `http::post_listing` (or, copied from a
+//! Where things live: a listing enters in `http/listings.rs` (or, copied from a
 //! peer at start, in `sync.rs`), lives in `registry::Registry`, leaves through
-//! `expire_loop` here or `http::delete_listing`, and watchers learn of it through
-//! `GET /v1/listings/:service`.
+//! `expire_loop` here or a `DELETE` (`http/listings.rs`), and watchers learn of it
+//! through `GET /v1/listings/:service`.
 
 mod changes;
 pub mod config;

@@ -475,22 +475,24 @@ impl Remote {
         let body = serde_json::to_vec(listing).expect("a listing serializes");
         self.publish_json(host, bytes::Bytes::from(body), heartbeat)
             .await
+            .map(|_| ())
     }
 
-    /// Like [`Remote::publish`], with the listing serialized already: a client that
-    /// sends one listing to many coordinators serializes it once.
+    /// Like [`Remote::publish`], with the listing serialized already (a client that
+    /// sends one listing to many coordinators serializes it once), and the answer's
+    /// headers (the coordinator's heartbeat interval, its run) returned.
     pub async fn publish_json(
         &self,
         host: &str,
         listing_json: bytes::Bytes,
         heartbeat: bool,
-    ) -> Result<(), RemoteError> {
+    ) -> Result<Answer<()>, RemoteError> {
         let path = if heartbeat {
             "/v1/listings?heartbeat=true"
         } else {
             "/v1/listings"
         };
-        self.post_body(host, path, listing_json).await.map(|_| ())
+        self.post_body(host, path, listing_json).await
     }
 
     /// `DELETE /v1/listings/:service/:host`: withdraws a listing. `Ok(false)` when the

@@ -72,3 +72,41 @@ async fn our_client_publishes_and_watches_through_the_original_coordinator() {
     assert_eq!(ours.running_tasks(), 0);
     coordinator.kill().await;
 }
+
+#[tokio::test]
+async fn a_watch_leaves_the_original_coordinator_for_one_of_ours() {
+    // The original is the way in, and the only coordinator when the watch starts:
+    // the watch follows it, by polling.
+    let original = NodeCoordinator::start(None, 60_000, 600_000).await;
+    let config = ClientConfig::new(original.address())
+        .heartbeat_interval(Duration::from_millis(H))
+        .poll_interval(Duration::from_secs(60));
+    let client = Client::new(config);
+    client.start().await.unwrap();
+    client
+        .publish(Listing::new("mixed", "blue:1").unwrap())
+        .await
+        .unwrap();
+    let watch = client.watch("mixed").build();
+    watch.start().await.unwrap();
+    assert_eq!(
+        watch.coordinator().as_deref(),
+        Some(original.host().as_str())
+    );
+    // One of ours joins through the original. The client learns of it (its polls
+    // a minute apart: through its coordinator list, followed on the original every
+    // heartbeat), and the watch moves to it for its blocking queries.
+    let ours = common::start({
+        let mut cfg = common::config(60_000);
+        cfg.discovery_host = Some(original.address());
+        cfg
+    })
+    .await;
+    let host = ours.host().to_owned();
+    eventually("the watch follows our coordinator", || async {
+        (watch.coordinator().as_deref() == Some(host.as_str())).then_some(())
+    })
+    .await;
+    client.close().await;
+    ours.shutdown().await.unwrap();
+}

@@ -151,6 +151,60 @@ async fn a_watch_keeps_what_a_restarted_coordinator_has_not_heard_of_yet() {
 }
 
 #[tokio::test]
+async fn a_dropped_coordinator_that_comes_back_before_the_cluster_noticed_is_known_again() {
+    // a and b know each other; they poll each other once a minute, so neither
+    // drops the other and no coordinator list changes during the test.
+    let a = start(config(60_000)).await;
+    let b = start({
+        let mut cfg = config(60_000);
+        cfg.discovery_host = Some(a.address());
+        cfg
+    })
+    .await;
+    let client_config = ClientConfig::new(a.address())
+        .heartbeat_interval(Duration::from_millis(50))
+        .poll_interval(Duration::from_secs(60))
+        .request_timeout(Duration::from_secs(2))
+        .failures_before_drop(1);
+    let client = started(client_config).await;
+    eventually("the client knows both", || async {
+        (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    client
+        .publish(Listing::new("pay", "p:1").unwrap())
+        .await
+        .unwrap();
+    // b goes away: its next heartbeat round fails and the client drops it.
+    let b_host = b.host().to_owned();
+    let bound = b.local_addr();
+    b.shutdown().await.unwrap();
+    eventually("the client dropped b", || async {
+        (!client.coordinators().contains(&b_host)).then_some(())
+    })
+    .await;
+    // b is back on its address, alone and empty. a still lists it: nothing the
+    // client follows changes, its polls are a minute apart, and b copies nothing.
+    let listener = eventually("b's port is free again", || async {
+        TcpListener::bind(bound).await.ok()
+    })
+    .await;
+    let b = Coordinator::start(listener, config(60_000)).unwrap();
+    eventually("the client knows b again", || async {
+        client.coordinators().contains(&b_host).then_some(())
+    })
+    .await;
+    eventually("b holds the listing again", || async {
+        let (status, body) = get(&b.address(), "/v1/listings/pay").await;
+        (status == 200 && body == json!([{"service": "pay", "host": "p:1"}])).then_some(())
+    })
+    .await;
+    client.close().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_coordinator_that_refuses_is_kept_one_that_is_gone_is_dropped() {
     // Every write needs a token this client does not have: each heartbeat is a
     // 401, which is an answer, not a failure.

@@ -8,12 +8,21 @@
 //! a member (it may be a load balancer); it is where every call goes while the table
 //! is empty, so the client always has a way back — together with the few
 //! coordinators dropped most recently, in case `host` stays down while one of them
-//! returns. The table also remembers the heartbeat interval each coordinator
+//! returns.
+//!
+//! A dropped coordinator stays on probation for a while: it is probed until it
+//! answers (and is taken back) or its probation ends. A coordinator that restarts
+//! quickly comes back before its peers have dropped it, so no coordinator list
+//! changes and nothing else would tell the client it is back; the probation is
+//! long enough for its peers to drop it (a coordinator that returns after that
+//! announces itself, and the lists the client follows change). The table also
+//! remembers the heartbeat interval each coordinator
 //! announced, for clients that adopt it. The tasks that fill it live in
 //! [`discovery`](super::discovery).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Most coordinators known at once: a bound against a runaway or hostile answer.
 pub(crate) const MAX_COORDINATORS: usize = 1_000;
@@ -35,6 +44,13 @@ struct Known {
     partial: bool,
     /// The run of it that answered last (`X-Hakken-Instance`).
     instance: Option<u64>,
+}
+
+/// A coordinator dropped recently: a fallback, and probed until `probe_until`.
+#[derive(Debug, Clone)]
+struct Dropped {
+    host: String,
+    probe_until: Instant,
 }
 
 /// What a failed round did to a coordinator.
@@ -59,8 +75,8 @@ pub(crate) struct Coordinators {
     /// The last interval announced by anyone (the configured host included).
     last_announced: Option<Duration>,
     /// Coordinators dropped most recently (newest last), tried with the configured
-    /// host while none is known.
-    recent: VecDeque<String>,
+    /// host while none is known, and probed while on probation.
+    recent: VecDeque<Dropped>,
 }
 
 impl Coordinators {
@@ -82,25 +98,30 @@ impl Coordinators {
             return false;
         }
         self.known.insert(host.to_owned(), Known::default());
-        self.recent.retain(|h| h != host);
+        self.recent.retain(|d| d.host != host);
         true
     }
 
-    /// Forgets a coordinator, remembering it as a fallback; true when it was known.
-    pub fn remove(&mut self, host: &str) -> bool {
+    /// Forgets a coordinator, remembering it as a fallback, probed until
+    /// `probe_until`; true when it was known.
+    pub fn remove(&mut self, host: &str, probe_until: Instant) -> bool {
         let removed = self.known.remove(host).is_some();
         if removed && host != self.configured {
-            self.recent.retain(|h| h != host);
+            self.recent.retain(|d| d.host != host);
             if self.recent.len() >= MAX_RECENT {
                 self.recent.pop_front();
             }
-            self.recent.push_back(host.to_owned());
+            self.recent.push_back(Dropped {
+                host: host.to_owned(),
+                probe_until,
+            });
         }
         removed
     }
 
-    /// Records a round that found `host` broken; drops it at the last strike.
-    pub fn failed(&mut self, host: &str) -> Strike {
+    /// Records a round that found `host` broken; drops it at the last strike, to be
+    /// probed until `probe_until`.
+    pub fn failed(&mut self, host: &str, probe_until: Instant) -> Strike {
         let Some(known) = self.known.get_mut(host) else {
             return Strike::Unknown;
         };
@@ -108,8 +129,18 @@ impl Coordinators {
         if known.strikes < self.failures_before_drop {
             return Strike::Struck(known.strikes);
         }
-        self.remove(host);
+        self.remove(host, probe_until);
         Strike::Dropped
+    }
+
+    /// The dropped coordinators still on probation at `now`: probed, and taken
+    /// back (with [`Coordinators::add`]) when they answer.
+    pub fn on_probation(&self, now: Instant) -> Vec<String> {
+        self.recent
+            .iter()
+            .filter(|d| d.probe_until > now)
+            .map(|d| d.host.clone())
+            .collect()
     }
 
     /// Records that some call to `host` outside a round failed: no strike, but it
@@ -163,6 +194,16 @@ impl Coordinators {
             .collect()
     }
 
+    /// The known coordinators that said which run of theirs answered: ours, which
+    /// hold blocking queries (the original's say nothing of the kind).
+    pub fn ours(&self) -> Vec<String> {
+        self.known
+            .iter()
+            .filter(|(_, known)| known.instance.is_some())
+            .map(|(host, _)| host.clone())
+            .collect()
+    }
+
     /// The known coordinators that failed since they last answered.
     pub fn failing(&self) -> Vec<String> {
         self.known
@@ -182,7 +223,7 @@ impl Coordinators {
     pub fn targets(&self) -> Vec<String> {
         if self.known.is_empty() {
             std::iter::once(self.configured.clone())
-                .chain(self.recent.iter().rev().cloned())
+                .chain(self.recent.iter().rev().map(|d| d.host.clone()))
                 .collect()
         } else {
             self.hosts()
@@ -218,6 +259,10 @@ impl Coordinators {
 mod tests {
     use super::*;
 
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     #[test]
     fn falls_back_to_the_configured_host() {
         let mut c = Coordinators::new("lb:1", 1);
@@ -226,16 +271,16 @@ mod tests {
         assert!(!c.add("a:1"));
         assert!(c.add("b:1"));
         assert_eq!(c.targets(), ["a:1", "b:1"]);
-        assert!(c.remove("a:1"));
-        assert!(!c.remove("a:1"));
-        assert!(c.remove("b:1"));
+        assert!(c.remove("a:1", later()));
+        assert!(!c.remove("a:1", later()));
+        assert!(c.remove("b:1", later()));
         assert!(c.is_empty());
         // The configured host first, then the most recently dropped.
         assert_eq!(c.targets(), ["lb:1", "b:1", "a:1"]);
         // A coordinator known again is no fallback any more.
         assert!(c.add("a:1"));
         assert_eq!(c.targets(), ["a:1"]);
-        assert!(c.remove("a:1"));
+        assert!(c.remove("a:1", later()));
         assert_eq!(c.targets(), ["lb:1", "a:1", "b:1"]);
     }
 
@@ -245,7 +290,7 @@ mod tests {
         for i in 0..MAX_RECENT + 5 {
             let host = format!("h{i}:1");
             c.add(&host);
-            c.remove(&host);
+            c.remove(&host, later());
         }
         let targets = c.targets();
         assert_eq!(targets.len(), 1 + MAX_RECENT);
@@ -264,7 +309,7 @@ mod tests {
         c.announced("b:1", Some(Duration::from_secs(5)));
         c.announced("b:1", None);
         assert_eq!(c.announced_interval(), Some(Duration::from_secs(3)));
-        c.remove("a:1");
+        c.remove("a:1", later());
         assert_eq!(c.announced_interval(), Some(Duration::from_secs(5)));
     }
 
@@ -272,8 +317,8 @@ mod tests {
     fn dropped_after_consecutive_broken_rounds() {
         let mut c = Coordinators::new("lb:1", 3);
         c.add("a:1");
-        assert_eq!(c.failed("a:1"), Strike::Struck(1));
-        assert_eq!(c.failed("a:1"), Strike::Struck(2));
+        assert_eq!(c.failed("a:1", later()), Strike::Struck(1));
+        assert_eq!(c.failed("a:1", later()), Strike::Struck(2));
         assert_eq!(c.failing(), ["a:1"]);
         assert!(c.answered("a:1"), "back after a failure");
         assert!(!c.answered("a:1"));
@@ -285,12 +330,31 @@ mod tests {
         assert!(c.answered("a:1"));
         assert!(c.failing().is_empty());
         for strike in 1..3 {
-            assert_eq!(c.failed("a:1"), Strike::Struck(strike));
+            assert_eq!(c.failed("a:1", later()), Strike::Struck(strike));
         }
-        assert_eq!(c.failed("a:1"), Strike::Dropped);
-        assert_eq!(c.failed("a:1"), Strike::Unknown);
+        assert_eq!(c.failed("a:1", later()), Strike::Dropped);
+        assert_eq!(c.failed("a:1", later()), Strike::Unknown);
         assert!(c.is_empty());
         assert_eq!(c.targets(), ["lb:1", "a:1"], "kept as a fallback");
+    }
+
+    #[test]
+    fn a_dropped_coordinator_is_probed_until_its_probation_ends() {
+        let mut c = Coordinators::new("lb:1", 1);
+        let now = Instant::now();
+        let soon = now + Duration::from_secs(1);
+        for host in ["a:1", "b:1", "lb:1"] {
+            c.add(host);
+        }
+        assert_eq!(c.failed("a:1", soon), Strike::Dropped);
+        assert_eq!(c.failed("b:1", now), Strike::Dropped);
+        assert_eq!(c.failed("lb:1", soon), Strike::Dropped);
+        // The configured host is never on probation: it is always the way in.
+        assert_eq!(c.on_probation(now), ["a:1"], "b's probation is over");
+        assert!(c.on_probation(soon).is_empty(), "a's is over too");
+        // Taken back when it answers: no longer on probation.
+        assert!(c.add("a:1"));
+        assert!(c.on_probation(now).is_empty());
     }
 
     #[test]
@@ -316,6 +380,8 @@ mod tests {
         assert!(c.note_instance("a:1", Some(9)), "restarted");
         assert!(!c.note_instance("a:1", Some(9)));
         assert!(!c.note_instance("z:1", Some(1)), "unknown");
+        c.add("b:1");
+        assert_eq!(c.ours(), ["a:1"], "b never said which run it is");
     }
 
     #[test]

@@ -6,7 +6,12 @@
 //!   every poll interval; one found broken gets a strike (see [`Inner::struck`]).
 //! - [`follow_loop`] holds a blocking query on one coordinator's list (ours
 //!   support it), so a coordinator that joins or comes back is known, and has every
-//!   listing, within moments; against the original's it polls like `poll_loop`.
+//!   listing, within moments; against the original's it polls every heartbeat at
+//!   most, and moves to one of ours as soon as one is known.
+//! - [`probation_loop`] probes the coordinators dropped recently, every heartbeat
+//!   interval while any is on probation: one that answers is known again and gets
+//!   every listing at once. A coordinator back before its peers noticed it was gone
+//!   changes no coordinator list, so nothing else would bring it back in time.
 //!
 //! The bookkeeping itself is [`Coordinators`](super::coordinators::Coordinators).
 
@@ -136,6 +141,50 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
     }
 }
 
+/// While any dropped coordinator is on probation, probes them every heartbeat
+/// interval; those that answer are known again and get every listing now. Sleeps
+/// until the next drop otherwise.
+pub(crate) async fn probation_loop(inner: Arc<Inner>) {
+    let mut dropped = inner.dropped.subscribe();
+    loop {
+        if inner.on_probation().is_empty() {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                changed = dropped.changed() => if changed.is_err() { return },
+            }
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(jittered(inner.heartbeat_interval())) => {}
+        }
+        let probation = inner.on_probation();
+        if probation.is_empty() {
+            continue;
+        }
+        let back = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            back = answering(&inner, probation) => back,
+        };
+        inner.take_back(&back);
+    }
+}
+
+/// Those of `hosts` that answer `GET /status`.
+pub(crate) async fn answering(inner: &Arc<Inner>, hosts: Vec<String>) -> Vec<String> {
+    let probes = fan_out(Some(&inner.tasks), hosts, |host| {
+        let remote = inner.remote.clone();
+        async move {
+            let alive = remote.status(&host).await.is_ok();
+            (host, alive)
+        }
+    });
+    probes
+        .await
+        .into_iter()
+        .filter_map(|(host, alive)| alive.then_some(host))
+        .collect()
+}
+
 /// Follows the coordinator list of one coordinator with blocking queries, and
 /// learns every coordinator it lists as soon as it is listed.
 pub(crate) async fn follow_loop(inner: Arc<Inner>) {
@@ -143,7 +192,9 @@ pub(crate) async fn follow_loop(inner: Arc<Inner>) {
         inner.clone(),
         "coordinator list".into(),
         inner.config.watch_wait,
-        |inner| inner.config.poll_interval,
+        // Against the original's (no blocking queries), polled every heartbeat at
+        // most: a coordinator of ours that joins is found, and followed instead.
+        |inner| inner.config.poll_interval.min(inner.heartbeat_interval()),
         |remote, host, blocking| async move { remote.coordinators(&host, blocking).await },
     );
     loop {

@@ -173,8 +173,9 @@ where
     }
 
     /// A coordinator to ask: one known and not left aside, at random, preferring
-    /// those that are complete; else the configured host unless it was left aside
-    /// too.
+    /// those that are complete, and among them ours (their blocking queries bring
+    /// changes at once, where the original's must be polled); else the configured
+    /// host unless it was left aside too.
     fn pick(&self) -> Option<String> {
         let candidates: Vec<String> = self
             .inner
@@ -187,11 +188,18 @@ where
             return (!self.excluded.contains(host)).then(|| host.clone());
         }
         let partial = self.inner.partial();
+        let ours = self.inner.ours();
         let complete: Vec<&String> = candidates.iter().filter(|h| !partial.contains(h)).collect();
-        match complete.is_empty() {
-            false => Some(complete[fastrand::usize(..complete.len())].clone()),
-            true => Some(candidates[fastrand::usize(..candidates.len())].clone()),
-        }
+        let complete_ours: Vec<&String> = complete
+            .iter()
+            .copied()
+            .filter(|h| ours.contains(h))
+            .collect();
+        let tier = [complete_ours, complete]
+            .into_iter()
+            .find(|tier| !tier.is_empty())
+            .unwrap_or_else(|| candidates.iter().collect());
+        Some(tier[fastrand::usize(..tier.len())].clone())
     }
 
     /// Asks `host`; a held query gives up at once when the client drops `host`
@@ -226,6 +234,24 @@ where
         let hopped = blocking.is_some()
             && answer.coordinator.is_some()
             && answer.coordinator != self.answerer;
+        // A coordinator without blocking queries (the original's) is followed only
+        // while none of ours is known: it must be polled.
+        let polled = answer.index.is_none();
+        if polled
+            && self.current.is_some()
+            && self.inner.ours().iter().any(|h| !self.excluded.contains(h))
+        {
+            tracing::info!(
+                what = self.what.as_str(),
+                coordinator = host,
+                "leaving a coordinator without blocking queries for one of ours"
+            );
+            self.set_followed(None);
+            self.index = None;
+            self.answerer = None;
+            self.pause = None;
+            return;
+        }
         self.pause = match (answer.index, blocking) {
             // No index: a coordinator without blocking queries; poll.
             (None, _) => Some(jittered((self.poll)(&self.inner))),

@@ -41,6 +41,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Rounds of the cluster's heartbeat interval a dropped coordinator stays on
+/// probation: its peers drop it after three failed polls by default (a coordinator's
+/// `--failures-before-drop`), plus one for their phase.
+const PROBATION_ROUNDS: u32 = 4;
+
 /// State shared by the client's handles, its background tasks and its watches.
 pub(crate) struct Inner {
     pub config: ClientConfig,
@@ -163,8 +168,10 @@ impl Inner {
     }
 
     /// Records the heartbeat interval `host` announced in an answer.
+    /// Recorded even when the client's own interval is configured: it is also how
+    /// fast the cluster notices a failure (see [`Inner::struck`]).
     pub fn note_interval(&self, host: &str, interval: Option<Duration>) {
-        if interval.is_none() || self.config.heartbeat_interval.is_some() {
+        if interval.is_none() {
             return;
         }
         let changed = {
@@ -173,7 +180,7 @@ impl Inner {
             table.announced(host, interval);
             table.announced_interval() != before
         };
-        if changed {
+        if changed && self.config.heartbeat_interval.is_none() {
             tracing::info!(
                 interval_ms = self.heartbeat_interval().as_millis() as u64,
                 "adopted the coordinators' heartbeat interval"
@@ -183,12 +190,20 @@ impl Inner {
     }
 
     /// Records that a round (a heartbeat round, a poll) found `host` broken: a
-    /// strike, and at the last one the coordinator is forgotten; when none is left,
-    /// the resync task asks `host` at once.
+    /// strike, and at the last one the coordinator is forgotten (and on probation);
+    /// when none is left, the resync task asks `host` at once.
     pub fn struck(&self, host: &str, error: &RemoteError) {
         let (strike, now_empty) = {
             let mut table = self.coordinator_table();
-            let strike = table.failed(host);
+            // As long as the cluster takes to drop it: its peers poll it every
+            // interval they announce, and drop it after a few failures.
+            let interval = table
+                .announced_interval()
+                .or(self.config.heartbeat_interval)
+                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+            let rounds = PROBATION_ROUNDS.max(self.config.failures_before_drop + 1);
+            let probe_until = tokio::time::Instant::now() + interval * rounds;
+            let strike = table.failed(host, probe_until);
             (strike, table.is_empty())
         };
         match strike {
@@ -221,10 +236,41 @@ impl Inner {
         back
     }
 
+    /// Dropped coordinators still on probation: probed, and taken back
+    /// ([`Inner::take_back`]) when they answer.
+    pub fn on_probation(&self) -> Vec<String> {
+        self.coordinator_table()
+            .on_probation(tokio::time::Instant::now())
+    }
+
+    /// Knows again those of `hosts` that were dropped (they answered on probation),
+    /// and sends them every listing now.
+    pub fn take_back(self: &Arc<Self>, hosts: &[String]) {
+        let taken: Vec<String> = {
+            let mut table = self.coordinator_table();
+            hosts.iter().filter(|h| table.add(h)).cloned().collect()
+        };
+        for host in &taken {
+            tracing::info!(
+                coordinator = host.as_str(),
+                "dropped coordinator answers again; known again"
+            );
+        }
+        if !taken.is_empty() {
+            self.publish_now(taken);
+        }
+    }
+
     /// Known coordinators that failed since they last answered: retried sooner
     /// than the next heartbeat, so one that comes back gets every listing at once.
     pub fn failing(&self) -> Vec<String> {
         self.coordinator_table().failing()
+    }
+
+    /// Known coordinators of ours (they answered with their run): followers prefer
+    /// them, for their blocking queries.
+    pub fn ours(&self) -> Vec<String> {
+        self.coordinator_table().ours()
     }
 
     /// Known coordinators that said they are not complete (warming up after a
@@ -275,6 +321,7 @@ impl Inner {
         self.tasks.spawn(publishing::heartbeat_loop(self.clone()));
         self.tasks.spawn(discovery::poll_loop(self.clone()));
         self.tasks.spawn(discovery::follow_loop(self.clone()));
+        self.tasks.spawn(discovery::probation_loop(self.clone()));
         self.tasks
             .spawn(discovery::resync_loop(self.clone(), ask_first));
     }

@@ -13,6 +13,7 @@
 //! restarted has every listing back within moments of answering again, not one
 //! heartbeat later. Those retries never count as strikes.
 
+use super::discovery::answering;
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
 use crate::fanout::fan_out;
@@ -98,22 +99,6 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Those of `hosts` that answer `GET /status`.
-async fn answering(inner: &Arc<Inner>, hosts: Vec<String>) -> Vec<String> {
-    let probes = fan_out(Some(&inner.tasks), hosts, |host| {
-        let remote = inner.remote.clone();
-        async move {
-            let alive = remote.status(&host).await.is_ok();
-            (host, alive)
-        }
-    });
-    probes
-        .await
-        .into_iter()
-        .filter_map(|(host, alive)| alive.then_some(host))
-        .collect()
-}
-
 /// Sends each listing to each host, concurrently. Failures are logged (once per
 /// host); with `strike`, a host found broken gets a strike (see [`Inner::struck`]).
 /// The caller holds [`Inner::writes`].
@@ -141,6 +126,20 @@ pub(crate) async fn send(
         }
     })
     .await;
+    // What the answers say of their coordinators (a heartbeat interval to adopt,
+    // a restart), from one answer per coordinator.
+    let mut noted = BTreeSet::new();
+    let results = results
+        .into_iter()
+        .map(|(host, result)| {
+            let result = result.map(|answer| {
+                if noted.insert(host.clone()) {
+                    inner.note(&host, &answer);
+                }
+            });
+            (host, result)
+        })
+        .collect();
     let verb = if heartbeat { "heartbeat" } else { "publish" };
     report(inner, verb, results, strike);
 }

@@ -137,9 +137,14 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     let period = shared.config.resync_period();
     let mut warned = false;
     // Routed back to ourselves by a load balancer, or the discovery host not up
-    // yet: ask again soon, after 100 ms doubling up to the resync period, with
-    // jitter so coordinators behind one balancer do not keep asking in lockstep.
-    let mut retry = Backoff::new(Duration::from_millis(100), period);
+    // yet (or cut off by a partition): ask again soon, after 100 ms doubling up to
+    // one heartbeat interval, with jitter so coordinators behind one balancer do
+    // not keep asking in lockstep. A partition that heals is then noticed within
+    // a heartbeat, not a resync period.
+    let mut retry = Backoff::new(
+        Duration::from_millis(100),
+        period.min(shared.config.heartbeat()),
+    );
     loop {
         let outcome = tokio::select! {
             _ = shared.shutdown.cancelled() => return,

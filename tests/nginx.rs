@@ -5,131 +5,14 @@
 
 mod common;
 
+use common::nginx::Nginx;
 use common::Address;
-
 use common::{config, coordinators_of, eventually, get};
 use hakken::coordinator::{Coordinator, CoordinatorConfig};
 use hakken::{Client, ClientConfig, Listing};
 use serde_json::json;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-/// nginx in the foreground with `deploy/nginx-hakken.conf`, on a free port.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The deploy file with the test's upstreams and listen address.
-fn site_config(upstreams: &[String], port: u16) -> String {
-    let deploy = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/nginx-hakken.conf"
-    ))
-    .expect("deploy/nginx-hakken.conf");
-    let mut out = String::new();
-    let mut servers_written = false;
-    for line in deploy.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("server coordinator-") {
-            if !servers_written {
-                for upstream in upstreams {
-                    out.push_str(&format!(
-                        "    server {upstream} max_fails=1 fail_timeout=2s;\n"
-                    ));
-                }
-                servers_written = true;
-            }
-        } else if trimmed.starts_with("listen 8082;") {
-            out.push_str(&format!("    listen 127.0.0.1:{port};\n"));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(servers_written, "the deploy file has upstream servers");
-    out
-}
-
-impl Nginx {
-    /// Starts nginx over `upstreams`; tries random ports until one is free.
-    async fn start(upstreams: &[String]) -> Nginx {
-        assert!(
-            std::path::Path::new(NGINX).exists(),
-            "this test needs nginx at {NGINX}: run scripts/test, or apt-get install nginx-light"
-        );
-        for attempt in 0..20 {
-            let port = fastrand::u16(20_000..60_000);
-            let dir = std::env::temp_dir().join(format!(
-                "hakken-nginx-{}-{port}-{attempt}",
-                std::process::id()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("site.conf"), site_config(upstreams, port)).unwrap();
-            let main = format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
-                 error_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                   fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-                   include {d}/site.conf;\n}}\n",
-                d = dir.display()
-            );
-            std::fs::write(dir.join("nginx.conf"), main).unwrap();
-            let mut child = Command::new(NGINX)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-p")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("nginx starts");
-            // nginx writes its pid file only once its sockets are bound; a port
-            // someone else holds makes it exit instead.
-            let pid_file = dir.join("nginx.pid");
-            let pid = child.id().expect("running").to_string();
-            let deadline = tokio::time::Instant::now() + common::PATIENCE;
-            let up = loop {
-                if child.try_wait().unwrap().is_some() {
-                    break false;
-                }
-                let written = std::fs::read_to_string(&pid_file).unwrap_or_default();
-                if written.trim() == pid {
-                    break true;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "nginx neither listens nor exits"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            if up {
-                return Nginx { child, dir, port };
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        panic!("nginx did not start on any of 20 random ports");
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
 
 fn behind(balancer: &str) -> CoordinatorConfig {
     let mut cfg = config(100);
@@ -149,7 +32,7 @@ async fn three_coordinators_behind_nginx() {
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    let nginx = Nginx::start(&upstreams).await;
+    let nginx = Nginx::start(&upstreams, "127.0.0.1").await;
     let balancer = nginx.address();
     let mut coordinators: Vec<Coordinator> = listeners
         .into_iter()
@@ -262,7 +145,7 @@ async fn restarts_behind_nginx_are_known_to_every_peer_and_lose_no_listing() {
         processes.push(CoordinatorProcess::loopback(&args).await);
     }
     let upstreams: Vec<String> = processes.iter().map(|p| p.address()).collect();
-    let nginx = Nginx::start(&upstreams).await;
+    let nginx = Nginx::start(&upstreams, "127.0.0.1").await;
     let balancer = nginx.address();
     let behind = process_args(Some(&balancer));
     let behind: Vec<&str> = behind.iter().map(String::as_str).collect();

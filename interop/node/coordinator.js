@@ -27,7 +27,8 @@
  * Therefore --port 0 makes THIS script pick a free port first (a throwaway
  * listener on the same unspecified address the original binds, closed again
  * before the original starts) and run the original on that port.  There is a
- * tiny race window; on a collision the script exits 1 with FAILED.
+ * tiny race window; on a collision the script exits 75 (EX_TEMPFAIL) with
+ * FAILED, and the caller starts it again (tests/common/node.rs does).
  *
  * What the original server accepts (read from node_modules/hakken/lib):
  *   require('hakken')(config) — lib/hakken.js:
@@ -125,7 +126,8 @@ async function main() {
   const resync = pick('resync', 'RESYNC_POLL_INTERVAL');
   const logHeartbeats = String(pick('log-heartbeats', 'LOG_HEARTBEATS') || 'false') === 'true';
 
-  if (port === 0) {
+  const picked = port === 0;
+  if (picked) {
     port = await freePort();
   }
   const discovery = pick('discovery', 'DISCOVERY_HOST') || (announce + ':' + port);
@@ -156,7 +158,9 @@ async function main() {
   });
   restifyServer.on('error', (err) => {
     process.stderr.write('FAILED ' + (err && err.message) + '\n');
-    process.exit(1);
+    // Someone took the port we picked between our probe and the original's
+    // listen: exit 75 (EX_TEMPFAIL) so the caller may simply start us again.
+    process.exit(picked && err && err.code === 'EADDRINUSE' ? 75 : 1);
   });
   simple.start();
 }

@@ -295,5 +295,6 @@ pub async fn scripted_balancer(script: Vec<String>) -> (String, tokio::task::Joi
     (addr, task)
 }
 
+pub mod nginx;
 pub mod node;
 pub mod process;

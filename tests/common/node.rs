@@ -31,10 +31,42 @@ fn require_node() {
     );
 }
 
+/// How to run the original coordinator.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Its discovery host (itself when `None`).
+    pub discovery: Option<String>,
+    /// Heartbeat interval, ms.
+    pub h_ms: u64,
+    /// Resync period, ms.
+    pub resync_ms: u64,
+    /// Port to listen on (0: a free one, picked by coordinator.js).
+    pub port: u16,
+    /// The name it announces (`localhost` by default, as the original does).
+    pub announce: Option<String>,
+    /// Further arguments of coordinator.js.
+    pub extra: Vec<String>,
+}
+
+impl NodeOptions {
+    /// Heartbeat `h_ms`, resync `resync_ms`, any port, announced as `localhost`.
+    pub fn new(discovery: Option<&str>, h_ms: u64, resync_ms: u64) -> Self {
+        NodeOptions {
+            discovery: discovery.map(str::to_owned),
+            h_ms,
+            resync_ms,
+            port: 0,
+            announce: None,
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// The original coordinator, running until dropped (killed on drop).
 pub struct NodeCoordinator {
-    child: Child,
+    child: Option<Child>,
     pub port: u16,
+    options: NodeOptions,
     /// The requests it answered, as `METHOD URL STATUS` (see `start_reporting`).
     requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -43,13 +75,13 @@ impl NodeCoordinator {
     /// Like [`NodeCoordinator::start`], with listings living `missed` heartbeats,
     /// and every request it answers recorded (see [`NodeCoordinator::requests`]).
     pub async fn start_reporting(h_ms: u64, missed: u32) -> Self {
-        Self::spawn(
-            None,
-            h_ms,
-            h_ms * 10,
-            &["--missed", &missed.to_string(), "--report-requests"],
-        )
-        .await
+        let mut options = NodeOptions::new(None, h_ms, h_ms * 10);
+        options.extra = vec![
+            "--missed".into(),
+            missed.to_string(),
+            "--report-requests".into(),
+        ];
+        Self::start_with(options).await
     }
 
     /// How many requests it answered whose `METHOD URL STATUS` starts with `prefix`
@@ -62,40 +94,50 @@ impl NodeCoordinator {
     /// Starts one with heartbeat `h_ms`, resync `resync_ms`, and a discovery host
     /// (itself when `None`). Waits until it listens.
     pub async fn start(discovery: Option<&str>, h_ms: u64, resync_ms: u64) -> Self {
-        Self::spawn(discovery, h_ms, resync_ms, &[]).await
+        Self::start_with(NodeOptions::new(discovery, h_ms, resync_ms)).await
     }
 
-    async fn spawn(discovery: Option<&str>, h_ms: u64, resync_ms: u64, extra: &[&str]) -> Self {
+    /// Starts one as `options` say. Waits until it listens.
+    pub async fn start_with(options: NodeOptions) -> Self {
+        let mut coordinator = NodeCoordinator {
+            child: None,
+            port: options.port,
+            options,
+            requests: Default::default(),
+        };
+        coordinator.spawn().await;
+        coordinator
+    }
+
+    async fn spawn(&mut self) {
         require_node();
-        let mut command = Command::new("node");
-        command
-            .current_dir(node_dir())
-            .arg("coordinator.js")
-            .args(["--port", "0", "--heartbeat", &h_ms.to_string()])
-            .args(["--resync", &resync_ms.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let Some(discovery) = discovery {
-            command.args(["--discovery", discovery]);
-        }
-        let mut child = command.spawn().expect("node starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("the original coordinator reports READY within 30 s")
-            .expect("stdout readable")
-            .expect("the original coordinator exited before READY");
+        // With port 0 coordinator.js picks a free port and may lose it to another
+        // process before the original listens; it then exits 75 and we try again.
+        let mut attempts = 0;
+        let (child, mut lines, line) = loop {
+            let mut child = self.command().spawn().expect("node starts");
+            let stdout = child.stdout.take().expect("stdout piped");
+            let mut lines = BufReader::new(stdout).lines();
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("the original coordinator reports READY within 30 s")
+                .expect("stdout readable");
+            if let Some(line) = line {
+                break (child, lines, line);
+            }
+            let status = child.wait().await.expect("coordinator.js is waited for");
+            attempts += 1;
+            assert!(
+                self.port == 0 && status.code() == Some(75) && attempts < 20,
+                "the original coordinator exited before READY ({status})"
+            );
+        };
         let port = line
             .strip_prefix("READY ")
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from coordinator.js: {line}"));
         // Drained so that it never blocks on a full pipe.
-        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-        let recorded = requests.clone();
+        let recorded = self.requests.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(request) = line.strip_prefix("REQUEST ") {
@@ -103,11 +145,32 @@ impl NodeCoordinator {
                 }
             }
         });
-        NodeCoordinator {
-            child,
-            port,
-            requests,
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    /// The command that runs coordinator.js as the options say.
+    fn command(&self) -> Command {
+        let options = &self.options;
+        let mut command = Command::new("node");
+        command
+            .current_dir(node_dir())
+            .arg("coordinator.js")
+            .args(["--port", &self.port.to_string()])
+            .args(["--heartbeat", &options.h_ms.to_string()])
+            .args(["--resync", &options.resync_ms.to_string()])
+            .args(&options.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(discovery) = &options.discovery {
+            command.args(["--discovery", discovery]);
         }
+        if let Some(announce) = &options.announce {
+            command.args(["--announce", announce]);
+        }
+        command
     }
 
     /// Where to reach it.
@@ -115,14 +178,36 @@ impl NodeCoordinator {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The host it announces (the original always announces `localhost:PORT`).
+    /// The host it announces (`localhost:PORT` unless told otherwise).
     pub fn host(&self) -> String {
-        format!("localhost:{}", self.port)
+        let name = self.options.announce.as_deref().unwrap_or("localhost");
+        format!("{name}:{}", self.port)
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Kills it with SIGKILL and waits until it is gone; [`NodeCoordinator::restart`]
+    /// starts it again.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port, with `discovery` from now on when given.
+    pub async fn restart(&mut self, discovery: Option<&str>) {
+        if let Some(discovery) = discovery {
+            self.options.discovery = Some(discovery.to_owned());
+        }
+        self.spawn().await;
     }
 
     /// Kills it and waits for it to be gone.
     pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+        self.kill9().await;
     }
 }
 
@@ -137,6 +222,15 @@ pub struct NodeClient {
 impl NodeClient {
     /// Spawns the driver and starts a client against `host`.
     pub async fn start(host: &str, h_ms: u64, poll_ms: u64) -> Self {
+        match Self::start_lenient(host, h_ms, poll_ms).await {
+            Some(client) => client,
+            None => panic!("the original client starts against {host}"),
+        }
+    }
+
+    /// Like [`NodeClient::start`], but `None` when the client cannot start (no
+    /// coordinator answered).
+    pub async fn start_lenient(host: &str, h_ms: u64, poll_ms: u64) -> Option<Self> {
         require_node();
         let mut child = Command::new("node")
             .current_dir(node_dir())
@@ -155,13 +249,13 @@ impl NodeClient {
             stdout,
             next_id: 0,
         };
-        client
-            .ok(json!({
+        let reply = client
+            .request(json!({
                 "cmd": "start", "host": host, "heartbeatInterval": h_ms,
                 "pollInterval": poll_ms, "resyncInterval": poll_ms * 10,
             }))
             .await;
-        client
+        (reply["ok"] == json!(true)).then_some(client)
     }
 
     /// Sends one request and returns the reply.

@@ -7,6 +7,10 @@
 //!   keeps its listings throughout (not one change of its selection), and every
 //!   coordinator holds every listing again once the publishers have republished.
 //!
+//! - A coordinator that restarts without announcing itself (its announcement lost,
+//!   as the original's is when a load balancer routes it back) is taken back by
+//!   the peers that dropped it: they probe it while it is on their blacklist.
+//!
 //! Heartbeats every 200 ms, but listings live far longer than any test, so that
 //! nothing here can expire on a slow machine: every listing missing from an answer
 //! is missing because of a restart.
@@ -14,7 +18,7 @@
 mod common;
 
 use common::process::CoordinatorProcess;
-use common::{eventually, holds, hosts_of, knows, strings, PATIENCE};
+use common::{coordinators_of, eventually, holds, hosts_of, knows, strings, PATIENCE};
 use hakken::{Client, ClientConfig, Listing};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -225,4 +229,43 @@ async fn when_every_coordinator_restarts_at_once_a_watch_keeps_its_listings() {
         publisher.close().await;
     }
     watcher.close().await;
+}
+
+/// Found by the soak: the original's coordinator restarted, its announcement went
+/// through nginx back to itself and was lost, and our coordinators, having dropped
+/// it, did not know it again until its resync ten heartbeats later; publishers that
+/// started meanwhile never sent it their listings.
+#[tokio::test]
+async fn a_dropped_coordinator_that_comes_back_unannounced_is_taken_back() {
+    let a = coordinator(None).await;
+    // B has no discovery host: it never announces itself, so only A's probes can
+    // find it again after its restart.
+    let mut b = coordinator(None).await;
+    let (status, _) = common::post(
+        &a.address(),
+        "/v1/coordinator",
+        serde_json::json!({ "host": b.address() }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let both = {
+        let mut both = vec![a.address(), b.address()];
+        both.sort();
+        both
+    };
+    eventually("A lists B", || async {
+        (coordinators_of(&a.address()).await == both).then_some(())
+    })
+    .await;
+
+    b.kill9().await;
+    eventually("A drops B", || async {
+        (coordinators_of(&a.address()).await == vec![a.address()]).then_some(())
+    })
+    .await;
+    b.restart().await;
+    eventually("A takes B back", || async {
+        (coordinators_of(&a.address()).await == both).then_some(())
+    })
+    .await;
 }

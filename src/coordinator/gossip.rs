@@ -10,6 +10,10 @@
 //!   that is broken gets a strike, and is dropped and blacklisted after
 //!   `failures_before_drop` of them in a row; one that refuses (`4xx`, `503`) is
 //!   kept (see [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken)).
+//!   A dropped peer is probed in the same round for as long as it is blacklisted,
+//!   and taken back when it answers: a coordinator that restarted is known again
+//!   within a heartbeat even when its announcement was lost (the original's
+//!   coordinator loses one that a load balancer routes back to itself).
 //!
 //! **Announcements are not lost.** A coordinator tells every peer it newly learns
 //! of through the discovery host about itself at once, so a restart is known
@@ -49,29 +53,53 @@ pub(super) async fn poll_loop(shared: Arc<Shared>) {
     }
 }
 
-/// One round: every known coordinator polled concurrently, results applied.
+/// One round: every known coordinator polled, and every dropped one on probation
+/// probed, concurrently; the results applied.
 async fn poll_round(shared: &Arc<Shared>) {
-    let hosts = shared.read_membership(|m| m.hosts_to_poll());
-    let polls = fan_out(None, hosts, |host| {
+    let (hosts, probes) =
+        shared.read_membership(|m| (m.hosts_to_poll(), m.hosts_to_probe(Instant::now())));
+    let calls = hosts
+        .into_iter()
+        .map(|host| (host, false))
+        .chain(probes.into_iter().map(|host| (host, true)));
+    let polls = fan_out(None, calls, |(host, probe)| {
         let remote = shared.remote.clone();
         async move {
             let answer = remote.coordinators(&host, None).await;
-            (host, answer)
+            (host, probe, answer)
         }
     });
     let mut unaware = Vec::new();
-    for (host, answer) in polls.await {
+    for (host, probe, answer) in polls.await {
         shared.metrics.gossip_polls.inc();
         match answer {
             Ok(answer) => {
-                if !answer.value.iter().any(|p| p.host() == shared.me.host()) {
+                let listed_me = answer.value.iter().any(|p| p.host() == shared.me.host());
+                let now = Instant::now();
+                let (back, learned) = if probe {
+                    shared.update_membership(|m| m.take_back(&host, answer.value, now))
+                } else {
+                    (
+                        true,
+                        shared.update_membership(|m| m.poll_succeeded(&host, answer.value, now)),
+                    )
+                };
+                if probe && back {
+                    tracing::info!(
+                        coordinator = host,
+                        "dropped coordinator answers again; taken back"
+                    );
+                }
+                if back && !listed_me {
                     unaware.push(host.clone());
                 }
-                let learned = shared
-                    .update_membership(|m| m.poll_succeeded(&host, answer.value, Instant::now()));
                 for new in learned {
                     tracing::info!(coordinator = new, via = host, "learned of coordinator");
                 }
+            }
+            // A probe that fails changes nothing: the coordinator is already dropped.
+            Err(_) if probe => {
+                shared.metrics.gossip_poll_failures.inc();
             }
             Err(error) if error.is_broken() => {
                 shared.metrics.gossip_poll_failures.inc();

@@ -12,7 +12,11 @@
 //!   [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken)) is a strike;
 //!   after `failures_before_drop` strikes in a row it is removed and blacklisted.
 //!   Any answer, even a refusal, clears its strikes: it is alive.
-//! - Blacklist entries expire after `blacklist_for`.
+//! - Blacklist entries expire after `blacklist_for`. Until then the dropped
+//!   coordinator is on probation: asked directly every round, and taken back as
+//!   soon as it answers. A coordinator that restarted and whose announcement was
+//!   lost (the original's, routed back to itself by a load balancer) is then known
+//!   again within a heartbeat, not a resync period.
 //! - This coordinator is always in its own list, never polled, never removed.
 //!
 //! The table is bounded: past `max_peers` known coordinators, new ones are refused,
@@ -206,6 +210,39 @@ impl Membership {
             .insert(host.to_owned(), now + self.rules.blacklist_for);
     }
 
+    /// The dropped coordinators to probe: every one still blacklisted (at most
+    /// `max_peers`).
+    pub fn hosts_to_probe(&self, now: Instant) -> Vec<String> {
+        self.blacklist
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(host, _)| host.clone())
+            .collect()
+    }
+
+    /// A dropped coordinator answered a probe with `list`: it is alive, so it is
+    /// taken back (as it describes itself in `list`, else by its host alone) and
+    /// the others in its list are learned. Returns whether it was taken back, and
+    /// the other hosts that were new. Nothing changes for a host no longer
+    /// blacklisted.
+    pub fn take_back(&mut self, host: &str, list: Vec<Peer>, now: Instant) -> (bool, Vec<String>) {
+        // Added again meanwhile (its own polls count), or its entry expired.
+        if !self.is_blacklisted(host, now) {
+            return (false, Vec::new());
+        }
+        let own = list
+            .iter()
+            .find(|peer| peer.host() == host)
+            .cloned()
+            .or_else(|| Peer::new(host).ok());
+        let Some(own) = own else {
+            return (false, Vec::new());
+        };
+        self.blacklist.remove(host);
+        let back = self.insert(own, now).unwrap_or(false);
+        (back, self.poll_succeeded(host, list, now))
+    }
+
     /// Whether `host` is currently shunned.
     pub fn is_blacklisted(&self, host: &str, now: Instant) -> bool {
         self.blacklist.get(host).is_some_and(|until| *until > now)
@@ -322,6 +359,42 @@ mod tests {
         assert_eq!(m.add(peer("b:1"), now), Ok(true));
         assert!(!m.is_blacklisted("b:1", now));
         assert_eq!(hosts(&m), ["me:1", "a:1", "b:1"]);
+    }
+
+    #[test]
+    fn a_dropped_coordinator_is_probed_until_its_entry_expires_and_taken_back_when_it_answers() {
+        let now = Instant::now();
+        let mut m = Membership::new(peer("a:1"), rules(8, 1), 1);
+        m.add(peer("b:1"), now).unwrap();
+        assert_eq!(m.poll_failed("b:1", now), Failure::Dropped);
+        assert_eq!(m.hosts_to_probe(now), vec!["b:1".to_owned()]);
+        assert!(m.hosts_to_poll().is_empty());
+
+        let mut own = serde_json::Map::new();
+        own.insert("host".into(), "b:1".into());
+        own.insert("zone".into(), "east".into());
+        let own = Peer::from_value(
+            serde_json::Value::Object(own),
+            &crate::listing::Limits::default(),
+        )
+        .unwrap();
+        let (back, learned) = m.take_back("b:1", vec![own.clone(), peer("c:1")], now);
+        assert!(back);
+        assert_eq!(learned, vec!["c:1".to_owned()]);
+        assert_eq!(hosts(&m), vec!["a:1", "b:1", "c:1"]);
+        assert!(m.list().contains(&own), "taken back as it describes itself");
+        assert!(m.hosts_to_probe(now).is_empty());
+        assert!(!m.is_blacklisted("b:1", now));
+
+        // Not probed past the entry's expiry; a late answer takes nothing back.
+        assert_eq!(m.poll_failed("b:1", now), Failure::Dropped);
+        let later = now + Duration::from_secs(10);
+        assert!(m.hosts_to_probe(later).is_empty());
+        assert_eq!(
+            m.take_back("b:1", vec![peer("b:1")], later),
+            (false, vec![])
+        );
+        assert!(!m.contains("b:1"));
     }
 
     #[test]

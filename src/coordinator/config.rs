@@ -64,6 +64,9 @@ pub struct CoordinatorConfig {
     /// Polls in a row that must find a peer broken (unreachable, or not speaking
     /// the protocol) before it is dropped and blacklisted. Refusals never count.
     pub failures_before_drop: u32,
+    /// How often the dashboard's charts are sampled (`history.rs`); they keep the
+    /// last 360 samples, an hour at the default 10 s.
+    pub history_interval: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -91,6 +94,7 @@ impl Default for CoordinatorConfig {
             protect_reads: false,
             sync_timeout: Duration::from_secs(10),
             failures_before_drop: 3,
+            history_interval: Duration::from_secs(10),
         }
     }
 }
@@ -109,6 +113,11 @@ impl CoordinatorConfig {
         self.resync_interval
             .unwrap_or(self.heartbeat().saturating_mul(10))
             .clamp(MIN_PERIOD, MAX_PERIOD)
+    }
+
+    /// The dashboard's sampling period, between 1 ms and a year.
+    pub fn history_period(&self) -> Duration {
+        self.history_interval.clamp(MIN_PERIOD, MAX_PERIOD)
     }
 
     /// The heartbeat interval `H`, between 1 ms and a year.
@@ -136,5 +145,10 @@ mod tests {
         };
         assert_eq!(config.heartbeat(), MIN_PERIOD);
         assert_eq!(config.resync_period(), Duration::from_millis(10));
+        let config = CoordinatorConfig {
+            history_interval: Duration::ZERO,
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.history_period(), MIN_PERIOD);
     }
 }

@@ -3,8 +3,16 @@
 //! `GET /` redirects to `GET /ui`, a single HTML page (no build step, no assets
 //! from the internet) that shows this coordinator, the coordinators it knows, the
 //! services with their listing counts, and one service's listings with the age of
-//! their last heartbeat. It reads `GET /ui/api/state` and waits for changes with
-//! the blocking queries of the v1 API.
+//! their last heartbeat, when each was first seen and when it last changed. It
+//! reads `GET /ui/api/state` and waits for changes with the blocking queries of the
+//! v1 API.
+//!
+//! The page also draws sparklines of the last hour: listings per service beside
+//! each service, and listings, heartbeats per second and changes per second in
+//! the header. The coordinator samples them itself (`history.rs`, a bounded ring
+//! buffer in memory); `GET /ui/api/history` answers every series, and the state
+//! says how many samples were taken (`historySamples`) so the page asks for the
+//! series again only after a new sample.
 
 use super::Shared;
 use axum::extract::{Query, State};
@@ -25,6 +33,17 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/", get(|| async { Redirect::temporary("/ui") }))
         .route("/ui", get(page))
         .route("/ui/api/state", get(state))
+        .route("/ui/api/history", get(history))
+}
+
+/// The dashboard's series (see [`super::history::History::json`]), cached per sample.
+async fn history(State(shared): State<Arc<Shared>>) -> Response {
+    let mut response = shared.history_json().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("valid"),
+    );
+    response
 }
 
 async fn page() -> Response {
@@ -69,14 +88,12 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
     let (counts, names_index, listing_count, selected) = shared.read_registry(|registry| {
         let counts: Vec<(String, usize)> = registry
             .service_counts()
-            .map(|(name, count)| (name.to_owned(), count))
+            .map(|(name, count)| (name.to_string(), count))
             .collect();
-        let selected = query.service.as_deref().map(|service| {
-            (
-                registry.bodies_with_deadlines(service),
-                registry.index(service),
-            )
-        });
+        let selected = query
+            .service
+            .as_deref()
+            .map(|service| (registry.listing_views(service), registry.index(service)));
         (counts, registry.names_index(), registry.len(), selected)
     });
     let services: Vec<Value> = counts
@@ -88,10 +105,15 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
             // Decoded here, after the lock is released.
             let listings: Vec<Value> = listings
                 .iter()
-                .map(|(body, deadline)| {
-                    let listing: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                    let left = deadline.saturating_duration_since(now);
-                    json!({"listing": listing, "heartbeatMsAgo": ms(ttl.saturating_sub(left))})
+                .map(|view| {
+                    let listing: Value = serde_json::from_slice(&view.body).unwrap_or(Value::Null);
+                    let left = view.deadline.saturating_duration_since(now);
+                    json!({
+                        "listing": listing,
+                        "heartbeatMsAgo": ms(ttl.saturating_sub(left)),
+                        "firstSeenMsAgo": ms(now.saturating_duration_since(view.first_seen)),
+                        "changedMsAgo": ms(now.saturating_duration_since(view.changed_at)),
+                    })
                 })
                 .collect();
             (listings, Some(index))
@@ -103,6 +125,7 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
         "heartbeatInterval": ms(shared.config.heartbeat_interval),
         "ttl": ms(ttl),
         "listingCount": listing_count,
+        "historySamples": shared.history_samples(),
         "coordinators": coordinators,
         "services": services,
         "service": query.service,

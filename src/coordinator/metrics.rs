@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 /// The routes we serve, as labels; a request that matched none is `unmatched`.
 /// The order is relied on by [`route_index`].
-pub(crate) const ROUTES: [&str; 13] = [
+pub(crate) const ROUTES: [&str; 14] = [
     "/status",
     crate::protocol::READY_PATH,
     crate::protocol::SNAPSHOT_PATH,
@@ -33,6 +33,7 @@ pub(crate) const ROUTES: [&str; 13] = [
     "/",
     "/ui",
     "/ui/api/state",
+    "/ui/api/history",
     "unmatched",
 ];
 
@@ -291,5 +292,6 @@ mod tests {
         assert_eq!(label("/v1/listings//b"), "unmatched");
         assert_eq!(label("/nope"), "unmatched");
         assert_eq!(label("/ui/api/state"), "/ui/api/state");
+        assert_eq!(label("/ui/api/history"), "/ui/api/history");
     }
 }

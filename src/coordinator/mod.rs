@@ -1,12 +1,13 @@
 //! The coordinator: an HTTP server holding service listings, gossiping with its peers.
 //!
 //! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
-//! five things until [`Coordinator::shutdown`]: the HTTP server (`http/`), the
-//! expiry task (below), the two gossip loops (`gossip.rs`) and the join sync
-//! (`sync.rs`). They share one `Shared` value: the registry and the membership
-//! table behind short-lived locks (never held across an `.await`), the start
-//! phase (`readiness.rs`), the configuration, and one cancellation token that every
-//! loop watches.
+//! six things until [`Coordinator::shutdown`]: the HTTP server (`http/`), the
+//! expiry task (below), the two gossip loops (`gossip.rs`), the join sync
+//! (`sync.rs`) and the dashboard's sampler (below, `history.rs`). They share one
+//! `Shared` value: the registry, the membership table and the dashboard's history
+//! behind short-lived locks (never held across an `.await`), the start phase
+//! (`readiness.rs`), the configuration, and one cancellation token that every loop
+//! watches.
 //!
 //! Where things live: a listing enters in `http/listings.rs` (or, copied from a
 //! peer at start, in `sync.rs`), lives in `registry::Registry`, leaves through
@@ -17,6 +18,7 @@ mod changes;
 pub mod config;
 mod dashboard;
 mod gossip;
+mod history;
 mod http;
 mod membership;
 mod metrics;
@@ -33,6 +35,7 @@ use crate::protocol::SnapshotEntry;
 use crate::remote::Remote;
 use bytes::Bytes;
 use changes::{Changes, Topic};
+use history::{History, Totals};
 use membership::{Membership, Rules};
 use readiness::{Phase, Readiness};
 use registry::{Registry, RegistryError, Upsert};
@@ -88,6 +91,9 @@ pub(crate) struct Shared {
     registry: RwLock<Registry>,
     /// Same discipline as `registry`; never both held at once.
     membership: Mutex<Membership>,
+    /// The dashboard's charts: written by the sampler every `history_interval`,
+    /// read by the dashboard. Never held with another lock.
+    history: Mutex<History>,
     pub remote: Remote,
     pub shutdown: CancellationToken,
     /// Waiters of blocking queries, woken by the mutation methods below.
@@ -124,6 +130,47 @@ impl Shared {
         self.membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The dashboard's series as JSON (see `history.rs`), built once per sample.
+    pub fn history_json(&self) -> Bytes {
+        self.history().json()
+    }
+
+    /// Samples the dashboard's history has taken since start.
+    pub fn history_samples(&self) -> u64 {
+        self.history().samples()
+    }
+
+    /// Takes one sample for the dashboard's history: the registry's per-service
+    /// counts are copied into `counts` (names shared, not copied; the buffer is
+    /// the caller's, reused) under the registry's lock, then recorded under the
+    /// history's.
+    fn sample_history(&self, counts: &mut Vec<(Arc<str>, u32)>) {
+        counts.clear();
+        let listings = self.read_registry(|registry| {
+            counts.extend(
+                registry
+                    .service_counts()
+                    .map(|(name, n)| (name.clone(), u32::try_from(n).unwrap_or(u32::MAX))),
+            );
+            registry.len()
+        });
+        let m = &self.metrics;
+        let changes = [&m.added, &m.replaced, &m.expired, &m.deleted, &m.imported]
+            .iter()
+            .fold(0u64, |sum, counter| sum.saturating_add(counter.get()));
+        let totals = Totals {
+            heartbeats: m.heartbeats.get(),
+            changes,
+            listings: listings as u64,
+        };
+        self.history().record(Instant::now(), totals, counts);
+        counts.clear();
     }
 
     /// Reads the registry under its lock.
@@ -369,6 +416,7 @@ impl Coordinator {
             me,
             registry: RwLock::new(registry),
             membership: Mutex::new(membership),
+            history: Mutex::new(History::new(config.history_period())),
             shutdown: CancellationToken::new(),
             changes: Changes::new(config.max_held_queries),
             metrics: metrics::Metrics::new(),
@@ -398,6 +446,7 @@ impl Coordinator {
             ("expiry", tokio::spawn(expire_loop(shared.clone()))),
             ("poll", tokio::spawn(gossip::poll_loop(shared.clone()))),
             ("sync", tokio::spawn(sync::run(shared.clone()))),
+            ("history", tokio::spawn(history_loop(shared.clone()))),
         ];
         if shared.config.discovery_host.is_some() {
             tasks.push(("resync", tokio::spawn(gossip::resync_loop(shared.clone()))));
@@ -519,5 +568,22 @@ async fn expire_loop(shared: Arc<Shared>) {
             }
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// Samples the dashboard's history every `history_interval`, the first time at
+/// once. A late tick is not made up for: the next one comes a period after it
+/// (the rates are measured over the real time between samples).
+async fn history_loop(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(shared.config.history_period());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reused from one sample to the next; at most one entry per live service.
+    let mut counts = Vec::new();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        shared.sample_history(&mut counts);
     }
 }

@@ -9,6 +9,10 @@
 // withdraw) and checks what the page shows, waiting on conditions with deadlines.
 // It prints one line per step, then `PASS`; on a failure, `FAIL: reason` (and a
 // screenshot in ARTIFACTS_DIR) and exits 1.
+//
+// Both coordinators sample the dashboard's charts often (tests/dashboard.rs sets
+// `history_interval`), so the sparklines fill in within a few seconds; they are
+// checked by their number of points and by what their SVG holds, never by timing.
 "use strict";
 
 const fs = require("fs");
@@ -133,6 +137,44 @@ async function noHorizontalOverflow(page, where) {
   log(`${where}: no horizontal overflow (scrollWidth ${scroll} <= innerWidth ${inner})`);
 }
 
+// What a sparkline's SVG holds, read in the page: its number of points (the
+// attribute and the polyline), its highest value, whether every coordinate lies in
+// its box, and whether its area path is drawn.
+async function spark(page, selector) {
+  return page.evaluate((selector) => {
+    const svg = document.querySelector(selector);
+    if (!svg) return null;
+    const width = Number(svg.getAttribute("width"));
+    const height = Number(svg.getAttribute("height"));
+    const pairs = (svg.querySelector("polyline")?.getAttribute("points") ?? "")
+      .trim().split(/\s+/).filter(Boolean).map((pair) => pair.split(",").map(Number));
+    return {
+      points: Number(svg.dataset.points),
+      max: Number(svg.dataset.max),
+      pairs: pairs.length,
+      inside: pairs.every(([x, y]) => x >= 0 && x <= width && y >= 0 && y <= height),
+      area: (svg.querySelector("path.area")?.getAttribute("d") ?? "").length > 0,
+      label: svg.getAttribute("aria-label") ?? "",
+    };
+  }, selector);
+}
+
+// Waits until the sparkline at `selector` has at least `points` points and a peak
+// of at least `max`, then checks its SVG is drawn from them.
+async function sparkFills(page, selector, what, points, max) {
+  await until(page, `${what} should have at least ${points} points and a peak of at least ${max}`,
+    ([selector, points, max]) => {
+      const svg = document.querySelector(selector);
+      return svg && Number(svg.dataset.points) >= points && Number(svg.dataset.max) >= max;
+    }, [selector, points, max]);
+  const seen = await spark(page, selector);
+  check(seen && seen.pairs === seen.points, `${what}: the polyline should have one point per sample (${JSON.stringify(seen)})`);
+  check(seen.inside, `${what}: every point should lie inside the chart (${JSON.stringify(seen)})`);
+  check(seen.area, `${what}: the area under the line should be drawn (${JSON.stringify(seen)})`);
+  log(`${what}: ${seen.points} points, peak ${seen.max}`);
+  return seen;
+}
+
 async function screenshot(page, name, fullPage = false) {
   const file = path.join(ARTIFACTS, name);
   await page.screenshot({ path: file, fullPage });
@@ -182,7 +224,24 @@ async function liveScenario(context, page) {
     check((await page.evaluate(() => window.__xss)) === undefined, "a listing field ran script");
     await until(page, "the heartbeat age should read like '0.1 s ago'",
       (s) => /^\d+(\.\d)? s ago$/.test(document.querySelector(s)?.textContent ?? ""),
-      `${listingRow("web-1:8080")} td.age`);
+      `${listingRow("web-1:8080")} td.age.beat`);
+    check(/ ago$/.test(await text(page, `${listingRow("web-1:8080")} td.age.first`)),
+      "the listing should show when it was first seen");
+    check((await text(page, `${listingRow("web-1:8080")} td.age.changed`)) === "–",
+      "a listing whose heartbeats repeat its payload should show no change");
+
+    log("one service: the Services card is no taller than its row");
+    const services = await page.evaluate(() => {
+      const box = document.getElementById("services");
+      const table = box.querySelector("table");
+      return {
+        rows: box.querySelectorAll("tr[data-service]").length,
+        box: box.clientHeight,
+        table: table ? table.getBoundingClientRect().height : -1,
+      };
+    });
+    check(services.rows === 1 && services.box <= services.table + 1,
+      `the Services card should fit its one row, no empty space below (${JSON.stringify(services)})`);
 
     log("publish web-2, then withdraw it: it appears, then disappears");
     const web2 = { service: "web", host: "web-2:8080", version: "1.2.4" };
@@ -226,10 +285,48 @@ async function liveScenario(context, page) {
     await page.fill("#filter", "");
     await present(page, listingRow("web-4:8080"), "listing web-4:8080 after clearing the filter");
 
+    log("a listing's payload changes: 'Changed' moves, 'First seen' does not");
+    const web7 = { service: "web", host: "web-7:8080", version: "1.0.0" };
+    const stopWeb7 = await keepAlive(LIVE, web7, 100);
+    const web7Row = listingRow("web-7:8080");
+    // Wait until its first sighting is a millisecond old, so the change is later.
+    await until(page, "listing web-7:8080 should show when it was first seen",
+      (s) => Number(document.querySelector(s)?.dataset.ageMs) >= 1, `${web7Row} td.age.first`);
+    check((await text(page, `${web7Row} td.age.changed`)) === "–", "web-7 has not changed yet");
+    await stopWeb7();
+    stops.push(await keepAlive(LIVE, { ...web7, version: "1.0.1" }, 100));
+    await until(page, "listing web-7:8080 should show its new payload and when it changed",
+      (s) => {
+        const row = document.querySelector(s);
+        const first = Number(row?.querySelector("td.age.first")?.dataset.ageMs);
+        const changed = Number(row?.querySelector("td.age.changed")?.dataset.ageMs);
+        return row?.textContent.includes("1.0.1") && changed < first &&
+          / ago$/.test(row.querySelector("td.age.changed").textContent);
+      }, web7Row);
+
+    log("the charts: sparklines fill in with samples, in the header and beside each service");
+    const webSpark = `${serviceRow("web")} td.trend svg.spark`;
+    await sparkFills(page, "#spark-heartbeats svg.spark", "the heartbeats/s sparkline", 10, 1);
+    await sparkFills(page, "#spark-changes svg.spark", "the changes/s sparkline", 10, 0.01);
+    await sparkFills(page, "#spark-listings svg.spark", "the listings sparkline", 10, 5);
+    await sparkFills(page, webSpark, "service web's sparkline", 10, 5);
+    await sparkFills(page, `${serviceRow("billing")} td.trend svg.spark`, "service billing's sparkline", 3, 1);
+    check(/^\d/.test(await text(page, "#rate-heartbeats")), `#rate-heartbeats: ${await text(page, "#rate-heartbeats")}`);
+    const label = (await spark(page, webSpark)).label;
+    check(/^web: listings over the last /.test(label), `service web's chart should say what it shows: ${label}`);
+    await screenshot(page, "dashboard-desktop-charts.png");
+    const header = await page.$("header.top");
+    await header.screenshot({ path: path.join(ARTIFACTS, "dashboard-header-charts.png") });
+    log(`screenshot ${path.join(ARTIFACTS, "dashboard-header-charts.png")}`);
+    const servicesPanel = await page.$("#services");
+    await servicesPanel.screenshot({ path: path.join(ARTIFACTS, "dashboard-services-charts.png") });
+    log(`screenshot ${path.join(ARTIFACTS, "dashboard-services-charts.png")}`);
+
     log("the choice survives a reload (URL hash)");
     await page.reload();
     await present(page, listingRow("web-1:8080"), "listing web-1:8080 after a reload");
     await present(page, '#status[data-state="ok"]', "the live status after a reload");
+    await sparkFills(page, webSpark, "service web's sparkline after a reload (kept by the coordinator)", 10, 5);
     await noHorizontalOverflow(page, "desktop, live");
     await screenshot(page, "dashboard-desktop.png");
     await page.setViewportSize(PHONE);
@@ -306,6 +403,12 @@ async function loadScenario(context, page) {
   check((await page.$$("#services tr[data-service]")).length === 500, "the service list should be capped at 500 rows");
   check(/Showing 500 of 1,000/.test(await text(page, "#services-note")), `#services-note: ${await text(page, "#services-note")}`);
   await noHorizontalOverflow(page, "desktop, 1,000 services and 5,000 listings");
+  log("1,000 services are charted (the cap), 'big' up to its 5,000 listings");
+  await sparkFills(page, `${serviceRow("big")} td.trend svg.spark`, "service big's sparkline", 2, 5000);
+  await sparkFills(page, `${serviceRow("svc-0001")} td.trend svg.spark`, "service svc-0001's sparkline", 2, 1);
+  await sparkFills(page, "#spark-listings svg.spark", "the listings sparkline", 2, 5999);
+  check((await page.$$("#services td.trend svg.spark")).length === 500,
+    "each of the 500 service rows shown should have a sparkline");
   await screenshot(page, "dashboard-desktop-load.png");
 
   log("the filter finds what the caps leave out");

@@ -16,6 +16,11 @@
 //!   counter of its last change (its *index*), and the set of service names has its
 //!   own index; a heartbeat that changes nothing changes no index. These indexes are
 //!   what blocking queries wait on, and they key the cached JSON answers.
+//! - Each listing remembers when this registry first held it and when its payload
+//!   last changed (for the dashboard). A heartbeat that repeats the payload moves
+//!   neither; one that brings a different payload moves the second. A listing
+//!   copied from a peer at join sync was first seen when it was copied: the peer's
+//!   times are not carried over.
 //!
 //! **Reads and heartbeats need no exclusive access.** The coordinator keeps the
 //! registry behind a read-write lock. Everything a read needs works through `&self`:
@@ -107,7 +112,8 @@ impl Clock {
 }
 
 /// One listing: its payload as compact JSON (what watchers get, byte for byte;
-/// far smaller than a parsed object), and its deadline.
+/// far smaller than a parsed object), its deadline, and when it was first seen and
+/// last changed.
 struct Entry {
     body: Bytes,
     /// When it expires unless refreshed (see [`Clock`]); a heartbeat moves it
@@ -116,6 +122,25 @@ struct Entry {
     /// The time it is filed under in `Registry::queue`: its deadline when filed,
     /// which a heartbeat only moves later, so the queue may run early, never late.
     queued: Instant,
+    /// When this registry first held it, published or copied from a peer (see
+    /// [`Clock`]: 8 bytes, not an `Instant`'s 16).
+    first_seen: i64,
+    /// When its payload last changed: `first_seen` until a heartbeat brings a
+    /// different payload.
+    changed_at: i64,
+}
+
+/// What the dashboard shows of one listing (see [`Registry::listing_views`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListingView {
+    /// The payload, compact JSON (shared, not copied).
+    pub body: Bytes,
+    /// When it expires unless refreshed.
+    pub deadline: Instant,
+    /// When this registry first held it.
+    pub first_seen: Instant,
+    /// When its payload last changed (`first_seen` if never).
+    pub changed_at: Instant,
 }
 
 /// A listing's compact JSON, the form it is stored and compared in: in an
@@ -203,23 +228,25 @@ impl Registry {
                     return Ok(Upsert::Refreshed);
                 }
                 entry.body = body;
+                entry.changed_at = clock.nanos(now);
                 self.counter += 1;
                 service.index = self.counter;
                 service.body = OnceLock::new();
                 return Ok(Upsert::Replaced);
             }
         }
-        self.insert(listing.service(), listing.host(), body, deadline)?;
+        self.insert(listing.service(), listing.host(), body, deadline, now)?;
         Ok(Upsert::Added)
     }
 
-    /// Files a new key, within the limits.
+    /// Files a new key, first seen `now`, within the limits.
     fn insert(
         &mut self,
         service: &str,
         host: &str,
         body: Bytes,
         deadline: Instant,
+        now: Instant,
     ) -> Result<(), RegistryError> {
         if self.len >= self.limits.max_listings {
             return Err(RegistryError::TooManyListings {
@@ -250,10 +277,13 @@ impl Registry {
         service.body = OnceLock::new();
         let host: Arc<str> = Arc::from(host);
         let key = (service.name.clone(), host.clone());
+        let seen = self.clock.nanos(now);
         let entry = Entry {
             body,
             deadline: AtomicI64::new(self.clock.nanos(deadline)),
             queued: deadline,
+            first_seen: seen,
+            changed_at: seen,
         };
         service.listings.insert(host, entry);
         self.queue.insert((deadline, key));
@@ -265,7 +295,7 @@ impl Registry {
     /// live: it lives no longer here (and at most one TTL). What this registry
     /// holds already came straight from its publisher and wins; a key withdrawn
     /// while recording (see [`Registry::record_withdrawals`]) stays withdrawn.
-    /// Returns whether it was added.
+    /// Returns whether it was added; it was first seen (and last changed) `now`.
     pub fn import(
         &mut self,
         listing: &Listing,
@@ -284,7 +314,8 @@ impl Registry {
             return Ok(false);
         }
         let deadline = now + ttl_left.min(self.ttl);
-        self.insert(listing.service(), listing.host(), encode(listing), deadline)?;
+        let body = encode(listing);
+        self.insert(listing.service(), listing.host(), body, deadline, now)?;
         Ok(true)
     }
 
@@ -441,25 +472,42 @@ impl Registry {
             })
     }
 
-    /// The payloads of one service's live listings with their deadlines, sorted by
-    /// host.
+    /// One service's live listings as the dashboard shows them (payload,
+    /// deadline, first seen, last changed), sorted by host.
     ///
     /// Payloads stay compact JSON (shared, not copied): the caller decodes them
     /// after releasing the lock.
-    pub fn bodies_with_deadlines(&self, service: &str) -> Vec<(Bytes, Instant)> {
+    pub fn listing_views(&self, service: &str) -> Vec<ListingView> {
+        let clock = self.clock;
         self.services
             .get(service)
             .into_iter()
             .flat_map(|s| s.listings.values())
-            .map(|e| (e.body.clone(), self.deadline_of(e)))
+            .map(|e| ListingView {
+                body: e.body.clone(),
+                deadline: self.deadline_of(e),
+                first_seen: clock.instant(e.first_seen),
+                changed_at: clock.instant(e.changed_at),
+            })
             .collect()
     }
 
-    /// Each service with its number of live listings, sorted by name.
-    pub fn service_counts(&self) -> impl Iterator<Item = (&str, usize)> {
+    /// When the listing `(service, host)` was first seen and last changed.
+    #[cfg(test)]
+    pub fn times(&self, service: &str, host: &str) -> Option<(Instant, Instant)> {
+        let entry = self.services.get(service)?.listings.get(host)?;
+        Some((
+            self.clock.instant(entry.first_seen),
+            self.clock.instant(entry.changed_at),
+        ))
+    }
+
+    /// Each service with its number of live listings, sorted by name (the name
+    /// shared, so a caller can keep it without copying it).
+    pub fn service_counts(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
         self.services
             .iter()
-            .map(|(name, service)| (&**name, service.listings.len()))
+            .map(|(name, service)| (name, service.listings.len()))
     }
 
     /// The number of live listings of one service.
@@ -706,6 +754,42 @@ mod tests {
         assert_eq!(r.upsert(listing("s", "a:1"), later), Ok(Upsert::Refreshed));
         assert_eq!(r.deadline("s", "a:1"), Some(later + TTL));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn first_seen_and_changed_at() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = registry();
+        r.upsert(listing("s", "a:1").with("v", 1), t0).unwrap();
+        assert_eq!(r.times("s", "a:1"), Some((t0, t0)));
+        // Heartbeats that repeat the payload move neither time, by either path.
+        r.upsert(listing("s", "a:1").with("v", 1), t0 + ms(100))
+            .unwrap();
+        assert!(r.refresh_if_same(
+            "s",
+            "a:1",
+            br#"{"service":"s","host":"a:1","v":1}"#,
+            t0 + ms(150)
+        ));
+        assert_eq!(r.times("s", "a:1"), Some((t0, t0)));
+        // A different payload moves the time of the last change only.
+        r.upsert(listing("s", "a:1").with("v", 2), t0 + ms(200))
+            .unwrap();
+        assert_eq!(r.times("s", "a:1"), Some((t0, t0 + ms(200))));
+        let view = &r.listing_views("s")[0];
+        assert_eq!(view.first_seen, t0);
+        assert_eq!(view.changed_at, t0 + ms(200));
+        assert_eq!(view.deadline, t0 + ms(200) + TTL);
+        // Gone and back: first seen again.
+        r.remove("s", "a:1");
+        assert_eq!(r.times("s", "a:1"), None);
+        r.upsert(listing("s", "a:1").with("v", 2), t0 + ms(250))
+            .unwrap();
+        assert_eq!(r.times("s", "a:1"), Some((t0 + ms(250), t0 + ms(250))));
+        // Copied from a peer: first seen when copied.
+        assert_eq!(r.import(&listing("s", "b:1"), TTL, t0 + ms(260)), Ok(true));
+        assert_eq!(r.times("s", "b:1"), Some((t0 + ms(260), t0 + ms(260))));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! publish / heartbeat (the byte-for-byte fast path) / delete / import from a peer
 //! / recording withdrawals / advance time. Same live set, same payloads, same
 //! expiries, and each service's index changes exactly when the model's view of
-//! that service changes.
+//! that service changes. Each listing was first seen when the model first held it
+//! and last changed when its version last changed.
 
 use super::{Registry, RegistryLimits, Upsert};
 use crate::Listing;
@@ -62,6 +63,9 @@ fn listing(service: &str, host: &str, version: u8) -> Listing {
         .with("version", version)
 }
 
+/// When the model's listings were first seen and last changed, in ms.
+type Times = BTreeMap<(String, String), (u64, u64)>;
+
 /// What a watcher of `service` sees in the model: host → version.
 fn view(model: &Model, service: &str) -> BTreeMap<String, u8> {
     model
@@ -92,6 +96,7 @@ proptest! {
         let mut now_ms = 0u64;
         let mut registry = Registry::new(Duration::from_millis(TTL_MS), RegistryLimits::default(), 1);
         let mut model = Model::new();
+        let mut times = Times::new();
         let mut withdrawn: Option<BTreeSet<(String, String)>> = None;
         for op in ops {
             let views: Vec<_> = SERVICES.iter().map(|s| view(&model, s)).collect();
@@ -108,6 +113,17 @@ proptest! {
                         Some((v, _)) if v != version => Upsert::Replaced,
                         Some(_) => Upsert::Refreshed,
                     };
+                    match expected {
+                        Upsert::Added => {
+                            times.insert((s, h), (now_ms, now_ms));
+                        }
+                        Upsert::Replaced => {
+                            if let Some(t) = times.get_mut(&(s, h)) {
+                                t.1 = now_ms;
+                            }
+                        }
+                        Upsert::Refreshed => {}
+                    }
                     prop_assert_eq!(outcome, expected);
                 }
                 Op::Heartbeat { service, host, version } => {
@@ -123,6 +139,7 @@ proptest! {
                 Op::Delete { service, host } => {
                     let key = (SERVICES[service].to_owned(), format!("h:{host}"));
                     let in_model = model.remove(&key).is_some();
+                    times.remove(&key);
                     let removed = registry.remove(&key.0, &key.1).is_some();
                     prop_assert_eq!(removed, in_model);
                     // Remembered whether it was held or not.
@@ -140,7 +157,8 @@ proptest! {
                         && !withdrawn.as_ref().is_some_and(|w| w.contains(&key));
                     prop_assert_eq!(imported, expected);
                     if expected {
-                        model.insert(key, (version, now_ms + ttl_ms.min(TTL_MS)));
+                        model.insert(key.clone(), (version, now_ms + ttl_ms.min(TTL_MS)));
+                        times.insert(key, (now_ms, now_ms));
                     }
                 }
                 Op::RecordWithdrawals(on) => {
@@ -159,6 +177,7 @@ proptest! {
                         .map(|(k, _)| k.clone())
                         .collect();
                     model.retain(|k, _| !due.contains(k));
+                    times.retain(|k, _| !due.contains(k));
                     let expired: BTreeSet<(String, String)> = registry
                         .expire(at(now_ms), usize::MAX)
                         .into_iter()
@@ -191,6 +210,8 @@ proptest! {
             // Deadlines are the model's, and the snapshot tells what is left of them.
             for ((s, h), (_, deadline)) in &model {
                 prop_assert_eq!(registry.deadline(s, h), Some(at(*deadline)));
+                let (first, changed) = times[&(s.clone(), h.clone())];
+                prop_assert_eq!(registry.times(s, h), Some((at(first), at(changed))));
             }
             let snapshot = registry.snapshot(at(now_ms));
             prop_assert_eq!(snapshot.len(), model.len());

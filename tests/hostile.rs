@@ -239,7 +239,18 @@ async fn the_token_protects_writes_and_optionally_reads() {
             .await
             .unwrap();
         assert_eq!(response.status(), 401, "{token:?}");
-        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let challenges: Vec<_> = response
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .collect();
+        assert_eq!(
+            challenges,
+            [
+                "Basic realm=\"hakken\", charset=\"UTF-8\"",
+                "Bearer realm=\"hakken\""
+            ]
+        );
         let response = send(Method::POST, "/v1/coordinator", token)
             .send()
             .await
@@ -280,6 +291,44 @@ async fn the_token_protects_writes_and_optionally_reads() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // The dashboard and /metrics, from a browser: asked for credentials (Basic
+    // first, which browsers prompt for), then let in with the token as password.
+    for path in ["/ui", "/ui/api/state", "/metrics"] {
+        let refused = http()
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let challenges: Vec<&str> = refused
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            challenges[0].starts_with("Basic realm=\"hakken\""),
+            "{challenges:?}"
+        );
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Bearer")),
+            "{challenges:?}"
+        );
+        let wrong = http()
+            .get(format!("http://{addr}{path}"))
+            .basic_auth("admin", Some("guess"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path} with a wrong password");
+        let browser = http()
+            .get(format!("http://{addr}{path}"))
+            .basic_auth("anyone", Some("s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(browser.status(), 200, "{path} with the token as password");
+    }
     c.shutdown().await.unwrap();
 }
 

@@ -136,6 +136,9 @@ async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
 
 /// With a token configured: writes (and reads, when protected) need
 /// `Authorization: Bearer <token>`, compared in constant time. `/status` stays open.
+/// HTTP Basic with the token as the password (any user name) is taken too: that is
+/// what a browser sends, after it asked, for the dashboard and `/metrics` when reads
+/// are protected.
 fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     let Some(token) = shared.config.token.as_deref() else {
         return Ok(());
@@ -145,14 +148,12 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     if path == "/status" || path == READY_PATH || (is_read && !shared.config.protect_reads) {
         return Ok(());
     }
-    // The scheme is case-insensitive (RFC 7235); the token is not.
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token.trim());
+        .and_then(presented_token)
+        .unwrap_or_default();
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         return Ok(());
     }
@@ -160,6 +161,26 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
         StatusCode::UNAUTHORIZED,
         "missing or wrong bearer token",
     ))
+}
+
+/// The token an `Authorization` value carries: a bearer token, or the password of
+/// HTTP Basic credentials. Schemes are case-insensitive (RFC 7235); tokens are not.
+fn presented_token(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_user, password) = credentials.split_once(':')?;
+        return Some(password.to_owned());
+    }
+    None
 }
 
 /// Receives a request's whole body within the body deadline and the size limit,
@@ -208,4 +229,29 @@ fn common_headers(shared: &Shared) -> CommonHeaders {
     .into_iter()
     .filter_map(|(name, value)| Some((HeaderName::from_static(name), value?)))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presented_token;
+
+    #[test]
+    fn takes_a_bearer_token_or_a_basic_password() {
+        assert_eq!(presented_token("Bearer s3cret").as_deref(), Some("s3cret"));
+        assert_eq!(
+            presented_token("bearer  s3cret ").as_deref(),
+            Some("s3cret")
+        );
+        // "anyone:s3cret"
+        assert_eq!(
+            presented_token("Basic YW55b25lOnMzY3JldA==").as_deref(),
+            Some("s3cret")
+        );
+        // ":a:b": an empty user, and a password with a colon.
+        assert_eq!(presented_token("basic OmE6Yg==").as_deref(), Some("a:b"));
+        assert_eq!(presented_token("Basic !!!"), None, "not base64");
+        assert_eq!(presented_token("Basic bm9jb2xvbg=="), None, "no colon");
+        assert_eq!(presented_token("Digest x"), None);
+        assert_eq!(presented_token("Bearer"), None);
+    }
 }

@@ -49,9 +49,17 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&json!({ "error": self.message })).expect("serializes");
         let mut response = json_response(self.status, Bytes::from(body));
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            // Basic first: a browser asks its user then (the token as the password),
+            // so the dashboard works when reads are protected.
+            let headers = response.headers_mut();
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"hakken\", charset=\"UTF-8\""),
+            );
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hakken\""),
+            );
         }
         response
     }

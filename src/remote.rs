@@ -12,6 +12,7 @@ use crate::protocol::{
     COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, MAX_WAIT, SNAPSHOT_PATH,
     WAIT_HEADER,
 };
+use crate::tls::{ClientTls, TlsError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -158,15 +159,39 @@ pub struct Remote {
     http: reqwest::Client,
     timeout: Duration,
     token: Option<String>,
+    /// Whether a host written without a scheme is called over TLS.
+    https: bool,
 }
 
 /// `http://host/path` for a `name:port` host (a host that has a scheme keeps it).
 pub fn url(host: &str, path: &str) -> String {
+    url_for(host, path, false)
+}
+
+/// The URL of `path` on `host`: a host that has a scheme keeps it, one without
+/// gets `https` when `https`, else `http`.
+fn url_for(host: &str, path: &str, https: bool) -> String {
     if host.starts_with("http://") || host.starts_with("https://") {
         format!("{}{}", host.trim_end_matches('/'), path)
+    } else if https {
+        format!("https://{host}{path}")
     } else {
         format!("http://{host}{path}")
     }
+}
+
+/// Splits a coordinator address into whether it asks for TLS and the host as
+/// the protocol writes it (`name:port`): `https://a:1/` is `(true, "a:1")`,
+/// `http://a:1` and `a:1` are `(false, "a:1")`.
+pub fn split_scheme(address: &str) -> (bool, &str) {
+    let (https, rest) = if let Some(rest) = address.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = address.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        (false, address)
+    };
+    (https, rest.trim_end_matches('/'))
 }
 
 /// The media type an answer names, without parameters.
@@ -195,18 +220,44 @@ pub fn segment(text: &str) -> String {
 }
 
 impl Remote {
-    /// A client whose every call gives up after `timeout`.
+    /// A client whose every call gives up after `timeout`; plain HTTP to hosts
+    /// written without a scheme, TLS (trusting the system's roots) to `https://`.
     pub fn new(timeout: Duration) -> Self {
+        let config = ClientTls::default()
+            .config()
+            .expect("a TLS configuration without files builds");
+        Self::build(timeout, config, false)
+    }
+
+    /// A client with TLS settings: `https` says whether hosts written without a
+    /// scheme are called over TLS (they are in a TLS cluster). The files are read
+    /// now.
+    pub fn with_tls(timeout: Duration, tls: &ClientTls, https: bool) -> Result<Self, TlsError> {
+        Ok(Self::build(timeout, tls.config()?, https))
+    }
+
+    fn build(timeout: Duration, tls: rustls::ClientConfig, https: bool) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured(tls)
             .build()
-            .expect("an HTTP client with default TLS-free settings builds");
+            .expect("an HTTP client with a preconfigured rustls backend builds");
         Remote {
             http,
             timeout,
             token: None,
+            https,
         }
+    }
+
+    /// Whether hosts written without a scheme are called over TLS.
+    pub fn https(&self) -> bool {
+        self.https
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        url_for(host, path, self.https)
     }
 
     /// Sends `Authorization: Bearer <token>` with every call.
@@ -223,6 +274,8 @@ impl Remote {
     fn unreachable(host: &str, error: reqwest::Error) -> RemoteError {
         let message = if error.is_timeout() {
             "timed out".to_owned()
+        } else if let Some(tls) = crate::tls::explain(&error) {
+            format!("TLS: {tls}")
         } else if error.is_connect() {
             "connection failed".to_owned()
         } else {
@@ -280,10 +333,13 @@ impl Remote {
         }
         let status = response.status().as_u16();
         let content_type = content_type(&response);
-        let body = Self::read_body(host, response, MAX_ERROR_BYTES)
-            .await
-            .unwrap_or_default();
-        if !body.is_empty() && !is_json(content_type.as_deref()) {
+        let body = Self::read_body(host, response, MAX_ERROR_BYTES).await;
+        // An error body too large for an error of a coordinator's, unless it says
+        // it is JSON, is a web page too.
+        let too_large = matches!(body, Err(RemoteError::BadAnswer { .. }))
+            && !content_type.as_deref().is_some_and(|t| t.contains("json"));
+        let body = body.unwrap_or_default();
+        if too_large || (!body.is_empty() && !is_json(content_type.as_deref())) {
             return Err(RemoteError::NotCoordinator {
                 host: host.to_owned(),
                 status,
@@ -332,7 +388,7 @@ impl Remote {
         not_found_is_empty: bool,
         max_bytes: usize,
     ) -> Result<Answer<Value>, RemoteError> {
-        let mut request = self.authorize(self.http.get(url(host, path)));
+        let mut request = self.authorize(self.http.get(self.url(host, path)));
         let mut timeout = self.timeout;
         if let Some(mut b) = blocking {
             b.wait = b.wait.min(MAX_WAIT);
@@ -353,7 +409,27 @@ impl Remote {
             && response.status() == StatusCode::NOT_FOUND
             && is_json(content_type.as_deref())
         {
-            return Ok(Self::meta(&response, Value::Array(Vec::new())));
+            let answer = Self::meta(&response, Value::Array(Vec::new()));
+            if content_type.as_deref().is_none_or(str::is_empty) {
+                // No type named: the original's bare 404, or another server's page
+                // (one too large to be an error of ours counts as a page).
+                let page = match Self::read_body(host, response, MAX_ERROR_BYTES).await {
+                    Ok(body) => {
+                        !body.iter().all(u8::is_ascii_whitespace)
+                            && serde_json::from_slice::<Value>(&body).is_err()
+                    }
+                    Err(RemoteError::BadAnswer { .. }) => true,
+                    Err(error) => return Err(error),
+                };
+                if page {
+                    return Err(RemoteError::NotCoordinator {
+                        host: host.to_owned(),
+                        status: 404,
+                        content_type: "none".into(),
+                    });
+                }
+            }
+            return Ok(answer);
         }
         let response = Self::expect(host, response, StatusCode::OK).await?;
         let answer = Self::meta(&response, ());
@@ -503,7 +579,7 @@ impl Remote {
             segment(listing.service()),
             segment(listing.host())
         );
-        let request = self.authorize(self.http.delete(url(host, &path)));
+        let request = self.authorize(self.http.delete(self.url(host, &path)));
         let response = request
             .timeout(self.timeout)
             .send()
@@ -532,7 +608,7 @@ impl Remote {
         path: &str,
         body: bytes::Bytes,
     ) -> Result<Answer<()>, RemoteError> {
-        let request = self.authorize(self.http.post(url(host, path)));
+        let request = self.authorize(self.http.post(self.url(host, path)));
         let response = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
@@ -554,7 +630,7 @@ impl Remote {
         within: Duration,
         limits: Limits,
     ) -> Result<Snapshot, RemoteError> {
-        let request = self.authorize(self.http.get(url(host, SNAPSHOT_PATH)));
+        let request = self.authorize(self.http.get(self.url(host, SNAPSHOT_PATH)));
         let response = request
             .timeout(within)
             .send()

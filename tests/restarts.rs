@@ -91,6 +91,7 @@ fn reader(
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<Seen> {
     tokio::spawn(async move {
+        hakken::tls::install_default_provider();
         let http = reqwest::Client::new();
         let mut seen = Seen::default();
         while !stop.load(Ordering::SeqCst) {

@@ -167,6 +167,8 @@ fn assemble(ctx: &Ctx, ran: &[String]) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // hakken builds reqwest with rustls and no provider: ours need one.
+    hakken::tls::install_default_provider();
     let mut root = None;
     let mut hakken = None;
     let mut ceiling = None;

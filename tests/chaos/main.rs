@@ -427,6 +427,7 @@ async fn probe_loop(
     recorder: Arc<Recorder>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    hakken::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()

@@ -7,6 +7,7 @@ use common::Address;
 
 use common::process::terminate;
 use common::{config, delete, eventually, get, post, start};
+use futures_util::FutureExt;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -223,9 +224,148 @@ async fn no_coordinator_answering_is_a_one_line_error() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(&dead), "{args:?} names the coordinator: {err}");
     }
-    // Bad arguments are usage errors.
+    // Bad arguments are usage errors (more in cli_errors.rs).
     let (code, _, err) = output(&dead, &["publish", "x", "h:1", "novalue"]).await;
     assert_eq!(code, Some(2), "{err}");
     let (code, _, err) = output(&dead, &["publish", "x", "h:1", "service=y"]).await;
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[tokio::test]
+async fn publish_keeps_values_as_typed_and_takes_json_after_colon_equals() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let mut publisher = hakken(&addr)
+        .args(["publish", "billing", "10.0.0.1:80"])
+        .args([
+            "version=7.10",
+            "zip=007",
+            "big=1e3",
+            "quoted=\"x\"",
+            "spaced={\"a\": 1}",
+        ])
+        .args(["port=8080", "tls=true", "meta={\"a\":[1]}"])
+        .args([
+            "exact:=7.10",
+            "tags:=[\"a\",\"b\"]",
+            "s:=\"x\"",
+            "obj:={\"a\": 1}",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let expected = json!([{
+        "service": "billing", "host": "10.0.0.1:80",
+        // Plain values that JSON would write differently stay as typed.
+        "version": "7.10", "zip": "007", "big": "1e3", "quoted": "\"x\"",
+        "spaced": "{\"a\": 1}",
+        // Plain values JSON writes back exactly are JSON.
+        "port": 8080, "tls": true, "meta": {"a": [1]},
+        // `:=` is explicit JSON.
+        "exact": 7.1, "tags": ["a", "b"], "s": "x", "obj": {"a": 1},
+    }]);
+    eventually("the listing is published", || async {
+        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(get(&addr, "/v1/listings/billing").await.1, expected);
+    // A filter reads values the same way: `version=7.10` is the string.
+    let mut watcher = hakken(&addr)
+        .args([
+            "watch",
+            "billing",
+            "--filter",
+            "version=7.10",
+            "--filter",
+            "exact:=7.1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert_eq!(next(&mut lines).await, expected);
+    assert_eq!(terminate(&mut watcher).await, Some(0));
+    assert_eq!(terminate(&mut publisher).await, Some(0));
+    c.shutdown().await.unwrap();
+}
+
+/// Runs `hakken publish SERVICE HOST` against `addr` until the listing is at
+/// every one of `at`, then stops it with SIGTERM: its exit code and stderr.
+async fn publish_then_stop(
+    addr: &str,
+    at: &[String],
+    before_stop: impl std::future::Future<Output = ()>,
+) -> (Option<i32>, String) {
+    let mut publisher = hakken(addr)
+        .args(["publish", "billing", "10.0.0.1:80"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for coordinator in at {
+        eventually(&format!("the listing is at {coordinator}"), || async {
+            (get(coordinator, "/v1/listings/billing").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    before_stop.await;
+    let code = terminate(&mut publisher).await;
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    publisher
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    (code, stderr)
+}
+
+#[tokio::test]
+async fn publish_says_which_coordinators_it_could_not_withdraw_from() {
+    // Two coordinators; the publisher learns both from the first.
+    let a = start(config(60_000)).await;
+    let b = start(config(60_000)).await;
+    let (a_addr, b_addr) = (a.address(), b.address());
+    post(
+        &a_addr,
+        "/v1/coordinator",
+        json!({"host": b_addr}).to_string(),
+    )
+    .await;
+    let both = [a_addr.clone(), b_addr.clone()];
+
+    // Both reached: withdrawn from both, exit 0.
+    let (code, stderr) = publish_then_stop(&a_addr, &both, async {}).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l == "withdrawn billing@10.0.0.1:80"),
+        "{stderr}"
+    );
+    for addr in &both {
+        assert_eq!(get(addr, "/v1/listings/billing").await.0, 404);
+    }
+
+    // One gone by then: named, and exit 1.
+    let (code, stderr) = publish_then_stop(&a_addr, &both, b.shutdown().map(Result::unwrap)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("hakken:"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{stderr}");
+    assert!(failures[0].contains("not withdrawn"), "{stderr}");
+    assert!(failures[0].contains(&b_addr), "names {b_addr}: {stderr}");
+    assert!(!failures[0].contains(&a_addr), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("withdrawn")),
+        "{stderr}"
+    );
+    // Withdrawn where it could be.
+    assert_eq!(get(&a_addr, "/v1/listings/billing").await.0, 404);
+
+    a.shutdown().await.unwrap();
 }

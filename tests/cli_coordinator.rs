@@ -95,6 +95,13 @@ async fn help_shows_every_setting_with_its_default() {
     ] {
         assert!(help.contains(expected), "help lacks {expected}:\n{help}");
     }
+    // What --protect-reads leaves open (see `authorize` in admission.rs), read
+    // with the help's line breaks undone.
+    let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("--protect-reads") && words.contains("/status and /ready (kept open"),
+        "help does not say what --protect-reads leaves open:\n{help}"
+    );
 }
 
 /// Starts the binary with JSON logs and returns it with the port it listens on.
@@ -176,4 +183,143 @@ async fn ctrl_c_stops_it_cleanly_too() {
         .expect("exits after SIGINT")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn text_logs_carry_no_colour_codes_off_a_terminal() {
+    // Stderr is a pipe here: no escape codes, whatever NO_COLOR says.
+    for no_color in [None, Some(""), Some("1")] {
+        let mut command = hakken();
+        command
+            .args(["coordinator", "--listen", "127.0.0.1", "--port", "0"])
+            .env_remove("NO_COLOR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("a log line within 30 s")
+                .unwrap()
+                .expect("the coordinator logs its start");
+            let started = line.contains("coordinator started");
+            seen.push(line);
+            if started {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().all(|line| !line.contains('\x1b')),
+            "escape codes in {seen:?}"
+        );
+        assert!(seen.iter().any(|line| line.contains("INFO")), "{seen:?}");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        assert_eq!(common::process::terminate(&mut child).await, Some(0));
+    }
+}
+
+#[tokio::test]
+async fn help_shows_environment_values_only_when_set() {
+    let help = |envs: &'static [(&'static str, &'static str)], args: &'static [&'static str]| async move {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .envs(envs.iter().copied())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unset = help(&[], &["coordinator", "--help"]).await;
+    assert!(unset.contains("[env: PORT]"), "{unset}");
+    assert!(unset.contains("[env: DISCOVERY_HOST]"), "{unset}");
+    assert!(!unset.contains("=]"), "an empty NAME= in:\n{unset}");
+    let set = help(&[("PORT", "9000")], &["coordinator", "--help"]).await;
+    assert!(set.contains("[env: PORT=9000]"), "{set}");
+    assert!(set.contains("[env: DISCOVERY_HOST]"), "{set}");
+    // A token is never shown.
+    let token = help(&[("HAKKEN_TOKEN", "s3cret")], &["coordinator", "--help"]).await;
+    assert!(!token.contains("s3cret"), "{token}");
+    for command in ["publish", "watch", "services", "listings", "coordinators"] {
+        let args: &'static [&'static str] = match command {
+            "publish" => &["publish", "--help"],
+            "watch" => &["watch", "--help"],
+            "services" => &["services", "--help"],
+            "listings" => &["listings", "--help"],
+            _ => &["coordinators", "--help"],
+        };
+        let text = help(&[], args).await;
+        assert!(text.contains("[env: HAKKEN_COORDINATOR]"), "{text}");
+        assert!(!text.contains("=]"), "an empty NAME= in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_said_once() {
+    let held = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let out = hakken()
+        .args(["coordinator", "--listen", "127.0.0.1", "--port", &port])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+    drop(held);
+}
+
+/// The first lines `hakken coordinator` logs on a terminal (a pseudo-terminal
+/// from `script`), up to `coordinator started`.
+async fn logs_on_a_terminal(no_color: Option<&str>) -> String {
+    let inner = format!("'{BIN}' coordinator --listen 127.0.0.1 --port 0");
+    let mut command = Command::new("script");
+    for var in common::process::SETTINGS {
+        command.env_remove(var);
+    }
+    command
+        .args(["-qec", &inner, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    let mut child = command.spawn().expect("script(1) runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    while !seen.contains("coordinator started") {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line within 30 s")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the coordinator logs its start: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    child.kill().await.unwrap();
+    seen
+}
+
+#[tokio::test]
+async fn on_a_terminal_logs_are_coloured_unless_no_color_is_set() {
+    let coloured = logs_on_a_terminal(None).await;
+    assert!(coloured.contains('\x1b'), "{coloured:?}");
+    let empty = logs_on_a_terminal(Some("")).await;
+    assert!(
+        empty.contains('\x1b'),
+        "an empty NO_COLOR counts as unset: {empty:?}"
+    );
+    let plain = logs_on_a_terminal(Some("1")).await;
+    assert!(!plain.contains('\x1b'), "{plain:?}");
 }

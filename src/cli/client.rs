@@ -7,9 +7,14 @@
 
 use super::coordinator::shutdown_signal;
 use super::logging::{self, LogFormat};
-use anyhow::{bail, Context};
-use hakken::client::{Client, ClientConfig, Watch};
-use hakken::remote::Remote;
+use super::values::{
+    at_least_one, coordinator_address, listing_host, parse_field, parse_published_field,
+    service_name,
+};
+use super::{explain, positive_ms, UsageError};
+use anyhow::anyhow;
+use hakken::client::{Client, ClientConfig, ClientError, Watch};
+use hakken::remote::{Remote, RemoteError};
 use hakken::Listing;
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -24,7 +29,8 @@ pub struct Connection {
         long,
         env = "HAKKEN_COORDINATOR",
         value_name = "HOST:PORT",
-        default_value = "localhost:8082"
+        default_value = "localhost:8082",
+        value_parser = coordinator_address
     )]
     coordinator: String,
     /// Bearer token for coordinators that require one.
@@ -40,46 +46,101 @@ pub struct Connection {
         long,
         env = "HAKKEN_TIMEOUT",
         value_name = "MS",
-        default_value_t = 5_000
+        default_value_t = 5_000,
+        value_parser = positive_ms
     )]
     timeout: u64,
 }
 
 impl Connection {
+    /// The token to send: none for an empty one.
+    fn token(&self) -> Option<String> {
+        self.token.clone().filter(|t| !t.is_empty())
+    }
+
     fn remote(&self) -> Remote {
-        Remote::new(Duration::from_millis(self.timeout.max(1))).with_token(self.token.clone())
+        Remote::new(Duration::from_millis(self.timeout)).with_token(self.token())
     }
 
     /// A started client (`heartbeat_ms`: the interval, else the coordinator's).
     async fn start(&self, heartbeat_ms: Option<u64>) -> anyhow::Result<Client> {
         let mut config = ClientConfig::new(self.coordinator.clone())
-            .request_timeout(Duration::from_millis(self.timeout.max(1)))
-            .token(self.token.clone());
+            .request_timeout(Duration::from_millis(self.timeout))
+            .token(self.token());
         config.heartbeat_interval = heartbeat_ms.map(Duration::from_millis);
         let client = Client::new(config);
-        client
-            .start()
-            .await
-            .with_context(|| format!("cannot reach coordinator {}", self.coordinator))?;
-        Ok(client)
+        match client.start().await {
+            Ok(()) => Ok(client),
+            Err(error) => Err(anyhow!(self.explain_client(error).await)),
+        }
+    }
+
+    /// The value of a call, or a one-line error saying why it failed.
+    async fn check<T>(&self, result: Result<T, RemoteError>) -> anyhow::Result<T> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => Err(anyhow!(self.explain(&error).await)),
+        }
+    }
+
+    /// Why a client call failed, in one line.
+    async fn explain_client(&self, error: ClientError) -> String {
+        match error {
+            ClientError::NoCoordinator {
+                source: Some(error),
+                ..
+            }
+            | ClientError::Remote(error) => self.explain(&error).await,
+            other => other.to_string(),
+        }
+    }
+
+    /// Why a call to a coordinator failed, in one line.
+    async fn explain(&self, error: &RemoteError) -> String {
+        explain::remote_error(
+            error,
+            self.token().is_some(),
+            Duration::from_millis(self.timeout),
+        )
+        .await
     }
 }
 
-/// `hakken publish SERVICE HOST [KEY=VALUE ...]`.
+/// `hakken publish SERVICE HOST [KEY=VALUE | KEY:=JSON ...]`.
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     #[command(flatten)]
     connection: Connection,
     /// Service name.
+    #[arg(value_parser = service_name)]
     service: String,
     /// Where the service is reached, `name:port`.
+    #[arg(value_parser = listing_host)]
     host: String,
-    /// Extra fields; values that parse as JSON (numbers, true, objects) stay JSON.
-    #[arg(value_name = "KEY=VALUE", value_parser = parse_field)]
+    /// Extra fields. KEY=VALUE is a string unless JSON writes VALUE back exactly
+    /// as typed (8080, true, {"a":1}; not 7.10, 007 or 1e3, which stay strings);
+    /// KEY:=JSON is any JSON value (tags:='["a","b"]', version:=7.10).
+    #[arg(value_name = "FIELD", value_parser = parse_published_field)]
     fields: Vec<(String, Value)>,
     /// Heartbeat interval in ms [default: the coordinator's, else 20000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
     heartbeat_interval: Option<u64>,
+}
+
+impl PublishArgs {
+    /// The listing the arguments describe; a usage error when it is not valid.
+    fn listing(&self) -> Result<Listing, UsageError> {
+        let mut fields = Map::new();
+        fields.insert("service".into(), Value::String(self.service.clone()));
+        fields.insert("host".into(), Value::String(self.host.clone()));
+        for (key, value) in &self.fields {
+            if fields.insert(key.clone(), value.clone()).is_some() {
+                return Err(UsageError(format!("field `{key}` is given twice")));
+            }
+        }
+        Listing::from_map(fields, &hakken::Limits::default())
+            .map_err(|e| UsageError(format!("invalid listing: {e}")))
+    }
 }
 
 /// `hakken watch SERVICE [--filter KEY=VALUE ...] [--random N]`.
@@ -88,16 +149,18 @@ pub struct WatchArgs {
     #[command(flatten)]
     connection: Connection,
     /// Service name.
+    #[arg(value_parser = service_name)]
     service: String,
-    /// Only listings whose field KEY equals VALUE (JSON-parsed like publish's fields).
+    /// Only listings whose field KEY equals VALUE (KEY=VALUE and KEY:=JSON as in
+    /// publish's fields).
     #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_field)]
     filters: Vec<(String, Value)>,
-    /// Hand out N random listings instead of all.
-    #[arg(long, value_name = "N")]
+    /// Hand out N random listings instead of all (N at least 1).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     random: Option<usize>,
     /// Poll interval in ms for coordinators without blocking queries (the
     /// original's) [default: the coordinator's heartbeat interval, else 20000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = positive_ms)]
     heartbeat_interval: Option<u64>,
 }
 
@@ -117,56 +180,80 @@ pub struct ListingsArgs {
     #[command(flatten)]
     connection: Connection,
     /// Service name.
+    #[arg(value_parser = service_name)]
     service: String,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-/// Parses `KEY=VALUE`, keeping the value as JSON when it parses as JSON.
-fn parse_field(text: &str) -> Result<(String, Value), String> {
-    let (key, value) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{text}`"))?;
-    if key.is_empty() {
-        return Err(format!("empty key in `{text}`"));
-    }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
-    Ok((key.to_owned(), value))
-}
-
 /// Publishes one listing and keeps it alive until interrupted, then withdraws it.
+/// Exits 1 when it could not be withdrawn from every coordinator, naming those.
 pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let listing = args.listing()?;
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
-    let mut fields = Map::new();
-    fields.insert("service".into(), Value::String(args.service));
-    fields.insert("host".into(), Value::String(args.host));
-    for (key, value) in args.fields {
-        if key == "service" || key == "host" {
-            bail!("`{key}` is given as an argument, not as a field");
-        }
-        fields.insert(key, value);
-    }
-    let listing =
-        Listing::from_map(fields, &hakken::Limits::default()).context("invalid listing")?;
+    let stop = shutdown_signal();
     let client = connection.start(args.heartbeat_interval).await?;
+    if let Err(error) = first_publication(&connection, &client, &listing).await {
+        client.close().await;
+        return Err(error);
+    }
     client.publish(listing.clone()).await?;
     eprintln!(
         "published {listing} to {} coordinator(s); heartbeat every {} ms; Ctrl-C to withdraw",
         client.coordinators().len().max(1),
         client.heartbeat_interval().as_millis()
     );
-    shutdown_signal().await;
-    client.close().await;
-    eprintln!("withdrawn {listing}");
-    Ok(ExitCode::SUCCESS)
+    stop.await;
+    let failed = client.close_reporting().await;
+    if failed.is_empty() {
+        eprintln!("withdrawn {listing}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for error in &failed {
+        let why = connection.explain(error).await;
+        eprintln!("hakken: {listing} not withdrawn: {why}; it expires there");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Publishes `listing` to the first coordinator the client knows that answers, so
+/// that a refusal (a token missing or refused, a listing it will not take) is an
+/// error now rather than a warning at every heartbeat. One that does not answer,
+/// or fails inside, is left to the client, which publishes to every coordinator
+/// next and retries those that failed. (Not through the configured host: behind
+/// a load balancer that could land the listing on a coordinator the client does
+/// not know yet, where it would expire.)
+async fn first_publication(
+    connection: &Connection,
+    client: &Client,
+    listing: &Listing,
+) -> anyhow::Result<()> {
+    let remote = connection.remote();
+    let mut hosts = client.coordinators();
+    if hosts.is_empty() {
+        hosts.push(connection.coordinator.clone());
+    }
+    for host in hosts {
+        match remote.publish(&host, listing, false).await {
+            Ok(()) => return Ok(()),
+            Err(
+                error @ RemoteError::Status {
+                    status: 400..=499, ..
+                },
+            ) => return Err(anyhow!(connection.explain(&error).await)),
+            Err(_) => continue,
+        }
+    }
+    Ok(())
 }
 
 /// Prints the watched listings as one JSON array per line, again at every change.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
+    let stop = shutdown_signal();
     let client = connection.start(args.heartbeat_interval).await?;
     let mut builder = client.watch(&args.service);
     for (key, value) in args.filters {
@@ -176,14 +263,16 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         builder = builder.random(n);
     }
     let watch = builder.build();
-    watch
-        .start()
-        .await
-        .with_context(|| format!("cannot watch `{}`", args.service))?;
+    if let Err(error) = watch.start().await {
+        let why = connection.explain_client(error).await;
+        watch.close();
+        client.close().await;
+        return Err(anyhow!("cannot watch `{}`: {why}", args.service));
+    }
     let printed = print_changes(&watch);
     tokio::select! {
         result = printed => result?,
-        _ = shutdown_signal() => {}
+        _ = stop => {}
     }
     watch.close();
     client.close().await;
@@ -210,10 +299,16 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
     let connection = output.connection;
     let remote = connection.remote();
     let host = &connection.coordinator;
-    let names = remote.services(host, None).await?.value;
+    let names = connection
+        .check(remote.services(host, None).await)
+        .await?
+        .value;
     let mut rows = Vec::with_capacity(names.len());
     for name in names {
-        let count = remote.listings(host, &name, None).await?.value.len();
+        let listings = connection
+            .check(remote.listings(host, &name, None).await)
+            .await?;
+        let count = listings.value.len();
         rows.push((name, count));
     }
     let json: Vec<Value> = rows
@@ -231,8 +326,12 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
 pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     let remote = connection.remote();
-    let listings = remote
-        .listings(&connection.coordinator, &args.service, None)
+    let listings = connection
+        .check(
+            remote
+                .listings(&connection.coordinator, &args.service, None)
+                .await,
+        )
         .await?
         .value;
     print_output(args.json, &listings, &["HOST", "FIELDS"], || {
@@ -257,8 +356,8 @@ pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
 pub async fn coordinators(output: OutputArgs) -> anyhow::Result<ExitCode> {
     let connection = output.connection;
     let remote = connection.remote();
-    let peers = remote
-        .coordinators(&connection.coordinator, None)
+    let peers = connection
+        .check(remote.coordinators(&connection.coordinator, None).await)
         .await?
         .value;
     print_output(output.json, &peers, &["HOST"], || {
@@ -301,28 +400,4 @@ fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
         out.push('\n');
     }
     print!("{out}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn fields_keep_json_values() {
-        assert_eq!(parse_field("port=8080"), Ok(("port".into(), json!(8080))));
-        assert_eq!(parse_field("tls=true"), Ok(("tls".into(), json!(true))));
-        assert_eq!(
-            parse_field(r#"meta={"a":[1]}"#),
-            Ok(("meta".into(), json!({"a": [1]})))
-        );
-        assert_eq!(
-            parse_field("name=billing"),
-            Ok(("name".into(), json!("billing")))
-        );
-        assert_eq!(parse_field("eq=a=b"), Ok(("eq".into(), json!("a=b"))));
-        assert_eq!(parse_field("empty="), Ok(("empty".into(), json!(""))));
-        assert!(parse_field("novalue").is_err());
-        assert!(parse_field("=x").is_err());
-    }
 }

@@ -4,9 +4,10 @@
 //! work unchanged; each also has a flag, and flags win.
 
 use super::logging::{self, LogFormat};
-use anyhow::Context;
+use super::positive_ms;
+use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
-use hakken::coordinator::{Coordinator, CoordinatorConfig, RegistryLimits};
+use hakken::coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, RegistryLimits};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,7 +56,7 @@ pub struct CoordinatorArgs {
         help_heading = "Security"
     )]
     token: Option<String>,
-    /// With a token, protect reads too (GET /status stays open).
+    /// With a token, protect reads too: every route but /status and /ready (kept open for health checks) needs it.
     #[arg(long, env = "HAKKEN_PROTECT_READS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "Security")]
     protect_reads: bool,
     /// Largest request body, in bytes.
@@ -126,19 +127,6 @@ pub struct CoordinatorArgs {
     failures_before_drop: u32,
 }
 
-/// The longest period accepted from the command line: a day, in milliseconds.
-const MAX_MS: u64 = 24 * 3600 * 1000;
-
-/// Parses a number of milliseconds between 1 and a day.
-fn positive_ms(text: &str) -> Result<u64, String> {
-    match text.trim().parse::<u64>() {
-        Ok(0) => Err("must be at least 1 millisecond".into()),
-        Ok(ms) if ms > MAX_MS => Err(format!("must be at most {MAX_MS} ms (a day)")),
-        Ok(ms) => Ok(ms),
-        Err(_) => Err("expected a positive whole number of milliseconds".into()),
-    }
-}
-
 impl CoordinatorArgs {
     fn config(&self) -> CoordinatorConfig {
         CoordinatorConfig {
@@ -171,37 +159,54 @@ impl CoordinatorArgs {
 /// Runs the coordinator until a shutdown signal, then stops it cleanly.
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     logging::init(args.log_format, "info");
+    let stop = shutdown_signal();
     let address = SocketAddr::new(args.listen, args.port);
-    let coordinator = Coordinator::bind(address, args.config())
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    shutdown_signal().await;
+    let coordinator = match Coordinator::bind(address, args.config()).await {
+        Ok(coordinator) => coordinator,
+        Err(CoordinatorError::Io(error)) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!(
+                "cannot listen on {address}: address already in use; choose another port with --port or PORT"
+            )
+        }
+        Err(error) => return Err(error).with_context(|| format!("cannot listen on {address}")),
+    };
+    stop.await;
     tracing::info!("shutdown requested");
     coordinator.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled: a signal that arrives in
+/// between (a quick SIGTERM after the start) is waited for, not fatal.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    async fn received(signal: std::io::Result<tokio::signal::unix::Signal>) {
+        match signal {
             Ok(mut signal) => {
                 signal.recv().await;
             }
             Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+    }
+    let interrupt = received(signal(SignalKind::interrupt()));
+    let terminate = received(signal(SignalKind::terminate()));
+    async move {
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate => {}
+        }
+    }
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

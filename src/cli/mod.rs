@@ -1,14 +1,17 @@
 //! Command-line parsing and dispatch for the `hakken` binary.
 //!
 //! Every setting can come from a flag or from an environment variable (flags win);
-//! a bad value is one line on stderr naming the setting, and exit code 2.
+//! a bad value is one line on stderr naming the setting, and exit code 2; a
+//! missing or unknown argument is clap's own message, with the usage line.
 
 mod client;
 mod coordinator;
+mod explain;
 mod logging;
+mod values;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Service discovery: coordinators holding service listings, gossiping over HTTP.
@@ -37,7 +40,10 @@ enum Command {
 
 /// Parses arguments, runs the command, and turns its outcome into an exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
@@ -61,40 +67,95 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("hakken: {error:#}");
-            ExitCode::FAILURE
+            eprintln!("hakken: {}", one_line(&error));
+            match error.downcast_ref::<UsageError>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-/// Prints a clap error: help and version as clap does, anything else as one line
-/// that names the setting (flag and environment variable), exit code 2.
+/// Arguments that parse but do not make sense together (a listing with too many
+/// fields, say): reported like any bad argument, exit code 2, before anything is
+/// contacted.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// An error and its causes on one line, each cause said once: a cause whose text
+/// its context already quotes is left out.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// The command line, its help showing `[env: NAME=value]` only for variables that
+/// are set (and `[env: NAME]` for the others, rather than an empty `NAME=`).
+fn command() -> clap::Command {
+    hide_unset_env_values(Cli::command())
+}
+
+fn hide_unset_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let unset = arg
+                .get_env()
+                .is_some_and(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()));
+            if unset {
+                arg.hide_env_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(hide_unset_env_values)
+}
+
+/// Reports a clap error, exit code 2 (0 for help and version). A bad value is one
+/// line that names the setting (flag and environment variable) and, for a choice,
+/// the accepted values; anything else (a missing or unknown argument) is clap's
+/// whole message: what is wrong, the usage line and its tips.
 fn usage_error(error: clap::Error) -> ExitCode {
-    if matches!(
+    let code = || ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+    if !matches!(
         error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
     ) {
         let _ = error.print();
-        return if error.use_stderr() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
+        return code();
     }
     let rendered = error.render().to_string();
     let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    let env = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => env_of(arg),
-        _ => None,
-    };
-    match env {
-        Some(env) => eprintln!("hakken: {first} (setting {env})"),
-        None => eprintln!("hakken: {first}"),
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
+        if let Some(env) = env_of(arg) {
+            line.push_str(&format!(" (setting {env})"));
+        }
     }
-    ExitCode::from(2)
+    if let Some(ContextValue::Strings(values)) = error.get(ContextKind::ValidValue) {
+        if !values.is_empty() {
+            line.push_str(&format!(" [possible values: {}]", values.join(", ")));
+        }
+    }
+    eprintln!("hakken: {line}");
+    code()
 }
 
 /// The environment variable behind a flag such as `--port <PORT>`, if it has one.
@@ -110,6 +171,19 @@ fn env_of(arg: &str) -> Option<String> {
         .map(|env| env.to_string_lossy().into_owned());
     env
 }
+
+/// Parses a number of milliseconds between 1 and a day.
+pub(crate) fn positive_ms(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1 millisecond".into()),
+        Ok(ms) if ms > MAX_MS => Err(format!("must be at most {MAX_MS} ms (a day)")),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err("expected a positive whole number of milliseconds".into()),
+    }
+}
+
+/// The longest period accepted from the command line: a day, in milliseconds.
+const MAX_MS: u64 = 24 * 3600 * 1000;
 
 #[cfg(test)]
 mod tests {

@@ -586,6 +586,13 @@ impl Client {
     /// coordinator (best effort, bounded by the request timeout). Later calls
     /// fail with [`ClientError::Closed`]; closing again does nothing.
     pub async fn close(&self) {
+        self.close_reporting().await;
+    }
+
+    /// Like [`close`](Client::close), and says which coordinators its listings
+    /// could not be withdrawn from (they expire there): one error per coordinator,
+    /// none when every withdrawal went through (or there was nothing to withdraw).
+    pub async fn close_reporting(&self) -> Vec<RemoteError> {
         let inner = self.inner();
         // The write lock first: a round of writes in flight (a publish or a
         // heartbeat, each call bounded by the timeout) finishes before anything is
@@ -597,20 +604,29 @@ impl Client {
         inner.tasks.close();
         inner.tasks.wait().await;
         if !first || inner.config.skip {
-            return;
+            return Vec::new();
         }
         let listings = std::mem::take(&mut *inner.listing_table());
+        let mut failed = Vec::new();
         if !listings.is_empty() {
-            let withdraw = publishing::withdraw(inner, listings, inner.targets());
-            if tokio::time::timeout(inner.remote.timeout(), withdraw)
-                .await
-                .is_err()
-            {
-                tracing::warn!("close: withdrawing listings took too long; the rest will expire");
+            let targets = inner.targets();
+            let withdraw = publishing::withdraw(inner, listings, targets.clone());
+            match tokio::time::timeout(inner.remote.timeout(), withdraw).await {
+                Ok(errors) => failed.extend(errors.into_values()),
+                Err(_) => {
+                    tracing::warn!(
+                        "close: withdrawing listings took too long; the rest will expire"
+                    );
+                    failed.extend(targets.into_iter().map(|host| RemoteError::Unreachable {
+                        host,
+                        message: "timed out".into(),
+                    }));
+                }
             }
             // Calls aborted by the timeout finish unwinding here.
             inner.tasks.wait().await;
         }
         tracing::info!(host = inner.config.host.as_str(), "client closed");
+        failed
     }
 }

@@ -132,3 +132,86 @@ fn the_limits_table_is_the_code() {
         assert_eq!(fixed.get(bound), Some(&value), "README bound: {bound}");
     }
 }
+
+/// The settings `hakken coordinator` reads, from its own help.
+fn coordinator_settings() -> Vec<String> {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_hakken"))
+        .args(["coordinator", "--help"])
+        .output()
+        .expect("hakken runs");
+    let help = String::from_utf8(help.stdout).expect("utf-8 help");
+    let mut names: Vec<String> = help
+        .split("env: ")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 20, "the help names its variables: {names:?}");
+    names
+}
+
+#[test]
+fn every_setting_is_in_the_readme_and_the_deployment_file() {
+    let env_file = include_str!("../deploy/coordinator.env");
+    for name in coordinator_settings() {
+        assert!(
+            README.contains(&format!("`{name}`")),
+            "README documents {name}"
+        );
+        let listed = env_file.lines().any(|line| {
+            line.trim_start_matches('#')
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('='))
+        });
+        assert!(listed, "deploy/coordinator.env lists {name}");
+    }
+}
+
+/// The first Rust code block after `heading` in the README.
+fn code_block_after(heading: &str) -> &'static str {
+    let start = README.find(heading).expect("the heading");
+    let block = &README[start..];
+    let block = &block[block.find("```rust\n").expect("a Rust block") + "```rust\n".len()..];
+    &block[..block.find("```").expect("the block ends")]
+}
+
+async fn readme_client_snippet(host: String) -> Result<(), Box<dyn std::error::Error>> {
+    include!("snippets/readme_client.rs");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_client_snippet_runs_to_completion() {
+    let included = include_str!("snippets/readme_client.rs");
+    let body = included
+        .split_once("\n{\n")
+        .and_then(|(_, rest)| rest.strip_suffix("}\n"))
+        .expect("the snippet file is one block");
+    assert_eq!(
+        code_block_after("## The client library")
+            .replace("\"discovery.local:8082\"", "host.as_str()"),
+        body,
+        "tests/snippets/readme_client.rs is the README's snippet"
+    );
+    let config = CoordinatorConfig {
+        announce_host: "127.0.0.1".into(),
+        ..CoordinatorConfig::default()
+    };
+    let coordinator = hakken::coordinator::Coordinator::bind("127.0.0.1:0", config)
+        .await
+        .expect("a coordinator");
+    let host = coordinator.local_addr().to_string();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        readme_client_snippet(host),
+    )
+    .await
+    .expect("the snippet runs to completion")
+    .expect("the snippet succeeds");
+    coordinator.shutdown().await.expect("a clean shutdown");
+}

@@ -129,6 +129,9 @@ pub fn read_snapshot_line(line: &[u8], limits: &Limits) -> Result<SnapshotLine, 
     }
 }
 
+/// The start of the body a TLS coordinator answers plain HTTP with (`400`).
+pub const PLAIN_ON_TLS: &str = "this coordinator speaks TLS";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use crate::tls::{ClientTls, TlsError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest answer body read from a coordinator.
@@ -161,6 +162,8 @@ pub struct Remote {
     token: Option<String>,
     /// Whether a host written without a scheme is called over TLS.
     https: bool,
+    /// Why the TLS settings could not be used: every call fails with it.
+    unusable: Option<Arc<str>>,
 }
 
 /// `http://host/path` for a `name:port` host (a host that has a scheme keeps it).
@@ -248,6 +251,34 @@ impl Remote {
             timeout,
             token: None,
             https,
+            unusable: None,
+        }
+    }
+
+    /// Like [`with_tls`](Remote::with_tls), but when the settings cannot be used,
+    /// a client whose every call fails saying why (for callers that cannot fail
+    /// at construction, like `Client::new`).
+    pub fn with_tls_or_failing(timeout: Duration, tls: &ClientTls, https: bool) -> Self {
+        match Self::with_tls(timeout, tls, https) {
+            Ok(remote) => remote,
+            Err(error) => {
+                tracing::error!(%error, "TLS settings cannot be used; every call will fail");
+                let mut remote = Self::new(timeout);
+                remote.https = https;
+                remote.unusable = Some(error.to_string().into());
+                remote
+            }
+        }
+    }
+
+    /// Fails when the TLS settings could not be used.
+    fn usable(&self, host: &str) -> Result<(), RemoteError> {
+        match &self.unusable {
+            None => Ok(()),
+            Some(why) => Err(RemoteError::Unreachable {
+                host: host.to_owned(),
+                message: format!("TLS settings: {why}"),
+            }),
         }
     }
 
@@ -339,6 +370,13 @@ impl Remote {
         let too_large = matches!(body, Err(RemoteError::BadAnswer { .. }))
             && !content_type.as_deref().is_some_and(|t| t.contains("json"));
         let body = body.unwrap_or_default();
+        if status == 400 && body.starts_with(crate::protocol::PLAIN_ON_TLS.as_bytes()) {
+            return Err(RemoteError::Unreachable {
+                host: host.to_owned(),
+                message: "TLS: it speaks TLS on this port (write the address as https://HOST:PORT)"
+                    .into(),
+            });
+        }
         if too_large || (!body.is_empty() && !is_json(content_type.as_deref())) {
             return Err(RemoteError::NotCoordinator {
                 host: host.to_owned(),
@@ -388,6 +426,7 @@ impl Remote {
         not_found_is_empty: bool,
         max_bytes: usize,
     ) -> Result<Answer<Value>, RemoteError> {
+        self.usable(host)?;
         let mut request = self.authorize(self.http.get(self.url(host, path)));
         let mut timeout = self.timeout;
         if let Some(mut b) = blocking {
@@ -579,6 +618,7 @@ impl Remote {
             segment(listing.service()),
             segment(listing.host())
         );
+        self.usable(host)?;
         let request = self.authorize(self.http.delete(self.url(host, &path)));
         let response = request
             .timeout(self.timeout)
@@ -608,6 +648,7 @@ impl Remote {
         path: &str,
         body: bytes::Bytes,
     ) -> Result<Answer<()>, RemoteError> {
+        self.usable(host)?;
         let request = self.authorize(self.http.post(self.url(host, path)));
         let response = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -630,6 +671,7 @@ impl Remote {
         within: Duration,
         limits: Limits,
     ) -> Result<Snapshot, RemoteError> {
+        self.usable(host)?;
         let request = self.authorize(self.http.get(self.url(host, SNAPSHOT_PATH)));
         let response = request
             .timeout(within)

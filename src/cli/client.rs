@@ -14,10 +14,12 @@ use super::values::{
 use super::{explain, positive_ms, UsageError};
 use anyhow::anyhow;
 use hakken::client::{Client, ClientConfig, ClientError, Watch};
-use hakken::remote::{Remote, RemoteError};
+use hakken::remote::{split_scheme, Remote, RemoteError};
+use hakken::tls::ClientTls;
 use hakken::Listing;
 use serde_json::{Map, Value};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,23 +52,60 @@ pub struct Connection {
         value_parser = positive_ms
     )]
     timeout: u64,
+    /// PEM file of CA certificates trusted beyond the system's, for https:// coordinators.
+    #[arg(long, env = "HAKKEN_CA", value_name = "FILE", help_heading = "TLS")]
+    ca: Option<PathBuf>,
+    /// PEM file of the client certificate, for coordinators that require one (mutual TLS).
+    #[arg(
+        long,
+        env = "HAKKEN_CERT",
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS"
+    )]
+    cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(
+        long,
+        env = "HAKKEN_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS"
+    )]
+    key: Option<PathBuf>,
 }
 
 impl Connection {
+    fn tls(&self) -> ClientTls {
+        ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     /// The token to send: none for an empty one.
     fn token(&self) -> Option<String> {
         self.token.clone().filter(|t| !t.is_empty())
     }
 
-    fn remote(&self) -> Remote {
-        Remote::new(Duration::from_millis(self.timeout)).with_token(self.token())
+    /// A client for single calls; the TLS files are read now (a bad one is an
+    /// argument error).
+    fn remote(&self) -> anyhow::Result<Remote> {
+        let (https, _) = split_scheme(&self.coordinator);
+        let remote = Remote::with_tls(Duration::from_millis(self.timeout), &self.tls(), https)
+            .map_err(|e| UsageError(e.to_string()))?;
+        Ok(remote.with_token(self.token()))
     }
 
     /// A started client (`heartbeat_ms`: the interval, else the coordinator's).
     async fn start(&self, heartbeat_ms: Option<u64>) -> anyhow::Result<Client> {
+        // The files are checked here, so that a bad one is an argument error.
+        self.tls().config().map_err(|e| UsageError(e.to_string()))?;
         let mut config = ClientConfig::new(self.coordinator.clone())
             .request_timeout(Duration::from_millis(self.timeout))
-            .token(self.token());
+            .token(self.token())
+            .tls(self.tls());
         config.heartbeat_interval = heartbeat_ms.map(Duration::from_millis);
         let client = Client::new(config);
         match client.start().await {
@@ -230,7 +269,7 @@ async fn first_publication(
     client: &Client,
     listing: &Listing,
 ) -> anyhow::Result<()> {
-    let remote = connection.remote();
+    let remote = connection.remote()?;
     let mut hosts = client.coordinators();
     if hosts.is_empty() {
         hosts.push(connection.coordinator.clone());
@@ -297,7 +336,7 @@ async fn print_changes(watch: &Watch) -> anyhow::Result<()> {
 /// `hakken services`: names of services with live listings, and how many each has.
 pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
     let connection = output.connection;
-    let remote = connection.remote();
+    let remote = connection.remote()?;
     let host = &connection.coordinator;
     let names = connection
         .check(remote.services(host, None).await)
@@ -325,7 +364,7 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
 /// `hakken listings SERVICE`: the live listings of one service.
 pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
-    let remote = connection.remote();
+    let remote = connection.remote()?;
     let listings = connection
         .check(
             remote
@@ -355,7 +394,7 @@ pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
 /// `hakken coordinators`: the coordinators a coordinator knows, itself first.
 pub async fn coordinators(output: OutputArgs) -> anyhow::Result<ExitCode> {
     let connection = output.connection;
-    let remote = connection.remote();
+    let remote = connection.remote()?;
     let peers = connection
         .check(remote.coordinators(&connection.coordinator, None).await)
         .await?

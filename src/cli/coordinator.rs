@@ -7,8 +7,12 @@ use super::logging::{self, LogFormat};
 use super::positive_ms;
 use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
-use hakken::coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, RegistryLimits};
+use hakken::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, RegistryLimits, ServerTls,
+};
+use hakken::tls::ClientTls;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,6 +63,54 @@ pub struct CoordinatorArgs {
     /// With a token, protect reads too: every route but /status and /ready (kept open for health checks) needs it.
     #[arg(long, env = "HAKKEN_PROTECT_READS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "Security")]
     protect_reads: bool,
+    /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes or on SIGHUP. Peers are then called over TLS too.
+    #[arg(
+        long,
+        env = "HAKKEN_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key",
+        help_heading = "TLS"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "HAKKEN_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "TLS"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: every route but /status and /ready needs a client certificate signed by a CA in this PEM file.
+    #[arg(
+        long,
+        env = "HAKKEN_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert",
+        help_heading = "TLS"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// For calls to peers: PEM file of CA certificates trusted beyond the system's.
+    #[arg(long, env = "HAKKEN_CA", value_name = "FILE", help_heading = "TLS")]
+    ca: Option<PathBuf>,
+    /// For calls to peers that require one: the client certificate to present (PEM).
+    #[arg(
+        long,
+        env = "HAKKEN_CERT",
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS"
+    )]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long,
+        env = "HAKKEN_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS"
+    )]
+    key: Option<PathBuf>,
     /// Largest request body, in bytes.
     #[arg(
         long,
@@ -151,6 +203,19 @@ impl CoordinatorArgs {
             body_timeout: Duration::from_millis(self.read_timeout),
             sync_timeout: Duration::from_millis(self.sync_timeout),
             failures_before_drop: self.failures_before_drop,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(ServerTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+                _ => None,
+            },
+            peer_tls: ClientTls {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
             ..CoordinatorConfig::default()
         }
     }
@@ -168,6 +233,7 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
                 "cannot listen on {address}: address already in use; choose another port with --port or PORT"
             )
         }
+        Err(CoordinatorError::Tls(error)) => bail!("{error}"),
         Err(error) => return Err(error).with_context(|| format!("cannot listen on {address}")),
     };
     stop.await;

@@ -23,6 +23,13 @@ pub async fn remote_error(error: &RemoteError, token: bool, within: Duration) ->
         }
         RemoteError::Status {
             host,
+            status: 403,
+            body,
+        } if body.contains("client certificate") => format!(
+            "coordinator {host} requires a client certificate (mutual TLS, HTTP 403): set --cert and --key, or HAKKEN_CERT and HAKKEN_KEY"
+        ),
+        RemoteError::Status {
+            host,
             status: status @ (401 | 403),
             ..
         } => match token {

@@ -6,6 +6,7 @@
 //! does I/O or touches a coordinator.
 
 use super::error::ClientError;
+use crate::tls::ClientTls;
 use std::time::Duration;
 
 /// The client's heartbeat interval when neither the configuration nor a coordinator
@@ -31,7 +32,9 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct ClientConfig {
     /// `name:port` of a coordinator or of a load balancer in front of several: the
-    /// way in, asked for the set of coordinators and never forgotten.
+    /// way in, asked for the set of coordinators and never forgotten. Written
+    /// `https://name:port`, every coordinator is called over TLS (the ones learned
+    /// from it too: a cluster is all TLS or all plain).
     pub host: String,
     /// How often every listing is sent again to every known coordinator, and how
     /// often a watch polls a coordinator without blocking queries. `None`: the
@@ -55,6 +58,9 @@ pub struct ClientConfig {
     /// broken — unreachable, or not speaking the protocol — before the client
     /// forgets it. A refusal (`4xx`, `503`) never counts. Default 3.
     pub failures_before_drop: u32,
+    /// TLS: roots trusted beyond the system's, and a client certificate for
+    /// coordinators that require one. Read when the client is made.
+    pub tls: ClientTls,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -69,6 +75,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("skip", &self.skip)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("failures_before_drop", &self.failures_before_drop)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -86,6 +93,7 @@ impl ClientConfig {
             skip: false,
             token: None,
             failures_before_drop: 3,
+            tls: ClientTls::default(),
         }
     }
 
@@ -106,6 +114,8 @@ impl ClientConfig {
     /// | `HAKKEN_SKIP` or `SKIP_HAKKEN` | `skip`, `true` or `false` |
     /// | `HAKKEN_TOKEN` | `token` |
     /// | `HAKKEN_FAILURES_BEFORE_DROP` | `failures_before_drop` |
+    /// | `HAKKEN_CA` | `tls.ca`, a PEM file of CAs trusted beyond the system's |
+    /// | `HAKKEN_CERT`, `HAKKEN_KEY` | `tls.cert`, `tls.key`: a client certificate (PEM) |
     ///
     /// ```
     /// use hakken::client::ClientConfig;
@@ -173,7 +183,18 @@ impl ClientConfig {
                     ))
                 })?;
         }
+        config.tls = ClientTls {
+            ca: var("HAKKEN_CA").map(Into::into),
+            cert: var("HAKKEN_CERT").map(Into::into),
+            key: var("HAKKEN_KEY").map(Into::into),
+        };
         Ok(config)
+    }
+
+    /// Sets the TLS settings (see [`ClientTls`]).
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sets a fixed heartbeat interval (the coordinators' is then ignored).

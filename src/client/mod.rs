@@ -382,9 +382,17 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for `config`. Contacts nothing until [`start`](Client::start),
     /// [`start_background`](Client::start_background), a publish or a watch.
-    pub fn new(config: ClientConfig) -> Client {
-        let remote =
-            Remote::new(config.request_timeout.max(MIN_INTERVAL)).with_token(config.token.clone());
+    pub fn new(mut config: ClientConfig) -> Client {
+        // `https://name:port` means TLS to every coordinator; the host itself is
+        // kept as the protocol writes hosts, so that it matches coordinator lists.
+        let (https, host) = crate::remote::split_scheme(&config.host);
+        config.host = host.to_owned();
+        let remote = Remote::with_tls_or_failing(
+            config.request_timeout.max(MIN_INTERVAL),
+            &config.tls,
+            https,
+        )
+        .with_token(config.token.clone());
         let inner = Inner {
             coordinators: Mutex::new(Coordinators::new(
                 config.host.clone(),

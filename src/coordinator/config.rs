@@ -67,6 +67,12 @@ pub struct CoordinatorConfig {
     /// How often the dashboard's charts are sampled (`history.rs`); they keep the
     /// last 360 samples, an hour at the default 10 s.
     pub history_interval: Duration,
+    /// Serve HTTPS from these files (and with a client CA, require client
+    /// certificates). Every call to a peer then uses TLS too.
+    pub tls: Option<super::ServerTls>,
+    /// For calls to peers: roots trusted beyond the system's, and the client
+    /// certificate presented (needed where peers require one).
+    pub peer_tls: crate::tls::ClientTls,
 }
 
 impl Default for CoordinatorConfig {
@@ -95,6 +101,8 @@ impl Default for CoordinatorConfig {
             sync_timeout: Duration::from_secs(10),
             failures_before_drop: 3,
             history_interval: Duration::from_secs(10),
+            tls: None,
+            peer_tls: crate::tls::ClientTls::default(),
         }
     }
 }

@@ -26,9 +26,11 @@ mod readiness;
 mod registry;
 mod server;
 mod sync;
+mod tls;
 
 pub use config::CoordinatorConfig;
 pub use registry::RegistryLimits;
+pub use tls::{ClientIdentity, ServerTls};
 
 use crate::listing::{Listing, Peer};
 use crate::protocol::SnapshotEntry;
@@ -62,6 +64,9 @@ pub enum CoordinatorError {
     /// The announced host is not a valid coordinator descriptor.
     #[error("announce host: {0}")]
     Announce(#[from] crate::listing::ListingError),
+    /// A TLS file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A background task panicked.
     #[error("task `{0}` panicked: {1}")]
     Panicked(&'static str, String),
@@ -411,8 +416,19 @@ impl Coordinator {
             blacklist_for: config.resync_period(),
         };
         let membership = Membership::new(me.clone(), rules, first_index);
+        // In a TLS cluster every coordinator serves TLS: peers are called over it.
+        let certificates = match &config.tls {
+            Some(files) => Some(Arc::new(tls::Certificates::load(files.clone())?)),
+            None => None,
+        };
+        let remote = Remote::with_tls(
+            config.request_timeout,
+            &config.peer_tls,
+            config.tls.is_some(),
+        )?
+        .with_token(config.token.clone());
         let shared = Arc::new(Shared {
-            remote: Remote::new(config.request_timeout).with_token(config.token.clone()),
+            remote,
             me,
             registry: RwLock::new(registry),
             membership: Mutex::new(membership),
@@ -439,6 +455,7 @@ impl Coordinator {
             max_connections: shared.config.max_connections,
             header_timeout: shared.config.header_timeout,
             grace: shared.config.shutdown_grace,
+            tls: certificates.clone(),
         };
         let server = server::serve(listener, app, options, shared.shutdown.clone());
         let mut tasks = vec![
@@ -448,6 +465,10 @@ impl Coordinator {
             ("sync", tokio::spawn(sync::run(shared.clone()))),
             ("history", tokio::spawn(history_loop(shared.clone()))),
         ];
+        if let Some(certificates) = certificates {
+            let reload = tls::reload_loop(certificates, shared.shutdown.clone());
+            tasks.push(("tls-reload", tokio::spawn(reload)));
+        }
         if shared.config.discovery_host.is_some() {
             tasks.push(("resync", tokio::spawn(gossip::resync_loop(shared.clone()))));
         }

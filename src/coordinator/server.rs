@@ -11,8 +11,16 @@
 //! answer); past that, a connection is closed at once. A flood cannot hold more
 //! than `max_connections + MAX_REFUSING` sockets. Request bodies get their own
 //! deadline in [`super::http`].
+//!
+//! With TLS (`tls.rs`), the handshake runs in the connection's task, bounded by
+//! the header timeout, with the configuration current when it was accepted. A
+//! connection whose first byte is not a TLS handshake is someone speaking plain
+//! HTTP to the TLS port: it gets a `400` that says to use `https://`, not a
+//! handshake error it cannot read. The client certificate's subject, if any,
+//! travels with each of the connection's requests.
 
 use super::http::Admission;
+use super::tls::{identity, Certificates, ClientIdentity};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -32,6 +40,8 @@ pub(crate) struct ServeOptions {
     pub header_timeout: Duration,
     /// Longest time in-flight requests get to finish after shutdown starts.
     pub grace: Duration,
+    /// Serve TLS with these certificates; plain HTTP without.
+    pub tls: Option<Arc<Certificates>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
@@ -80,10 +90,32 @@ pub(crate) async fn serve(
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = options.tls.clone();
+        let handshake_timeout = options.header_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let result = match tls {
+                None => {
+                    let service = TowerToHyperService::new(app);
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(certificates) => {
+                    let Some((stream, identity)) =
+                        handshake(stream, &certificates, handshake_timeout).await
+                    else {
+                        return;
+                    };
+                    let service = TowerToHyperService::new(Identified { app, identity });
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(permit);
@@ -118,4 +150,101 @@ async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
     tracing::debug!("connection refused: too many connections");
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The answer to plain HTTP on the TLS port.
+const PLAIN_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+content-length: 69\r\nconnection: close\r\n\r\nthis coordinator speaks TLS: use https:// to talk to it on this port\n";
+
+/// Runs the TLS handshake within `within`: the stream and the client
+/// certificate's subject, or `None` when the connection is done (plain HTTP was
+/// answered, the handshake failed or took too long).
+async fn handshake(
+    stream: TcpStream,
+    certificates: &Certificates,
+    within: Duration,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Option<ClientIdentity>,
+)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
+    let exchange = async {
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        if first[0] != TLS_HANDSHAKE {
+            answer_plain_http(stream).await;
+            return None;
+        }
+        match acceptor.accept(stream).await {
+            Ok(stream) => {
+                let identity = identity(stream.get_ref().1.peer_certificates());
+                Some((stream, identity))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    tokio::time::timeout(within, exchange).await.ok().flatten()
+}
+
+/// Says to a plain-HTTP client that this port speaks TLS, then closes.
+async fn answer_plain_http(mut stream: TcpStream) {
+    let _ = stream.write_all(PLAIN_ON_TLS).await;
+    let _ = stream.shutdown().await;
+    // Drain what it sent, so that closing does not reset the answer away.
+    let mut sink = [0u8; 1024];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// The router, with the connection's client certificate put on every request.
+#[derive(Clone)]
+struct Identified {
+    app: Admission,
+    identity: Option<ClientIdentity>,
+}
+
+impl tower::Service<hyper::Request<hyper::body::Incoming>> for Identified {
+    type Response = <Admission as tower::Service<hyper::Request<hyper::body::Incoming>>>::Response;
+    type Error = <Admission as tower::Service<hyper::Request<hyper::body::Incoming>>>::Error;
+    type Future = <Admission as tower::Service<hyper::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if let Some(identity) = &self.identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        request.extensions_mut().insert(Tls);
+        self.app.call(request)
+    }
+}
+
+/// Marks a request that came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tls;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_to_plain_http_on_the_tls_port_is_well_formed() {
+        let text = std::str::from_utf8(PLAIN_ON_TLS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(body.starts_with(crate::protocol::PLAIN_ON_TLS));
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+    }
 }

@@ -298,4 +298,5 @@ pub async fn scripted_balancer(script: Vec<String>) -> (String, tokio::task::Joi
 
 pub mod nginx;
 pub mod node;
+pub mod pki;
 pub mod process;

@@ -34,6 +34,12 @@ pub const SETTINGS: &[&str] = &[
     "HAKKEN_PROTECT_READS",
     "HAKKEN_SYNC_TIMEOUT",
     "HAKKEN_FAILURES_BEFORE_DROP",
+    "HAKKEN_TLS_CERT",
+    "HAKKEN_TLS_KEY",
+    "HAKKEN_TLS_CLIENT_CA",
+    "HAKKEN_CA",
+    "HAKKEN_CERT",
+    "HAKKEN_KEY",
 ];
 
 /// Log lines kept per process, printed when a test fails.

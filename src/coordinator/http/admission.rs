@@ -10,7 +10,7 @@
 use super::answer::ApiError;
 use crate::coordinator::metrics::{method_index, route_index};
 use crate::coordinator::readiness::Phase;
-use crate::coordinator::Shared;
+use crate::coordinator::{ClientIdentity, Shared};
 use crate::protocol::{
     COMPLETE_HEADER, COORDINATOR_HEADER, HEARTBEAT_HEADER, INSTANCE_HEADER, READY_PATH,
 };
@@ -130,8 +130,40 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Received {
 
 /// The request as the handler gets it, or the answer that refuses it.
 async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
+    let subject = certified(shared, &request)?;
     authorize(shared, &request)?;
+    if let Some(subject) = subject {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            tracing::info!(
+                target: "hakken::audit",
+                subject,
+                method = %request.method(),
+                path = request.uri().path(),
+                "write by client certificate"
+            );
+        }
+    }
     read_body(shared, request).await
+}
+
+/// With mutual TLS (a client CA configured): every route but `/status` and
+/// `/ready` needs a client certificate, which the handshake verified against the
+/// CA; its subject is returned, for the log of writes.
+fn certified<'r>(shared: &Shared, request: &'r Request) -> Result<Option<&'r str>, ApiError> {
+    let presented = request.extensions().get::<ClientIdentity>();
+    let required = shared
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some());
+    let path = request.uri().path();
+    if required && presented.is_none() && path != "/status" && path != READY_PATH {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a client certificate is required (mutual TLS): present one signed by this coordinator's client CA",
+        ));
+    }
+    Ok(presented.map(|identity| &*identity.0))
 }
 
 /// With a token configured: writes (and reads, when protected) need

@@ -174,12 +174,11 @@ pub fn url(host: &str, path: &str) -> String {
 /// The URL of `path` on `host`: a host that has a scheme keeps it, one without
 /// gets `https` when `https`, else `http`.
 fn url_for(host: &str, path: &str, https: bool) -> String {
-    if host.starts_with("http://") || host.starts_with("https://") {
-        format!("{}{}", host.trim_end_matches('/'), path)
-    } else if https {
-        format!("https://{host}{path}")
+    let (tls, bare) = split_scheme(host);
+    if tls || https {
+        format!("https://{bare}{path}")
     } else {
-        format!("http://{host}{path}")
+        format!("http://{bare}{path}")
     }
 }
 
@@ -187,9 +186,15 @@ fn url_for(host: &str, path: &str, https: bool) -> String {
 /// the protocol writes it (`name:port`): `https://a:1/` is `(true, "a:1")`,
 /// `http://a:1` and `a:1` are `(false, "a:1")`.
 pub fn split_scheme(address: &str) -> (bool, &str) {
-    let (https, rest) = if let Some(rest) = address.strip_prefix("https://") {
+    let scheme = |prefix: &str| {
+        address
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+            .then(|| &address[prefix.len()..])
+    };
+    let (https, rest) = if let Some(rest) = scheme("https://") {
         (true, rest)
-    } else if let Some(rest) = address.strip_prefix("http://") {
+    } else if let Some(rest) = scheme("http://") {
         (false, rest)
     } else {
         (false, address)
@@ -834,6 +839,11 @@ mod tests {
     fn urls_and_segments() {
         assert_eq!(url("a:1", "/status"), "http://a:1/status");
         assert_eq!(url("http://a:1/", "/status"), "http://a:1/status");
+        assert_eq!(url("HTTPS://a:1", "/status"), "https://a:1/status");
+        assert_eq!(url_for("a:1", "/status", true), "https://a:1/status");
+        assert_eq!(split_scheme("HTTPS://a:1/"), (true, "a:1"));
+        assert_eq!(split_scheme("Http://a:1"), (false, "a:1"));
+        assert_eq!(split_scheme("a:1"), (false, "a:1"));
         assert_eq!(segment("a/b c%2F.."), "a%2Fb%20c%252F..");
         assert_eq!(segment("日"), "%E6%97%A5");
     }

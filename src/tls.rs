@@ -184,15 +184,8 @@ impl ClientTls {
             .with_root_certificates(roots);
         let mut config = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
-                let chain = certificates(cert, "client certificate")?;
-                let key_der = private_key(key)?;
-                builder
-                    .with_client_auth_cert(chain, key_der)
-                    .map_err(|e| TlsError::Invalid {
-                        what: "client certificate and key",
-                        path: cert.clone(),
-                        message: e.to_string(),
-                    })?
+                let resolver = ReloadingClientCert::load(cert.clone(), key.clone())?;
+                builder.with_client_cert_resolver(Arc::new(resolver))
             }
             (None, None) => builder.with_no_client_auth(),
             _ => {
@@ -203,6 +196,103 @@ impl ClientTls {
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+/// What the files of a client certificate looked like.
+type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn stamps(paths: &[&Path]) -> Stamps {
+    paths
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
+
+/// How often a client certificate's files are checked for changes.
+const CLIENT_CERT_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A client certificate read from its files, and read again when they change
+/// (checked at most every [`CLIENT_CERT_CHECK`], at a handshake): a renewed
+/// certificate is presented from the next new connection on, without a restart.
+/// A change that cannot be used (a half-written file, a key that does not match)
+/// is logged, and the previous certificate stays.
+#[derive(Debug)]
+struct ReloadingClientCert {
+    cert: PathBuf,
+    key: PathBuf,
+    state: std::sync::Mutex<ClientCertState>,
+}
+
+#[derive(Debug)]
+struct ClientCertState {
+    stamps: Stamps,
+    checked: std::time::Instant,
+    current: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl ReloadingClientCert {
+    fn load(cert: PathBuf, key: PathBuf) -> Result<Self, TlsError> {
+        let current = Arc::new(Self::read(&cert, &key)?);
+        Ok(ReloadingClientCert {
+            state: std::sync::Mutex::new(ClientCertState {
+                stamps: stamps(&[&cert, &key]),
+                checked: std::time::Instant::now(),
+                current,
+            }),
+            cert,
+            key,
+        })
+    }
+
+    fn read(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+        let chain = certificates(cert, "client certificate")?;
+        let key_der = private_key(key)?;
+        rustls::sign::CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
+            TlsError::Invalid {
+                what: "client certificate and key",
+                path: cert.to_owned(),
+                message: e.to_string(),
+            }
+        })
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.checked.elapsed() >= CLIENT_CERT_CHECK {
+            state.checked = std::time::Instant::now();
+            let now = stamps(&[&self.cert, &self.key]);
+            if now != state.stamps {
+                state.stamps = now;
+                match Self::read(&self.cert, &self.key) {
+                    Ok(key) => {
+                        state.current = Arc::new(key);
+                        tracing::info!(cert = %self.cert.display(), "client certificate reloaded");
+                    }
+                    Err(error) => tracing::error!(
+                        %error,
+                        "client certificate reload failed; the previous one stays in use"
+                    ),
+                }
+            }
+        }
+        Some(state.current.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -245,7 +335,10 @@ fn describe(error: &rustls::Error) -> String {
             .into(),
         E::InvalidCertificate(other) => format!("its certificate was refused: {other:?}"),
         E::InvalidMessage(_) => {
-            "it does not speak TLS on this port (write the address without https://?)".into()
+            "its answer is not TLS: it does not speak TLS on this port (write the address without https://?)".into()
+        }
+        E::AlertReceived(rustls::AlertDescription::InternalError) => {
+            "it refused the connection (TLS alert internal_error: over its connection limit, or failing)".into()
         }
         E::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
             "it requires a client certificate (set --cert and --key / HAKKEN_CERT and HAKKEN_KEY)"

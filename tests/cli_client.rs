@@ -58,7 +58,7 @@ async fn publish_keeps_a_listing_alive_and_withdraws_it_on_sigterm() {
             "tls=true",
             "name=blue",
         ])
-        .args([r#"meta={"zone":"a","tags":[1,2]}"#])
+        .args([r#"meta:={"zone":"a","tags":[1,2]}"#])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -29,6 +29,11 @@ const H: Duration = Duration::from_millis(200);
 
 /// A coordinator process: heartbeat `H`, listings living 1,000 `H`.
 async fn coordinator(discovery: Option<&str>) -> CoordinatorProcess {
+    coordinator_with(discovery, &[]).await
+}
+
+/// Like [`coordinator`], with more arguments.
+async fn coordinator_with(discovery: Option<&str>, extra: &[&str]) -> CoordinatorProcess {
     let mut args = strings(&[
         "--announce-host",
         "127.0.0.1",
@@ -44,6 +49,7 @@ async fn coordinator(discovery: Option<&str>) -> CoordinatorProcess {
     if let Some(discovery) = discovery {
         args.extend(strings(&["--discovery-host", discovery]));
     }
+    args.extend(strings(extra));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     CoordinatorProcess::loopback(&args).await
 }
@@ -238,7 +244,9 @@ async fn when_every_coordinator_restarts_at_once_a_watch_keeps_its_listings() {
 /// started meanwhile never sent it their listings.
 #[tokio::test]
 async fn a_dropped_coordinator_that_comes_back_unannounced_is_taken_back() {
-    let a = coordinator(None).await;
+    // A probes B while B is on its blacklist, which lasts a resync period: made
+    // long, so that B's restart always comes within it on a slow machine.
+    let a = coordinator_with(None, &["--resync-interval", "600000"]).await;
     // B has no discovery host: it never announces itself, so only A's probes can
     // find it again after its restart.
     let mut b = coordinator(None).await;

@@ -308,6 +308,7 @@ async fn writes_are_logged_with_the_certificate_subject() {
                 line.contains("write by client certificate")
                     && line.contains("CN=billing-publisher")
                     && line.contains("/v1/listings")
+                    && line.contains("\"status\":201")
             })
             .then_some(())
     })
@@ -476,4 +477,57 @@ async fn each_error_says_what_is_wrong() {
             Ok(_) => panic!("started with bad TLS files ({expected})"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_tls_port_over_its_connection_cap_says_so_in_tls() {
+    let pki = Pki::new("cap");
+    let coordinator = common::start(CoordinatorConfig {
+        tls: Some(server_tls(&pki.server("server"), None)),
+        max_connections: 1,
+        ..common::config(200)
+    })
+    .await;
+    // One connection that never says hello holds the only slot.
+    let _holder = tokio::net::TcpStream::connect(coordinator.local_addr())
+        .await
+        .unwrap();
+    let remote = remote(&trusting(&pki));
+    let error = eventually("a refusal past the cap", || async {
+        remote.status(coordinator.host()).await.err()
+    })
+    .await;
+    let text = error.to_string();
+    assert!(text.contains("over its connection limit"), "{text}");
+    assert!(!text.contains("does not speak TLS"), "{text}");
+}
+
+#[tokio::test]
+async fn a_renewed_client_certificate_is_presented_without_a_restart() {
+    let pki = Pki::new("renew");
+    let stranger = Pki::new("renew-stranger");
+    let coordinator = tls_coordinator(&pki, &pki.server("server"), None, Some(&pki)).await;
+    // The client's files first hold a certificate the coordinator refuses.
+    let files = stranger.leaf("client", "old", &[], Validity::Current);
+    let client = remote(&ClientTls {
+        ca: Some(pki.ca.clone()),
+        cert: Some(files.cert.clone()),
+        key: Some(files.key.clone()),
+    });
+    let listing = Listing::new("pay", "p1:80").unwrap();
+    assert!(client
+        .publish(coordinator.host(), &listing, false)
+        .await
+        .is_err());
+    // Renewed in place, by the right CA.
+    let renewed = pki.leaf("renewed", "renewed", &[], Validity::Current);
+    std::fs::copy(&renewed.key, &files.key).unwrap();
+    std::fs::copy(&renewed.cert, &files.cert).unwrap();
+    eventually("the renewed certificate is presented", || async {
+        client
+            .publish(coordinator.host(), &listing, false)
+            .await
+            .ok()
+    })
+    .await;
 }

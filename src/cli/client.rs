@@ -156,9 +156,10 @@ pub struct PublishArgs {
     /// Where the service is reached, `name:port`.
     #[arg(value_parser = listing_host)]
     host: String,
-    /// Extra fields. KEY=VALUE is a string unless JSON writes VALUE back exactly
-    /// as typed (8080, true, {"a":1}; not 7.10, 007 or 1e3, which stay strings);
-    /// KEY:=JSON is any JSON value (tags:='["a","b"]', version:=7.10).
+    /// Extra fields. KEY=VALUE is a string unless it is a number, true, false or
+    /// null that JSON writes back exactly as typed (8080, true; not 7.10, 007 or
+    /// 1e3, which stay strings); KEY:=JSON is any JSON value (tags:='["a","b"]',
+    /// meta:='{"a":1}', version:=7.10).
     #[arg(value_name = "FIELD", value_parser = parse_published_field)]
     fields: Vec<(String, Value)>,
     /// Heartbeat interval in ms [default: the coordinator's, else 20000].

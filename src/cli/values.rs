@@ -6,13 +6,18 @@
 use hakken::{Listing, ListingError};
 use serde_json::Value;
 
-/// Checks `--coordinator`: `HOST:PORT` (or a URL), not empty, no spaces.
+/// Checks `--coordinator`: `HOST:PORT` or `http(s)://HOST:PORT`, not empty, no
+/// spaces, no path.
 pub fn coordinator_address(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("expected HOST:PORT, got nothing".into());
     }
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("expected HOST:PORT, without spaces".into());
+    }
+    let (_, host) = hakken::remote::split_scheme(text);
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return Err("expected HOST:PORT or https://HOST:PORT, without a path".into());
     }
     Ok(text.to_owned())
 }
@@ -52,9 +57,9 @@ pub fn listing_host(text: &str) -> Result<String, String> {
 /// Parses `KEY=VALUE` or `KEY:=JSON` (the first `=` decides which).
 ///
 /// `KEY=VALUE` keeps what was typed: the value is a string unless it is a number,
-/// `true`, `false`, `null`, an array or an object that JSON writes back exactly as
-/// typed (`8080`, `-3`, `0.5`, `{"a":1}`); `7.10`, `007`, `1e3` or `"x"` stay the
-/// strings typed. `KEY:=JSON` is any JSON value, explicitly; text that is not JSON
+/// `true`, `false` or `null` that JSON writes back exactly as typed (`8080`, `-3`,
+/// `0.5`); `7.10`, `007`, `1e3`, `"x"`, `{"a":1}` or `[1]` stay the strings typed
+/// (arrays and objects take `:=`, whatever their spacing). `KEY:=JSON` is any JSON value, explicitly; text that is not JSON
 /// there is an error naming the field.
 pub fn parse_field(text: &str) -> Result<(String, Value), String> {
     let at = text
@@ -77,12 +82,12 @@ pub fn parse_field(text: &str) -> Result<(String, Value), String> {
     Ok((key.to_owned(), value))
 }
 
-/// A `KEY=VALUE` value: the JSON it spells when JSON writes that back unchanged
-/// (and it is not a quoted string), else the text itself.
+/// A `KEY=VALUE` value: the number, boolean or null it spells when JSON writes that
+/// back unchanged, else the text itself.
 fn plain_value(text: &str) -> Value {
     match serde_json::from_str::<Value>(text) {
         Ok(value)
-            if !value.is_string()
+            if (value.is_number() || value.is_boolean() || value.is_null())
                 && serde_json::to_string(&value).is_ok_and(|back| back == text) =>
         {
             value
@@ -118,7 +123,6 @@ mod tests {
         assert_eq!(field("tls=true"), Ok(json!(true)));
         assert_eq!(field("off=false"), Ok(json!(false)));
         assert_eq!(field("none=null"), Ok(json!(null)));
-        assert_eq!(field(r#"meta={"a":[1]}"#), Ok(json!({"a": [1]})));
         for kept in [
             "7.10",
             "007",
@@ -129,7 +133,9 @@ mod tests {
             "123456789012345678901234567890",
             r#""quoted""#,
             r#"{"a": 1}"#,
+            r#"{"a":[1]}"#,
             "[1, 2]",
+            "[1,2]",
             "True",
             "billing",
             "a=b",
@@ -186,6 +192,10 @@ mod tests {
         assert!(coordinator_address(" ").is_err());
         assert!(coordinator_address("a b:1").is_err());
         assert_eq!(coordinator_address("a:1"), Ok("a:1".into()));
+        assert!(coordinator_address("https://a:1").is_ok());
+        assert!(coordinator_address("HTTPS://a:1/").is_ok());
+        assert!(coordinator_address("https://a:1/prefix").is_err());
+        assert!(coordinator_address("https://").is_err());
         assert!(at_least_one("0").is_err());
         assert!(at_least_one("-1").is_err());
         assert_eq!(at_least_one("2"), Ok(2));

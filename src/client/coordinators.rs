@@ -44,6 +44,10 @@ struct Known {
     partial: bool,
     /// The run of it that answered last (`X-Hakken-Instance`).
     instance: Option<u64>,
+    /// It was taken back from probation: dropped again, it gets no new probation
+    /// (a coordinator that answers probes but fails rounds is not taken back
+    /// over and over).
+    probation_spent: bool,
 }
 
 /// A coordinator dropped recently: a fallback, and probed until `probe_until`.
@@ -92,6 +96,16 @@ impl Coordinators {
         }
     }
 
+    /// Adds a coordinator that answered on probation; true when it was not known.
+    /// Dropped again, it is not probed again.
+    pub fn take_back(&mut self, host: &str) -> bool {
+        let added = self.add(host);
+        if let Some(known) = self.known.get_mut(host) {
+            known.probation_spent = true;
+        }
+        added
+    }
+
     /// Adds a coordinator; true when it was not known.
     pub fn add(&mut self, host: &str) -> bool {
         if self.known.contains_key(host) || self.known.len() >= MAX_COORDINATORS {
@@ -105,7 +119,12 @@ impl Coordinators {
     /// Forgets a coordinator, remembering it as a fallback, probed until
     /// `probe_until`; true when it was known.
     pub fn remove(&mut self, host: &str, probe_until: Instant) -> bool {
-        let removed = self.known.remove(host).is_some();
+        let removed = self.known.remove(host);
+        let probe_until = match &removed {
+            Some(known) if known.probation_spent => Instant::now(),
+            _ => probe_until,
+        };
+        let removed = removed.is_some();
         if removed && host != self.configured {
             self.recent.retain(|d| d.host != host);
             if self.recent.len() >= MAX_RECENT {
@@ -282,6 +301,27 @@ mod tests {
         assert_eq!(c.targets(), ["a:1"]);
         assert!(c.remove("a:1", later()));
         assert_eq!(c.targets(), ["lb:1", "a:1", "b:1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probation_is_given_once_until_it_is_learned_again() {
+        let mut c = Coordinators::new("lb:1", 1);
+        c.add("a:1");
+        assert_eq!(c.failed("a:1", later()), Strike::Dropped);
+        assert_eq!(c.on_probation(Instant::now()), ["a:1"]);
+        // It answered a probe and was taken back; its rounds fail again.
+        assert!(c.take_back("a:1"));
+        assert_eq!(c.failed("a:1", later()), Strike::Dropped);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            c.on_probation(Instant::now()).is_empty(),
+            "no second probation"
+        );
+        assert!(c.targets().contains(&"a:1".to_owned()), "still a fallback");
+        // Learned again from a coordinator list, it has probation again.
+        assert!(c.add("a:1"));
+        assert_eq!(c.failed("a:1", later()), Strike::Dropped);
+        assert_eq!(c.on_probation(Instant::now()), ["a:1"]);
     }
 
     #[test]

@@ -248,7 +248,11 @@ impl Inner {
     pub fn take_back(self: &Arc<Self>, hosts: &[String]) {
         let taken: Vec<String> = {
             let mut table = self.coordinator_table();
-            hosts.iter().filter(|h| table.add(h)).cloned().collect()
+            hosts
+                .iter()
+                .filter(|h| table.take_back(h))
+                .cloned()
+                .collect()
         };
         for host in &taken {
             tracing::info!(
@@ -619,7 +623,11 @@ impl Client {
         if !listings.is_empty() {
             let targets = inner.targets();
             let withdraw = publishing::withdraw(inner, listings, targets.clone());
-            match tokio::time::timeout(inner.remote.timeout(), withdraw).await {
+            // Every call is bounded by the timeout itself: the margin lets each
+            // one end with its own result (a coordinator that does not answer is
+            // named alone, not every other with it).
+            let within = inner.remote.timeout() + inner.remote.timeout() / 2;
+            match tokio::time::timeout(within, withdraw).await {
                 Ok(errors) => failed.extend(errors.into_values()),
                 Err(_) => {
                     tracing::warn!(

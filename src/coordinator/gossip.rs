@@ -10,8 +10,8 @@
 //!   that is broken gets a strike, and is dropped and blacklisted after
 //!   `failures_before_drop` of them in a row; one that refuses (`4xx`, `503`) is
 //!   kept (see [`RemoteError::is_broken`](crate::remote::RemoteError::is_broken)).
-//!   A dropped peer is probed in the same round for as long as it is blacklisted,
-//!   and taken back when it answers: a coordinator that restarted is known again
+//!   A dropped peer is probed in the same round for as long as it is blacklisted
+//!   (each probe bounded by half a heartbeat), and taken back when it answers: a coordinator that restarted is known again
 //!   within a heartbeat even when its announcement was lost (the original's
 //!   coordinator loses one that a load balancer routes back to itself).
 //!
@@ -62,10 +62,25 @@ async fn poll_round(shared: &Arc<Shared>) {
         .into_iter()
         .map(|host| (host, false))
         .chain(probes.into_iter().map(|host| (host, true)));
+    // A probe is bounded by half a heartbeat too: a dropped peer that does not
+    // answer at all must not hold the round (and the others' results) back.
+    let probe_within = shared.config.heartbeat() / 2;
     let polls = fan_out(None, calls, |(host, probe)| {
         let remote = shared.remote.clone();
         async move {
-            let answer = remote.coordinators(&host, None).await;
+            let call = remote.coordinators(&host, None);
+            let answer = if probe {
+                tokio::time::timeout(probe_within, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RemoteError::Unreachable {
+                            host: host.clone(),
+                            message: "timed out".into(),
+                        })
+                    })
+            } else {
+                call.await
+            };
             (host, probe, answer)
         }
     });

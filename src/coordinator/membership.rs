@@ -238,6 +238,10 @@ impl Membership {
         let Some(own) = own else {
             return (false, Vec::new());
         };
+        // No room: it stays blacklisted, and nothing is learned from it.
+        if self.peers.len() + 1 >= self.rules.max_peers {
+            return (false, Vec::new());
+        }
         self.blacklist.remove(host);
         let back = self.insert(own, now).unwrap_or(false);
         (back, self.poll_succeeded(host, list, now))
@@ -395,6 +399,21 @@ mod tests {
             (false, vec![])
         );
         assert!(!m.contains("b:1"));
+    }
+
+    #[test]
+    fn a_dropped_coordinator_is_not_taken_back_into_a_full_table() {
+        let now = Instant::now();
+        let mut m = Membership::new(peer("a:1"), rules(2, 1), 1);
+        m.add(peer("b:1"), now).unwrap();
+        assert_eq!(m.poll_failed("b:1", now), Failure::Dropped);
+        m.add(peer("c:1"), now).unwrap();
+        assert_eq!(
+            m.take_back("b:1", vec![peer("b:1"), peer("d:1")], now),
+            (false, vec![])
+        );
+        assert!(m.is_blacklisted("b:1", now), "still shunned");
+        assert_eq!(hosts(&m), vec!["a:1", "c:1"]);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub(crate) async fn serve(
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             match refusals.clone().try_acquire_owned() {
                 Ok(refusing) => {
-                    tokio::spawn(refuse(stream, refusing));
+                    tokio::spawn(refuse(stream, refusing, options.tls.is_some()));
                 }
                 Err(_) => tracing::debug!("connection closed unanswered: too many connections"),
             }
@@ -137,10 +137,17 @@ pub(crate) const MAX_REFUSING: usize = 64;
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 32\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too many connections\"}";
 
-/// Answers a connection over the cap with a `503` and closes it, within a second.
-async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit) {
+/// A TLS alert record: fatal (2), internal_error (80). What a TLS port answers
+/// past the cap: a plain-HTTP `503` would read as "this port does not speak TLS".
+const TLS_REFUSAL: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50];
+
+/// Answers a connection over the cap with a `503` (a TLS alert on a TLS port) and
+/// closes it, within a second.
+async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit, tls: bool) {
     let answer = async {
-        stream.write_all(REFUSAL).await?;
+        stream
+            .write_all(if tls { TLS_REFUSAL } else { REFUSAL })
+            .await?;
         stream.shutdown().await?;
         // Read what the client still sends until it closes: closing with unread
         // input would reset the connection, and the client could lose the answer.
@@ -227,14 +234,9 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Identified {
         if let Some(identity) = &self.identity {
             request.extensions_mut().insert(identity.clone());
         }
-        request.extensions_mut().insert(Tls);
         self.app.call(request)
     }
 }
-
-/// Marks a request that came over TLS.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tls;
 
 #[cfg(test)]
 mod tests {

@@ -58,6 +58,16 @@ impl Admission {
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("index=")));
         let logged = tracing::enabled!(tracing::Level::DEBUG)
             .then(|| (request.method().clone(), request.uri().clone()));
+        // A write by a client certificate is logged with its subject, once
+        // answered (with the status: refused writes are told apart).
+        let audit = match request.extensions().get::<ClientIdentity>() {
+            Some(identity) if !matches!(*request.method(), Method::GET | Method::HEAD) => Some((
+                identity.0.clone(),
+                request.method().clone(),
+                request.uri().path().to_owned(),
+            )),
+            _ => None,
+        };
         let mut response = match admit(shared, request).await {
             Ok(request) => match self.router.call(request).await {
                 Ok(response) => response,
@@ -65,6 +75,16 @@ impl Admission {
             },
             Err(refusal) => refusal.into_response(),
         };
+        if let Some((subject, method, path)) = audit {
+            tracing::info!(
+                target: "hakken::audit",
+                subject = &*subject,
+                %method,
+                path,
+                status = response.status().as_u16(),
+                "write by client certificate"
+            );
+        }
         let headers = response.headers_mut();
         // Room for ours and hyper's, in one allocation.
         headers.reserve(self.headers.len() + 3);
@@ -130,26 +150,15 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Received {
 
 /// The request as the handler gets it, or the answer that refuses it.
 async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
-    let subject = certified(shared, &request)?;
+    certified(shared, &request)?;
     authorize(shared, &request)?;
-    if let Some(subject) = subject {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            tracing::info!(
-                target: "hakken::audit",
-                subject,
-                method = %request.method(),
-                path = request.uri().path(),
-                "write by client certificate"
-            );
-        }
-    }
     read_body(shared, request).await
 }
 
 /// With mutual TLS (a client CA configured): every route but `/status` and
 /// `/ready` needs a client certificate, which the handshake verified against the
-/// CA; its subject is returned, for the log of writes.
-fn certified<'r>(shared: &Shared, request: &'r Request) -> Result<Option<&'r str>, ApiError> {
+/// CA (its subject is logged with each write, see [`Admission::handle`]).
+fn certified(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     let presented = request.extensions().get::<ClientIdentity>();
     let required = shared
         .config
@@ -163,14 +172,15 @@ fn certified<'r>(shared: &Shared, request: &'r Request) -> Result<Option<&'r str
             "a client certificate is required (mutual TLS): present one signed by this coordinator's client CA",
         ));
     }
-    Ok(presented.map(|identity| &*identity.0))
+    Ok(())
 }
 
 /// With a token configured: writes (and reads, when protected) need
 /// `Authorization: Bearer <token>`, compared in constant time. `/status` stays open.
-/// HTTP Basic with the token as the password (any user name) is taken too: that is
-/// what a browser sends, after it asked, for the dashboard and `/metrics` when reads
-/// are protected.
+/// For reads, HTTP Basic with the token as the password (any user name) is taken
+/// too: that is what a browser sends, after it asked, for the dashboard and
+/// `/metrics` when reads are protected. Never for writes: a browser replays Basic
+/// credentials on requests other sites make it send (CSRF).
 fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
     let Some(token) = shared.config.token.as_deref() else {
         return Ok(());
@@ -184,27 +194,25 @@ fn authorize(shared: &Shared, request: &Request) -> Result<(), ApiError> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(presented_token)
+        .and_then(|v| presented_token(v, is_read))
         .unwrap_or_default();
     if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         return Ok(());
     }
-    Err(ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "missing or wrong bearer token",
-    ))
+    Err(ApiError::unauthorized(is_read))
 }
 
-/// The token an `Authorization` value carries: a bearer token, or the password of
-/// HTTP Basic credentials. Schemes are case-insensitive (RFC 7235); tokens are not.
-fn presented_token(value: &str) -> Option<String> {
+/// The token an `Authorization` value carries: a bearer token, or (when `basic`,
+/// for reads only) the password of HTTP Basic credentials. Schemes are
+/// case-insensitive (RFC 7235); tokens are not.
+fn presented_token(value: &str, basic: bool) -> Option<String> {
     use base64::Engine as _;
     let (scheme, rest) = value.split_once(' ')?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.to_owned());
     }
-    if scheme.eq_ignore_ascii_case("basic") {
+    if basic && scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest)
             .ok()?;
@@ -269,21 +277,31 @@ mod tests {
 
     #[test]
     fn takes_a_bearer_token_or_a_basic_password() {
-        assert_eq!(presented_token("Bearer s3cret").as_deref(), Some("s3cret"));
         assert_eq!(
-            presented_token("bearer  s3cret ").as_deref(),
+            presented_token("Bearer s3cret", true).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            presented_token("bearer  s3cret ", true).as_deref(),
             Some("s3cret")
         );
         // "anyone:s3cret"
         assert_eq!(
-            presented_token("Basic YW55b25lOnMzY3JldA==").as_deref(),
+            presented_token("Basic YW55b25lOnMzY3JldA==", true).as_deref(),
             Some("s3cret")
         );
         // ":a:b": an empty user, and a password with a colon.
-        assert_eq!(presented_token("basic OmE6Yg==").as_deref(), Some("a:b"));
-        assert_eq!(presented_token("Basic !!!"), None, "not base64");
-        assert_eq!(presented_token("Basic bm9jb2xvbg=="), None, "no colon");
-        assert_eq!(presented_token("Digest x"), None);
-        assert_eq!(presented_token("Bearer"), None);
+        assert_eq!(
+            presented_token("basic OmE6Yg==", true).as_deref(),
+            Some("a:b")
+        );
+        assert_eq!(presented_token("Basic !!!", true), None, "not base64");
+        assert_eq!(
+            presented_token("Basic bm9jb2xvbg==", true),
+            None,
+            "no colon"
+        );
+        assert_eq!(presented_token("Digest x", true), None);
+        assert_eq!(presented_token("Bearer", true), None);
     }
 }

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+    /// A `401` that also offers HTTP Basic (reads only, see admission).
+    basic: bool,
 }
 
 impl ApiError {
@@ -23,6 +25,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            basic: false,
+        }
+    }
+
+    /// A `401` asking for the token: as Bearer, and for a read also as the
+    /// password of HTTP Basic credentials (what a browser can be asked for).
+    pub fn unauthorized(read: bool) -> Self {
+        ApiError {
+            basic: read,
+            ..Self::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
         }
     }
 
@@ -49,13 +61,17 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&json!({ "error": self.message })).expect("serializes");
         let mut response = json_response(self.status, Bytes::from(body));
         if self.status == StatusCode::UNAUTHORIZED {
-            // Basic first: a browser asks its user then (the token as the password),
-            // so the dashboard works when reads are protected.
+            // Basic first for reads: a browser asks its user then (the token as the
+            // password), so the dashboard works when reads are protected. Never
+            // for writes: a browser replays Basic credentials on cross-site
+            // requests, so a page could make it write (CSRF).
             let headers = response.headers_mut();
-            headers.append(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"hakken\", charset=\"UTF-8\""),
-            );
+            if self.basic {
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"hakken\", charset=\"UTF-8\""),
+                );
+            }
             headers.append(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"hakken\""),

@@ -63,6 +63,32 @@ pub struct CoordinatorArgs {
     /// With a token, protect reads too: every route but /status and /ready (kept open for health checks) needs it.
     #[arg(long, env = "HAKKEN_PROTECT_READS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "Security")]
     protect_reads: bool,
+    /// Serve DNS (UDP and TCP) on this port of the listen address: SERVICE.service.DOMAIN [default: off].
+    #[arg(
+        long,
+        env = "HAKKEN_DNS_PORT",
+        value_name = "PORT",
+        help_heading = "DNS"
+    )]
+    dns_port: Option<u16>,
+    /// The DNS domain.
+    #[arg(
+        long,
+        env = "HAKKEN_DNS_DOMAIN",
+        value_name = "DOMAIN",
+        default_value = "hakken",
+        help_heading = "DNS"
+    )]
+    dns_domain: String,
+    /// TTL of DNS records, in seconds.
+    #[arg(
+        long,
+        env = "HAKKEN_DNS_TTL",
+        value_name = "SECONDS",
+        default_value_t = 0,
+        help_heading = "DNS"
+    )]
+    dns_ttl: u32,
     /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes or on SIGHUP. Peers are then called over TLS too.
     #[arg(
         long,
@@ -211,6 +237,9 @@ impl CoordinatorArgs {
                 }),
                 _ => None,
             },
+            dns_port: self.dns_port,
+            dns_domain: self.dns_domain.clone(),
+            dns_ttl: self.dns_ttl,
             peer_tls: ClientTls {
                 ca: self.ca.clone(),
                 cert: self.cert.clone(),

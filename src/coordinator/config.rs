@@ -73,6 +73,13 @@ pub struct CoordinatorConfig {
     /// For calls to peers: roots trusted beyond the system's, and the client
     /// certificate presented (needed where peers require one).
     pub peer_tls: crate::tls::ClientTls,
+    /// Serve DNS (UDP and TCP) on this port of the listen address; off when
+    /// `None`. Port 0 picks a free one ([`Coordinator::dns_addr`](super::Coordinator::dns_addr)).
+    pub dns_port: Option<u16>,
+    /// The DNS domain (`SERVICE.service.DOMAIN`).
+    pub dns_domain: String,
+    /// TTL of every DNS record, in seconds.
+    pub dns_ttl: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -103,6 +110,9 @@ impl Default for CoordinatorConfig {
             history_interval: Duration::from_secs(10),
             tls: None,
             peer_tls: crate::tls::ClientTls::default(),
+            dns_port: None,
+            dns_domain: "hakken".into(),
+            dns_ttl: 0,
         }
     }
 }

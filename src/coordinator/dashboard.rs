@@ -98,7 +98,13 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
     });
     let services: Vec<Value> = counts
         .iter()
-        .map(|(name, count)| json!({"name": name, "count": count}))
+        .map(|(name, count)| {
+            let dns = shared
+                .dns_zone
+                .as_ref()
+                .and_then(|zone| zone.service_name(name));
+            json!({"name": name, "count": count, "dns": dns})
+        })
         .collect();
     let (listings, service_index) = match selected {
         Some((listings, index)) => {

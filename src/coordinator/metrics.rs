@@ -94,6 +94,13 @@ pub(crate) struct RouteLabels {
     pub route: &'static str,
 }
 
+/// Labels of a DNS query: its type and the answer's code, each from a fixed set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DnsLabels {
+    pub r#type: &'static str,
+    pub code: &'static str,
+}
+
 /// Every metric a coordinator exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -111,6 +118,7 @@ pub(crate) struct Metrics {
     pub gossip_poll_failures: Counter,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    dns_queries: Family<DnsLabels, Counter>,
     /// Handles into `requests`, by method, route and status (see [`STATUSES`]).
     request_handles: Vec<OnceLock<Counter>>,
     /// Handles into `latency`, by route.
@@ -118,6 +126,37 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one DNS question of `kind` answered with `code`.
+    pub fn dns_query(
+        &self,
+        kind: hickory_server::proto::rr::RecordType,
+        code: hickory_server::proto::op::ResponseCode,
+    ) {
+        use hickory_server::proto::op::ResponseCode as C;
+        use hickory_server::proto::rr::RecordType as T;
+        let r#type = match kind {
+            T::A => "A",
+            T::AAAA => "AAAA",
+            T::SRV => "SRV",
+            T::SOA => "SOA",
+            T::ANY => "ANY",
+            T::Unknown(0) => "none",
+            _ => "other",
+        };
+        let code = match code {
+            C::NoError => "NOERROR",
+            C::NXDomain => "NXDOMAIN",
+            C::Refused => "REFUSED",
+            C::FormErr => "FORMERR",
+            C::NotImp => "NOTIMP",
+            C::ServFail => "SERVFAIL",
+            _ => "other",
+        };
+        self.dns_queries
+            .get_or_create(&DnsLabels { r#type, code })
+            .inc();
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("hakken");
         let metrics = Metrics {
@@ -134,6 +173,7 @@ impl Metrics {
             gossip_polls: Counter::default(),
             gossip_poll_failures: Counter::default(),
             requests: Family::default(),
+            dns_queries: Family::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -161,8 +201,14 @@ impl Metrics {
             gossip_poll_failures,
             requests,
             latency,
+            dns_queries,
             ..
         } = &metrics;
+        registry.register(
+            "dns_queries",
+            "DNS questions answered, by type and answer code",
+            dns_queries.clone(),
+        );
         registry.register("listings", "Live listings held", listings.clone());
         registry.register(
             "services",

@@ -17,6 +17,7 @@
 mod changes;
 pub mod config;
 mod dashboard;
+mod dns;
 mod gossip;
 mod history;
 mod http;
@@ -29,6 +30,7 @@ mod sync;
 mod tls;
 
 pub use config::CoordinatorConfig;
+pub use dns::answer_packet as dns_answer_packet;
 pub use registry::RegistryLimits;
 pub use tls::{ClientIdentity, ServerTls};
 
@@ -64,6 +66,9 @@ pub enum CoordinatorError {
     /// The announced host is not a valid coordinator descriptor.
     #[error("announce host: {0}")]
     Announce(#[from] crate::listing::ListingError),
+    /// The DNS domain is not a domain name.
+    #[error("DNS domain `{0}` is not a domain name")]
+    DnsDomain(String),
     /// A TLS file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -96,6 +101,8 @@ pub(crate) struct Shared {
     registry: RwLock<Registry>,
     /// Same discipline as `registry`; never both held at once.
     membership: Mutex<Membership>,
+    /// The DNS zone, when DNS is served (the dashboard shows each service's name).
+    dns_zone: Option<dns::Zone>,
     /// The dashboard's charts: written by the sampler every `history_interval`,
     /// read by the dashboard. Never held with another lock.
     history: Mutex<History>,
@@ -385,6 +392,7 @@ fn first_index() -> u64 {
 pub struct Coordinator {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
@@ -433,6 +441,13 @@ impl Coordinator {
             registry: RwLock::new(registry),
             membership: Mutex::new(membership),
             history: Mutex::new(History::new(config.history_period())),
+            dns_zone: match config.dns_port {
+                Some(_) => Some(
+                    dns::Zone::new(&config.dns_domain, config.dns_ttl)
+                        .ok_or_else(|| CoordinatorError::DnsDomain(config.dns_domain.clone()))?,
+                ),
+                None => None,
+            },
             shutdown: CancellationToken::new(),
             changes: Changes::new(config.max_held_queries),
             metrics: metrics::Metrics::new(),
@@ -465,6 +480,24 @@ impl Coordinator {
             ("sync", tokio::spawn(sync::run(shared.clone()))),
             ("history", tokio::spawn(history_loop(shared.clone()))),
         ];
+        let mut dns_addr = None;
+        if let (Some(port), Some(zone)) = (shared.config.dns_port, shared.dns_zone.clone()) {
+            let (udp, tcp, addr) = dns::bind(local_addr.ip(), port)?;
+            let handler = dns::Handler {
+                shared: shared.clone(),
+                zone,
+            };
+            let serve = dns::serve(
+                handler,
+                udp,
+                tcp,
+                shared.config.header_timeout,
+                shared.shutdown.clone(),
+            );
+            tasks.push(("dns", tokio::spawn(serve)));
+            tracing::info!(address = %addr, domain = shared.config.dns_domain.as_str(), "serving DNS");
+            dns_addr = Some(addr);
+        }
         if let Some(certificates) = certificates {
             let reload = tls::reload_loop(certificates, shared.shutdown.clone());
             tasks.push(("tls-reload", tokio::spawn(reload)));
@@ -475,6 +508,7 @@ impl Coordinator {
         Ok(Coordinator {
             shared,
             local_addr,
+            dns_addr,
             tasks,
         })
     }
@@ -482,6 +516,11 @@ impl Coordinator {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where DNS is served (UDP and TCP on one port), when it is.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// The host this coordinator announces to others (`announce_host:port`).

@@ -472,6 +472,15 @@ impl Registry {
             })
     }
 
+    /// The stored bodies of one service's live listings (shared, not copied), for
+    /// the caller to decode after releasing the lock.
+    pub fn bodies(&self, service: &str) -> Vec<Bytes> {
+        self.services
+            .get(service)
+            .map(|s| s.listings.values().map(|e| e.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// One service's live listings as the dashboard shows them (payload,
     /// deadline, first seen, last changed), sorted by host.
     ///

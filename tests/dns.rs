@@ -1,0 +1,337 @@
+//! The DNS interface (issue #17), asked with `dig` (Debian `dnsutils`, installed by
+//! `scripts/test`) and with hand-made messages (hickory-proto) where `dig` cannot
+//! show what is checked:
+//!
+//! - `A`, `AAAA` and `SRV` for `SERVICE.service.hakken`, `SRV` for
+//!   `_SERVICE._tcp.service.hakken`, a field filter in the name, the synthesised
+//!   `addr` names of IP hosts with their addresses in the additional section;
+//! - `NXDOMAIN` with the `SOA`, `REFUSED` outside the domain, `FORMERR` for a
+//!   malformed question, and random bytes that never hurt the coordinator;
+//! - truncation over UDP (with and without EDNS) and the whole answer over TCP;
+//! - a publish showing in the next answer, and a withdrawal leaving it;
+//! - the metrics count queries by type and code.
+
+mod common;
+
+use common::{eventually, PATIENCE};
+use hakken::coordinator::{Coordinator, CoordinatorConfig};
+use hakken::listing::Limits;
+use hakken::remote::Remote;
+use hakken::Listing;
+use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_server::proto::rr::{Name, RecordType};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::process::Command;
+
+async fn dns_coordinator() -> (Coordinator, SocketAddr) {
+    let coordinator = common::start(CoordinatorConfig {
+        dns_port: Some(0),
+        ..common::config(60_000)
+    })
+    .await;
+    let addr = coordinator.dns_addr().expect("DNS is served");
+    (coordinator, addr)
+}
+
+async fn publish(coordinator: &Coordinator, listing: serde_json::Value) {
+    let listing = Listing::from_value(listing, &Limits::default()).expect("a valid listing");
+    Remote::new(Duration::from_secs(5))
+        .publish(coordinator.host(), &listing, false)
+        .await
+        .expect("published");
+}
+
+/// `dig @ADDR -p PORT ARGS +short` (or other display options given in `args`).
+async fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let port = addr.port().to_string();
+    let ip = format!("@{}", addr.ip());
+    let out = tokio::time::timeout(
+        PATIENCE,
+        Command::new("dig")
+            .args([ip.as_str(), "-p", &port, "+tries=3", "+time=2"])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("dig returns")
+    .expect("dig runs (Debian dnsutils; scripts/test installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The sorted lines of `dig +short`.
+async fn short(addr: SocketAddr, name: &str, kind: &str) -> Vec<String> {
+    let mut lines: Vec<String> = dig(addr, &[name, kind, "+short"])
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The status dig reports (`NOERROR`, `NXDOMAIN`, ...).
+async fn status(addr: SocketAddr, name: &str, kind: &str) -> (String, String) {
+    let out = dig(addr, &[name, kind]).await;
+    let status = out
+        .split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or("none")
+        .to_owned();
+    (status, out)
+}
+
+#[tokio::test]
+async fn records_for_every_name_form() {
+    let (coordinator, addr) = dns_coordinator().await;
+    publish(&coordinator, serde_json::json!({"service": "billing", "host": "10.0.0.7:8080", "zone": "east", "weight": 5})).await;
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "billing", "host": "[2001:db8::1]:8081", "zone": "west"}),
+    )
+    .await;
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "billing", "host": "api.example.com:9000", "zone": "East"}),
+    )
+    .await;
+
+    assert_eq!(
+        short(addr, "billing.service.hakken", "A").await,
+        ["10.0.0.7"]
+    );
+    assert_eq!(
+        short(addr, "billing.service.hakken", "AAAA").await,
+        ["2001:db8::1"]
+    );
+    let srv = [
+        "1 1 8081 2001-db8--1.addr.hakken.",
+        "1 1 9000 api.example.com.",
+        "1 5 8080 10-0-0-7.addr.hakken.",
+    ];
+    assert_eq!(short(addr, "billing.service.hakken", "SRV").await, srv);
+    assert_eq!(
+        short(addr, "_billing._tcp.service.hakken", "SRV").await,
+        srv
+    );
+    // The synthesised targets resolve, and come in the additional section.
+    assert_eq!(short(addr, "10-0-0-7.addr.hakken", "A").await, ["10.0.0.7"]);
+    assert_eq!(
+        short(addr, "2001-db8--1.addr.hakken", "AAAA").await,
+        ["2001:db8::1"]
+    );
+    let full = dig(
+        addr,
+        &["billing.service.hakken", "SRV", "+noall", "+additional"],
+    )
+    .await;
+    assert!(
+        full.contains("10-0-0-7.addr.hakken.") && full.contains("10.0.0.7"),
+        "{full}"
+    );
+    // A field filter: values compare case-insensitively.
+    assert_eq!(
+        short(addr, "east.zone.billing.service.hakken", "SRV").await,
+        [
+            "1 1 9000 api.example.com.",
+            "1 5 8080 10-0-0-7.addr.hakken."
+        ]
+    );
+    assert_eq!(
+        short(addr, "_billing._tcp.west.zone.service.hakken", "SRV").await,
+        ["1 1 8081 2001-db8--1.addr.hakken."]
+    );
+
+    // Codes: unknown service, no match for a filter, outside the domain, no data.
+    let (code, out) = status(addr, "nothing.service.hakken", "A").await;
+    assert_eq!(code, "NXDOMAIN", "{out}");
+    assert!(
+        out.contains("SOA") && out.contains("AUTHORITY SECTION"),
+        "{out}"
+    );
+    let (code, _) = status(addr, "north.zone.billing.service.hakken", "SRV").await;
+    assert_eq!(code, "NXDOMAIN");
+    let (code, out) = status(addr, "example.com", "A").await;
+    assert_eq!(code, "REFUSED", "{out}");
+    let (code, out) = status(addr, "_billing._tcp.service.hakken", "A").await;
+    assert_eq!(code, "NOERROR", "{out}");
+    assert!(out.contains("ANSWER: 0"), "{out}");
+
+    // The dashboard shows each service's DNS name.
+    let (_, state) = common::get(coordinator.host(), "/ui/api/state").await;
+    let billing = state["services"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == "billing"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(billing["dns"], "billing.service.hakken.", "{state}");
+
+    // Counted by type and code.
+    let metrics = common::http()
+        .get(format!("http://{}/metrics", coordinator.host()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"hakken_dns_queries_total{type="SRV",code="NOERROR"}"#,
+        r#"hakken_dns_queries_total{type="A",code="NXDOMAIN"}"#,
+        r#"hakken_dns_queries_total{type="A",code="REFUSED"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_publish_shows_in_the_next_answer_and_a_withdrawal_leaves_it() {
+    let (coordinator, addr) = dns_coordinator().await;
+    let (code, _) = status(addr, "pay.service.hakken", "A").await;
+    assert_eq!(code, "NXDOMAIN");
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "pay", "host": "10.1.1.1:80"}),
+    )
+    .await;
+    assert_eq!(short(addr, "pay.service.hakken", "A").await, ["10.1.1.1"]);
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "pay", "host": "10.1.1.2:80"}),
+    )
+    .await;
+    assert_eq!(
+        short(addr, "pay.service.hakken", "A").await,
+        ["10.1.1.1", "10.1.1.2"]
+    );
+    let gone = Listing::new("pay", "10.1.1.1:80").unwrap();
+    assert!(Remote::new(Duration::from_secs(5))
+        .unpublish(coordinator.host(), &gone)
+        .await
+        .unwrap());
+    assert_eq!(short(addr, "pay.service.hakken", "A").await, ["10.1.1.2"]);
+}
+
+/// Sends `message` over UDP and reads the answer.
+async fn ask_udp(addr: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    let mut buffer = vec![0u8; 65_535];
+    for _ in 0..5 {
+        socket.send(bytes).await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), socket.recv(&mut buffer)).await
+        {
+            return Some(Message::from_vec(&buffer[..n]).expect("a DNS message"));
+        }
+    }
+    None
+}
+
+fn question(name: &str, kind: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut message = Message::new(fastrand::u16(..), MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), kind));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        message.set_edns(e);
+    }
+    message.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn a_big_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    let (coordinator, addr) = dns_coordinator().await;
+    for i in 0..200 {
+        publish(
+            &coordinator,
+            serde_json::json!({"service": "big", "host": format!("10.2.{}.{}:80", i / 250, i % 250)}),
+        )
+        .await;
+    }
+    // No EDNS: 512 bytes at most, the TC bit set.
+    let plain = ask_udp(addr, &question("big.service.hakken.", RecordType::A, None))
+        .await
+        .expect("an answer");
+    assert!(plain.metadata.truncation, "TC set without EDNS");
+    assert!(plain.to_vec().unwrap().len() <= 512);
+    // EDNS 1232: more fits, still truncated.
+    let edns = ask_udp(
+        addr,
+        &question("big.service.hakken.", RecordType::A, Some(1232)),
+    )
+    .await
+    .expect("an answer");
+    assert!(edns.metadata.truncation);
+    assert!(edns.answers.len() > plain.answers.len());
+    assert!(edns.to_vec().unwrap().len() <= 1232);
+    // Over TCP, whole (dig retries over TCP by itself when TC is set, too).
+    let tcp = short(addr, "big.service.hakken", "A").await;
+    assert_eq!(tcp.len(), 200);
+    let tcp = dig(addr, &["big.service.hakken", "A", "+tcp", "+short"]).await;
+    assert_eq!(tcp.lines().count(), 200);
+}
+
+#[tokio::test]
+async fn answers_come_in_random_order() {
+    let (coordinator, addr) = dns_coordinator().await;
+    for i in 0..8 {
+        publish(
+            &coordinator,
+            serde_json::json!({"service": "spread", "host": format!("10.3.0.{i}:80")}),
+        )
+        .await;
+    }
+    let first = dig(addr, &["spread.service.hakken", "A", "+short"]).await;
+    eventually("another order", || async {
+        (dig(addr, &["spread.service.hakken", "A", "+short"]).await != first).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_packets_are_refused_or_dropped_and_never_hurt_the_coordinator() {
+    let (coordinator, addr) = dns_coordinator().await;
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
+    )
+    .await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(addr).await.unwrap();
+    let mut rng = fastrand::Rng::with_seed(17);
+    let valid = question("pay.service.hakken.", RecordType::A, None);
+    for round in 0..2_000 {
+        let packet: Vec<u8> = match round % 3 {
+            // Noise of any length.
+            0 => (0..rng.usize(0..600)).map(|_| rng.u8(..)).collect(),
+            // A valid question with some bytes flipped.
+            1 => {
+                let mut p = valid.clone();
+                for _ in 0..rng.usize(1..4) {
+                    let at = rng.usize(..p.len());
+                    p[at] = rng.u8(..);
+                }
+                p
+            }
+            // A valid question cut short.
+            _ => valid[..rng.usize(..valid.len())].to_vec(),
+        };
+        socket.send(&packet).await.unwrap();
+    }
+    // A header with one question and no question section: FORMERR.
+    let mut broken = valid[..12].to_vec();
+    broken[5] = 1;
+    let answer = ask_udp(addr, &broken).await.expect("FORMERR is answered");
+    assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+    // Still answering, over DNS and HTTP.
+    let answer = ask_udp(addr, &valid)
+        .await
+        .expect("an answer after the noise");
+    assert_eq!(answer.answers.len(), 1);
+    let (status, _) = common::get(coordinator.host(), "/status").await;
+    assert_eq!(status, 200);
+}

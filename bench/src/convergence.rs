@@ -30,7 +30,11 @@ pub async fn converge(addrs: &[String], n: usize, t0: Instant) -> Option<Duratio
             if done[i] {
                 continue;
             }
-            if let Ok(r) = client.get(format!("http://{addr}/v1/coordinator")).send().await {
+            if let Ok(r) = client
+                .get(format!("http://{addr}/v1/coordinator"))
+                .send()
+                .await
+            {
                 if let Ok(list) = r.json::<Vec<Desc>>().await {
                     let mut hosts: Vec<&str> = list.iter().map(|d| d.host.as_str()).collect();
                     hosts.sort_unstable();
@@ -72,7 +76,11 @@ async fn traffic(addrs: &[String]) -> Result<(f64, f64, f64)> {
     Ok((sum_in / n, max_in, sum_out / n))
 }
 
-async fn star(ctx: &Ctx, target: Target, n: usize) -> Result<(Option<Duration>, Option<(f64, f64, f64)>)> {
+async fn star(
+    ctx: &Ctx,
+    target: Target,
+    n: usize,
+) -> Result<(Option<Duration>, Option<(f64, f64, f64)>)> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
     let discovery = format!("127.0.0.1:{}", ports[0]);
     let t0 = Instant::now();
@@ -129,7 +137,10 @@ pub fn nginx_conf(dir: &std::path::Path, port: u16, upstreams: &[u16]) -> String
 /// Three coordinators behind one nginx (round robin), all with nginx as discovery
 /// host, started at once, cold.
 async fn behind_nginx(ctx: &Ctx, target: Target, run: usize) -> Result<Option<Duration>> {
-    let dir = ctx.paths.out.join(format!("nginx-{}-{run}", target.label()));
+    let dir = ctx
+        .paths
+        .out
+        .join(format!("nginx-{}-{run}", target.label()));
     std::fs::create_dir_all(&dir)?;
     let lb = free_port()?;
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;

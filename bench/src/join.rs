@@ -61,8 +61,10 @@ impl NodeClient {
             next_id: 0,
         };
         client
-            .call(json!({"cmd": "start", "host": host, "heartbeatInterval": CLIENT_HEARTBEAT_MS,
-                         "pollInterval": CLIENT_POLL_MS, "resyncInterval": CLIENT_POLL_MS * 10}))
+            .call(
+                json!({"cmd": "start", "host": host, "heartbeatInterval": CLIENT_HEARTBEAT_MS,
+                         "pollInterval": CLIENT_POLL_MS, "resyncInterval": CLIENT_POLL_MS * 10}),
+            )
             .await?;
         Ok(client)
     }
@@ -175,7 +177,12 @@ async fn counts(client: &reqwest::Client, addr: &str, services: &[String]) -> Op
 }
 
 /// Reads `addr` until each of `services` has `want` listings; the time from `t0`.
-async fn until_like(addr: &str, services: &[String], want: &[usize], t0: Instant) -> Option<Duration> {
+async fn until_like(
+    addr: &str,
+    services: &[String],
+    want: &[usize],
+    t0: Instant,
+) -> Option<Duration> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -211,8 +218,20 @@ fn services(n: usize) -> Vec<String> {
 
 /// A third coordinator joins two that hold the listings of the publishers (1,000).
 async fn join_with_publishers(ctx: &Ctx, target: Target) -> Result<Option<Duration>> {
-    let a = start_kind(ctx, target, &format!("{}-join-a", target.label()), &opts(None, None)).await?;
-    let b = start_kind(ctx, target, &format!("{}-join-b", target.label()), &opts(Some(a.addr()), None)).await?;
+    let a = start_kind(
+        ctx,
+        target,
+        &format!("{}-join-a", target.label()),
+        &opts(None, None),
+    )
+    .await?;
+    let b = start_kind(
+        ctx,
+        target,
+        &format!("{}-join-b", target.label()),
+        &opts(Some(a.addr()), None),
+    )
+    .await?;
     let publishers = Publishers::start(ctx, target, &a.addr()).await?;
     let services = services(10);
     let want = vec![PUBLISHERS * PER_PUBLISHER / 10; 10];
@@ -222,7 +241,13 @@ async fn join_with_publishers(ctx: &Ctx, target: Target) -> Result<Option<Durati
             .with_context(|| format!("{} never held every listing", peer.name))?;
     }
     let t0 = Instant::now();
-    let c = start_kind(ctx, target, &format!("{}-join-c", target.label()), &opts(Some(a.addr()), None)).await?;
+    let c = start_kind(
+        ctx,
+        target,
+        &format!("{}-join-c", target.label()),
+        &opts(Some(a.addr()), None),
+    )
+    .await?;
     let time = until_like(&c.addr(), &services, &want, t0).await;
     publishers.close().await;
     Ok(time)
@@ -232,7 +257,12 @@ async fn join_with_publishers(ctx: &Ctx, target: Target) -> Result<Option<Durati
 /// straight through the API; a third joins.
 async fn join_loaded(ctx: &Ctx, n: usize) -> Result<Option<Duration>> {
     let a = start_ours(&ctx.paths, &format!("ours-join{n}-a"), &opts(None, None)).await?;
-    let b = start_ours(&ctx.paths, &format!("ours-join{n}-b"), &opts(Some(a.addr()), None)).await?;
+    let b = start_ours(
+        &ctx.paths,
+        &format!("ours-join{n}-b"),
+        &opts(Some(a.addr()), None),
+    )
+    .await?;
     let per_service = 1_000;
     let service_count = n / per_service;
     let bodies: Vec<String> = (0..n)
@@ -244,7 +274,12 @@ async fn join_loaded(ctx: &Ctx, n: usize) -> Result<Option<Duration>> {
     let services = services(service_count);
     let want = vec![per_service; service_count];
     let t0 = Instant::now();
-    let c = start_ours(&ctx.paths, &format!("ours-join{n}-c"), &opts(Some(a.addr()), None)).await?;
+    let c = start_ours(
+        &ctx.paths,
+        &format!("ours-join{n}-c"),
+        &opts(Some(a.addr()), None),
+    )
+    .await?;
     Ok(until_like(&c.addr(), &services, &want, t0).await)
 }
 
@@ -296,7 +331,11 @@ async fn whole_cluster_restart(ctx: &Ctx, target: Target) -> Result<Option<Durat
 
 /// Hosts `addr` lists, or `None` when it does not answer.
 async fn listed(client: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
-    let response = client.get(format!("http://{addr}/v1/coordinator")).send().await.ok()?;
+    let response = client
+        .get(format!("http://{addr}/v1/coordinator"))
+        .send()
+        .await
+        .ok()?;
     let list: Vec<Value> = response.json().await.ok()?;
     Some(
         list.iter()
@@ -306,7 +345,11 @@ async fn listed(client: &reqwest::Client, addr: &str) -> Option<Vec<String>> {
 }
 
 /// Polls until `check` holds for the lists of every one of `addrs`.
-async fn until_lists(addrs: &[String], check: impl Fn(&[String]) -> bool, t0: Instant) -> Option<Duration> {
+async fn until_lists(
+    addrs: &[String],
+    check: impl Fn(&[String]) -> bool,
+    t0: Instant,
+) -> Option<Duration> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -327,8 +370,15 @@ async fn until_lists(addrs: &[String], check: impl Fn(&[String]) -> bool, t0: In
 /// Three coordinators behind nginx (H = 1 s), nginx their discovery host; one is
 /// killed, left down until its peers drop it, and restarted, `runs` times. The
 /// time from each restart until every peer lists it again.
-async fn restarts_behind_nginx(ctx: &Ctx, target: Target, runs: usize) -> Result<Vec<Option<Duration>>> {
-    let dir = ctx.paths.out.join(format!("nginx-restart-{}", target.label()));
+async fn restarts_behind_nginx(
+    ctx: &Ctx,
+    target: Target,
+    runs: usize,
+) -> Result<Vec<Option<Duration>>> {
+    let dir = ctx
+        .paths
+        .out
+        .join(format!("nginx-restart-{}", target.label()));
     std::fs::create_dir_all(&dir)?;
     let lb = free_port()?;
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_>>()?;
@@ -366,10 +416,15 @@ async fn restarts_behind_nginx(ctx: &Ctx, target: Target, runs: usize) -> Result
     let peers: Vec<String> = addrs[1..].to_vec();
     let host = addrs[0].clone();
     let hosts_of = |l: &[String]| -> Vec<String> {
-        l.iter().map(|h| h.replace("localhost", "127.0.0.1")).collect()
+        l.iter()
+            .map(|h| h.replace("localhost", "127.0.0.1"))
+            .collect()
     };
     let mut times = Vec::new();
-    if crate::convergence::converge(&addrs, 3, Instant::now()).await.is_none() {
+    if crate::convergence::converge(&addrs, 3, Instant::now())
+        .await
+        .is_none()
+    {
         // The original behind nginx may keep resyncing with itself (section 8).
         eprintln!("{}: the three never converged behind nginx", target.label());
         return Ok(times);
@@ -382,9 +437,19 @@ async fn restarts_behind_nginx(ctx: &Ctx, target: Target, runs: usize) -> Result
             .await
             .context("the peers never dropped the killed one")?;
         let t0 = Instant::now();
-        procs[0] = start_kind(ctx, target, &format!("{}-lbrestart-0-{run}", target.label()), &options[0]).await?;
+        procs[0] = start_kind(
+            ctx,
+            target,
+            &format!("{}-lbrestart-0-{run}", target.label()),
+            &options[0],
+        )
+        .await?;
         let time = until_lists(&peers, |l| hosts_of(l).contains(&host), t0).await;
-        eprintln!("{} restart {run} behind nginx: {}", target.label(), secs(time));
+        eprintln!(
+            "{} restart {run} behind nginx: {}",
+            target.label(),
+            secs(time)
+        );
         times.push(time);
     }
     Ok(times)
@@ -412,7 +477,11 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         if times.is_empty() {
             return "never converged behind nginx (see section 8)".to_owned();
         }
-        times.iter().map(|t| secs(*t)).collect::<Vec<_>>().join(", ")
+        times
+            .iter()
+            .map(|t| secs(*t))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let mut md = format!(
         "**Join.** Two coordinators hold N listings; a third starts with the first as its \
@@ -478,13 +547,30 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         Check {
             what: "9. Restarts behind nginx".into(),
             target: "known to all peers ≤ 2 s".into(),
-            measured: format!("ours: max {}; original: {}", secs(ours_lb.iter().copied().try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t)))), list(&original_lb)),
-            met: Some(ours_lb.iter().all(|t| t.is_some_and(|t| t.as_secs_f64() <= 2.0))),
+            measured: format!(
+                "ours: max {}; original: {}",
+                secs(
+                    ours_lb
+                        .iter()
+                        .copied()
+                        .try_fold(Duration::ZERO, |m, t| t.map(|t| m.max(t)))
+                ),
+                list(&original_lb)
+            ),
+            met: Some(
+                ours_lb
+                    .iter()
+                    .all(|t| t.is_some_and(|t| t.as_secs_f64() <= 2.0)),
+            ),
         },
         Check {
             what: "9. Whole-cluster restart".into(),
             target: "as short as our clients allow (documented)".into(),
-            measured: format!("ours {}; original {}", secs(ours_restart), secs(original_restart)),
+            measured: format!(
+                "ours {}; original {}",
+                secs(ours_restart),
+                secs(original_restart)
+            ),
             met: None,
         },
     ];

@@ -10,11 +10,12 @@
 //! assembled from every section there (a subset run refreshes its own sections
 //! and keeps the others, each stamped with when it was measured).
 
-mod util;
 mod convergence;
 mod join;
 mod propagation;
 mod scale;
+mod tls;
+mod util;
 mod workloads;
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,7 @@ pub const WORKLOADS: &[&str] = &[
     "expiry",
     "convergence",
     "join",
+    "tls",
 ];
 
 /// One line of the summary table: a target of the issue and whether it was met.

@@ -246,7 +246,12 @@ async fn original(ctx: &Ctx) -> Result<NodeResult> {
     let server = start_original(&ctx.paths, "original-propagation", &opts).await?;
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(ctx.paths.bench().join("node/propagation.js"))
-        .args(["--coord", &server.addr(), "--watchers", &WATCHERS.to_string()])
+        .args([
+            "--coord",
+            &server.addr(),
+            "--watchers",
+            &WATCHERS.to_string(),
+        ])
         .args(["--poll", "1000", "--changes", "1000", "--every", "10"])
         .args(["--closes", "50", "--close-every", "100"])
         .env("NODE_PATH", ctx.paths.node_dir().join("node_modules"))
@@ -299,8 +304,16 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let _ = writeln!(md, "{}", depart.row("ours, close() → departure seen"));
     match &orig {
         Ok(o) => {
-            let _ = writeln!(md, "{}", node_row("original, publish → seen", &o.publish, o.watchers));
-            let _ = writeln!(md, "{}", node_row("original, close() → departure seen", &o.close, o.watchers));
+            let _ = writeln!(
+                md,
+                "{}",
+                node_row("original, publish → seen", &o.publish, o.watchers)
+            );
+            let _ = writeln!(
+                md,
+                "{}",
+                node_row("original, close() → departure seen", &o.close, o.watchers)
+            );
             let _ = writeln!(
                 md,
                 "\nOriginal run: poll {} ms, a change every {} ms; `missed` counts watchers that \

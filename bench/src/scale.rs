@@ -177,7 +177,9 @@ async fn wave(ctx: &Ctx, target: Target, heartbeat_ms: u64) -> Result<Wave> {
     let addr = server.addr();
     let ttl = Duration::from_millis(heartbeat_ms * 3);
     load(&addr, (0..3).map(|i| listing("small", i)).collect(), 3).await?;
-    let bodies: Vec<String> = (0..N).map(|i| listing(&format!("exp-{}", i % 100), i)).collect();
+    let bodies: Vec<String> = (0..N)
+        .map(|i| listing(&format!("exp-{}", i % 100), i))
+        .collect();
     let load_start = Instant::now();
     load(&addr, bodies, 64).await?;
     let load_s = load_start.elapsed().as_secs_f64();
@@ -197,7 +199,7 @@ async fn wave(ctx: &Ctx, target: Target, heartbeat_ms: u64) -> Result<Wave> {
             let mut i = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) && out.len() < 200_000 {
                 let t = Instant::now();
-                let ok = if i % 2 == 0 {
+                let ok = if i.is_multiple_of(2) {
                     client
                         .get(format!("http://{addr}/v1/listings/small"))
                         .send()
@@ -223,7 +225,11 @@ async fn wave(ctx: &Ctx, target: Target, heartbeat_ms: u64) -> Result<Wave> {
     }
     // Watch the service list: the wave is over when no exp-* service is left.
     let client = http();
-    let limit = load_start + ttl + Duration::from_secs_f64(load_s) + Duration::from_millis(heartbeat_ms) + Duration::from_secs(15);
+    let limit = load_start
+        + ttl
+        + Duration::from_secs_f64(load_s)
+        + Duration::from_millis(heartbeat_ms)
+        + Duration::from_secs(15);
     let mut first_drop: Option<Instant> = None;
     let mut gone: Option<Instant> = None;
     while Instant::now() < limit {
@@ -298,7 +304,9 @@ pub async fn expiry(ctx: &Ctx) -> Result<Section> {
         format!(
             "| {label} | {:.1} s | {} | {} / {} | {} | {} | {} | {} | {} | {} |\n",
             w.load_s,
-            w.gone_after_s.map(|s| format!("{s:.1} s")).unwrap_or("not within limit".into()),
+            w.gone_after_s
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or("not within limit".into()),
             ms(pct(&w.base, 50.0)),
             ms(pct(&w.base, 99.0)),
             w.wave.len(),

@@ -89,6 +89,10 @@ pub enum Target {
     OursTwoCores,
     /// The ceiling with both cores.
     CeilingTwoCores,
+    /// Ours serving HTTPS itself (rustls); workload 10 only.
+    OursTls,
+    /// nginx terminating TLS in front of ours in plain HTTP; workload 10 only.
+    NginxTls,
 }
 
 impl Target {
@@ -99,6 +103,16 @@ impl Target {
             Target::Ceiling => "ceiling",
             Target::OursTwoCores => "ours, 2 cores",
             Target::CeilingTwoCores => "ceiling, 2 cores",
+            Target::OursTls => "ours, TLS",
+            Target::NginxTls => "nginx TLS → ours",
+        }
+    }
+
+    /// The scheme wrk and the driver use to reach it.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Target::OursTls | Target::NginxTls => "https",
+            _ => "http",
         }
     }
 }
@@ -139,6 +153,13 @@ fn log_file(paths: &Paths, name: &str) -> Result<std::fs::File> {
 
 /// Starts our coordinator (release build), pinned, and waits until it answers.
 pub async fn start_ours(paths: &Paths, name: &str, opts: &CoordOpts) -> Result<Proc> {
+    let proc = spawn_ours(paths, name, opts)?;
+    wait_status(&proc.addr(), Duration::from_secs(30)).await?;
+    Ok(proc)
+}
+
+/// Starts our coordinator (release build), pinned, without waiting for it.
+pub fn spawn_ours(paths: &Paths, name: &str, opts: &CoordOpts) -> Result<Proc> {
     let port = match opts.port {
         Some(p) => p,
         None => free_port()?,
@@ -163,13 +184,11 @@ pub async fn start_ours(paths: &Paths, name: &str, opts: &CoordOpts) -> Result<P
         .stdout(Stdio::null())
         .stderr(log_file(paths, name)?);
     let child = cmd.spawn().context("start our coordinator")?;
-    let proc = Proc {
+    Ok(Proc {
         name: name.into(),
         child,
         port,
-    };
-    wait_status(&proc.addr(), Duration::from_secs(30)).await?;
-    Ok(proc)
+    })
 }
 
 /// Starts a process that prints `READY <port>` on stdout; waits for that line.
@@ -236,9 +255,16 @@ pub async fn start_original(paths: &Paths, name: &str, opts: &CoordOpts) -> Resu
 }
 
 /// Starts the ceiling server, pinned, serving `bodies` (service, file).
-pub async fn start_ceiling(paths: &Paths, bodies: &[(String, PathBuf)], cores: &str) -> Result<Proc> {
+pub async fn start_ceiling(
+    paths: &Paths,
+    bodies: &[(String, PathBuf)],
+    cores: &str,
+) -> Result<Proc> {
     let mut cmd = Command::new("taskset");
-    cmd.arg("-c").arg(cores).arg(&paths.ceiling).args(["--port", "0"]);
+    cmd.arg("-c")
+        .arg(cores)
+        .arg(&paths.ceiling)
+        .args(["--port", "0"]);
     for (service, file) in bodies {
         cmd.arg("--body")
             .arg(format!("{service}={}", file.display()));
@@ -266,6 +292,7 @@ pub async fn start_target(
             start_ours(paths, "ours-2cores", &opts).await
         }
         Target::CeilingTwoCores => start_ceiling(paths, bodies, "0-1").await,
+        Target::OursTls | Target::NginxTls => bail!("workload 10 starts {}", target.label()),
     }
 }
 
@@ -278,16 +305,20 @@ pub fn http() -> reqwest::Client {
 
 /// Polls `GET /status` until it answers 200.
 pub async fn wait_status(addr: &str, limit: Duration) -> Result<()> {
-    let client = http();
+    wait_status_at(&http(), &format!("http://{addr}"), limit).await
+}
+
+/// Polls `GET {base}/status` with `client` until it answers 200.
+pub async fn wait_status_at(client: &reqwest::Client, base: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(r) = client.get(format!("http://{addr}/status")).send().await {
+        if let Ok(r) = client.get(format!("{base}/status")).send().await {
             if r.status().is_success() {
                 return Ok(());
             }
         }
         if Instant::now() > deadline {
-            bail!("{addr} did not answer /status within {limit:?}");
+            bail!("{base} did not answer /status within {limit:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -296,21 +327,34 @@ pub async fn wait_status(addr: &str, limit: Duration) -> Result<()> {
 /// POSTs every body to `/v1/listings?heartbeat=true` with `concurrency` requests in
 /// flight; fails on any answer but 201. Returns how long it took.
 pub async fn load(addr: &str, bodies: Vec<String>, concurrency: usize) -> Result<Duration> {
-    let started = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(concurrency)
         .build()?;
+    load_at(&client, &format!("http://{addr}"), bodies, concurrency).await
+}
+
+/// [`load`] to `base` (`http://…` or `https://…`) with `client`.
+pub async fn load_at(
+    client: &reqwest::Client,
+    base: &str,
+    bodies: Vec<String>,
+    concurrency: usize,
+) -> Result<Duration> {
+    let started = Instant::now();
     let bodies = std::sync::Arc::new(bodies);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let url = format!("http://{addr}/v1/listings?heartbeat=true");
+    let url = format!("{base}/v1/listings?heartbeat=true");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), url.clone());
+        let (client, bodies, next, url) =
+            (client.clone(), bodies.clone(), next.clone(), url.clone());
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else { return Ok(()) };
+                let Some(body) = bodies.get(i) else {
+                    return Ok(());
+                };
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
@@ -419,6 +463,42 @@ pub async fn run_wrk(paths: &Paths, spec: &WrkSpec<'_>) -> Result<WrkResult> {
     Ok(serde_json::from_str(line)?)
 }
 
+/// Busy and total jiffies of cores 0 and 1 (from /proc/stat), for [`busy_since`].
+pub fn core_times() -> [(u64, u64); 2] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut out = [(0, 0); 2];
+    for (core, slot) in out.iter_mut().enumerate() {
+        let prefix = format!("cpu{core} ");
+        let Some(line) = stat.lines().find(|l| l.starts_with(&prefix)) else {
+            continue;
+        };
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().sum();
+        // idle and iowait
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        *slot = (total - idle, total);
+    }
+    out
+}
+
+/// How busy cores 0 and 1 were since `before` (0..=1 each).
+pub fn busy_since(before: &[(u64, u64); 2]) -> [f64; 2] {
+    let now = core_times();
+    std::array::from_fn(|i| {
+        let busy = now[i].0.saturating_sub(before[i].0) as f64;
+        let total = now[i].1.saturating_sub(before[i].1) as f64;
+        if total > 0.0 {
+            busy / total
+        } else {
+            0.0
+        }
+    })
+}
+
 /// Percentile (0..=100) of sorted values.
 pub fn pct(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
@@ -448,7 +528,7 @@ pub fn rps(v: f64) -> String {
     let s = whole.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -19,6 +19,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<Section> {
         "expiry" => crate::scale::expiry(ctx).await,
         "convergence" => crate::convergence::run(ctx).await,
         "join" => crate::join::run(ctx).await,
+        "tls" => crate::tls::run(ctx).await,
         other => bail!("unknown workload {other}"),
     }
 }
@@ -58,14 +59,16 @@ const THROUGHPUT_TARGETS: [Target; 5] = [
 ];
 
 #[derive(Clone)]
-struct Row {
-    target: Target,
-    wrk: WrkResult,
-    rss_kb: u64,
-    note: String,
+pub struct Row {
+    pub target: Target,
+    pub wrk: WrkResult,
+    pub rss_kb: u64,
+    pub note: String,
+    /// How busy cores 0 (servers) and 1 (load) were during the median run, 0..=1.
+    pub busy: [f64; 2],
 }
 
-fn table(rows: &[Row]) -> String {
+pub fn table(rows: &[Row]) -> String {
     let mut md = String::from(
         "| target | req/s | p50 | p99 | max | errors | server RSS after | note |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
@@ -99,7 +102,11 @@ fn ratio_check(what: &str, rows: &[Row], vs: Target, min: f64) -> Check {
         (Some(o), Some(v)) if v.wrk.rps() > 0.0 => {
             let ratio = o.wrk.rps() / v.wrk.rps();
             let text = if min >= 1.0 {
-                format!("{ratio:.1}× ({} vs {} req/s)", rps(o.wrk.rps()), rps(v.wrk.rps()))
+                format!(
+                    "{ratio:.1}× ({} vs {} req/s)",
+                    rps(o.wrk.rps()),
+                    rps(v.wrk.rps())
+                )
             } else {
                 format!(
                     "{:.0} % ({} vs {} req/s)",
@@ -132,9 +139,9 @@ fn ratio_check(what: &str, rows: &[Row], vs: Target, min: f64) -> Check {
 /// but for the one under load) and are measured in turn, ROUNDS times; a row keeps
 /// the median run by req/s. Interleaving keeps slow drifts of a shared machine
 /// from landing on one target only.
-const ROUNDS: usize = 3;
+pub const ROUNDS: usize = 3;
 
-async fn rounds(
+pub async fn rounds(
     ctx: &Ctx,
     servers: &[(Target, Proc, String)],
     path: &str,
@@ -142,26 +149,28 @@ async fn rounds(
     env: Vec<(String, String)>,
 ) -> Result<(Vec<Row>, String)> {
     let seconds = (ctx.seconds / 2).max(3);
-    let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); servers.len()];
+    let mut runs: Vec<Vec<(WrkResult, [f64; 2])>> = vec![Vec::new(); servers.len()];
     let mut line = String::new();
     for _ in 0..ROUNDS {
-        for (i, (_, server, _)) in servers.iter().enumerate() {
+        for (i, (target, server, _)) in servers.iter().enumerate() {
             let spec = WrkSpec {
-                url: format!("http://{}{path}", server.addr()),
+                url: format!("{}://{}{path}", target.scheme(), server.addr()),
                 script,
                 connections: 32,
                 seconds,
                 env: env.clone(),
             };
             line = wrk_command_line(&spec);
-            runs[i].push(run_wrk(&ctx.paths, &spec).await?);
+            let before = core_times();
+            let result = run_wrk(&ctx.paths, &spec).await?;
+            runs[i].push((result, busy_since(&before)));
         }
     }
     let mut rows = Vec::new();
     for ((target, server, note), mut results) in servers.iter().zip(runs) {
-        results.sort_by(|a, b| a.rps().total_cmp(&b.rps()));
-        let all: Vec<String> = results.iter().map(|r| rps(r.rps())).collect();
-        let median = results[results.len() / 2].clone();
+        results.sort_by(|a, b| a.0.rps().total_cmp(&b.0.rps()));
+        let all: Vec<String> = results.iter().map(|r| rps(r.0.rps())).collect();
+        let (median, busy) = results[results.len() / 2].clone();
         let mut note = note.clone();
         if path.starts_with("/v1/listings/") {
             note = format!(
@@ -179,9 +188,13 @@ async fn rounds(
             wrk: median,
             rss_kb: server.rss_kb(),
             note,
+            busy,
         });
     }
-    Ok((rows, format!("{line}  ({ROUNDS} rounds of {seconds} s per target, interleaved; median shown)")))
+    Ok((
+        rows,
+        format!("{line}  ({ROUNDS} rounds of {seconds} s per target, interleaved; median shown)"),
+    ))
 }
 
 async fn heartbeats(ctx: &Ctx) -> Result<Section> {
@@ -204,7 +217,14 @@ async fn heartbeats(ctx: &Ctx) -> Result<Section> {
         ("BENCH_LISTINGS".to_string(), N.to_string()),
         ("BENCH_SERVICES".to_string(), SERVICES.to_string()),
     ];
-    let (rows, wrk_line) = rounds(ctx, &servers, "/v1/listings?heartbeat=true", "heartbeats.lua", env).await?;
+    let (rows, wrk_line) = rounds(
+        ctx,
+        &servers,
+        "/v1/listings?heartbeat=true",
+        "heartbeats.lua",
+        env,
+    )
+    .await?;
     let mut body = format!(
         "`POST /v1/listings?heartbeat=true`, 32 connections, one wrk thread, {} s in all per target, \
          rotating through 62,500 distinct listings over 50 services (bench/wrk/heartbeats.lua; \
@@ -218,7 +238,12 @@ async fn heartbeats(ctx: &Ctx) -> Result<Section> {
     let checks = vec![
         ratio_check("1. Heartbeats", &rows, Target::Original, 2.0),
         ratio_check("1. Heartbeats", &rows, Target::Ceiling, 0.9),
-        ratio_check("1. Heartbeats, 2 cores", &rows, Target::CeilingTwoCores, 0.9),
+        ratio_check(
+            "1. Heartbeats, 2 cores",
+            &rows,
+            Target::CeilingTwoCores,
+            0.9,
+        ),
     ];
     Ok(Section {
         order: 1,
@@ -230,7 +255,11 @@ async fn heartbeats(ctx: &Ctx) -> Result<Section> {
 }
 
 async fn read(ctx: &Ctx, large: bool) -> Result<Section> {
-    let (service, count) = if large { ("large", 1_250) } else { ("small", 3) };
+    let (service, count) = if large {
+        ("large", 1_250)
+    } else {
+        ("small", 3)
+    };
     let bodies: Vec<String> = (0..count).map(|i| listing(service, i)).collect();
     let mut files: Vec<(String, PathBuf)> = Vec::new();
     let mut sizes = Vec::new();
@@ -269,7 +298,12 @@ async fn read(ctx: &Ctx, large: bool) -> Result<Section> {
             vec![
                 ratio_check("2. Large read", &rows, Target::Original, 20.0),
                 ratio_check("2. Large read", &rows, Target::Ceiling, 0.7),
-                ratio_check("2. Large read, 2 cores", &rows, Target::CeilingTwoCores, 0.7),
+                ratio_check(
+                    "2. Large read, 2 cores",
+                    &rows,
+                    Target::CeilingTwoCores,
+                    0.7,
+                ),
             ],
         )
     } else {
@@ -278,7 +312,12 @@ async fn read(ctx: &Ctx, large: bool) -> Result<Section> {
             "3. Small read",
             vec![
                 ratio_check("3. Small read", &rows, Target::Ceiling, 0.9),
-                ratio_check("3. Small read, 2 cores", &rows, Target::CeilingTwoCores, 0.9),
+                ratio_check(
+                    "3. Small read, 2 cores",
+                    &rows,
+                    Target::CeilingTwoCores,
+                    0.9,
+                ),
             ],
         )
     };

@@ -23,10 +23,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use axum::Router;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -76,7 +76,10 @@ async fn status(State(fixed): State<Arc<Fixed>>) -> Response {
 }
 
 async fn coordinators(State(fixed): State<Arc<Fixed>>) -> Response {
-    let body = format!(r#"[{{"host":"{}"}}]"#, fixed.me.to_str().unwrap_or("localhost"));
+    let body = format!(
+        r#"[{{"host":"{}"}}]"#,
+        fixed.me.to_str().unwrap_or("localhost")
+    );
     answer(&fixed, StatusCode::OK, Bytes::from(body), true)
 }
 

@@ -191,6 +191,15 @@ pub struct CoordinatorArgs {
         help_heading = "Limits"
     )]
     max_held_queries: usize,
+    /// Most streams (Server-Sent Events) open at once.
+    #[arg(
+        long,
+        env = "HAKKEN_MAX_STREAMS",
+        value_name = "N",
+        default_value_t = 10_000,
+        help_heading = "Limits"
+    )]
+    max_streams: usize,
     /// Timeout of each call to another coordinator (gossip), in milliseconds.
     #[arg(long, env = "HAKKEN_REQUEST_TIMEOUT", value_name = "MS", default_value_t = 5_000, value_parser = positive_ms, help_heading = "Limits")]
     request_timeout: u64,
@@ -224,6 +233,7 @@ impl CoordinatorArgs {
             max_coordinators: self.max_coordinators,
             max_connections: self.max_connections.max(1),
             max_held_queries: self.max_held_queries,
+            max_streams: self.max_streams,
             request_timeout: Duration::from_millis(self.request_timeout),
             header_timeout: Duration::from_millis(self.read_timeout),
             body_timeout: Duration::from_millis(self.read_timeout),
@@ -330,6 +340,7 @@ mod tests {
         assert_eq!(parsed.max_coordinators, default.max_coordinators);
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.max_held_queries, default.max_held_queries);
+        assert_eq!(parsed.max_streams, default.max_streams);
         assert_eq!(parsed.header_timeout, default.header_timeout);
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.body_timeout, default.body_timeout);

@@ -8,7 +8,9 @@
 //!
 //! No task and no timer exists per waiter beyond the request future itself, and
 //! the number of held requests is capped: past the cap, [`Changes::hold`] refuses
-//! and the request is answered at once.
+//! and the request is answered at once. Streams (Server-Sent Events) register the
+//! same way for as long as they are open ([`Changes::open_stream`]), under a cap
+//! of their own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,8 @@ pub(crate) struct Changes {
     topics: Mutex<HashMap<Topic, Arc<Notify>>>,
     held: AtomicUsize,
     max_held: usize,
+    streams: AtomicUsize,
+    max_streams: usize,
 }
 
 /// One held request's registration; dropping it unregisters.
@@ -42,14 +46,71 @@ pub(crate) struct Hold<'a> {
     notify: Option<Arc<Notify>>,
 }
 
+/// One open stream's registration; dropping it unregisters.
+pub(crate) struct StreamHold {
+    changes: Arc<Changes>,
+    topic: Topic,
+    notify: Option<Arc<Notify>>,
+}
+
+/// Takes one of `max` slots counted by `count`, if one is free.
+fn reserve(count: &AtomicUsize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 impl Changes {
-    /// No waiters yet; at most `max_held` requests held at once.
-    pub fn new(max_held: usize) -> Self {
+    /// No waiters yet; at most `max_held` requests held and `max_streams` streams
+    /// open at once.
+    pub fn new(max_held: usize, max_streams: usize) -> Self {
         Changes {
             topics: Mutex::new(HashMap::new()),
             held: AtomicUsize::new(0),
             max_held,
+            streams: AtomicUsize::new(0),
+            max_streams,
         }
+    }
+
+    /// Registers a stream on `topic` for as long as the returned hold lives, or
+    /// `None` when the cap on streams is reached.
+    pub fn open_stream(self: &Arc<Self>, topic: Topic) -> Option<StreamHold> {
+        if !reserve(&self.streams, self.max_streams) {
+            return None;
+        }
+        let notify = self.topics().entry(topic.clone()).or_default().clone();
+        Some(StreamHold {
+            changes: self.clone(),
+            topic,
+            notify: Some(notify),
+        })
+    }
+
+    /// How many streams are open right now.
+    #[cfg(test)]
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Unregisters one waiter of `topic` (its `notify` taken out of its hold) and
+    /// frees its slot in `count`.
+    fn release(&self, topic: &Topic, notify: Option<Arc<Notify>>, count: &AtomicUsize) {
+        let mut topics = self.topics();
+        // Our reference goes first, under the lock; references are only taken
+        // under this lock (`hold` clones, `notify` only borrows), so one left means
+        // the map's alone: nobody else waits here.
+        drop(notify);
+        if topics
+            .get(topic)
+            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+        {
+            topics.remove(topic);
+        }
+        drop(topics);
+        count.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Notify>>> {
@@ -75,12 +136,7 @@ impl Changes {
 
     /// Registers a request on `topic`, or `None` when the cap is reached.
     pub fn hold(&self, topic: Topic) -> Option<Hold<'_>> {
-        let reserved = self
-            .held
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held < self.max_held).then_some(held + 1)
-            });
-        if reserved.is_err() {
+        if !reserve(&self.held, self.max_held) {
             return None;
         }
         let notify = self.topics().entry(topic.clone()).or_default().clone();
@@ -112,19 +168,22 @@ impl Hold<'_> {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
-        let mut topics = self.changes.topics();
-        // Our reference goes first, under the lock; references are only taken
-        // under this lock (`hold` clones, `notify` only borrows), so one left means
-        // the map's alone: nobody else waits here.
-        drop(self.notify.take());
-        if topics
-            .get(&self.topic)
-            .is_some_and(|notify| Arc::strong_count(notify) == 1)
-        {
-            topics.remove(&self.topic);
-        }
-        drop(topics);
-        self.changes.held.fetch_sub(1, Ordering::AcqRel);
+        let changes = self.changes;
+        changes.release(&self.topic, self.notify.take(), &changes.held);
+    }
+}
+
+impl StreamHold {
+    /// The notifier to await; create its `notified()` future before reading the index.
+    pub fn notify(&self) -> &Notify {
+        self.notify.as_deref().expect("present until dropped")
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        let changes = &self.changes;
+        changes.release(&self.topic, self.notify.take(), &changes.streams);
     }
 }
 
@@ -135,7 +194,7 @@ mod tests {
 
     #[tokio::test]
     async fn wakes_only_the_topic_that_changed() {
-        let changes = Changes::new(10);
+        let changes = Changes::new(10, 10);
         let a = changes.hold(Topic::Service("a".into())).unwrap();
         let b = changes.hold(Topic::Service("b".into())).unwrap();
         let woke_a = a.notify().notified();
@@ -162,7 +221,7 @@ mod tests {
         // Two threads hold the same topic, then drop their holds at the same time,
         // a new topic each round (a topic left behind is never cleaned up by a
         // later hold): every entry must go with the last hold.
-        let changes = Arc::new(Changes::new(usize::MAX));
+        let changes = Arc::new(Changes::new(usize::MAX, usize::MAX));
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let threads: Vec<_> = (0..2)
             .map(|_| {
@@ -185,7 +244,7 @@ mod tests {
 
     #[test]
     fn capped_and_cleaned_up() {
-        let changes = Changes::new(2);
+        let changes = Changes::new(2, 0);
         let one = changes.hold(Topic::Services).unwrap();
         let two = changes.hold(Topic::Services).unwrap();
         assert!(changes.hold(Topic::Coordinators).is_none());
@@ -196,5 +255,19 @@ mod tests {
         assert_eq!(changes.topics_len(), 0);
         assert_eq!(changes.held(), 0);
         assert!(changes.hold(Topic::Coordinators).is_some());
+    }
+
+    #[test]
+    fn streams_have_their_own_cap_and_clean_up() {
+        let changes = Arc::new(Changes::new(0, 2));
+        assert!(changes.hold(Topic::Services).is_none(), "no held queries");
+        let one = changes.open_stream(Topic::Services).unwrap();
+        let two = changes.open_stream(Topic::Service("a".into())).unwrap();
+        assert!(changes.open_stream(Topic::Coordinators).is_none());
+        assert_eq!(changes.streams(), 2);
+        drop(one);
+        drop(two);
+        assert_eq!(changes.topics_len(), 0);
+        assert_eq!(changes.streams(), 0);
     }
 }

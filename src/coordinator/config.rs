@@ -73,6 +73,11 @@ pub struct CoordinatorConfig {
     /// For calls to peers: roots trusted beyond the system's, and the client
     /// certificate presented (needed where peers require one).
     pub peer_tls: crate::tls::ClientTls,
+    /// Most streams (Server-Sent Events) open at once; past it a stream request
+    /// is answered `503`.
+    pub max_streams: usize,
+    /// How often an open stream carries a keep-alive comment when nothing changes.
+    pub stream_keepalive: Duration,
     /// Serve DNS (UDP and TCP) on this port of the listen address; off when
     /// `None`. Port 0 picks a free one ([`Coordinator::dns_addr`](super::Coordinator::dns_addr)).
     pub dns_port: Option<u16>,
@@ -110,6 +115,8 @@ impl Default for CoordinatorConfig {
             history_interval: Duration::from_secs(10),
             tls: None,
             peer_tls: crate::tls::ClientTls::default(),
+            max_streams: 10_000,
+            stream_keepalive: Duration::from_secs(15),
             dns_port: None,
             dns_domain: "hakken".into(),
             dns_ttl: 0,

@@ -108,6 +108,7 @@ pub(crate) struct Metrics {
     pub services: Gauge,
     pub coordinators: Gauge,
     pub held_queries: Gauge,
+    pub streams: Gauge,
     pub heartbeats: Counter,
     pub added: Counter,
     pub replaced: Counter,
@@ -164,6 +165,7 @@ impl Metrics {
             services: Gauge::default(),
             coordinators: Gauge::default(),
             held_queries: Gauge::default(),
+            streams: Gauge::default(),
             heartbeats: Counter::default(),
             added: Counter::default(),
             replaced: Counter::default(),
@@ -191,6 +193,7 @@ impl Metrics {
             services,
             coordinators,
             held_queries,
+            streams,
             heartbeats,
             added,
             replaced,
@@ -224,6 +227,11 @@ impl Metrics {
             "held_queries",
             "Blocking queries being held",
             held_queries.clone(),
+        );
+        registry.register(
+            "streams",
+            "Streams (Server-Sent Events) open",
+            streams.clone(),
         );
         registry.register(
             "heartbeats_received",

@@ -109,7 +109,7 @@ pub(crate) struct Shared {
     pub remote: Remote,
     pub shutdown: CancellationToken,
     /// Waiters of blocking queries, woken by the mutation methods below.
-    pub changes: Changes,
+    pub changes: Arc<Changes>,
     pub metrics: metrics::Metrics,
     /// Syncing, partial or complete (see `readiness.rs`).
     readiness: Readiness,
@@ -449,7 +449,7 @@ impl Coordinator {
                 None => None,
             },
             shutdown: CancellationToken::new(),
-            changes: Changes::new(config.max_held_queries),
+            changes: Arc::new(Changes::new(config.max_held_queries, config.max_streams)),
             metrics: metrics::Metrics::new(),
             readiness: Readiness::new(),
             discovery: watch::Sender::new(DiscoveryState::default()),

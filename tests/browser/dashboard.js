@@ -467,9 +467,13 @@ async function main() {
     log(`chromium ${context.browser()?.version() ?? "(persistent context)"} started`);
     page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => pageErrors.push(e.message));
+    // The dashboard waits for changes on streams (EventSource), not by polling.
+    let streams = 0;
+    page.on("request", (r) => { if (r.url().includes("stream=true")) streams += 1; });
     await liveScenario(context, page);
     await loadScenario(context, page);
     check(pageErrors.length === 0, `the page threw: ${pageErrors.join("; ")}`);
+    check(streams > 0, "the dashboard should wait for changes on streams (EventSource)");
     console.log("PASS");
   } catch (e) {
     console.log(`FAIL: ${e instanceof Failure ? e.message : e && e.stack ? e.stack : e}`);

@@ -17,6 +17,8 @@ use std::time::Duration;
 pub(super) struct Params {
     /// Present (with any value but `false`) → pretty-printed JSON.
     pub pretty: Option<String>,
+    /// Present (with any value but `false`) → a stream of Server-Sent Events.
+    pub stream: Option<String>,
     /// `true` on a heartbeat POST.
     /// Blocking query: the index the caller has seen.
     index: Option<u64>,

@@ -45,9 +45,13 @@ pub(super) async fn status(query: Result<Query<Params>, QueryRejection>) -> ApiR
 
 pub(super) async fn get_coordinators(
     State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
+    if super::stream::wanted(&headers, params.stream.as_deref()) {
+        return Ok(super::stream::open(&shared, Topic::Coordinators, &headers));
+    }
     let mut hold = None;
     if let Some((seen, wait)) = params.blocking(&shared)? {
         let index = || shared.read_membership(|m| m.index());

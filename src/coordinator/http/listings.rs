@@ -7,6 +7,7 @@
 use super::admission::Received;
 use super::answer::{json_ok, ApiError, ApiResult};
 use super::blocking::{block, granted, Params};
+use super::stream;
 use crate::coordinator::changes::Topic;
 use crate::coordinator::registry::Upsert;
 use crate::coordinator::Shared;
@@ -15,7 +16,7 @@ use crate::protocol::INDEX_HEADER;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -23,11 +24,15 @@ use std::sync::Arc;
 
 pub(super) async fn get_services(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
     let blocking = params.blocking(&shared)?;
     shared.ready().await;
+    if stream::wanted(&headers, params.stream.as_deref()) {
+        return Ok(stream::open(&shared, Topic::Services, &headers));
+    }
     let mut hold = None;
     if let Some((seen, wait)) = blocking {
         let index = || shared.read_registry(|r| r.names_index());
@@ -40,6 +45,7 @@ pub(super) async fn get_services(
 
 pub(super) async fn get_listings(
     State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
@@ -56,6 +62,9 @@ pub(super) async fn get_listings(
         ));
     }
     shared.ready().await;
+    if stream::wanted(&headers, params.stream.as_deref()) {
+        return Ok(stream::open(&shared, Topic::Service(service), &headers));
+    }
     let mut hold = None;
     if let Some((seen, wait)) = blocking {
         let topic = Topic::Service(service.clone());

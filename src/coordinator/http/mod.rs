@@ -39,6 +39,7 @@ mod answer;
 mod blocking;
 mod cluster;
 mod listings;
+mod stream;
 
 use super::Shared;
 use crate::protocol::{READY_PATH, SNAPSHOT_PATH};

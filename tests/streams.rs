@@ -1,0 +1,243 @@
+//! Streams (issue #18, the coordinator's side): `Accept: text/event-stream` or
+//! `?stream=true` on the three list routes answer Server-Sent Events.
+//!
+//! - the format: the whole list first, then one event per change, `id:` the index;
+//! - `Last-Event-ID` resumes without resending an unchanged list;
+//! - a reader that does not read holds nobody up, and when it reads again gets
+//!   the newest list, skipping what it missed;
+//! - the cap answers `503`; shutdown ends every stream;
+//! - through nginx with `deploy/nginx-hakken.conf`, each event arrives as it comes.
+
+mod common;
+
+use common::{config, http, start, Address, PATIENCE};
+use hakken::coordinator::CoordinatorConfig;
+use hakken::remote::Remote;
+use hakken::Listing;
+use serde_json::Value;
+use std::time::Duration;
+
+/// One event of a stream: its id and data (`None` for a comment).
+#[derive(Debug, Clone, PartialEq)]
+struct Event {
+    id: u64,
+    data: Value,
+}
+
+/// Reads a stream's events as they come.
+struct Reader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl Reader {
+    async fn open(addr: &str, path: &str, last_event_id: Option<u64>) -> Reader {
+        let mut request = http()
+            .get(format!("http://{addr}{path}"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Reader {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event (comments skipped), or `None` when the stream ended.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let text = String::from_utf8(block).unwrap();
+                let mut id = None;
+                let mut data = None;
+                for line in text.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(v).ok();
+                    }
+                }
+                if let (Some(id), Some(data)) = (id, data) {
+                    return Some(Event { id, data });
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
+                .await
+                .expect("an event within the patience")
+                .ok()??;
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+async fn publish(addr: &str, service: &str, host: &str, fields: &[(&str, Value)]) {
+    let mut value = serde_json::json!({"service": service, "host": host});
+    for (key, field) in fields {
+        value[*key] = field.clone();
+    }
+    let listing = Listing::from_value(value, &hakken::Limits::default()).unwrap();
+    Remote::new(Duration::from_secs(5))
+        .publish(addr, &listing, false)
+        .await
+        .unwrap();
+}
+
+fn hosts(event: &Event) -> Vec<String> {
+    let mut hosts: Vec<String> = event
+        .data
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["host"].as_str().map(str::to_owned))
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+#[tokio::test]
+async fn the_whole_list_first_then_one_event_per_change() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut listings = Reader::open(&addr, "/v1/listings/pay", None).await;
+    let mut services = Reader::open(&addr, "/v1/listings?stream=true", None).await;
+    let mut coordinators = Reader::open(&addr, "/v1/coordinator", None).await;
+
+    let first = listings.next().await.unwrap();
+    assert_eq!(hosts(&first), ["a:1"]);
+    assert_eq!(
+        services.next().await.unwrap().data,
+        serde_json::json!(["pay"])
+    );
+    let me = coordinators.next().await.unwrap();
+    assert_eq!(me.data[0]["host"], c.host());
+
+    publish(&addr, "pay", "b:1", &[]).await;
+    let second = listings.next().await.unwrap();
+    assert_eq!(hosts(&second), ["a:1", "b:1"]);
+    assert!(second.id > first.id, "the index moves on");
+    // A new service changes the names; a new listing of a known one does not.
+    publish(&addr, "ship", "s:1", &[]).await;
+    assert_eq!(
+        services.next().await.unwrap().data,
+        serde_json::json!(["pay", "ship"])
+    );
+    // A service without listings streams an empty list until it has one.
+    let mut empty = Reader::open(&addr, "/v1/listings/later", None).await;
+    assert_eq!(empty.next().await.unwrap().data, serde_json::json!([]));
+    publish(&addr, "later", "l:1", &[]).await;
+    assert_eq!(hosts(&empty.next().await.unwrap()), ["l:1"]);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_without_resending_an_unchanged_list() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let first = Reader::open(&addr, "/v1/listings/pay", None)
+        .await
+        .next()
+        .await
+        .unwrap();
+    let mut resumed = Reader::open(&addr, "/v1/listings/pay", Some(first.id)).await;
+    publish(&addr, "pay", "b:1", &[]).await;
+    let next = resumed.next().await.unwrap();
+    assert_eq!(
+        hosts(&next),
+        ["a:1", "b:1"],
+        "the change, not the list it had"
+    );
+    // An old id gets the current list at once.
+    let mut behind = Reader::open(&addr, "/v1/listings/pay", Some(first.id - 1)).await;
+    assert_eq!(behind.next().await.unwrap(), next);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_does_not_read_holds_nobody_up_and_skips_to_the_newest_list() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    // Opened, then not read while the list changes many times, each list large.
+    let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
+    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let padding = Value::String("x".repeat(60_000));
+    const CHANGES: usize = 300;
+    for i in 0..CHANGES {
+        // The same host, a new payload each time: every change is a new list.
+        publish(
+            &addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        let event = reading.next().await.unwrap();
+        assert_eq!(event.data[0]["n"], i, "the reading stream keeps up");
+    }
+    // Now the stalled reader reads: it ends on the newest list, and got fewer
+    // events than there were changes (what it missed was skipped, not queued).
+    let mut seen = 0;
+    loop {
+        let event = stalled.next().await.unwrap();
+        seen += 1;
+        if event.data[0]["n"] == CHANGES - 1 {
+            break;
+        }
+    }
+    assert!(seen < CHANGES, "{seen} events for {CHANGES} changes");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn streams_are_capped_and_end_at_shutdown() {
+    let c = start(CoordinatorConfig {
+        max_streams: 1,
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    let mut open = Reader::open(&addr, "/v1/listings", None).await;
+    assert_eq!(open.next().await.unwrap().data, serde_json::json!([]));
+    let refused = http()
+        .get(format!("http://{addr}/v1/listings/x?stream=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    let metrics = http()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hakken_streams 1"), "{metrics}");
+    tokio::time::timeout(PATIENCE, c.shutdown())
+        .await
+        .expect("shutdown is not held up by a stream")
+        .unwrap();
+    assert_eq!(open.next().await, None, "the stream ended");
+}
+
+#[tokio::test]
+async fn events_pass_through_nginx_as_they_come() {
+    let c = start(config(60_000)).await;
+    let nginx = common::nginx::Nginx::start(&[c.address()], "127.0.0.1").await;
+    let mut stream = Reader::open(&nginx.address(), "/v1/listings/pay", None).await;
+    assert_eq!(stream.next().await.unwrap().data, serde_json::json!([]));
+    // One small change: were nginx buffering, it would sit there until the
+    // buffer filled or the stream ended, and `next` would time out.
+    publish(&c.address(), "pay", "a:1", &[]).await;
+    assert_eq!(hosts(&stream.next().await.unwrap()), ["a:1"]);
+    c.shutdown().await.unwrap();
+}

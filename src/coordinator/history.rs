@@ -19,7 +19,9 @@
 //!   beyond the cap are not tracked individually**: they count in the totals, and
 //!   the answer says how many live services are untracked. A tracked service that
 //!   has been gone for a whole window (its ring is all zeros) is forgotten, which
-//!   frees its place.
+//!   frees its place; while the cap is reached, a live service not tracked takes
+//!   the place of the tracked one gone longest, so a burst of short-lived names
+//!   cannot hold every place for a window.
 //!
 //! Bounded: `3 + MAX_SERVICES` rings of at most [`POINTS`] numbers each, plus the
 //! tracked names (shared with the registry, not copied). A sample costs a lookup per
@@ -166,26 +168,42 @@ impl History {
             series.counts.push(count);
             series.absent < window
         });
-        if self.services.len() >= self.max_services {
+        // Series of services gone for a while make room for live ones, the one
+        // gone longest first (a burst of short-lived names cannot hold every
+        // slot for a whole window).
+        let mut evictable: Vec<(usize, Arc<str>)> = self
+            .services
+            .iter()
+            .filter(|(_, series)| series.absent > 0)
+            .map(|(name, series)| (series.absent, name.clone()))
+            .collect();
+        if self.services.len() >= self.max_services && evictable.is_empty() {
             // No room: every live service not tracked is untracked, no need to
             // look each one up.
             self.untracked = services.len().saturating_sub(present);
             return;
         }
+        evictable.sort_unstable_by_key(|(absent, _)| *absent);
         let mut untracked = 0;
         for (name, count) in services {
-            if self.services.contains_key(&**name) {
+            if *count == 0 || self.services.contains_key(&**name) {
                 continue;
             }
             if self.services.len() >= self.max_services {
-                untracked += 1;
-                continue;
+                match evictable.pop() {
+                    Some((_, gone)) => {
+                        self.services.remove(&gone);
+                    }
+                    None => {
+                        untracked += 1;
+                        continue;
+                    }
+                }
             }
             let mut counts = Ring::new(self.points);
             counts.push(*count);
-            let absent = usize::from(*count == 0);
             self.services
-                .insert(name.clone(), Series { counts, absent });
+                .insert(name.clone(), Series { counts, absent: 0 });
         }
         self.untracked = untracked;
     }
@@ -368,26 +386,55 @@ mod tests {
     #[test]
     fn a_service_gone_for_a_whole_window_is_forgotten() {
         let t0 = Instant::now();
-        let mut h = History::with_bounds(PERIOD, 3, 1);
+        let mut h = History::with_bounds(PERIOD, 3, 10);
         h.record(t0, totals(0, 0, 1), &names(&[("a", 1)]));
-        // `b` cannot be tracked while `a` holds the only place.
         for i in 1..=2u32 {
             h.record(t0 + PERIOD * i, totals(0, 0, 1), &names(&[("b", 1)]));
-            assert_eq!(answer(&mut h)["untracked"], 1);
         }
         assert_eq!(answer(&mut h)["services"]["a"], json!([[1, 1], [0, 2]]));
-        // Gone for a whole window (3 samples): `a` is forgotten, `b` takes its place.
+        // Gone for a whole window (3 samples): `a` is forgotten.
         h.record(t0 + PERIOD * 3, totals(0, 0, 1), &names(&[("b", 1)]));
         let a = answer(&mut h);
-        assert_eq!(a["services"], json!({"b": [[1, 1]]}));
+        assert_eq!(a["services"], json!({"b": [[1, 3]]}));
         assert_eq!(a["untracked"], 0);
         // Back before a window is over: kept, and its gap shows.
         h.record(t0 + PERIOD * 4, totals(0, 0, 0), &[]);
         h.record(t0 + PERIOD * 5, totals(0, 0, 1), &names(&[("b", 2)]));
         assert_eq!(
             answer(&mut h)["services"]["b"],
-            json!([[1, 1], [0, 1], [2, 1]])
+            json!([[1, 1], [0, 1], [2, 1]]),
+            "the last 3 samples"
         );
+    }
+
+    #[test]
+    fn when_full_a_service_gone_longest_makes_room_for_a_live_one() {
+        let t0 = Instant::now();
+        let mut h = History::with_bounds(PERIOD, 10, 2);
+        h.record(t0, totals(0, 0, 2), &names(&[("a", 1), ("b", 1)]));
+        // `a` goes first, then `b`: both are absent when `c` and `d` come.
+        h.record(t0 + PERIOD, totals(0, 0, 1), &names(&[("b", 1)]));
+        h.record(t0 + PERIOD * 2, totals(0, 0, 0), &[]);
+        h.record(t0 + PERIOD * 3, totals(0, 0, 1), &names(&[("c", 1)]));
+        let a = answer(&mut h);
+        let tracked: Vec<&String> = a["services"].as_object().unwrap().keys().collect();
+        assert_eq!(tracked, ["b", "c"], "`a`, gone longest, made room");
+        h.record(
+            t0 + PERIOD * 4,
+            totals(0, 0, 2),
+            &names(&[("c", 1), ("d", 1)]),
+        );
+        let a = answer(&mut h);
+        let tracked: Vec<&String> = a["services"].as_object().unwrap().keys().collect();
+        assert_eq!(tracked, ["c", "d"]);
+        assert_eq!(a["untracked"], 0);
+        // Every tracked one live: a newcomer waits.
+        h.record(
+            t0 + PERIOD * 5,
+            totals(0, 0, 3),
+            &names(&[("c", 1), ("d", 1), ("e", 1)]),
+        );
+        assert_eq!(answer(&mut h)["untracked"], 1);
     }
 
     #[test]

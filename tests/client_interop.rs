@@ -110,3 +110,35 @@ async fn a_watch_leaves_the_original_coordinator_for_one_of_ours() {
     client.close().await;
     ours.shutdown().await.unwrap();
 }
+
+/// Found by the 30-minute soak: a publisher whose way in (through the load
+/// balancer) was the original's coordinator, which announces no heartbeat
+/// interval, heartbeated at the 20 s default until its follower reached one of
+/// ours, seconds later; in a cluster with H = 1 s its new listing expired meanwhile.
+#[tokio::test]
+async fn a_client_started_through_the_original_learns_the_interval_from_ours_at_start() {
+    let original = NodeCoordinator::start(None, 60_000, 600_000).await;
+    let ours = common::start({
+        let mut cfg = common::config(700);
+        cfg.discovery_host = Some(original.address());
+        cfg
+    })
+    .await;
+    let ours_host = ours.host().to_owned();
+    eventually("the original lists ours", || async {
+        common::coordinators_of(&original.address())
+            .await
+            .contains(&ours_host)
+            .then_some(())
+    })
+    .await;
+    let client = Client::new(ClientConfig::new(original.address()));
+    client.start().await.unwrap();
+    assert_eq!(
+        client.heartbeat_interval(),
+        Duration::from_millis(700),
+        "ours announced its interval before start returned"
+    );
+    client.close().await;
+    ours.shutdown().await.unwrap();
+}

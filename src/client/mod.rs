@@ -149,6 +149,43 @@ impl Inner {
         count
     }
 
+    /// When no coordinator has announced the heartbeat interval yet (the way in
+    /// was the original's, which does not say) and none is configured: asks the
+    /// coordinators learned for their lists at once, all together, until one
+    /// announces it (ours do) or all have answered or failed. Without this the
+    /// first heartbeats would come at the 20 s default, and in a cluster with a
+    /// shorter interval a new listing would expire before them.
+    async fn ask_for_interval(self: &Arc<Self>) {
+        if self.config.heartbeat_interval.is_some()
+            || self.coordinator_table().announced_interval().is_some()
+        {
+            return;
+        }
+        let mut asking = tokio::task::JoinSet::new();
+        for host in self.known() {
+            let remote = self.remote.clone();
+            asking.spawn(async move {
+                let answer = remote.coordinators(&host, None).await;
+                (host, answer)
+            });
+        }
+        let asked = async {
+            while let Some(joined) = asking.join_next().await {
+                let Ok((host, Ok(answer))) = joined else {
+                    continue;
+                };
+                self.learn(&host, &answer);
+                if answer.heartbeat_interval.is_some() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            () = asked => {}
+        }
+    }
+
     /// Sends every published listing to `hosts` now, in a round of its own.
     fn publish_now(self: &Arc<Self>, hosts: Vec<String>) {
         let inner = self.clone();
@@ -450,6 +487,9 @@ impl Client {
             source: Some(error),
         })?;
         inner.learn(&host, &answer);
+        if answer.heartbeat_interval.is_none() {
+            inner.ask_for_interval().await;
+        }
         inner.spawn_background(false);
         Ok(())
     }

@@ -255,3 +255,71 @@ async fn a_coordinator_that_refuses_is_kept_one_that_is_gone_is_dropped() {
     client.close().await;
     guarded.shutdown().await.unwrap();
 }
+
+/// Found by the 30-minute soak: a watch held on a coordinator that a partition
+/// cut off kept its last view (a listing whose publisher had died) until the
+/// client dropped that coordinator, three failed heartbeat rounds later. It now
+/// moves to another coordinator at the first failed round.
+#[tokio::test]
+async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
+    use common::process::{signal, CoordinatorProcess};
+    let args = |discovery: Option<&str>| {
+        let mut args = vec![
+            "--announce-host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--heartbeat-interval".to_owned(),
+            "200".to_owned(),
+            "--missed-heartbeats-allowed".to_owned(),
+            "1000".to_owned(),
+        ];
+        if let Some(d) = discovery {
+            args.extend(["--discovery-host".to_owned(), d.to_owned()]);
+        }
+        args
+    };
+    let a_args = args(None);
+    let a =
+        CoordinatorProcess::loopback(&a_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let b_args = args(Some(&a.address()));
+    let b =
+        CoordinatorProcess::loopback(&b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut both = vec![a.address(), b.address()];
+    both.sort();
+    let mut config = ClientConfig::new(a.address())
+        .heartbeat_interval(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(200))
+        .request_timeout(Duration::from_millis(500));
+    // Dropped only after many rounds: what moves the watch is the first strike.
+    config.failures_before_drop = 50;
+    let client = started(config).await;
+    common::knows(&client, &both).await;
+    client
+        .publish(Listing::new("svc", "s:1").unwrap())
+        .await
+        .unwrap();
+    let watch = client.watch("svc").build();
+    tokio::time::timeout(PATIENCE, watch.start())
+        .await
+        .expect("the watch starts")
+        .unwrap();
+    let followed = eventually("the watch follows one of them", || async {
+        watch.coordinator().filter(|c| both.contains(c))
+    })
+    .await;
+    let stopped = if followed == a.address() { &a } else { &b };
+    let pid = stopped.pid().expect("it runs");
+    signal(pid, "STOP").await;
+    let moved = eventually("the watch moves to the other coordinator", || async {
+        watch
+            .coordinator()
+            .filter(|c| *c != followed && both.contains(c))
+    })
+    .await;
+    assert_ne!(moved, followed);
+    assert!(
+        client.coordinators().contains(&followed),
+        "moved at a strike, long before the client drops the stopped one"
+    );
+    signal(pid, "CONT").await;
+    client.close().await;
+}

@@ -202,8 +202,9 @@ where
         Some(tier[fastrand::usize(..tier.len())].clone())
     }
 
-    /// Asks `host`; a held query gives up at once when the client drops `host`
-    /// (another of its calls found it dead) rather than at `wait`.
+    /// Asks `host`; a held query gives up at once when the client strikes or
+    /// drops `host` (a heartbeat round found it broken: cut off, stopped, dead)
+    /// rather than at `wait`, and the follower moves to another coordinator.
     async fn ask(&self, host: &str, blocking: Option<Blocking>) -> Result<Answer<T>, RemoteError> {
         let mut drops = self.inner.dropped.subscribe();
         let followed = self.inner.known().iter().any(|h| h == host);
@@ -212,7 +213,7 @@ where
             result = call => result,
             () = dropped(&self.inner, &mut drops, host), if followed => Err(RemoteError::Unreachable {
                 host: host.to_owned(),
-                message: "dropped by the client after its calls to it failed".into(),
+                message: "the client's heartbeats to it failed".into(),
             }),
         }
     }
@@ -309,13 +310,13 @@ fn returned_early<T>(answer: &Answer<T>, blocking: Blocking, asked: Instant) -> 
     granted.is_zero() || asked.elapsed() < granted / 2
 }
 
-/// Resolves once `host` has left the client's known coordinators.
+/// Resolves once a round of the client's struck `host` or dropped it.
 async fn dropped(inner: &Inner, drops: &mut watch::Receiver<u64>, host: &str) {
     loop {
         if drops.changed().await.is_err() {
             return std::future::pending().await;
         }
-        if !inner.known().iter().any(|h| h == host) {
+        if !inner.known().iter().any(|h| h == host) || inner.failing().iter().any(|h| h == host) {
             return;
         }
     }

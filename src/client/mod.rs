@@ -74,7 +74,8 @@ pub(crate) struct Inner {
     /// Wakes the heartbeat task to send every listing everywhere now: a
     /// coordinator restarted with nobody to copy listings from.
     pub republish: Notify,
-    /// Counts coordinators dropped, so a watch held on one learns it was dropped.
+    /// Counts coordinators struck or dropped, so a watch held on one learns that
+    /// the client's rounds found it broken, and moves on.
     pub dropped: tokio::sync::watch::Sender<u64>,
     /// Whether the background tasks were spawned.
     spawned: AtomicBool,
@@ -257,7 +258,9 @@ impl Inner {
                 }
             }
             Strike::Struck(strikes) => {
-                tracing::info!(coordinator = host, %error, strikes, "coordinator failed")
+                tracing::info!(coordinator = host, %error, strikes, "coordinator failed");
+                // A watch held on it moves on now, not after the last strike.
+                self.dropped.send_modify(|count| *count += 1);
             }
             Strike::Unknown => {}
         }

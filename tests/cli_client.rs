@@ -260,8 +260,9 @@ async fn publish_keeps_values_as_typed_and_takes_json_after_colon_equals() {
         // Plain values that JSON would write differently stay as typed.
         "version": "7.10", "zip": "007", "big": "1e3", "quoted": "\"x\"",
         "spaced": "{\"a\": 1}",
-        // Plain values JSON writes back exactly are JSON.
-        "port": 8080, "tls": true, "meta": {"a": [1]},
+        // Plain scalars JSON writes back exactly are JSON; objects and arrays
+        // take `:=`.
+        "port": 8080, "tls": true, "meta": "{\"a\":[1]}",
         // `:=` is explicit JSON.
         "exact": 7.1, "tags": ["a", "b"], "s": "x", "obj": {"a": 1},
     }]);

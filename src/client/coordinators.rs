@@ -44,9 +44,9 @@ struct Known {
     partial: bool,
     /// The run of it that answered last (`X-Hakken-Instance`).
     instance: Option<u64>,
-    /// It was taken back from probation: dropped again, it gets no new probation
-    /// (a coordinator that answers probes but fails rounds is not taken back
-    /// over and over).
+    /// It was taken back from probation and has taken no write since: dropped
+    /// again, it gets no new probation (a coordinator that answers probes but
+    /// fails every write is not taken back over and over).
     probation_spent: bool,
 }
 
@@ -180,6 +180,16 @@ impl Coordinators {
             known.suspect = false;
             failing
         })
+    }
+
+    /// Records that `host` took a write (a publish, heartbeat or withdrawal): it
+    /// works again after it was taken back, and gets probation again should it be
+    /// dropped later (another partition, another restart). One that answers probes
+    /// but fails every write never gets here.
+    pub fn took_a_write(&mut self, host: &str) {
+        if let Some(known) = self.known.get_mut(host) {
+            known.probation_spent = false;
+        }
     }
 
     /// Records whether `host` said it is complete; true when it just said it is
@@ -320,6 +330,12 @@ mod tests {
         assert!(c.targets().contains(&"a:1".to_owned()), "still a fallback");
         // Learned again from a coordinator list, it has probation again.
         assert!(c.add("a:1"));
+        assert_eq!(c.failed("a:1", later()), Strike::Dropped);
+        assert_eq!(c.on_probation(Instant::now()), ["a:1"]);
+        // Taken back, and it takes writes again: probation again at the next drop
+        // (a second partition soon after the first).
+        assert!(c.take_back("a:1"));
+        c.took_a_write("a:1");
         assert_eq!(c.failed("a:1", later()), Strike::Dropped);
         assert_eq!(c.on_probation(Instant::now()), ["a:1"]);
     }

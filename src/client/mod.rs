@@ -276,6 +276,11 @@ impl Inner {
         back
     }
 
+    /// Records that `host` took a write (see [`Coordinators::took_a_write`]).
+    pub fn took_a_write(&self, host: &str) {
+        self.coordinator_table().took_a_write(host);
+    }
+
     /// Dropped coordinators still on probation: probed, and taken back
     /// ([`Inner::take_back`]) when they answer.
     pub fn on_probation(&self) -> Vec<String> {

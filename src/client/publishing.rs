@@ -198,6 +198,8 @@ fn report(
     for (host, result) in results {
         match result {
             Ok(()) => {
+                // It took a write: it works, and may be given probation again.
+                inner.took_a_write(&host);
                 answered.insert(host);
             }
             Err(error) => {

@@ -142,3 +142,22 @@ async fn a_client_started_through_the_original_learns_the_interval_from_ours_at_
     client.close().await;
     ours.shutdown().await.unwrap();
 }
+
+/// The same, when the original's coordinator lists only itself (it shunned the
+/// others): the way in (a load balancer) is asked again, and reaches one of ours.
+#[tokio::test]
+async fn a_client_asks_the_way_in_again_when_the_original_lists_only_itself() {
+    let original = NodeCoordinator::start(None, 60_000, 600_000).await;
+    let ours = common::start(common::config(700)).await;
+    let (balancer, _task) = common::scripted_balancer(vec![
+        original.address(),
+        original.address(),
+        ours.local_addr().to_string(),
+    ])
+    .await;
+    let client = Client::new(ClientConfig::new(balancer));
+    client.start().await.unwrap();
+    assert_eq!(client.heartbeat_interval(), Duration::from_millis(700));
+    client.close().await;
+    ours.shutdown().await.unwrap();
+}

@@ -46,6 +46,10 @@ use tokio_util::task::TaskTracker;
 /// `--failures-before-drop`), plus one for their phase.
 const PROBATION_ROUNDS: u32 = 4;
 
+/// Times `start` asks the way in again when no coordinator it learned announced
+/// the heartbeat interval (see [`Inner::ask_for_interval`]).
+const WAY_IN_RETRIES: usize = 4;
+
 /// State shared by the client's handles, its background tasks and its watches.
 pub(crate) struct Inner {
     pub config: ClientConfig,
@@ -178,6 +182,18 @@ impl Inner {
                 self.learn(&host, &answer);
                 if answer.heartbeat_interval.is_some() {
                     return;
+                }
+            }
+            // None of those said (the original's coordinator may list only itself,
+            // having shunned the others): ask the way in a few times more, which
+            // a load balancer spreads over the coordinators behind it.
+            let way_in = self.config.host.clone();
+            for _ in 0..WAY_IN_RETRIES {
+                if let Ok(answer) = self.remote.coordinators(&way_in, None).await {
+                    self.learn(&way_in, &answer);
+                    if answer.heartbeat_interval.is_some() {
+                        return;
+                    }
                 }
             }
         };

@@ -11,15 +11,13 @@ use super::values::{
     at_least_one, coordinator_address, listing_host, parse_field, parse_published_field,
     service_name,
 };
-use super::{explain, positive_ms, UsageError};
+use super::{explain, positive_ms, OutgoingTls, UsageError};
 use anyhow::anyhow;
 use hakken::client::{Client, ClientConfig, ClientError, Watch};
 use hakken::remote::{split_scheme, Remote, RemoteError};
-use hakken::tls::ClientTls;
 use hakken::Listing;
 use serde_json::{Map, Value};
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -52,38 +50,11 @@ pub struct Connection {
         value_parser = positive_ms
     )]
     timeout: u64,
-    /// PEM file of CA certificates trusted beyond the system's, for https:// coordinators.
-    #[arg(long, env = "HAKKEN_CA", value_name = "FILE", help_heading = "TLS")]
-    ca: Option<PathBuf>,
-    /// PEM file of the client certificate, for coordinators that require one (mutual TLS).
-    #[arg(
-        long,
-        env = "HAKKEN_CERT",
-        value_name = "FILE",
-        requires = "key",
-        help_heading = "TLS"
-    )]
-    cert: Option<PathBuf>,
-    /// PEM file of the client certificate's private key.
-    #[arg(
-        long,
-        env = "HAKKEN_KEY",
-        value_name = "FILE",
-        requires = "cert",
-        help_heading = "TLS"
-    )]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: OutgoingTls,
 }
 
 impl Connection {
-    fn tls(&self) -> ClientTls {
-        ClientTls {
-            ca: self.ca.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
-    }
-
     /// The token to send: none for an empty one.
     fn token(&self) -> Option<String> {
         self.token.clone().filter(|t| !t.is_empty())
@@ -93,19 +64,26 @@ impl Connection {
     /// argument error).
     fn remote(&self) -> anyhow::Result<Remote> {
         let (https, _) = split_scheme(&self.coordinator);
-        let remote = Remote::with_tls(Duration::from_millis(self.timeout), &self.tls(), https)
-            .map_err(|e| UsageError(e.to_string()))?;
+        let remote = Remote::with_tls(
+            Duration::from_millis(self.timeout),
+            &self.tls.settings(),
+            https,
+        )
+        .map_err(|e| UsageError(e.to_string()))?;
         Ok(remote.with_token(self.token()))
     }
 
     /// A started client (`heartbeat_ms`: the interval, else the coordinator's).
     async fn start(&self, heartbeat_ms: Option<u64>) -> anyhow::Result<Client> {
         // The files are checked here, so that a bad one is an argument error.
-        self.tls().config().map_err(|e| UsageError(e.to_string()))?;
+        self.tls
+            .settings()
+            .config()
+            .map_err(|e| UsageError(e.to_string()))?;
         let mut config = ClientConfig::new(self.coordinator.clone())
             .request_timeout(Duration::from_millis(self.timeout))
             .token(self.token())
-            .tls(self.tls());
+            .tls(self.tls.settings());
         config.heartbeat_interval = heartbeat_ms.map(Duration::from_millis);
         let client = Client::new(config);
         match client.start().await {

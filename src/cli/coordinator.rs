@@ -4,13 +4,12 @@
 //! work unchanged; each also has a flag, and flags win.
 
 use super::logging::{self, LogFormat};
-use super::positive_ms;
+use super::{positive_ms, OutgoingTls};
 use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
 use hakken::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, RegistryLimits, ServerTls,
 };
-use hakken::tls::ClientTls;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,27 +115,8 @@ pub struct CoordinatorArgs {
         help_heading = "TLS"
     )]
     tls_client_ca: Option<PathBuf>,
-    /// For calls to peers: PEM file of CA certificates trusted beyond the system's.
-    #[arg(long, env = "HAKKEN_CA", value_name = "FILE", help_heading = "TLS")]
-    ca: Option<PathBuf>,
-    /// For calls to peers that require one: the client certificate to present (PEM).
-    #[arg(
-        long,
-        env = "HAKKEN_CERT",
-        value_name = "FILE",
-        requires = "key",
-        help_heading = "TLS"
-    )]
-    cert: Option<PathBuf>,
-    /// The private key of --cert (PEM).
-    #[arg(
-        long,
-        env = "HAKKEN_KEY",
-        value_name = "FILE",
-        requires = "cert",
-        help_heading = "TLS"
-    )]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: OutgoingTls,
     /// Largest request body, in bytes.
     #[arg(
         long,
@@ -250,11 +230,7 @@ impl CoordinatorArgs {
             dns_port: self.dns_port,
             dns_domain: self.dns_domain.clone(),
             dns_ttl: self.dns_ttl,
-            peer_tls: ClientTls {
-                ca: self.ca.clone(),
-                cert: self.cert.clone(),
-                key: self.key.clone(),
-            },
+            peer_tls: self.tls.settings(),
             ..CoordinatorConfig::default()
         }
     }

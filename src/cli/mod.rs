@@ -76,6 +76,44 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The TLS settings of calls out, shared by every command that makes them (to
+/// coordinators from the client commands, to peers from `hakken coordinator`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutgoingTls {
+    /// PEM file of CA certificates trusted beyond the system's, for calls over TLS.
+    #[arg(long, env = "HAKKEN_CA", value_name = "FILE", help_heading = "TLS")]
+    ca: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate to present, for coordinators that require one (mutual TLS).
+    #[arg(
+        long,
+        env = "HAKKEN_CERT",
+        value_name = "FILE",
+        requires = "key",
+        help_heading = "TLS"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(
+        long,
+        env = "HAKKEN_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        help_heading = "TLS"
+    )]
+    key: Option<std::path::PathBuf>,
+}
+
+impl OutgoingTls {
+    /// As the library takes them.
+    pub fn settings(&self) -> hakken::tls::ClientTls {
+        hakken::tls::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
 /// Arguments that parse but do not make sense together (a listing with too many
 /// fields, say): reported like any bad argument, exit code 2, before anything is
 /// contacted.

@@ -199,10 +199,12 @@ impl ClientTls {
     }
 }
 
-/// What the files of a client certificate looked like.
-type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
+/// What a set of files looked like (modification time and size of each): a
+/// change means a reload.
+pub(crate) type Stamps = Vec<Option<(std::time::SystemTime, u64)>>;
 
-fn stamps(paths: &[&Path]) -> Stamps {
+/// The [`Stamps`] of `paths` now.
+pub(crate) fn stamps(paths: &[&Path]) -> Stamps {
     paths
         .iter()
         .map(|path| {

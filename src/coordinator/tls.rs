@@ -16,12 +16,12 @@
 //! to it (`http/admission.rs`). The subject of a verified certificate travels with
 //! each request as a [`ClientIdentity`], and writes are logged with it.
 
-use crate::tls::{certificates, private_key, provider, roots, TlsError};
+use crate::tls::{certificates, private_key, provider, roots, stamps, Stamps, TlsError};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// How often the files are checked for changes.
@@ -76,15 +76,10 @@ impl ServerTls {
     }
 
     /// What the files look like now: a change of any means a reload.
-    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        std::iter::once(&self.cert)
-            .chain(std::iter::once(&self.key))
-            .chain(self.client_ca.iter())
-            .map(|path| {
-                let meta = std::fs::metadata(path).ok()?;
-                Some((meta.modified().ok()?, meta.len()))
-            })
-            .collect()
+    fn stamps(&self) -> Stamps {
+        let mut paths = vec![self.cert.as_path(), self.key.as_path()];
+        paths.extend(self.client_ca.as_deref());
+        stamps(&paths)
     }
 }
 
@@ -92,7 +87,7 @@ impl ServerTls {
 pub(crate) struct Certificates {
     files: ServerTls,
     current: RwLock<Arc<ServerConfig>>,
-    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+    stamps: Mutex<Stamps>,
     /// Reloads that took effect since start.
     reloads: std::sync::atomic::AtomicU64,
 }

@@ -170,14 +170,7 @@ async fn records_for_every_name_form() {
     assert_eq!(billing["dns"], "billing.service.hakken.", "{state}");
 
     // Counted by type and code.
-    let metrics = common::http()
-        .get(format!("http://{}/metrics", coordinator.host()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::scrape(coordinator.host()).await;
     for line in [
         r#"hakken_dns_queries_total{type="SRV",code="NOERROR"}"#,
         r#"hakken_dns_queries_total{type="A",code="NXDOMAIN"}"#,

@@ -213,15 +213,7 @@ async fn streams_are_capped_and_end_at_shutdown() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
-    let metrics = http()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("hakken_streams 1"), "{metrics}");
+    assert_eq!(common::metric(&addr, "hakken_streams").await, 1.0);
     tokio::time::timeout(PATIENCE, c.shutdown())
         .await
         .expect("shutdown is not held up by a stream")

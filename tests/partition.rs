@@ -12,8 +12,8 @@
 
 mod common;
 
-use common::eventually;
 use common::process::CoordinatorProcess;
+use common::{eventually, ip};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
@@ -22,24 +22,6 @@ use std::time::Duration;
 const PREFIX: &str = "hkpart-";
 /// The coordinators' port inside their namespaces (nothing else lives there).
 const PORT: u16 = 8082;
-
-/// Runs `ip ARGS`, returning its stderr on failure.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
 
 /// Fails the test loudly: the environment cannot run it.
 fn unavailable(why: &str) -> ! {

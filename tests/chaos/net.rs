@@ -11,25 +11,10 @@
 //! report says so). The namespace goes when this is dropped, and ones left behind
 //! by a run that was killed are swept at the next.
 
+use crate::common::ip;
 use std::process::Command;
 
 const PREFIX: &str = "hkchaos-";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
 
 /// The namespace side.
 pub struct Namespace {

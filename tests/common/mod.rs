@@ -300,3 +300,22 @@ pub mod nginx;
 pub mod node;
 pub mod pki;
 pub mod process;
+
+/// Runs `ip ARGS` (iproute2, for network namespaces), returning why on failure.
+#[allow(dead_code)]
+pub fn ip(args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

@@ -17,6 +17,7 @@ mod fanout;
 pub mod listing;
 pub mod protocol;
 pub mod remote;
+mod sse;
 pub mod tls;
 
 pub use client::{Client, ClientConfig, ClientError, Watch};

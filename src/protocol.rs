@@ -36,6 +36,11 @@ pub const INSTANCE_HEADER: &str = "x-hakken-instance";
 /// to its end even when the coordinator caps `wait` below what was asked.
 pub const WAIT_HEADER: &str = "x-hakken-wait";
 
+/// Response header on a stream: how often the coordinator sends a keep-alive
+/// comment when nothing changes, in milliseconds. A reader that hears nothing for
+/// a few of these takes the stream for dead.
+pub const KEEPALIVE_HEADER: &str = "x-hakken-keepalive";
+
 /// The longest hold a client asks of a coordinator for a blocking query (ours
 /// grant at most 5 minutes); a longer wait is asked as this.
 pub const MAX_WAIT: Duration = Duration::from_secs(3_600);

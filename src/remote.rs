@@ -9,8 +9,8 @@
 use crate::listing::{Limits, Listing, Peer};
 use crate::protocol::{
     read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
-    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, MAX_WAIT, SNAPSHOT_PATH,
-    WAIT_HEADER,
+    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, KEEPALIVE_HEADER,
+    MAX_WAIT, SNAPSHOT_PATH, WAIT_HEADER,
 };
 use crate::tls::{ClientTls, TlsError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -154,6 +154,132 @@ pub struct Blocking {
     pub wait: Duration,
 }
 
+/// How a route is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// For one answer: at once, or held as a blocking query.
+    Once(Option<Blocking>),
+    /// For a stream of states (`Accept: text/event-stream`). A coordinator without
+    /// streams (the original, an older one of ours) answers once instead.
+    Stream,
+}
+
+impl Ask {
+    /// The blocking query asked, if any.
+    pub fn blocking(self) -> Option<Blocking> {
+        match self {
+            Ask::Once(blocking) => blocking,
+            Ask::Stream => None,
+        }
+    }
+}
+
+/// Decodes one answer of a route.
+type Decode<T> = fn(&str, Answer<Value>) -> Result<Answer<T>, RemoteError>;
+
+/// What asking a route opened.
+#[derive(Debug)]
+pub enum Opened<T> {
+    /// One answer: the route was asked once, or the coordinator does not stream.
+    Answer(Answer<T>),
+    /// A stream of states.
+    Stream(Box<Events<T>>),
+}
+
+/// A stream of states from one coordinator (Server-Sent Events): each
+/// [`Events::next`] is the newest state that arrived. Dropping it closes the
+/// connection.
+pub struct Events<T> {
+    host: String,
+    response: Response,
+    parser: crate::sse::Parser,
+    /// The stream's head: what every state carries besides its value and index.
+    head: Answer<()>,
+    /// How long the stream may stay silent (no state, no keep-alive).
+    idle: Duration,
+    decode: Decode<T>,
+}
+
+impl<T> std::fmt::Debug for Events<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("host", &self.host)
+            .field("head", &self.head)
+            .finish()
+    }
+}
+
+/// How many keep-alive intervals a stream may stay silent.
+const SILENT_KEEPALIVES: u32 = 3;
+/// The keep-alive interval assumed of a stream that does not name one.
+const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
+
+impl<T> Events<T> {
+    fn new(host: &str, response: Response, max_bytes: usize, decode: Decode<T>) -> Self {
+        let keepalive = response
+            .headers()
+            .get(KEEPALIVE_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_millis)
+            .filter(|k| !k.is_zero())
+            .unwrap_or(DEFAULT_KEEPALIVE);
+        Events {
+            host: host.to_owned(),
+            head: Remote::meta(&response, ()),
+            response,
+            parser: crate::sse::Parser::new(max_bytes),
+            idle: keepalive.saturating_mul(SILENT_KEEPALIVES),
+            decode,
+        }
+    }
+
+    /// What the stream's head said: the coordinator, its run, whether it is
+    /// complete.
+    pub fn head(&self) -> &Answer<()> {
+        &self.head
+    }
+
+    /// The next state: the newest of those that arrived together (states, not
+    /// deltas: an older one is worth nothing once a newer is here). Fails when the
+    /// stream ends, breaks, stays silent too long, or sends what is not a state.
+    pub async fn next(&mut self) -> Result<Answer<T>, RemoteError> {
+        let host = self.host.as_str();
+        let mut events = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout(self.idle, self.response.chunk())
+                .await
+                .map_err(|_| RemoteError::Unreachable {
+                    host: host.to_owned(),
+                    message: format!("the stream stayed silent for {} ms", self.idle.as_millis()),
+                })?
+                .map_err(|e| Remote::unreachable(host, e))?;
+            let Some(chunk) = chunk else {
+                return Err(RemoteError::Unreachable {
+                    host: host.to_owned(),
+                    message: "the stream ended".into(),
+                });
+            };
+            self.parser
+                .feed(&chunk, &mut events)
+                .map_err(|e| RemoteError::BadAnswer {
+                    host: host.to_owned(),
+                    message: e.to_string(),
+                })?;
+            let Some(event) = events.pop() else {
+                continue;
+            };
+            let value: Value =
+                serde_json::from_slice(&event.data).map_err(|e| RemoteError::BadAnswer {
+                    host: host.to_owned(),
+                    message: format!("a stream event: {e}"),
+                })?;
+            let mut answer = self.head.clone().map(|()| value);
+            answer.index = event.id.and_then(|id| id.trim().parse().ok());
+            return (self.decode)(host, answer);
+        }
+    }
+}
+
 /// A client for coordinators' HTTP APIs.
 #[derive(Debug, Clone)]
 pub struct Remote {
@@ -220,6 +346,13 @@ fn content_type(response: &Response) -> Option<String> {
 /// original sends some answers without one).
 fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_none_or(|t| t.is_empty() || t.contains("json"))
+}
+
+/// Decodes a service's listings; an invalid one is skipped (and logged).
+fn decode_listings(host: &str, answer: Answer<Value>) -> Result<Answer<Vec<Listing>>, RemoteError> {
+    Remote::decode(host, answer, |v| {
+        Listing::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
+    })
 }
 
 /// Escapes one path segment (a service name or host) for a URL.
@@ -431,23 +564,54 @@ impl Remote {
         not_found_is_empty: bool,
         max_bytes: usize,
     ) -> Result<Answer<Value>, RemoteError> {
+        let response = self.get(host, path, Ask::Once(blocking)).await?;
+        Self::read_json(host, response, not_found_is_empty, max_bytes).await
+    }
+
+    /// Sends `GET path` to `host`, asked as `ask`, and returns the answer's head.
+    async fn get(&self, host: &str, path: &str, ask: Ask) -> Result<Response, RemoteError> {
         self.usable(host)?;
         let mut request = self.authorize(self.http.get(self.url(host, path)));
         let mut timeout = self.timeout;
-        if let Some(mut b) = blocking {
-            b.wait = b.wait.min(MAX_WAIT);
-            request = request.query(&[
-                ("index", b.index.to_string()),
-                ("wait", format!("{}ms", b.wait.as_millis())),
-            ]);
-            // The coordinator may hold the request for `wait` plus a little jitter.
-            timeout = timeout.saturating_add(b.wait.saturating_add(b.wait / 8));
+        match ask {
+            Ask::Once(None) => {}
+            Ask::Once(Some(mut b)) => {
+                b.wait = b.wait.min(MAX_WAIT);
+                request = request.query(&[
+                    ("index", b.index.to_string()),
+                    ("wait", format!("{}ms", b.wait.as_millis())),
+                ]);
+                // The coordinator may hold the request for `wait` plus a little jitter.
+                timeout = timeout.saturating_add(b.wait.saturating_add(b.wait / 8));
+            }
+            Ask::Stream => {
+                // A stream has no end: only the wait for its head is bounded (and
+                // then each wait for an event, by the reader).
+                request = request.header(reqwest::header::ACCEPT, "text/event-stream");
+                return match tokio::time::timeout(self.timeout, request.send()).await {
+                    Ok(sent) => sent.map_err(|e| Self::unreachable(host, e)),
+                    Err(_) => Err(RemoteError::Unreachable {
+                        host: host.to_owned(),
+                        message: "timed out".into(),
+                    }),
+                };
+            }
         }
-        let response = request
+        request
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| Self::unreachable(host, e))?;
+            .map_err(|e| Self::unreachable(host, e))
+    }
+
+    /// Reads a JSON answer (at most `max_bytes`); a `404` that is one of the
+    /// protocol's is an empty array when `not_found_is_empty`.
+    async fn read_json(
+        host: &str,
+        response: Response,
+        not_found_is_empty: bool,
+        max_bytes: usize,
+    ) -> Result<Answer<Value>, RemoteError> {
         let content_type = content_type(&response);
         if not_found_is_empty
             && response.status() == StatusCode::NOT_FOUND
@@ -580,9 +744,28 @@ impl Remote {
         let answer = self
             .get_json(host, &path, blocking, true, MAX_ANSWER_BYTES)
             .await?;
-        Self::decode(host, answer, |v| {
-            Listing::from_value(v, &Limits::RECEIVED).map_err(|e| e.to_string())
-        })
+        decode_listings(host, answer)
+    }
+
+    /// `GET /v1/listings/:service` asked as `ask`: with [`Ask::Stream`], a stream
+    /// of the service's listings from a coordinator that streams, one answer from
+    /// one that does not.
+    pub async fn open_listings(
+        &self,
+        host: &str,
+        service: &str,
+        ask: Ask,
+    ) -> Result<Opened<Vec<Listing>>, RemoteError> {
+        let path = format!("/v1/listings/{}", segment(service));
+        let response = self.get(host, &path, ask).await?;
+        let streams = response.status() == StatusCode::OK
+            && content_type(&response).as_deref() == Some("text/event-stream");
+        if ask == Ask::Stream && streams {
+            let events = Events::new(host, response, MAX_ANSWER_BYTES, decode_listings);
+            return Ok(Opened::Stream(Box::new(events)));
+        }
+        let answer = Self::read_json(host, response, true, MAX_ANSWER_BYTES).await?;
+        decode_listings(host, answer).map(Opened::Answer)
     }
 
     /// `POST /v1/listings` (or `?heartbeat=true`): publishes or refreshes a listing.

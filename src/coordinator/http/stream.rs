@@ -18,6 +18,7 @@
 use super::answer::{to_json_bytes, ApiError};
 use crate::coordinator::changes::{StreamHold, Topic};
 use crate::coordinator::Shared;
+use crate::protocol::KEEPALIVE_HEADER;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -146,6 +147,8 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let keepalive = shared.config.stream_keepalive.as_millis();
+    headers.insert(KEEPALIVE_HEADER, HeaderValue::from(keepalive as u64));
     // nginx passes the events on as they come instead of buffering them.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response

@@ -19,7 +19,7 @@ use super::follow::{Event, Follower};
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
 use crate::fanout::fan_out;
-use crate::remote::RemoteError;
+use crate::remote::{Ask, Opened, RemoteError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,7 +195,10 @@ pub(crate) async fn follow_loop(inner: Arc<Inner>) {
         // Against the original's (no blocking queries), polled every heartbeat at
         // most: a coordinator of ours that joins is found, and followed instead.
         |inner| inner.config.poll_interval.min(inner.heartbeat_interval()),
-        |remote, host, blocking| async move { remote.coordinators(&host, blocking).await },
+        |remote, host, ask: Ask| async move {
+            let answer = remote.coordinators(&host, ask.blocking()).await?;
+            Ok(Opened::Answer(answer))
+        },
     );
     loop {
         let event = tokio::select! {

@@ -9,13 +9,22 @@
 //! follower polls. When the coordinator fails, the follower leaves it aside and
 //! asks another; when every one failed, it keeps looking with backoff and jitter.
 //!
-//! One call of [`Follower::next`] is one step: pick a coordinator, ask, and either
-//! hand back the answer or take the failure and go on. The pauses between steps
-//! (polling, backing off) are taken at the start of the next call.
+//! A follower made [`streaming`](Follower::streaming) asks ours for a stream
+//! instead (Server-Sent Events): one request, then each change as one small
+//! event, with no request in between. A coordinator that answers a stream request
+//! once (an older one of ours) or refuses it (`503`, at its cap on streams) is
+//! followed with blocking queries for a while, and the original's with polling:
+//! the fallbacks, in that order. A coordinator that is not complete yet is
+//! followed with blocking queries, whose answers say when it becomes complete.
+//!
+//! One call of [`Follower::next`] is one step: pick a coordinator, ask (or read
+//! the open stream), and either hand back the answer or take the failure and go
+//! on. The pauses between steps (polling, backing off) are taken at the start of
+//! the next call.
 
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
-use crate::remote::{Answer, Blocking, RemoteError};
+use crate::remote::{Answer, Ask, Blocking, Events, Opened, RemoteError};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +38,8 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// First pause after a blocking query came back at once with nothing new.
 const EARLY_MIN: Duration = Duration::from_millis(250);
-/// How long a failed coordinator is left aside, unless another one answers first.
+/// How long a failed coordinator is left aside, unless another one answers first;
+/// also how long one that did not stream is followed without asking it to.
 const EXCLUSION: Duration = Duration::from_secs(30);
 
 /// What one step of following produced.
@@ -54,8 +64,8 @@ pub(crate) enum Event<T> {
 /// The coordinator a follower follows now, shared with whoever reports it.
 pub(crate) type Followed = Arc<Mutex<Option<String>>>;
 
-/// Follows one route; `ask` makes the call (`remote, host, blocking`).
-pub(crate) struct Follower<Q> {
+/// Follows one route; `ask` makes the call (`remote, host, how`).
+pub(crate) struct Follower<Q, T> {
     inner: Arc<Inner>,
     ask: Q,
     /// For logs: what is followed.
@@ -75,16 +85,25 @@ pub(crate) struct Follower<Q> {
     excluded: HashSet<String>,
     excluded_since: Instant,
     last_error: Option<(String, RemoteError)>,
+    /// Whether to ask ours for streams.
+    streams: bool,
+    /// The stream open on `current`, if any.
+    stream: Option<Box<Events<T>>>,
+    /// Whether `current`'s last answer said it is complete (or did not say).
+    complete: bool,
+    /// Coordinators that did not stream when asked, and since when the first.
+    no_streams: HashSet<String>,
+    no_streams_since: Instant,
     retry: Backoff,
     early: Backoff,
     /// Taken before the next request.
     pause: Option<Duration>,
 }
 
-impl<T, Q, Fut> Follower<Q>
+impl<T, Q, Fut> Follower<Q, T>
 where
-    Q: Fn(crate::remote::Remote, String, Option<Blocking>) -> Fut,
-    Fut: Future<Output = Result<Answer<T>, RemoteError>>,
+    Q: Fn(crate::remote::Remote, String, Ask) -> Fut,
+    Fut: Future<Output = Result<Opened<T>, RemoteError>>,
 {
     /// A follower of the route `ask` calls, holding queries up to `wait`.
     pub fn new(
@@ -107,6 +126,11 @@ where
             excluded: HashSet::new(),
             excluded_since: Instant::now(),
             last_error: None,
+            streams: false,
+            stream: None,
+            complete: true,
+            no_streams: HashSet::new(),
+            no_streams_since: Instant::now(),
             retry: Backoff::new(RETRY_MIN, RETRY_MAX),
             early: Backoff::new(EARLY_MIN, RETRY_MAX),
             pause: None,
@@ -119,15 +143,71 @@ where
         self
     }
 
+    /// Asks ours for streams rather than blocking queries.
+    pub fn streaming(mut self) -> Self {
+        self.streams = true;
+        self
+    }
+
+    /// Follows `host` now (none: picks one at the next step). Any stream open on
+    /// the coordinator followed before is closed.
     fn set_followed(&mut self, host: Option<String>) {
         *self.followed.lock().unwrap_or_else(PoisonError::into_inner) = host.clone();
         self.current = host;
+        self.stream = None;
+        self.complete = true;
     }
 
-    /// One step: waits out the pause the last step asked for, then asks a
-    /// coordinator, going on to the next one while they fail.
+    /// Whether to ask `host` for a stream: ours (it answered with an index, or
+    /// the client knows it as ours), complete, and not found without streams lately.
+    fn wants_stream(&mut self, host: &str) -> bool {
+        if !self.no_streams.is_empty() && self.no_streams_since.elapsed() > EXCLUSION {
+            self.no_streams.clear();
+        }
+        self.streams
+            && self.complete
+            && !self.no_streams.contains(host)
+            && (self.index.is_some() || self.inner.ours().iter().any(|h| h == host))
+    }
+
+    /// Notes that `host` did not stream when asked.
+    fn without_streams(&mut self, host: &str) {
+        if self.no_streams.is_empty() {
+            self.no_streams_since = Instant::now();
+        }
+        tracing::info!(
+            what = self.what.as_str(),
+            coordinator = host,
+            "the coordinator does not stream; following it with blocking queries"
+        );
+        self.no_streams.insert(host.to_owned());
+    }
+
+    /// Reads the next state of the stream open on `host`.
+    async fn read_stream(&mut self, host: String) -> Option<Event<T>> {
+        let events = self.stream.as_mut()?;
+        match guarded(&self.inner, &host, events.next()).await {
+            Ok(answer) => {
+                self.on_answer(&host, &answer, None, Instant::now());
+                Some(Event::Answer { host, answer })
+            }
+            Err(error) => {
+                self.on_error(host, error);
+                None
+            }
+        }
+    }
+
+    /// One step: reads the open stream, or waits out the pause the last step
+    /// asked for, then asks a coordinator, going on to the next one while they fail.
     pub async fn next(&mut self) -> Event<T> {
         loop {
+            if let (Some(host), Some(_)) = (self.current.clone(), &self.stream) {
+                match self.read_stream(host).await {
+                    Some(event) => return event,
+                    None => continue,
+                }
+            }
             if let Some(pause) = self.pause.take() {
                 tokio::time::sleep(pause).await;
             }
@@ -161,11 +241,28 @@ where
                 index,
                 wait: self.wait,
             });
+            let ask = if self.wants_stream(&host) {
+                Ask::Stream
+            } else {
+                Ask::Once(blocking)
+            };
             let asked = Instant::now();
-            match self.ask(&host, blocking).await {
-                Ok(answer) => {
+            let call = (self.ask)(self.inner.remote.clone(), host.clone(), ask);
+            match guarded(&self.inner, &host, call).await {
+                Ok(Opened::Stream(events)) => {
+                    self.complete = events.head().complete != Some(false);
+                    self.stream = Some(events);
+                }
+                Ok(Opened::Answer(answer)) => {
+                    if ask == Ask::Stream {
+                        self.without_streams(&host);
+                    }
                     self.on_answer(&host, &answer, blocking, asked);
                     return Event::Answer { host, answer };
+                }
+                // At its cap on streams: a blocking query at once.
+                Err(RemoteError::Status { status: 503, .. }) if ask == Ask::Stream => {
+                    self.without_streams(&host);
                 }
                 Err(error) => self.on_error(host, error),
             }
@@ -202,22 +299,6 @@ where
         Some(tier[fastrand::usize(..tier.len())].clone())
     }
 
-    /// Asks `host`; a held query gives up at once when the client strikes or
-    /// drops `host` (a heartbeat round found it broken: cut off, stopped, dead)
-    /// rather than at `wait`, and the follower moves to another coordinator.
-    async fn ask(&self, host: &str, blocking: Option<Blocking>) -> Result<Answer<T>, RemoteError> {
-        let mut drops = self.inner.dropped.subscribe();
-        let followed = self.inner.known().iter().any(|h| h == host);
-        let call = (self.ask)(self.inner.remote.clone(), host.to_owned(), blocking);
-        tokio::select! {
-            result = call => result,
-            () = dropped(&self.inner, &mut drops, host), if followed => Err(RemoteError::Unreachable {
-                host: host.to_owned(),
-                message: "the client's heartbeats to it failed".into(),
-            }),
-        }
-    }
-
     /// Takes an answer: what to ask next, and how long to wait first.
     fn on_answer(
         &mut self,
@@ -227,6 +308,11 @@ where
         asked: Instant,
     ) {
         self.retry.reset();
+        self.complete = answer.complete != Some(false);
+        if !self.complete {
+            // Its blocking queries' answers will say when it becomes complete.
+            self.stream = None;
+        }
         let known = self.inner.known();
         if known.iter().any(|h| h == host) {
             self.excluded.clear();
@@ -308,6 +394,25 @@ where
 fn returned_early<T>(answer: &Answer<T>, blocking: Blocking, asked: Instant) -> bool {
     let granted = answer.wait.unwrap_or(blocking.wait);
     granted.is_zero() || asked.elapsed() < granted / 2
+}
+
+/// Runs `call` to `host`; gives up at once when the client strikes or drops `host`
+/// (a heartbeat round found it broken: cut off, stopped, dead) rather than when
+/// the call times out, so that the follower moves to another coordinator.
+async fn guarded<R>(
+    inner: &Inner,
+    host: &str,
+    call: impl Future<Output = Result<R, RemoteError>>,
+) -> Result<R, RemoteError> {
+    let mut drops = inner.dropped.subscribe();
+    let followed = inner.known().iter().any(|h| h == host);
+    tokio::select! {
+        result = call => result,
+        () = dropped(inner, &mut drops, host), if followed => Err(RemoteError::Unreachable {
+            host: host.to_owned(),
+            message: "the client's heartbeats to it failed".into(),
+        }),
+    }
 }
 
 /// Resolves once a round of the client's struck `host` or dropped it.

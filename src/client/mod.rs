@@ -19,6 +19,7 @@ mod config;
 mod coordinators;
 mod discovery;
 mod error;
+mod feed;
 mod follow;
 mod from_config;
 mod publishing;
@@ -81,6 +82,8 @@ pub(crate) struct Inner {
     /// Counts coordinators struck or dropped, so a watch held on one learns that
     /// the client's rounds found it broken, and moves on.
     pub dropped: tokio::sync::watch::Sender<u64>,
+    /// One upstream per watched service, shared by its watches.
+    feeds: feed::Feeds,
     /// Whether the background tasks were spawned.
     spawned: AtomicBool,
     /// Whether `close` was called.
@@ -472,6 +475,7 @@ impl Client {
             retry_soon: Notify::new(),
             republish: Notify::new(),
             dropped: tokio::sync::watch::Sender::new(0),
+            feeds: Default::default(),
             spawned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             remote,

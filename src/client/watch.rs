@@ -1,10 +1,11 @@
 //! Watches: a service's listings, filtered and selected, kept current.
 //!
-//! A watch follows one coordinator at a time with the client's [`Follower`]:
-//! blocking queries against ours (changes within milliseconds), polling every
-//! heartbeat interval against the original's, another coordinator when one fails,
-//! keeping its listings meanwhile. The selection is published on a
-//! [`tokio::sync::watch`] channel only when it actually changes.
+//! A watch takes the answers of its service's [`Feed`], shared by every watch of
+//! that service in the client: a stream from one of ours (changes within
+//! milliseconds), else blocking queries, else polling every heartbeat interval
+//! against the original's; another coordinator when one fails, the listings kept
+//! meanwhile. Each watch applies its own filters and selector, and publishes the
+//! selection on a [`tokio::sync::watch`] channel only when it actually changes.
 //!
 //! **A watch never shrinks because its coordinator is new.** Our coordinators
 //! answer no listing read before they have copied their cluster's listings; one
@@ -14,15 +15,17 @@
 //! coordinator has listed once, it may remove (see `View::take`).
 
 use super::error::ClientError;
-use super::follow::{Event, Followed, Follower};
+use super::feed::Feed;
+use super::follow::Followed;
 use super::selector::{All, Filter, Random, Selector};
-use super::{Client, Inner};
+use super::Client;
 use crate::listing::Listing;
 use crate::protocol::MAX_WAIT;
 use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,8 +52,8 @@ struct WatchState {
     sync: watch::Sender<SyncState>,
     /// A child of the client's shutdown token (its own for a static watch).
     token: CancellationToken,
-    /// The coordinator followed now (the follower writes it).
-    coordinator: Followed,
+    /// The coordinator followed now (the feed's follower writes it), once started.
+    coordinator: OnceLock<Followed>,
 }
 
 /// What a watch task remembers between answers.
@@ -114,13 +117,14 @@ impl WatchState {
     /// Applies `host`'s answer to the view and publishes the selection if it
     /// changed. From a coordinator that is not complete, no listing held from
     /// before is removed (see [`View::take`]).
-    fn update(&self, host: &str, answer: Answer<Vec<Listing>>, view: &mut View) {
+    fn update(&self, host: &str, answer: &Answer<Vec<Listing>>, view: &mut View) {
         let complete = answer.complete != Some(false);
         let source = (host.to_owned(), answer.instance);
         let passed: Vec<Listing> = answer
             .value
-            .into_iter()
+            .iter()
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
+            .cloned()
             .collect();
         let passed = view.take(source, passed, complete);
         if view.candidates.as_ref() == Some(&passed) {
@@ -220,7 +224,7 @@ impl WatchBuilder {
             wait,
             selection: watch::Sender::new(Vec::new()),
             sync: watch::Sender::new(SyncState::Pending),
-            coordinator: Followed::default(),
+            coordinator: OnceLock::new(),
         };
         Watch::from_state(state, Some(self.client), false)
     }
@@ -277,7 +281,7 @@ impl Watch {
             selection: watch::Sender::new(listings),
             sync: watch::Sender::new(SyncState::Synced),
             token: CancellationToken::new(),
-            coordinator: Followed::default(),
+            coordinator: OnceLock::new(),
         };
         Watch::from_state(state, None, true)
     }
@@ -314,7 +318,9 @@ impl Watch {
         }
         if !self.spawned.swap(true, Ordering::SeqCst) {
             tracing::info!(service = state.service.as_str(), "watch started");
-            inner.tasks.spawn(watch_loop(inner.clone(), state.clone()));
+            let feed = Feed::of(inner, &state.service, state.wait);
+            let _ = state.coordinator.set(feed.followed.clone());
+            inner.tasks.spawn(watch_loop(feed, state.clone()));
         }
         let mut sync = state.sync.subscribe();
         loop {
@@ -382,6 +388,7 @@ impl Watch {
     pub fn coordinator(&self) -> Option<String> {
         self.state
             .coordinator
+            .get()?
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -400,30 +407,22 @@ impl Drop for Watch {
     }
 }
 
-/// The watch task: follows the service on one coordinator after another, and
-/// applies what they answer.
-async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
-    let service = state.service.clone();
-    let mut follower = Follower::new(
-        inner.clone(),
-        format!("watch {service}"),
-        state.wait,
-        Inner::heartbeat_interval,
-        move |remote, host, blocking| {
-            let service = service.clone();
-            async move { remote.listings(&host, &service, blocking).await }
-        },
-    )
-    .reporting_to(state.coordinator.clone());
+/// The watch task: applies what its feed hears (the feed stops when the last
+/// watch task using it ends).
+async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
+    let mut heard = feed.subscribe();
     let mut view = View::default();
+    let mut taken = 0;
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = state.token.cancelled() => return,
-            event = follower.next() => event,
-        };
-        match event {
-            Event::Answer { host, answer } => {
-                state.update(&host, answer, &mut view);
+            changed = heard.changed() => if changed.is_err() { return },
+        }
+        let now = heard.borrow_and_update().clone();
+        match (&now.answer, now.failed) {
+            (Some((host, answer)), _) if now.answers != taken => {
+                taken = now.answers;
+                state.update(host, answer, &mut view);
                 state.sync.send_if_modified(|sync| match sync {
                     SyncState::Synced => false,
                     _ => {
@@ -433,7 +432,7 @@ async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
                 });
             }
             // Every coordinator failed before any answered: `start` says so.
-            Event::Exhausted { host, error } => {
+            (_, Some((host, error))) => {
                 state.sync.send_if_modified(|sync| match sync {
                     SyncState::Pending => {
                         *sync = SyncState::Failed { host, error };
@@ -442,6 +441,7 @@ async fn watch_loop(inner: Arc<Inner>, state: Arc<WatchState>) {
                     _ => false,
                 });
             }
+            _ => {}
         }
     }
 }

@@ -1,0 +1,131 @@
+//! Feeds: one upstream per watched service in a client, shared by every watch of
+//! that service.
+//!
+//! A [`Feed`] runs one [`Follower`] of a service's listings (a stream from ours,
+//! else blocking queries, else polling) and publishes each answer on a
+//! [`tokio::sync::watch`] channel. Every watch of the service (with the same
+//! `wait`) subscribes to it and applies its own filters and selector, so a
+//! hundred watches of `billing` cost the coordinators one stream, not a hundred.
+//! The answers are states, not deltas: a watch that is slow to look skips to the
+//! newest, and loses nothing.
+//!
+//! The feed lives while a watch uses it: the feeds table holds it weakly, each
+//! running watch task strongly, and the last to let go stops its task.
+
+use super::follow::{Event, Followed, Follower};
+use super::Inner;
+use crate::listing::Listing;
+use crate::remote::{Answer, RemoteError};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// The feeds of a client, by service and blocking-query wait.
+pub(crate) type Feeds = std::sync::Mutex<HashMap<(String, Duration), Weak<Feed>>>;
+
+/// What a feed has heard.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Heard {
+    /// The newest answer, and which coordinator gave it.
+    pub answer: Option<(String, Arc<Answer<Vec<Listing>>>)>,
+    /// Counts the answers, so a watch tells a new one from one it has seen.
+    pub answers: u64,
+    /// Set when every coordinator was tried and failed before any answered.
+    pub failed: Option<(String, RemoteError)>,
+}
+
+/// One upstream of a service's listings, shared by the watches of that service.
+pub(crate) struct Feed {
+    heard: watch::Receiver<Heard>,
+    /// The coordinator followed now.
+    pub followed: Followed,
+    /// Stops the feed's task when the last watch lets go.
+    _stop: DropGuard,
+}
+
+impl Feed {
+    /// The feed of `service` (with `wait`), started if no watch uses one yet.
+    pub fn of(inner: &Arc<Inner>, service: &str, wait: Duration) -> Arc<Feed> {
+        let mut feeds = inner.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (service.to_owned(), wait);
+        if let Some(feed) = feeds.get(&key).and_then(Weak::upgrade) {
+            return feed;
+        }
+        feeds.retain(|_, feed| feed.strong_count() > 0);
+        let (heard, receiver) = watch::channel(Heard::default());
+        let token = inner.shutdown.child_token();
+        let followed = Followed::default();
+        tracing::info!(service, "watch feed started");
+        inner.tasks.spawn(feed_loop(
+            inner.clone(),
+            service.to_owned(),
+            wait,
+            heard,
+            followed.clone(),
+            token.clone(),
+        ));
+        let feed = Arc::new(Feed {
+            heard: receiver,
+            followed,
+            _stop: token.drop_guard(),
+        });
+        feeds.insert(key, Arc::downgrade(&feed));
+        feed
+    }
+
+    /// A receiver of what the feed hears, marked changed so that what it heard
+    /// already is taken at once.
+    pub fn subscribe(&self) -> watch::Receiver<Heard> {
+        let mut heard = self.heard.clone();
+        heard.mark_changed();
+        heard
+    }
+}
+
+/// The feed's task: follows the service, and publishes what it hears.
+async fn feed_loop(
+    inner: Arc<Inner>,
+    service: String,
+    wait: Duration,
+    heard: watch::Sender<Heard>,
+    followed: Followed,
+    token: CancellationToken,
+) {
+    let asked = service.clone();
+    let mut follower = Follower::new(
+        inner.clone(),
+        format!("watch {service}"),
+        wait,
+        Inner::heartbeat_interval,
+        move |remote, host, ask| {
+            let service = asked.clone();
+            async move { remote.open_listings(&host, &service, ask).await }
+        },
+    )
+    .streaming()
+    .reporting_to(followed);
+    loop {
+        let event = tokio::select! {
+            _ = token.cancelled() => return,
+            event = follower.next() => event,
+        };
+        match event {
+            Event::Answer { host, answer } => heard.send_modify(|heard| {
+                heard.answer = Some((host, Arc::new(answer)));
+                heard.answers += 1;
+                heard.failed = None;
+            }),
+            Event::Exhausted { host, error } => {
+                heard.send_if_modified(|heard| {
+                    let first = heard.answer.is_none();
+                    if first {
+                        heard.failed = Some((host, error));
+                    }
+                    first
+                });
+            }
+        }
+    }
+}

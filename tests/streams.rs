@@ -5,6 +5,7 @@
 //! - `Last-Event-ID` resumes without resending an unchanged list;
 //! - a reader that does not read holds nobody up, and when it reads again gets
 //!   the newest list, skipping what it missed;
+//! - one that takes nothing for the stall timeout is disconnected;
 //! - the cap answers `503`; shutdown ends every stream;
 //! - through nginx with `deploy/nginx-hakken.conf`, each event arrives as it comes.
 
@@ -194,6 +195,53 @@ async fn a_reader_that_does_not_read_holds_nobody_up_and_skips_to_the_newest_lis
         }
     }
     assert!(seen < CHANGES, "{seen} events for {CHANGES} changes");
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_that_takes_nothing_for_the_stall_timeout_is_disconnected() {
+    let c = start(CoordinatorConfig {
+        stall_timeout: Duration::from_secs(1),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
+    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let padding = Value::String("x".repeat(60_000));
+    // Changes until the stalled reader's socket is full and its write has waited
+    // out the stall timeout; the reading stream keeps up all along.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut i = 0u64;
+    while common::metric(&addr, "hakken_streams").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream was never cut"
+        );
+        i += 1;
+        publish(
+            &addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
+    }
+    // The one cut is the stalled one: it ends once its buffered events are read.
+    let mut buffered = 0;
+    while stalled.next().await.is_some() {
+        buffered += 1;
+        assert!(buffered <= i, "more events than changes");
+    }
+    publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
+    assert_eq!(
+        reading.next().await.unwrap().data[0]["n"],
+        0,
+        "the reader kept its stream"
+    );
     c.shutdown().await.unwrap();
 }
 

@@ -183,6 +183,9 @@ pub struct CoordinatorArgs {
     /// Timeout of each call to another coordinator (gossip), in milliseconds.
     #[arg(long, env = "HAKKEN_REQUEST_TIMEOUT", value_name = "MS", default_value_t = 5_000, value_parser = positive_ms, help_heading = "Limits")]
     request_timeout: u64,
+    /// Longest time a write may wait for a reader that takes nothing (a stream's reader fallen behind) before the connection is closed, in milliseconds.
+    #[arg(long, env = "HAKKEN_STALL_TIMEOUT", value_name = "MS", default_value_t = 60_000, value_parser = positive_ms, help_heading = "Limits")]
+    stall_timeout: u64,
     /// Time allowed to receive a request's head, and its body, in milliseconds.
     #[arg(long, env = "HAKKEN_READ_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Limits")]
     read_timeout: u64,
@@ -217,6 +220,7 @@ impl CoordinatorArgs {
             request_timeout: Duration::from_millis(self.request_timeout),
             header_timeout: Duration::from_millis(self.read_timeout),
             body_timeout: Duration::from_millis(self.read_timeout),
+            stall_timeout: Duration::from_millis(self.stall_timeout),
             sync_timeout: Duration::from_millis(self.sync_timeout),
             failures_before_drop: self.failures_before_drop,
             tls: match (&self.tls_cert, &self.tls_key) {
@@ -318,6 +322,7 @@ mod tests {
         assert_eq!(parsed.max_held_queries, default.max_held_queries);
         assert_eq!(parsed.max_streams, default.max_streams);
         assert_eq!(parsed.header_timeout, default.header_timeout);
+        assert_eq!(parsed.stall_timeout, default.stall_timeout);
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.body_timeout, default.body_timeout);
         assert_eq!(parsed.token, None);

@@ -78,6 +78,10 @@ pub struct CoordinatorConfig {
     pub max_streams: usize,
     /// How often an open stream carries a keep-alive comment when nothing changes.
     pub stream_keepalive: Duration,
+    /// Longest time one write to a connection may wait for its reader to take
+    /// anything; past it the connection is closed. A stream whose reader fell this
+    /// far behind is cut off (it gets the newest state when it reconnects).
+    pub stall_timeout: Duration,
     /// Serve DNS (UDP and TCP) on this port of the listen address; off when
     /// `None`. Port 0 picks a free one ([`Coordinator::dns_addr`](super::Coordinator::dns_addr)).
     pub dns_port: Option<u16>,
@@ -117,6 +121,7 @@ impl Default for CoordinatorConfig {
             peer_tls: crate::tls::ClientTls::default(),
             max_streams: 10_000,
             stream_keepalive: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(60),
             dns_port: None,
             dns_domain: "hakken".into(),
             dns_ttl: 0,

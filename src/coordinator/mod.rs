@@ -469,6 +469,7 @@ impl Coordinator {
         let options = server::ServeOptions {
             max_connections: shared.config.max_connections,
             header_timeout: shared.config.header_timeout,
+            stall_timeout: shared.config.stall_timeout,
             grace: shared.config.shutdown_grace,
             tls: certificates.clone(),
         };

@@ -10,7 +10,8 @@
 //! so that closing does not reset the connection before the client has read the
 //! answer); past that, a connection is closed at once. A flood cannot hold more
 //! than `max_connections + MAX_REFUSING` sockets. Request bodies get their own
-//! deadline in [`super::http`].
+//! deadline in [`super::http`]. A write that waits longer than `stall_timeout`
+//! for its reader closes the connection (a stream's reader that stopped reading).
 //!
 //! With TLS (`tls.rs`), the handshake runs in the connection's task, bounded by
 //! the header timeout, with the configuration current when it was accepted. A
@@ -25,11 +26,13 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 /// What the accept loop needs to know.
@@ -38,10 +41,24 @@ pub(crate) struct ServeOptions {
     pub max_connections: usize,
     /// Longest time to receive a request's head.
     pub header_timeout: Duration,
+    /// Longest time one write may wait for the reader to take anything.
+    pub stall_timeout: Duration,
     /// Longest time in-flight requests get to finish after shutdown starts.
     pub grace: Duration,
     /// Serve TLS with these certificates; plain HTTP without.
     pub tls: Option<Arc<Certificates>>,
+}
+
+/// `stream`, whose writes fail (and so close the connection) when one waits for
+/// the reader longer than `limit`: a reader that takes nothing that long (a
+/// stream's reader fallen far behind, a client stuck) holds no socket forever.
+fn stalls_cut<S>(stream: S, limit: Duration) -> Pin<Box<TimeoutStream<S>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limit));
+    Box::pin(stream)
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
@@ -95,10 +112,12 @@ pub(crate) async fn serve(
         let watcher = graceful.watcher();
         let tls = options.tls.clone();
         let handshake_timeout = options.header_timeout;
+        let stall_timeout = options.stall_timeout;
         tokio::spawn(async move {
             let result = match tls {
                 None => {
                     let service = TowerToHyperService::new(app);
+                    let stream = stalls_cut(stream, stall_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
@@ -110,6 +129,7 @@ pub(crate) async fn serve(
                         return;
                     };
                     let service = TowerToHyperService::new(Identified { app, identity });
+                    let stream = stalls_cut(stream, stall_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await

@@ -64,6 +64,13 @@ pub enum RemoteError {
         /// What was wrong with it.
         message: String,
     },
+    /// The coordinator ended a stream cleanly (it shuts down, or cut a reader
+    /// that stalled): nothing says it is broken.
+    #[error("{host}: the coordinator ended the stream")]
+    Ended {
+        /// The coordinator.
+        host: String,
+    },
     /// Something answered that is not a hakken coordinator: a web page, another
     /// service's error (`404` with `text/html`, say).
     #[error("{host} is not a hakken coordinator (HTTP {status}, {content_type})")]
@@ -95,6 +102,7 @@ impl RemoteError {
             | RemoteError::BadAnswer { .. }
             | RemoteError::NotCoordinator { .. } => true,
             RemoteError::Status { status, .. } => *status >= 500 && *status != 503,
+            RemoteError::Ended { .. } => false,
         }
     }
 
@@ -104,7 +112,8 @@ impl RemoteError {
             RemoteError::Unreachable { host, .. }
             | RemoteError::Status { host, .. }
             | RemoteError::BadAnswer { host, .. }
-            | RemoteError::NotCoordinator { host, .. } => host,
+            | RemoteError::NotCoordinator { host, .. }
+            | RemoteError::Ended { host } => host,
         }
     }
 }
@@ -254,9 +263,8 @@ impl<T> Events<T> {
                 })?
                 .map_err(|e| Remote::unreachable(host, e))?;
             let Some(chunk) = chunk else {
-                return Err(RemoteError::Unreachable {
+                return Err(RemoteError::Ended {
                     host: host.to_owned(),
-                    message: "the stream ended".into(),
                 });
             };
             self.parser
@@ -273,8 +281,16 @@ impl<T> Events<T> {
                     host: host.to_owned(),
                     message: format!("a stream event: {e}"),
                 })?;
+            // The index is what a stream's state is worth to a follower: without
+            // it, the state cannot be told apart from an older one.
+            let Some(index) = event.id.and_then(|id| id.trim().parse().ok()) else {
+                return Err(RemoteError::BadAnswer {
+                    host: host.to_owned(),
+                    message: "a stream event without a numeric id".into(),
+                });
+            };
             let mut answer = self.head.clone().map(|()| value);
-            answer.index = event.id.and_then(|id| id.trim().parse().ok());
+            answer.index = Some(index);
             return (self.decode)(host, answer);
         }
     }
@@ -764,7 +780,14 @@ impl Remote {
             let events = Events::new(host, response, MAX_ANSWER_BYTES, decode_listings);
             return Ok(Opened::Stream(Box::new(events)));
         }
-        let answer = Self::read_json(host, response, true, MAX_ANSWER_BYTES).await?;
+        // The head came within the timeout; the body must too.
+        let read = Self::read_json(host, response, true, MAX_ANSWER_BYTES);
+        let answer = tokio::time::timeout(self.timeout, read)
+            .await
+            .map_err(|_| RemoteError::Unreachable {
+                host: host.to_owned(),
+                message: "timed out".into(),
+            })??;
         decode_listings(host, answer).map(Opened::Answer)
     }
 

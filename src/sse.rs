@@ -5,8 +5,9 @@
 //! completed. It follows the WHATWG rules that matter for a stream of states:
 //! lines end in LF, CRLF or CR (a CRLF split across two chunks counts once); a line
 //! starting with `:` is a comment (our keep-alives); `data` lines join with `\n`;
-//! `id` sets the event's id; a blank line dispatches the event, and one without
-//! `data` is not dispatched; other fields (`event`, `retry`) are ignored.
+//! `id` sets the last event id, which every later event carries until another
+//! `id`; a blank line dispatches the event, and one without `data` is not
+//! dispatched; other fields (`event`, `retry`) are ignored.
 //!
 //! **Bounded.** One event (its lines together) or one unfinished line holds at most
 //! `max` bytes; past that, [`Parser::feed`] fails and the stream is to be dropped.
@@ -38,7 +39,7 @@ pub struct Parser {
     line: Vec<u8>,
     /// The last chunk ended in CR: an LF first in the next one ends nothing.
     after_cr: bool,
-    /// The event read so far.
+    /// The last event id, and the event read so far.
     id: Option<String>,
     data: Vec<u8>,
     has_data: bool,
@@ -99,11 +100,10 @@ impl Parser {
         if line.is_empty() {
             if self.has_data {
                 out.push(Event {
-                    id: self.id.take(),
+                    id: self.id.clone(),
                     data: std::mem::take(&mut self.data),
                 });
             }
-            self.id = None;
             self.data.clear();
             self.has_data = false;
             return;
@@ -165,9 +165,10 @@ mod tests {
         // An empty chunk between the CR and the LF of a CRLF.
         let events = parse(&[b"data: a\r", b"", b"\nid: 1\ndata: b\n\n"]);
         assert_eq!(events, [event(Some("1"), "a\nb")]);
-        // An event without data is not dispatched; other fields are ignored.
+        // An event without data is not dispatched; other fields are ignored; the
+        // last id carries over.
         let events = parse(&[b"id: 9\nevent: x\nretry: 5\n\ndata\n\n"]);
-        assert_eq!(events, [event(None, "")]);
+        assert_eq!(events, [event(Some("9"), "")]);
     }
 
     #[test]

@@ -438,6 +438,13 @@ async fn start_fails_when_no_coordinator_answers() {
         Err(ClientError::NoCoordinator { .. })
     ));
     assert!(watch.get().is_empty());
+    // A second watch of the service shares the first one's upstream, which is
+    // failing: it fails too, at that upstream's next round, not before.
+    let again = client.watch("s").build();
+    assert!(matches!(
+        again.start().await,
+        Err(ClientError::NoCoordinator { .. })
+    ));
     assert!(client.running_tasks() > 0, "the watch keeps looking");
     client.close().await;
     assert_eq!(client.running_tasks(), 0);

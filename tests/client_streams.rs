@@ -67,9 +67,19 @@ async fn the_watches_of_a_service_share_one_stream() {
         "still one stream per service"
     );
 
-    // The stream goes when the last watch of its service does.
+    // The stream goes when the last watch of its service does: not before.
     drop(all);
     https.close();
+    assert_eq!(https.coordinator(), None, "a closed watch follows nothing");
+    publisher
+        .publish(Listing::new("billing", "a:1").unwrap().with("v", 2))
+        .await
+        .unwrap();
+    eventually("`one` sees the new payload", || async {
+        let got = one.get();
+        (got.len() == 1 && got[0].get("v") == Some(&serde_json::json!(2))).then_some(())
+    })
+    .await;
     assert_eq!(
         metric(&addr, "hakken_streams").await,
         2.0,
@@ -117,6 +127,54 @@ async fn a_coordinator_at_its_cap_on_streams_is_followed_with_blocking_queries()
         .unwrap();
     sees(&watch, &["a:1"]).await;
     assert_eq!(metric(&addr, "hakken_streams").await, 0.0);
+    let refused = common::scrape(&addr)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("hakken_http_requests_total") && l.contains(r#"status="503""#))
+        .count();
+    assert!(refused > 0, "the watch asked for a stream first");
+    watcher.close().await;
+    publisher.close().await;
+}
+
+#[tokio::test]
+async fn a_stream_moves_to_another_coordinator_when_its_own_goes() {
+    let first = start(config(200)).await;
+    let second = start(CoordinatorConfig {
+        discovery_host: Some(first.address()),
+        ..config(200)
+    })
+    .await;
+    let hosts = [first.address(), second.address()];
+    let watcher = client(&hosts[0]);
+    watcher.start().await.unwrap();
+    common::knows(&watcher, &hosts).await;
+    let watch = watcher.watch("billing").build();
+    watch.start().await.unwrap();
+    let followed = eventually("the watch holds a stream", || async {
+        let host = watch.coordinator()?;
+        (metric(&host, "hakken_streams").await == 1.0).then_some(host)
+    })
+    .await;
+    let (going, staying) = if followed == hosts[0] {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    going.shutdown().await.unwrap();
+    let other = staying.address();
+    eventually("a stream on the other coordinator", || async {
+        (metric(&other, "hakken_streams").await == 1.0).then_some(())
+    })
+    .await;
+    let publisher = client(&other);
+    publisher.start().await.unwrap();
+    publisher
+        .publish(Listing::new("billing", "a:1").unwrap())
+        .await
+        .unwrap();
+    sees(&watch, &["a:1"]).await;
+    assert_eq!(watch.coordinator().as_deref(), Some(other.as_str()));
     watcher.close().await;
     publisher.close().await;
 }

@@ -55,6 +55,7 @@ pub async fn remote_error(error: &RemoteError, token: bool, within: Duration) ->
             "none" | "" => format!("{host} is not a hakken coordinator (HTTP {status})"),
             named => format!("{host} is not a hakken coordinator (HTTP {status}, {named})"),
         },
+        RemoteError::Ended { host } => format!("coordinator {host} ended the stream"),
         RemoteError::BadAnswer { host, message } => {
             format!("coordinator {host} sent an answer it should not have: {message}")
         }

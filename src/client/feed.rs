@@ -3,9 +3,10 @@
 //!
 //! A [`Feed`] runs one [`Follower`] of a service's listings (a stream from ours,
 //! else blocking queries, else polling) and publishes each answer on a
-//! [`tokio::sync::watch`] channel. Every watch of the service (with the same
-//! `wait`) subscribes to it and applies its own filters and selector, so a
-//! hundred watches of `billing` cost the coordinators one stream, not a hundred.
+//! [`tokio::sync::watch`] channel. Every watch of the service subscribes to it and
+//! applies its own filters and selector, so a hundred watches of `billing` cost
+//! the coordinators one stream, not a hundred. (A watch's `wait` matters only for
+//! the blocking queries a feed falls back to: the feed takes its first watch's.)
 //! The answers are states, not deltas: a watch that is slow to look skips to the
 //! newest, and loses nothing.
 //!
@@ -22,8 +23,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// The feeds of a client, by service and blocking-query wait.
-pub(crate) type Feeds = std::sync::Mutex<HashMap<(String, Duration), Weak<Feed>>>;
+/// The feeds of a client, by service.
+pub(crate) type Feeds = std::sync::Mutex<HashMap<String, Weak<Feed>>>;
 
 /// What a feed has heard.
 #[derive(Debug, Clone, Default)]
@@ -32,8 +33,12 @@ pub(crate) struct Heard {
     pub answer: Option<(String, Arc<Answer<Vec<Listing>>>)>,
     /// Counts the answers, so a watch tells a new one from one it has seen.
     pub answers: u64,
-    /// Set when every coordinator was tried and failed before any answered.
+    /// The last round in which every coordinator was tried and failed.
     pub failed: Option<(String, RemoteError)>,
+    /// Counts those rounds, likewise.
+    pub failures: u64,
+    /// Whether the last thing heard was such a round (not an answer).
+    pub failing: bool,
 }
 
 /// One upstream of a service's listings, shared by the watches of that service.
@@ -46,10 +51,11 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// The feed of `service` (with `wait`), started if no watch uses one yet.
+    /// The feed of `service`, started (holding blocking queries up to `wait` where
+    /// it falls back to them) if no watch uses one yet.
     pub fn of(inner: &Arc<Inner>, service: &str, wait: Duration) -> Arc<Feed> {
         let mut feeds = inner.feeds.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (service.to_owned(), wait);
+        let key = service.to_owned();
         if let Some(feed) = feeds.get(&key).and_then(Weak::upgrade) {
             return feed;
         }
@@ -75,12 +81,9 @@ impl Feed {
         feed
     }
 
-    /// A receiver of what the feed hears, marked changed so that what it heard
-    /// already is taken at once.
+    /// A receiver of what the feed hears.
     pub fn subscribe(&self) -> watch::Receiver<Heard> {
-        let mut heard = self.heard.clone();
-        heard.mark_changed();
-        heard
+        self.heard.clone()
     }
 }
 
@@ -115,17 +118,13 @@ async fn feed_loop(
             Event::Answer { host, answer } => heard.send_modify(|heard| {
                 heard.answer = Some((host, Arc::new(answer)));
                 heard.answers += 1;
-                heard.failed = None;
+                heard.failing = false;
             }),
-            Event::Exhausted { host, error } => {
-                heard.send_if_modified(|heard| {
-                    let first = heard.answer.is_none();
-                    if first {
-                        heard.failed = Some((host, error));
-                    }
-                    first
-                });
-            }
+            Event::Exhausted { host, error } => heard.send_modify(|heard| {
+                heard.failed = Some((host, error));
+                heard.failures += 1;
+                heard.failing = true;
+            }),
         }
     }
 }

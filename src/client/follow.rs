@@ -38,6 +38,10 @@ const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// First pause after a blocking query came back at once with nothing new.
 const EARLY_MIN: Duration = Duration::from_millis(250);
+/// A stream that ends sooner than this after it opened is not asked for again
+/// for [`EXCLUSION`]: something between (a proxy) or the coordinator keeps cutting
+/// it, and blocking queries do not spin.
+const STREAM_MIN_LIFE: Duration = Duration::from_secs(1);
 /// How long a failed coordinator is left aside, unless another one answers first;
 /// also how long one that did not stream is followed without asking it to.
 const EXCLUSION: Duration = Duration::from_secs(30);
@@ -87,8 +91,9 @@ pub(crate) struct Follower<Q, T> {
     last_error: Option<(String, RemoteError)>,
     /// Whether to ask ours for streams.
     streams: bool,
-    /// The stream open on `current`, if any.
+    /// The stream open on `current`, if any, and since when.
     stream: Option<Box<Events<T>>>,
+    stream_opened: Instant,
     /// Whether `current`'s last answer said it is complete (or did not say).
     complete: bool,
     /// Coordinators that did not stream when asked, and since when the first.
@@ -128,6 +133,7 @@ where
             last_error: None,
             streams: false,
             stream: None,
+            stream_opened: Instant::now(),
             complete: true,
             no_streams: HashSet::new(),
             no_streams_since: Instant::now(),
@@ -178,7 +184,7 @@ where
         tracing::info!(
             what = self.what.as_str(),
             coordinator = host,
-            "the coordinator does not stream; following it with blocking queries"
+            "not asking the coordinator for streams for a while; following it with blocking queries"
         );
         self.no_streams.insert(host.to_owned());
     }
@@ -192,7 +198,23 @@ where
                 Some(Event::Answer { host, answer })
             }
             Err(error) => {
-                self.on_error(host, error);
+                if self.stream_opened.elapsed() < STREAM_MIN_LIFE {
+                    self.without_streams(&host);
+                }
+                match error {
+                    // Ended cleanly: ask again (this coordinator or another).
+                    RemoteError::Ended { .. } => {
+                        tracing::info!(
+                            what = self.what.as_str(),
+                            coordinator = host.as_str(),
+                            "the coordinator ended the stream"
+                        );
+                        self.set_followed(None);
+                        self.index = None;
+                        self.answerer = None;
+                    }
+                    error => self.on_error(host, error),
+                }
                 None
             }
         }
@@ -252,12 +274,13 @@ where
                 Ok(Opened::Stream(events)) => {
                     self.complete = events.head().complete != Some(false);
                     self.stream = Some(events);
+                    self.stream_opened = Instant::now();
                 }
                 Ok(Opened::Answer(answer)) => {
                     if ask == Ask::Stream {
                         self.without_streams(&host);
                     }
-                    self.on_answer(&host, &answer, blocking, asked);
+                    self.on_answer(&host, &answer, ask.blocking(), asked);
                     return Event::Answer { host, answer };
                 }
                 // At its cap on streams: a blocking query at once.

@@ -3,12 +3,13 @@
 //! A [`Client`] is given one way in (`host`, a coordinator or a load balancer),
 //! learns the set of coordinators from it, and then keeps that set fresh
 //! (`discovery.rs`), sends every listing it publishes to every coordinator it knows
-//! at each heartbeat (`publishing.rs`), and runs [`Watch`]es, each of which follows
-//! one coordinator at a time (`watch.rs`). It speaks the original hakken's v1
+//! at each heartbeat (`publishing.rs`), and runs [`Watch`]es (`watch.rs`). The
+//! watches of one service share one upstream (`feed.rs`), which follows one
+//! coordinator at a time (`follow.rs`). It speaks the original hakken's v1
 //! protocol, so it works against the npm coordinators too; against ours it also
-//! uses blocking queries (changes arrive in milliseconds, not at the next poll),
-//! withdraws its listings on [`Client::close`] and [`Client::unpublish`], and
-//! adopts the coordinators' heartbeat interval.
+//! holds streams, else blocking queries (changes arrive in milliseconds, not at
+//! the next poll), withdraws its listings on [`Client::close`] and
+//! [`Client::unpublish`], and adopts the coordinators' heartbeat interval.
 //!
 //! Where things are: `coordinators.rs` is the pure table of known coordinators,
 //! `selector.rs` what a watch hands out, `from_config.rs` the original's watch

@@ -203,7 +203,10 @@ impl WatchBuilder {
     }
 
     /// How long a coordinator may hold a blocking query (default: the client's
-    /// `watch_wait`, 60 s; at most an hour, and ours cap it at 5 minutes).
+    /// `watch_wait`, 60 s; at most an hour, and ours cap it at 5 minutes). Against
+    /// ours, a watch holds a stream, and blocking queries are its fallback; the
+    /// watches of one service in a client share one upstream, with the wait of the
+    /// first started.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = Some(wait);
         self
@@ -384,8 +387,12 @@ impl Watch {
         &self.state.service
     }
 
-    /// The coordinator this watch follows now, if any.
+    /// The coordinator this watch follows now, if any (none once closed). The
+    /// watches of one service in a client follow the same one.
     pub fn coordinator(&self) -> Option<String> {
+        if self.state.token.is_cancelled() {
+            return None;
+        }
         self.state
             .coordinator
             .get()?
@@ -408,40 +415,44 @@ impl Drop for Watch {
 }
 
 /// The watch task: applies what its feed hears (the feed stops when the last
-/// watch task using it ends).
+/// watch task using it ends). A watch that joins a feed takes its newest answer
+/// at once, unless the feed is failing now: then it waits for the next answer, or
+/// for the next round of failures (which `start` reports). Failures from before
+/// it joined are not its own.
 async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
     let mut heard = feed.subscribe();
     let mut view = View::default();
-    let mut taken = 0;
+    let (mut taken, mut failures) = {
+        let now = heard.borrow_and_update();
+        (if now.failing { now.answers } else { 0 }, now.failures)
+    };
     loop {
+        let now = heard.borrow_and_update().clone();
+        if let (Some((host, answer)), true) = (&now.answer, now.answers != taken) {
+            taken = now.answers;
+            state.update(host, answer, &mut view);
+            state.sync.send_if_modified(|sync| match sync {
+                SyncState::Synced => false,
+                _ => {
+                    *sync = SyncState::Synced;
+                    true
+                }
+            });
+        }
+        if let (Some((host, error)), true) = (now.failed, now.failures != failures) {
+            failures = now.failures;
+            // Every coordinator failed before any answered: `start` says so.
+            state.sync.send_if_modified(|sync| match sync {
+                SyncState::Pending => {
+                    *sync = SyncState::Failed { host, error };
+                    true
+                }
+                _ => false,
+            });
+        }
         tokio::select! {
             _ = state.token.cancelled() => return,
             changed = heard.changed() => if changed.is_err() { return },
-        }
-        let now = heard.borrow_and_update().clone();
-        match (&now.answer, now.failed) {
-            (Some((host, answer)), _) if now.answers != taken => {
-                taken = now.answers;
-                state.update(host, answer, &mut view);
-                state.sync.send_if_modified(|sync| match sync {
-                    SyncState::Synced => false,
-                    _ => {
-                        *sync = SyncState::Synced;
-                        true
-                    }
-                });
-            }
-            // Every coordinator failed before any answered: `start` says so.
-            (_, Some((host, error))) => {
-                state.sync.send_if_modified(|sync| match sync {
-                    SyncState::Pending => {
-                        *sync = SyncState::Failed { host, error };
-                        true
-                    }
-                    _ => false,
-                });
-            }
-            _ => {}
         }
     }
 }

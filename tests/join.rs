@@ -630,3 +630,78 @@ async fn indexes_never_repeat_across_restarts() {
     }
     c.shutdown().await.unwrap();
 }
+
+/// A coordinator of the original's, as far as join sync sees it: no snapshot
+/// route (a bare `404`), one listing `s/orig:1` on the v1 routes.
+async fn original_peer() -> (String, tokio::task::JoinHandle<()>) {
+    let me = Arc::new(std::sync::OnceLock::<String>::new());
+    let listed = me.clone();
+    let app = Router::new()
+        .route(
+            "/v1/snapshot",
+            route_get(|| async { StatusCode::NOT_FOUND }),
+        )
+        .route(
+            "/v1/listings",
+            route_get(|| async { axum::Json(json!(["s"])) }),
+        )
+        .route(
+            "/v1/listings/s",
+            route_get(|| async { axum::Json(json!([{"service": "s", "host": "orig:1"}])) }),
+        )
+        .route(
+            "/v1/coordinator",
+            route_get(move || {
+                let me = listed.get().cloned().unwrap_or_default();
+                async move { axum::Json(json!([{ "host": me }])) }
+            })
+            .post(|| async { StatusCode::CREATED }),
+        );
+    let (addr, task) = serve(app).await;
+    me.set(addr.clone()).unwrap();
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_joining_coordinator_copies_from_ours_before_the_original() {
+    // Soak run 4: a coordinator restarted next to the original's copied from it
+    // half the time, and what it copied lived a whole TTL more here.
+    let a = complete_coordinator(None).await;
+    publish_to(&[a.address()], "s", 3).await;
+    let (original, original_task) = original_peer().await;
+    post(
+        &a.address(),
+        "/v1/coordinator",
+        json!({ "host": original }).to_string(),
+    )
+    .await;
+    // Each joins knowing both, in an order of its own: each copies from `a`.
+    for _ in 0..4 {
+        let c = start(with_discovery(config(60_000), &a.address())).await;
+        let (status, headers, body) = get_full(&c.address(), "/v1/listings/s").await;
+        assert_eq!(status, 200);
+        assert_eq!(hosts(&body), ["p0:1", "p1:1", "p2:1"], "{body}");
+        assert_eq!(header(&headers, "x-hakken-complete"), "true");
+        c.shutdown().await.unwrap();
+    }
+    a.shutdown().await.unwrap();
+    original_task.abort();
+}
+
+#[tokio::test]
+async fn a_listing_copied_from_the_original_lives_one_ttl_less_one_heartbeat() {
+    let (original, original_task) = original_peer().await;
+    // H = 60 s, TTL = 3 H: the original does not say how long its listing has
+    // left; it may be a whole TTL for a publisher that just died.
+    let c = start(with_discovery(config(60_000), &original)).await;
+    let (status, _, body) = get_full(&c.address(), "/v1/listings/s").await;
+    assert_eq!((status, hosts(&body)), (200, vec!["orig:1".to_owned()]));
+    let (_, held) = snapshot(&c.address()).await;
+    let ttl = held["s/orig:1"];
+    assert!(
+        ttl <= Duration::from_secs(120) && ttl > Duration::from_secs(100),
+        "{ttl:?} left"
+    );
+    c.shutdown().await.unwrap();
+    original_task.abort();
+}

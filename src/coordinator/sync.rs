@@ -8,10 +8,14 @@
 //!    [`JOIN_ATTEMPTS`] times (a single coordinator that is its own discovery host,
 //!    a load balancer that keeps routing us to ourselves, nothing up yet).
 //! 2. **Copy.** Ask the known peers, in random order, for every listing: ours
-//!    through `GET /v1/snapshot` (each listing with its remaining time to live), the
-//!    original's through the v1 routes (each listing then lives one TTL). A peer
-//!    that fails is skipped for the next; a peer still syncing itself answers `503`
-//!    and is skipped too. Listings arrive in batches and are imported as they come:
+//!    through `GET /v1/snapshot` (each listing with its remaining time to live).
+//!    Only when none of ours gave a complete copy, the original's, through the v1
+//!    routes: they do not say how long a listing has left, and one whose publisher
+//!    died may have a whole TTL left there, so each lives one TTL less one
+//!    heartbeat interval here (a dead publisher's listing is then gone within TTL +
+//!    3 H of its death, as anywhere; a live publisher refreshes it within H). A
+//!    peer that fails is skipped for the next; a peer still syncing itself answers
+//!    `503` and is skipped too. Listings arrive in batches and are imported as they come:
 //!    what a publisher sent us meanwhile wins, and what it withdrew since this
 //!    coordinator started stays withdrawn (the registry remembers withdrawals until
 //!    the coordinator is complete).
@@ -31,6 +35,7 @@ use crate::fanout::fan_out;
 use crate::protocol::SnapshotEntry;
 use crate::remote::RemoteError;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Asks of the discovery host before a start gives up finding peers through it
@@ -144,42 +149,48 @@ async fn join(shared: &Arc<Shared>, deadline: Instant) -> Copied {
     copy(shared, deadline).await
 }
 
-/// Copies from the known peers in random order until one complete copy succeeds.
+/// Copies from the known peers in random order until one complete copy succeeds;
+/// from the original's (no snapshots) only when none of ours gave one.
 async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
     let mut peers = shared.read_membership(|m| m.hosts_to_poll());
     fastrand::shuffle(&mut peers);
-    let mut copied = Copied::Partial;
+    let mut without_snapshots = Vec::new();
     for host in peers {
         match copy_from(shared, &host, deadline).await {
-            Ok(true) => {
-                copied = Copied::Complete;
-                break;
-            }
-            Ok(false) => {
+            Ok(Some(true)) => return Copied::Complete,
+            Ok(Some(false)) => {
                 tracing::debug!(peer = host, "copied from a partial peer; trying the next");
             }
+            Ok(None) => without_snapshots.push(host),
             Err(error) => {
                 tracing::info!(peer = host, %error, "could not copy listings from this peer; trying the next");
             }
         }
     }
-    copied
+    for host in without_snapshots {
+        match copy_v1(shared, &host).await {
+            Ok(()) => return Copied::Complete,
+            Err(error) => {
+                tracing::info!(peer = host, %error, "could not copy listings from this peer; trying the next");
+            }
+        }
+    }
+    Copied::Partial
 }
 
-/// Copies every listing `host` holds; `Ok(complete)` says whether it was complete.
+/// Copies every listing `host` holds through its snapshot; `Ok(Some(complete))`
+/// says whether it was complete, `Ok(None)` that it has no snapshots.
 async fn copy_from(
     shared: &Arc<Shared>,
     host: &str,
     deadline: Instant,
-) -> Result<bool, RemoteError> {
+) -> Result<Option<bool>, RemoteError> {
     let within = deadline.saturating_duration_since(Instant::now());
     let limits = shared.config.listing_limits;
     let mut snapshot = match shared.remote.snapshot(host, within, limits).await {
         Ok(snapshot) => snapshot,
         // No such route: the original's coordinator, or an older one of ours.
-        Err(RemoteError::Status { status: 404, .. }) => {
-            return copy_v1(shared, host).await.map(|()| true)
-        }
+        Err(RemoteError::Status { status: 404, .. }) => return Ok(None),
         Err(error) => return Err(error),
     };
     let complete = snapshot.head().complete;
@@ -195,14 +206,22 @@ async fn copy_from(
         complete,
         "snapshot copied"
     );
-    Ok(complete)
+    Ok(Some(complete))
+}
+
+/// How long a listing copied from a coordinator without snapshots lives here:
+/// one TTL less one heartbeat interval, at least one heartbeat interval.
+fn v1_ttl(ttl: Duration, heartbeat: Duration) -> Duration {
+    ttl.saturating_sub(heartbeat).max(heartbeat.min(ttl))
 }
 
 /// Copies from a coordinator without the snapshot route: the list of services,
-/// then each service's listings. Their remaining time is unknown: one TTL each.
+/// then each service's listings. Their remaining time is unknown (up to a whole
+/// TTL for a publisher that just died): one TTL less one heartbeat interval each.
 async fn copy_v1(shared: &Arc<Shared>, host: &str) -> Result<(), RemoteError> {
     let services = shared.remote.services(host, None).await?.value;
-    let ttl = shared.config.listing_ttl();
+    let config = &shared.config;
+    let ttl = v1_ttl(config.listing_ttl(), config.heartbeat());
     let reads = fan_out(None, services, |service| {
         let remote = shared.remote.clone();
         let host = host.to_owned();

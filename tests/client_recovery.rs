@@ -323,3 +323,64 @@ async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
     signal(pid, "CONT").await;
     client.close().await;
 }
+
+/// Found by the 30-minute soak (run 4): a client that only watches makes no
+/// heartbeat rounds, so nothing found the coordinator its watch followed broken
+/// when a partition cut it off; the watch held its last view (with a listing
+/// whose publisher had died) until the partition healed. It now probes the
+/// coordinators its watches follow every heartbeat interval.
+#[tokio::test]
+async fn a_watch_of_a_client_that_publishes_nothing_leaves_a_stopped_coordinator() {
+    use common::process::{signal, CoordinatorProcess};
+    let args = |discovery: Option<&str>| {
+        let mut args = vec![
+            "--announce-host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--heartbeat-interval".to_owned(),
+            "200".to_owned(),
+            "--missed-heartbeats-allowed".to_owned(),
+            "1000".to_owned(),
+        ];
+        if let Some(d) = discovery {
+            args.extend(["--discovery-host".to_owned(), d.to_owned()]);
+        }
+        args
+    };
+    let a_args = args(None);
+    let a =
+        CoordinatorProcess::loopback(&a_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let b_args = args(Some(&a.address()));
+    let b =
+        CoordinatorProcess::loopback(&b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut both = vec![a.address(), b.address()];
+    both.sort();
+    // Polls for coordinators only every minute (the default), publishes nothing.
+    let config = ClientConfig::new(a.address())
+        .heartbeat_interval(Duration::from_millis(200))
+        .request_timeout(Duration::from_millis(500));
+    let client = started(config).await;
+    common::knows(&client, &both).await;
+    let watch = client.watch("svc").build();
+    tokio::time::timeout(PATIENCE, watch.start())
+        .await
+        .expect("the watch starts")
+        .unwrap();
+    let followed = eventually("the watch follows one of them", || async {
+        watch.coordinator().filter(|c| both.contains(c))
+    })
+    .await;
+    let stopped = if followed == a.address() { &a } else { &b };
+    let pid = stopped.pid().expect("it runs");
+    signal(pid, "STOP").await;
+    // Its stream stays open and silent: only a probe finds it stopped (the
+    // stream's own silence limit is three keep-alives, 45 s, beyond PATIENCE).
+    let moved = eventually("the watch moves to the other coordinator", || async {
+        watch
+            .coordinator()
+            .filter(|c| *c != followed && both.contains(c))
+    })
+    .await;
+    assert_ne!(moved, followed);
+    signal(pid, "CONT").await;
+    client.close().await;
+}

@@ -8,6 +8,10 @@
 //!   support it), so a coordinator that joins or comes back is known, and has every
 //!   listing, within moments; against the original's it polls every heartbeat at
 //!   most, and moves to one of ours as soon as one is known.
+//! - [`liveness_loop`], in a client that publishes nothing (so no heartbeat round
+//!   finds a broken coordinator), probes the coordinators its watches follow every
+//!   heartbeat interval: one stopped or cut off gets a strike, and the watches move
+//!   on at once rather than when their stream goes quiet for good.
 //! - [`probation_loop`] probes the coordinators dropped recently, every heartbeat
 //!   interval while any is on probation: one that answers is known again and gets
 //!   every listing at once. A coordinator back before its peers noticed it was gone
@@ -134,6 +138,46 @@ pub(crate) async fn poll_loop(inner: Arc<Inner>) {
                     inner.answered(&host);
                 }
                 Ok(_) => {
+                    inner.answered(&host);
+                }
+            }
+        }
+    }
+}
+
+/// In a client that publishes nothing, probes the coordinators its watches follow
+/// every heartbeat interval (`GET /status`, within the request timeout); one found
+/// broken gets a strike, which moves the watches held on it (see
+/// [`Inner::struck`]). A client that publishes finds them broken in its heartbeat
+/// rounds instead.
+pub(crate) async fn liveness_loop(inner: Arc<Inner>) {
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(jittered(inner.heartbeat_interval())) => {}
+        }
+        if inner.publishes() {
+            continue;
+        }
+        let followed = super::feed::followed(&inner);
+        if followed.is_empty() {
+            continue;
+        }
+        let probes = fan_out(Some(&inner.tasks), followed, |host| {
+            let inner = inner.clone();
+            async move {
+                let result = inner.remote.status(&host).await;
+                (host, result)
+            }
+        });
+        let results = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            results = probes => results,
+        };
+        for (host, result) in results {
+            match result {
+                Err(error) if error.is_broken() => inner.struck(&host, &error),
+                _ => {
                     inner.answered(&host);
                 }
             }

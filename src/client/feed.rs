@@ -87,6 +87,24 @@ impl Feed {
     }
 }
 
+/// The coordinators the client's feeds follow now (each once).
+pub(crate) fn followed(inner: &Inner) -> Vec<String> {
+    let feeds = inner.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut hosts: Vec<String> = feeds
+        .values()
+        .filter_map(Weak::upgrade)
+        .filter_map(|feed| {
+            feed.followed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 /// The feed's task: follows the service, and publishes what it hears.
 async fn feed_loop(
     inner: Arc<Inner>,

@@ -117,6 +117,11 @@ impl Inner {
         self.listing_table().clone()
     }
 
+    /// Whether the client publishes anything (then it heartbeats every coordinator).
+    pub fn publishes(&self) -> bool {
+        !self.listing_table().is_empty()
+    }
+
     /// Whether [`Client::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
@@ -391,6 +396,7 @@ impl Inner {
         self.tasks.spawn(discovery::poll_loop(self.clone()));
         self.tasks.spawn(discovery::follow_loop(self.clone()));
         self.tasks.spawn(discovery::probation_loop(self.clone()));
+        self.tasks.spawn(discovery::liveness_loop(self.clone()));
         self.tasks
             .spawn(discovery::resync_loop(self.clone(), ask_first));
     }

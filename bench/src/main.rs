@@ -14,6 +14,7 @@ mod convergence;
 mod join;
 mod propagation;
 mod scale;
+mod streams;
 mod tls;
 mod util;
 mod workloads;
@@ -34,6 +35,7 @@ pub const WORKLOADS: &[&str] = &[
     "convergence",
     "join",
     "tls",
+    "streams",
 ];
 
 /// One line of the summary table: a target of the issue and whether it was met.

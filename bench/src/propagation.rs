@@ -278,9 +278,11 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         "1,000 watchers of one service; a change is made, and each watcher's latency is the \
          time from just before the change was made until that watcher saw it. `all seen` is, \
          per change, the time until the last of the 1,000 saw it.\n\n\
-         - **Ours**: one `hakken::client::Client` with 1,000 watches (`watch(\"prop\").build()`, \
-           blocking queries, so 1,000 held requests; our coordinator's RSS with them held: {}), \
-           in this driver on core 1; our coordinator on core 0. *Publish*: one publisher \
+         - **Ours**: one `hakken::client::Client` with 1,000 watches (`watch(\"prop\").build()`), \
+           which share one upstream, a stream (our coordinator's RSS with it open: {}): the \
+           client hands each change to the 1,000 watches. Watchers on separate connections, \
+           as separate processes would have them, are in section 11. The client and this \
+           driver on core 1; our coordinator on core 0. *Publish*: one publisher \
            client publishes a new payload (`v`) of its listing, {CHANGES} times in sequence, \
            each after the previous one reached every watcher. *close()*: {CLOSES} cycles of a \
            fresh client that publishes a listing (the `publish (new client)` row), then \

@@ -20,6 +20,7 @@ pub async fn run(ctx: &Ctx, name: &str) -> Result<Section> {
         "convergence" => crate::convergence::run(ctx).await,
         "join" => crate::join::run(ctx).await,
         "tls" => crate::tls::run(ctx).await,
+        "streams" => crate::streams::run(ctx).await,
         other => bail!("unknown workload {other}"),
     }
 }

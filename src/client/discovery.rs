@@ -159,7 +159,11 @@ pub(crate) async fn liveness_loop(inner: Arc<Inner>) {
         if inner.publishes() {
             continue;
         }
-        let followed = super::feed::followed(&inner);
+        // Only known coordinators: a strike means nothing to the way in (a load
+        // balancer) or to one already dropped.
+        let known = inner.known();
+        let mut followed = super::feed::followed(&inner);
+        followed.retain(|host| known.contains(host));
         if followed.is_empty() {
             continue;
         }
@@ -174,12 +178,12 @@ pub(crate) async fn liveness_loop(inner: Arc<Inner>) {
             _ = inner.shutdown.cancelled() => return,
             results = probes => results,
         };
+        // A success clears nothing: `/status` answering says less than the rounds
+        // and polls that count strikes.
         for (host, result) in results {
             match result {
                 Err(error) if error.is_broken() => inner.struck(&host, &error),
-                _ => {
-                    inner.answered(&host);
-                }
+                _ => {}
             }
         }
     }

@@ -169,7 +169,10 @@ async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
     }
     for host in without_snapshots {
         match copy_v1(shared, &host).await {
-            Ok(()) => return Copied::Complete,
+            Ok(true) => return Copied::Complete,
+            Ok(false) => {
+                tracing::debug!(peer = host, "copied from a partial peer; trying the next");
+            }
             Err(error) => {
                 tracing::info!(peer = host, %error, "could not copy listings from this peer; trying the next");
             }
@@ -218,8 +221,12 @@ fn v1_ttl(ttl: Duration, heartbeat: Duration) -> Duration {
 /// Copies from a coordinator without the snapshot route: the list of services,
 /// then each service's listings. Their remaining time is unknown (up to a whole
 /// TTL for a publisher that just died): one TTL less one heartbeat interval each.
-async fn copy_v1(shared: &Arc<Shared>, host: &str) -> Result<(), RemoteError> {
-    let services = shared.remote.services(host, None).await?.value;
+/// `Ok(complete)`: whether it said it was complete (the original says nothing).
+async fn copy_v1(shared: &Arc<Shared>, host: &str) -> Result<bool, RemoteError> {
+    let services = shared.remote.services(host, None).await?;
+    // The original says nothing (complete); an older one of ours may say partial.
+    let complete = services.complete != Some(false);
+    let services = services.value;
     let config = &shared.config;
     let ttl = v1_ttl(config.listing_ttl(), config.heartbeat());
     let reads = fan_out(None, services, |service| {
@@ -235,5 +242,5 @@ async fn copy_v1(shared: &Arc<Shared>, host: &str) -> Result<(), RemoteError> {
             .collect();
         shared.import(batch);
     }
-    Ok(())
+    Ok(complete)
 }

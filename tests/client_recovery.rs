@@ -256,14 +256,15 @@ async fn a_coordinator_that_refuses_is_kept_one_that_is_gone_is_dropped() {
     guarded.shutdown().await.unwrap();
 }
 
-/// Found by the 30-minute soak: a watch held on a coordinator that a partition
-/// cut off kept its last view (a listing whose publisher had died) until the
-/// client dropped that coordinator, three failed heartbeat rounds later. It now
-/// moves to another coordinator at the first failed round.
-#[tokio::test]
-async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
-    use common::process::{signal, CoordinatorProcess};
-    let args = |discovery: Option<&str>| {
+/// Two coordinator processes on loopback (H = 200 ms, listings that never expire
+/// in a test), the second discovering the first; and their addresses, sorted.
+async fn two_coordinator_processes() -> (
+    common::process::CoordinatorProcess,
+    common::process::CoordinatorProcess,
+    Vec<String>,
+) {
+    use common::process::CoordinatorProcess;
+    let start = |discovery: Option<String>| async move {
         let mut args = vec![
             "--announce-host".to_owned(),
             "127.0.0.1".to_owned(),
@@ -273,18 +274,54 @@ async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
             "1000".to_owned(),
         ];
         if let Some(d) = discovery {
-            args.extend(["--discovery-host".to_owned(), d.to_owned()]);
+            args.extend(["--discovery-host".to_owned(), d]);
         }
-        args
+        CoordinatorProcess::loopback(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
-    let a_args = args(None);
-    let a =
-        CoordinatorProcess::loopback(&a_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let b_args = args(Some(&a.address()));
-    let b =
-        CoordinatorProcess::loopback(&b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let a = start(None).await;
+    let b = start(Some(a.address())).await;
     let mut both = vec![a.address(), b.address()];
     both.sort();
+    (a, b, both)
+}
+
+/// Starts `watch`, SIGSTOPs the coordinator of `a` and `b` it follows, and waits
+/// until it follows the other. Returns the stopped one's address and pid (to
+/// resume it).
+async fn watch_leaves_a_stopped_coordinator(
+    watch: &hakken::Watch,
+    a: &common::process::CoordinatorProcess,
+    b: &common::process::CoordinatorProcess,
+    both: &[String],
+) -> (String, u32) {
+    tokio::time::timeout(PATIENCE, watch.start())
+        .await
+        .expect("the watch starts")
+        .unwrap();
+    let followed = eventually("the watch follows one of them", || async {
+        watch.coordinator().filter(|c| both.contains(c))
+    })
+    .await;
+    let stopped = if followed == a.address() { a } else { b };
+    let pid = stopped.pid().expect("it runs");
+    common::process::signal(pid, "STOP").await;
+    let moved = eventually("the watch moves to the other coordinator", || async {
+        watch
+            .coordinator()
+            .filter(|c| *c != followed && both.contains(c))
+    })
+    .await;
+    assert_ne!(moved, followed);
+    (followed, pid)
+}
+
+/// Found by the 30-minute soak: a watch held on a coordinator that a partition
+/// cut off kept its last view (a listing whose publisher had died) until the
+/// client dropped that coordinator, three failed heartbeat rounds later. It now
+/// moves to another coordinator at the first failed round.
+#[tokio::test]
+async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
+    let (a, b, both) = two_coordinator_processes().await;
     let mut config = ClientConfig::new(a.address())
         .heartbeat_interval(Duration::from_millis(200))
         .poll_interval(Duration::from_millis(200))
@@ -298,29 +335,12 @@ async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
         .await
         .unwrap();
     let watch = client.watch("svc").build();
-    tokio::time::timeout(PATIENCE, watch.start())
-        .await
-        .expect("the watch starts")
-        .unwrap();
-    let followed = eventually("the watch follows one of them", || async {
-        watch.coordinator().filter(|c| both.contains(c))
-    })
-    .await;
-    let stopped = if followed == a.address() { &a } else { &b };
-    let pid = stopped.pid().expect("it runs");
-    signal(pid, "STOP").await;
-    let moved = eventually("the watch moves to the other coordinator", || async {
-        watch
-            .coordinator()
-            .filter(|c| *c != followed && both.contains(c))
-    })
-    .await;
-    assert_ne!(moved, followed);
+    let (stopped, pid) = watch_leaves_a_stopped_coordinator(&watch, &a, &b, &both).await;
     assert!(
-        client.coordinators().contains(&followed),
+        client.coordinators().contains(&stopped),
         "moved at a strike, long before the client drops the stopped one"
     );
-    signal(pid, "CONT").await;
+    common::process::signal(pid, "CONT").await;
     client.close().await;
 }
 
@@ -328,32 +348,12 @@ async fn a_watch_leaves_a_coordinator_at_the_first_failed_heartbeat_round() {
 /// heartbeat rounds, so nothing found the coordinator its watch followed broken
 /// when a partition cut it off; the watch held its last view (with a listing
 /// whose publisher had died) until the partition healed. It now probes the
-/// coordinators its watches follow every heartbeat interval.
+/// coordinators its watches follow every heartbeat interval. (Its stream stays
+/// open and silent: without a probe, the stream's own silence limit, three
+/// keep-alives or 45 s, is beyond PATIENCE.)
 #[tokio::test]
 async fn a_watch_of_a_client_that_publishes_nothing_leaves_a_stopped_coordinator() {
-    use common::process::{signal, CoordinatorProcess};
-    let args = |discovery: Option<&str>| {
-        let mut args = vec![
-            "--announce-host".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--heartbeat-interval".to_owned(),
-            "200".to_owned(),
-            "--missed-heartbeats-allowed".to_owned(),
-            "1000".to_owned(),
-        ];
-        if let Some(d) = discovery {
-            args.extend(["--discovery-host".to_owned(), d.to_owned()]);
-        }
-        args
-    };
-    let a_args = args(None);
-    let a =
-        CoordinatorProcess::loopback(&a_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let b_args = args(Some(&a.address()));
-    let b =
-        CoordinatorProcess::loopback(&b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    let mut both = vec![a.address(), b.address()];
-    both.sort();
+    let (a, b, both) = two_coordinator_processes().await;
     // Polls for coordinators only every minute (the default), publishes nothing.
     let config = ClientConfig::new(a.address())
         .heartbeat_interval(Duration::from_millis(200))
@@ -361,26 +361,7 @@ async fn a_watch_of_a_client_that_publishes_nothing_leaves_a_stopped_coordinator
     let client = started(config).await;
     common::knows(&client, &both).await;
     let watch = client.watch("svc").build();
-    tokio::time::timeout(PATIENCE, watch.start())
-        .await
-        .expect("the watch starts")
-        .unwrap();
-    let followed = eventually("the watch follows one of them", || async {
-        watch.coordinator().filter(|c| both.contains(c))
-    })
-    .await;
-    let stopped = if followed == a.address() { &a } else { &b };
-    let pid = stopped.pid().expect("it runs");
-    signal(pid, "STOP").await;
-    // Its stream stays open and silent: only a probe finds it stopped (the
-    // stream's own silence limit is three keep-alives, 45 s, beyond PATIENCE).
-    let moved = eventually("the watch moves to the other coordinator", || async {
-        watch
-            .coordinator()
-            .filter(|c| *c != followed && both.contains(c))
-    })
-    .await;
-    assert_ne!(moved, followed);
-    signal(pid, "CONT").await;
+    let (_, pid) = watch_leaves_a_stopped_coordinator(&watch, &a, &b, &both).await;
+    common::process::signal(pid, "CONT").await;
     client.close().await;
 }

@@ -883,6 +883,26 @@ impl Remote {
         limits: Limits,
     ) -> Result<Snapshot, RemoteError> {
         self.usable(host)?;
+        // The head (status and first line) comes within one call's timeout, so a
+        // peer that accepts but never answers does not use up all of `within`;
+        // the rest of the body may take until `within`.
+        let head = tokio::time::timeout(
+            self.timeout.min(within),
+            self.snapshot_head(host, within, limits),
+        );
+        head.await.map_err(|_| RemoteError::Unreachable {
+            host: host.to_owned(),
+            message: "timed out".into(),
+        })?
+    }
+
+    /// [`Remote::snapshot`] up to its head.
+    async fn snapshot_head(
+        &self,
+        host: &str,
+        within: Duration,
+        limits: Limits,
+    ) -> Result<Snapshot, RemoteError> {
         let request = self.authorize(self.http.get(self.url(host, SNAPSHOT_PATH)));
         let response = request
             .timeout(within)

@@ -634,6 +634,11 @@ async fn indexes_never_repeat_across_restarts() {
 /// A coordinator of the original's, as far as join sync sees it: no snapshot
 /// route (a bare `404`), one listing `s/orig:1` on the v1 routes.
 async fn original_peer() -> (String, tokio::task::JoinHandle<()>) {
+    original_peer_knowing(Vec::new()).await
+}
+
+/// [`original_peer`], whose membership also lists `others`.
+async fn original_peer_knowing(others: Vec<String>) -> (String, tokio::task::JoinHandle<()>) {
     let me = Arc::new(std::sync::OnceLock::<String>::new());
     let listed = me.clone();
     let app = Router::new()
@@ -653,7 +658,9 @@ async fn original_peer() -> (String, tokio::task::JoinHandle<()>) {
             "/v1/coordinator",
             route_get(move || {
                 let me = listed.get().cloned().unwrap_or_default();
-                async move { axum::Json(json!([{ "host": me }])) }
+                let mut hosts = vec![json!({ "host": me })];
+                hosts.extend(others.iter().map(|host| json!({ "host": host })));
+                async move { axum::Json(Value::from(hosts)) }
             })
             .post(|| async { StatusCode::CREATED }),
         );
@@ -686,6 +693,28 @@ async fn a_joining_coordinator_copies_from_ours_before_the_original() {
     }
     a.shutdown().await.unwrap();
     original_task.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_never_answers_its_snapshot_costs_one_request_timeout() {
+    // Review of soak run 5: a stopped peer of ours (connection accepted, no
+    // answer) used up the whole sync timeout, so the original's coordinator was
+    // never tried and the joiner opened partial.
+    let stopped = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stopped_addr = stopped.local_addr().unwrap().to_string();
+    let (original, original_task) = original_peer_knowing(vec![stopped_addr]).await;
+    let mut cfg = with_discovery(config(60_000), &original);
+    cfg.request_timeout = Duration::from_millis(500);
+    cfg.sync_timeout = Duration::from_secs(600);
+    let c = start(cfg).await;
+    let addr = c.address();
+    let answer = tokio::time::timeout(PATIENCE, get_full(&addr, "/v1/listings/s"));
+    let (status, headers, body) = answer.await.expect("the join sync finished");
+    assert_eq!((status, hosts(&body)), (200, vec!["orig:1".to_owned()]));
+    assert_eq!(header(&headers, "x-hakken-complete"), "true");
+    c.shutdown().await.unwrap();
+    original_task.abort();
+    drop(stopped);
 }
 
 #[tokio::test]

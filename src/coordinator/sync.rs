@@ -14,7 +14,8 @@
 //!    died may have a whole TTL left there, so each lives one TTL less one
 //!    heartbeat interval here (a dead publisher's listing is then gone within TTL +
 //!    3 H of its death, as anywhere; a live publisher refreshes it within H). A
-//!    peer that fails is skipped for the next; a peer still syncing itself answers
+//!    peer that fails, or does not start its answer within a request timeout, is
+//!    skipped for the next; a peer still syncing itself answers
 //!    `503` and is skipped too. Listings arrive in batches and are imported as they come:
 //!    what a publisher sent us meanwhile wins, and what it withdrew since this
 //!    coordinator started stays withdrawn (the registry remembers withdrawals until

@@ -12,6 +12,7 @@
 //! same way for as long as they are open ([`Changes::open_stream`]), under a cap
 //! of their own.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,9 +29,17 @@ pub(crate) enum Topic {
     Coordinators,
 }
 
+/// One topic's waiters: what wakes them, and the newest state rendered for its
+/// streams, so that a change is rendered once, not once per stream.
+#[derive(Default)]
+struct Waiters {
+    notify: Notify,
+    rendered: Mutex<Option<(u64, Bytes)>>,
+}
+
 /// The waiters of every topic.
 pub(crate) struct Changes {
-    topics: Mutex<HashMap<Topic, Arc<Notify>>>,
+    topics: Mutex<HashMap<Topic, Arc<Waiters>>>,
     held: AtomicUsize,
     max_held: usize,
     streams: AtomicUsize,
@@ -43,14 +52,14 @@ pub(crate) struct Hold<'a> {
     topic: Topic,
     /// Taken (and dropped) under the lock when the hold is dropped, so that
     /// counting references there is exact.
-    notify: Option<Arc<Notify>>,
+    waiters: Option<Arc<Waiters>>,
 }
 
 /// One open stream's registration; dropping it unregisters.
 pub(crate) struct StreamHold {
     changes: Arc<Changes>,
     topic: Topic,
-    notify: Option<Arc<Notify>>,
+    waiters: Option<Arc<Waiters>>,
 }
 
 /// Takes one of `max` slots counted by `count`, if one is free.
@@ -81,11 +90,11 @@ impl Changes {
         if !reserve(&self.streams, self.max_streams) {
             return None;
         }
-        let notify = self.topics().entry(topic.clone()).or_default().clone();
+        let waiters = self.topics().entry(topic.clone()).or_default().clone();
         Some(StreamHold {
             changes: self.clone(),
             topic,
-            notify: Some(notify),
+            waiters: Some(waiters),
         })
     }
 
@@ -95,17 +104,17 @@ impl Changes {
         self.streams.load(Ordering::Acquire)
     }
 
-    /// Unregisters one waiter of `topic` (its `notify` taken out of its hold) and
+    /// Unregisters one waiter of `topic` (its `waiters` taken out of its hold) and
     /// frees its slot in `count`.
-    fn release(&self, topic: &Topic, notify: Option<Arc<Notify>>, count: &AtomicUsize) {
+    fn release(&self, topic: &Topic, waiters: Option<Arc<Waiters>>, count: &AtomicUsize) {
         let mut topics = self.topics();
         // Our reference goes first, under the lock; references are only taken
         // under this lock (`hold` clones, `notify` only borrows), so one left means
         // the map's alone: nobody else waits here.
-        drop(notify);
+        drop(waiters);
         if topics
             .get(topic)
-            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+            .is_some_and(|waiters| Arc::strong_count(waiters) == 1)
         {
             topics.remove(topic);
         }
@@ -113,7 +122,7 @@ impl Changes {
         count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Notify>>> {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Waiters>>> {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -121,16 +130,16 @@ impl Changes {
     pub fn notify(&self, topic: &Topic) {
         // Under the lock, and without cloning the `Arc`: `Hold::drop` counts
         // references to decide whether it was the last waiter.
-        if let Some(notify) = self.topics().get(topic) {
-            notify.notify_waiters();
+        if let Some(waiters) = self.topics().get(topic) {
+            waiters.notify.notify_waiters();
         }
     }
 
     /// Wakes every held request, whatever it waits on (something all answers
     /// carry changed: the coordinator's completeness).
     pub fn notify_all(&self) {
-        for notify in self.topics().values() {
-            notify.notify_waiters();
+        for waiters in self.topics().values() {
+            waiters.notify.notify_waiters();
         }
     }
 
@@ -139,11 +148,11 @@ impl Changes {
         if !reserve(&self.held, self.max_held) {
             return None;
         }
-        let notify = self.topics().entry(topic.clone()).or_default().clone();
+        let waiters = self.topics().entry(topic.clone()).or_default().clone();
         Some(Hold {
             changes: self,
             topic,
-            notify: Some(notify),
+            waiters: Some(waiters),
         })
     }
 
@@ -162,28 +171,55 @@ impl Changes {
 impl Hold<'_> {
     /// The notifier to await; create its `notified()` future before reading the index.
     pub fn notify(&self) -> &Notify {
-        self.notify.as_deref().expect("present until dropped")
+        &self
+            .waiters
+            .as_deref()
+            .expect("present until dropped")
+            .notify
     }
 }
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         let changes = self.changes;
-        changes.release(&self.topic, self.notify.take(), &changes.held);
+        changes.release(&self.topic, self.waiters.take(), &changes.held);
     }
 }
 
 impl StreamHold {
     /// The notifier to await; create its `notified()` future before reading the index.
     pub fn notify(&self) -> &Notify {
-        self.notify.as_deref().expect("present until dropped")
+        &self.waiters().notify
+    }
+
+    /// The state at `index` as its streams send it: `render`ed by the first
+    /// stream of the topic to ask for that index, shared by the others. (A
+    /// topic's state is a function of its index, so the index is the key.)
+    pub fn rendered(&self, index: u64, render: impl FnOnce() -> Bytes) -> Bytes {
+        let mut rendered = self
+            .waiters()
+            .rendered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*rendered {
+            Some((at, bytes)) if *at == index => bytes.clone(),
+            _ => {
+                let bytes = render();
+                *rendered = Some((index, bytes.clone()));
+                bytes
+            }
+        }
+    }
+
+    fn waiters(&self) -> &Waiters {
+        self.waiters.as_deref().expect("present until dropped")
     }
 }
 
 impl Drop for StreamHold {
     fn drop(&mut self) {
         let changes = &self.changes;
-        changes.release(&self.topic, self.notify.take(), &changes.streams);
+        changes.release(&self.topic, self.waiters.take(), &changes.streams);
     }
 }
 

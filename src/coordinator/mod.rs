@@ -125,6 +125,61 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state of a coordinator about to listen on `port` (with its TLS
+    /// certificates, when it serves TLS); nothing runs yet.
+    fn new(
+        config: CoordinatorConfig,
+        port: u16,
+    ) -> Result<(Arc<Self>, Option<Arc<tls::Certificates>>), CoordinatorError> {
+        let me = Peer::new(format!("{}:{}", config.announce_host, port))?;
+        let first_index = first_index();
+        let mut registry = Registry::new(config.listing_ttl(), config.registry_limits, first_index);
+        // Until complete, a copy from a peer may come: it must not bring back what
+        // a publisher withdrew meanwhile.
+        registry.record_withdrawals(true);
+        let rules = Rules {
+            max_peers: config.max_coordinators,
+            failures_before_drop: config.failures_before_drop,
+            blacklist_for: config.resync_period(),
+        };
+        let membership = Membership::new(me.clone(), rules, first_index);
+        // In a TLS cluster every coordinator serves TLS: peers are called over it.
+        let certificates = match &config.tls {
+            Some(files) => Some(Arc::new(tls::Certificates::load(files.clone())?)),
+            None => None,
+        };
+        let remote = Remote::with_tls(
+            config.request_timeout,
+            &config.peer_tls,
+            config.tls.is_some(),
+        )?
+        .with_token(config.token.clone());
+        let shared = Arc::new(Shared {
+            remote,
+            me,
+            registry: RwLock::new(registry),
+            membership: Mutex::new(membership),
+            history: Mutex::new(History::new(config.history_period())),
+            dns_zone: match config.dns_port {
+                Some(_) => Some(
+                    dns::Zone::new(&config.dns_domain, config.dns_ttl)
+                        .ok_or_else(|| CoordinatorError::DnsDomain(config.dns_domain.clone()))?,
+                ),
+                None => None,
+            },
+            shutdown: CancellationToken::new(),
+            changes: Arc::new(Changes::new(config.max_held_queries, config.max_streams)),
+            metrics: metrics::Metrics::new(),
+            readiness: Readiness::new(),
+            discovery: watch::Sender::new(DiscoveryState::default()),
+            sync_wanted: Notify::new(),
+            expiry_changed: Notify::new(),
+            instance: first_index,
+            config,
+        });
+        Ok((shared, certificates))
+    }
+
     /// The registry for a change. Recovered even if a panic poisoned the lock:
     /// every mutation completes before it can panic, so the data stays consistent.
     fn registry(&self) -> RwLockWriteGuard<'_, Registry> {
@@ -412,52 +467,7 @@ impl Coordinator {
         config: CoordinatorConfig,
     ) -> Result<Self, CoordinatorError> {
         let local_addr = listener.local_addr()?;
-        let me = Peer::new(format!("{}:{}", config.announce_host, local_addr.port()))?;
-        let first_index = first_index();
-        let mut registry = Registry::new(config.listing_ttl(), config.registry_limits, first_index);
-        // Until complete, a copy from a peer may come: it must not bring back what
-        // a publisher withdrew meanwhile.
-        registry.record_withdrawals(true);
-        let rules = Rules {
-            max_peers: config.max_coordinators,
-            failures_before_drop: config.failures_before_drop,
-            blacklist_for: config.resync_period(),
-        };
-        let membership = Membership::new(me.clone(), rules, first_index);
-        // In a TLS cluster every coordinator serves TLS: peers are called over it.
-        let certificates = match &config.tls {
-            Some(files) => Some(Arc::new(tls::Certificates::load(files.clone())?)),
-            None => None,
-        };
-        let remote = Remote::with_tls(
-            config.request_timeout,
-            &config.peer_tls,
-            config.tls.is_some(),
-        )?
-        .with_token(config.token.clone());
-        let shared = Arc::new(Shared {
-            remote,
-            me,
-            registry: RwLock::new(registry),
-            membership: Mutex::new(membership),
-            history: Mutex::new(History::new(config.history_period())),
-            dns_zone: match config.dns_port {
-                Some(_) => Some(
-                    dns::Zone::new(&config.dns_domain, config.dns_ttl)
-                        .ok_or_else(|| CoordinatorError::DnsDomain(config.dns_domain.clone()))?,
-                ),
-                None => None,
-            },
-            shutdown: CancellationToken::new(),
-            changes: Arc::new(Changes::new(config.max_held_queries, config.max_streams)),
-            metrics: metrics::Metrics::new(),
-            readiness: Readiness::new(),
-            discovery: watch::Sender::new(DiscoveryState::default()),
-            sync_wanted: Notify::new(),
-            expiry_changed: Notify::new(),
-            instance: first_index,
-            config,
-        });
+        let (shared, certificates) = Shared::new(config, local_addr.port())?;
         tracing::info!(
             address = %local_addr,
             announce = shared.me.host(),

@@ -12,7 +12,8 @@
 //! socket's buffers full, so hyper stops asking) gets the newest state when it
 //! catches up, never a backlog, and costs the others nothing. A stream is an
 //! entry in the topic's waiters ([`StreamHold`]) plus this small state: no task,
-//! no queue. Streams are capped (`max_streams`, `503` past it), counted
+//! no queue. A change is rendered as an event once, by the first of the topic's
+//! streams to send it, and the others send the same bytes. Streams are capped (`max_streams`, `503` past it), counted
 //! (`hakken_streams`), and end when the coordinator shuts down.
 
 use super::answer::{to_json_bytes, ApiError};
@@ -23,7 +24,10 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// Whether a request asks for a stream.
 pub(super) fn wanted(headers: &HeaderMap, stream_param: Option<&str>) -> bool {
@@ -70,11 +74,20 @@ fn event(index: u64, data: &[u8]) -> Bytes {
 }
 
 /// An open stream: what it waits on and what it sent last.
+///
+/// Its keep-alive timer and its wait for shutdown are made once, not per event:
+/// a change costs a stream no timer and no registration beyond the topic's
+/// notifier. The timer is moved only when it fires early (something was sent
+/// since it was set).
 struct Open {
     shared: Arc<Shared>,
     topic: Topic,
     hold: StreamHold,
     sent: Option<u64>,
+    /// When the stream last wrote anything.
+    wrote: Instant,
+    keepalive: Pin<Box<Sleep>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Drop for Open {
@@ -92,6 +105,20 @@ enum Step {
 }
 
 impl Open {
+    fn new(shared: Arc<Shared>, topic: Topic, hold: StreamHold, sent: Option<u64>) -> Self {
+        let every = shared.config.stream_keepalive;
+        let shutdown = Box::pin(shared.shutdown.clone().cancelled_owned());
+        Open {
+            shared,
+            topic,
+            hold,
+            sent,
+            wrote: Instant::now(),
+            keepalive: Box::pin(tokio::time::sleep(every)),
+            shutdown,
+        }
+    }
+
     /// Waits until there is something to send: a new state, a keep-alive, or the
     /// end (shutdown).
     async fn step(&mut self) -> Step {
@@ -102,12 +129,25 @@ impl Open {
         let (index, data) = current(&self.shared, &self.topic);
         if self.sent != Some(index) {
             self.sent = Some(index);
-            return Step::Send(event(index, &data));
+            self.wrote = Instant::now();
+            return Step::Send(self.hold.rendered(index, || event(index, &data)));
         }
-        tokio::select! {
-            _ = notified => Step::Changed,
-            _ = tokio::time::sleep(self.shared.config.stream_keepalive) => Step::KeepAlive,
-            _ = self.shared.shutdown.cancelled() => Step::End,
+        let every = self.shared.config.stream_keepalive;
+        loop {
+            tokio::select! {
+                _ = &mut notified => return Step::Changed,
+                _ = self.keepalive.as_mut() => {
+                    let due = self.wrote + every;
+                    if due > Instant::now() {
+                        self.keepalive.as_mut().reset(due);
+                        continue;
+                    }
+                    self.wrote = Instant::now();
+                    self.keepalive.as_mut().reset(self.wrote + every);
+                    return Step::KeepAlive;
+                }
+                _ = self.shutdown.as_mut() => return Step::End,
+            }
         }
     }
 }
@@ -122,12 +162,7 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
         .into_response();
     };
     shared.metrics.streams.inc();
-    let open = Open {
-        shared: shared.clone(),
-        topic,
-        hold,
-        sent: last_event_id(headers),
-    };
+    let open = Open::new(shared.clone(), topic, hold, last_event_id(headers));
     let events = futures_util::stream::unfold(open, |mut open| async move {
         loop {
             match open.step().await {
@@ -157,6 +192,71 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::CoordinatorConfig;
+    use crate::Listing;
+    use std::time::Duration;
+
+    /// What the next step is, and how long (paused time) it took.
+    async fn next(open: &mut Open) -> (Step, Duration) {
+        let started = Instant::now();
+        let step = open.step().await;
+        (step, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_follows_a_quiet_interval_whatever_was_sent_before() {
+        let config = CoordinatorConfig {
+            stream_keepalive: Duration::from_secs(10),
+            ..CoordinatorConfig::default()
+        };
+        let (shared, _) = Shared::new(config, 1).unwrap();
+        let topic = Topic::Service("s".into());
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let mut open = Open::new(shared.clone(), topic, hold, None);
+        let (first, waited) = next(&mut open).await;
+        assert!(matches!(first, Step::Send(_)) && waited.is_zero());
+        // A change 4 s in: its event goes out at once, and the keep-alive that
+        // was due at 10 s waits for 10 s of quiet after it.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
+        let (Step::Send(event), waited) = next(&mut open).await else {
+            panic!("the change was not sent");
+        };
+        assert!(waited.is_zero());
+        assert!(String::from_utf8_lossy(&event).contains(r#""host":"a:1""#));
+        let (step, waited) = next(&mut open).await;
+        assert!(matches!(step, Step::KeepAlive));
+        assert_eq!(waited, Duration::from_secs(10));
+        let (step, waited) = next(&mut open).await;
+        assert!(matches!(step, Step::KeepAlive));
+        assert_eq!(waited, Duration::from_secs(10));
+        shared.shutdown.cancel();
+        assert!(matches!(next(&mut open).await.0, Step::End));
+    }
+
+    #[tokio::test]
+    async fn a_change_is_rendered_once_for_every_stream_of_its_topic() {
+        let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
+        let topic = Topic::Service("s".into());
+        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
+        let mut streams: Vec<Open> = (0..3)
+            .map(|_| {
+                let hold = shared.changes.open_stream(topic.clone()).unwrap();
+                Open::new(shared.clone(), topic.clone(), hold, None)
+            })
+            .collect();
+        let mut events = Vec::new();
+        for open in &mut streams {
+            let Step::Send(event) = open.step().await else {
+                panic!("no first event");
+            };
+            events.push(event);
+        }
+        // The same bytes, not copies of them.
+        assert!(events
+            .iter()
+            .all(|e| e.as_ptr() == events[0].as_ptr() && e == &events[0]));
+    }
 
     #[test]
     fn events_and_requests() {

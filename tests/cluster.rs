@@ -236,6 +236,35 @@ async fn a_coordinator_routed_to_itself_asks_again_soon() {
 }
 
 #[tokio::test]
+async fn a_starting_coordinator_keeps_asking_its_balancer_and_finds_each_member() {
+    // Soak runs 4 and 5: after every coordinator restarted at once, the original's
+    // coordinators were found only when they announced themselves, once per resync
+    // period. Here c announces nothing and nobody knows it; only asking the
+    // balancer again finds it.
+    let b = start(config(60_000)).await;
+    let c = start(config(60_000)).await;
+    // The balancer sends a's question and its announcement to b, then everything
+    // to c.
+    let script = vec![b.address(), b.address(), c.address()];
+    let (balancer, balancer_task) = common::scripted_balancer(script).await;
+    // A resync period far longer than the test's patience.
+    let mut cfg = with_discovery(config(100), &balancer);
+    cfg.resync_interval = Some(Duration::from_secs(3_600));
+    let a = start(cfg).await;
+    eventually("a finds c through the balancer", || async {
+        a.known_coordinators()
+            .contains(&c.host().to_owned())
+            .then_some(())
+    })
+    .await;
+    assert!(a.known_coordinators().contains(&b.host().to_owned()));
+    balancer_task.abort();
+    for coordinator in [a, b, c] {
+        coordinator.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn ten_coordinators_converge_and_drop_a_stopped_one() {
     let first = start(config(100)).await;
     let mut all = vec![first];

@@ -2,9 +2,10 @@
 //!
 //! Two loops drive the pure [`Membership`](super::membership::Membership) table:
 //!
-//! - **resync** (only with a discovery host), at start and every resync period: ask
-//!   the discovery host for its coordinators and add each one explicitly; if the
-//!   answer does not list this coordinator, announce it there with a POST.
+//! - **resync** (only with a discovery host), at start and every resync period
+//!   (every heartbeat interval during the first period): ask the discovery host
+//!   for its coordinators and add each one explicitly; if the answer does not list
+//!   this coordinator, announce it there with a POST.
 //! - **poll**, every heartbeat interval: ask every known coordinator for its list, all
 //!   at once, each call bounded by the request timeout; learn the new ones. A peer
 //!   that is broken gets a strike, and is dropped and blacklisted after
@@ -188,6 +189,13 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
         Duration::from_millis(100),
         period.min(shared.config.heartbeat()),
     );
+    // In its first resync period a coordinator asks every heartbeat interval: one
+    // that starts together with its cluster (every coordinator restarted at once,
+    // behind a balancer) reaches each member that is up within a few intervals,
+    // not one per period. The original's coordinators announce themselves only
+    // once per period, so asking is the only way to find them sooner.
+    let young_until = Instant::now() + period;
+    let young_period = period.min(shared.config.heartbeat());
     loop {
         let outcome = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -201,7 +209,11 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
             retry.next_delay()
         } else {
             retry.reset();
-            period
+            if Instant::now() < young_until {
+                young_period
+            } else {
+                period
+            }
         };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,

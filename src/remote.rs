@@ -874,7 +874,8 @@ impl Remote {
 
     /// `GET /v1/snapshot` (ours only): every listing `host` holds, with its
     /// remaining time to live, read as it streams in. `within` bounds the whole
-    /// transfer; listings invalid under `limits` are skipped. A coordinator without
+    /// transfer, and its head (status and first line) must come within one call's
+    /// timeout; listings invalid under `limits` are skipped. A coordinator without
     /// the route (the original's, or an older one of ours) answers a `Status` 404.
     pub async fn snapshot(
         &self,

@@ -203,6 +203,8 @@ impl StreamHold {
             .unwrap_or_else(PoisonError::into_inner);
         match &*rendered {
             Some((at, bytes)) if *at == index => bytes.clone(),
+            // A stream behind the others renders its own; the newest stays shared.
+            Some((at, _)) if *at > index => render(),
             _ => {
                 let bytes = render();
                 *rendered = Some((index, bytes.clone()));

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -71,6 +72,13 @@ fn event(index: u64, data: &[u8]) -> Bytes {
     event.extend_from_slice(data);
     event.extend_from_slice(b"\n\n");
     Bytes::from(event)
+}
+
+/// `every` after `at`, or as far as the clock goes (a keep-alive interval so long
+/// it means "never").
+fn later(at: Instant, every: Duration) -> Instant {
+    at.checked_add(every)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// An open stream: what it waits on and what it sent last.
@@ -137,13 +145,13 @@ impl Open {
             tokio::select! {
                 _ = &mut notified => return Step::Changed,
                 _ = self.keepalive.as_mut() => {
-                    let due = self.wrote + every;
+                    let due = later(self.wrote, every);
                     if due > Instant::now() {
                         self.keepalive.as_mut().reset(due);
                         continue;
                     }
                     self.wrote = Instant::now();
-                    self.keepalive.as_mut().reset(self.wrote + every);
+                    self.keepalive.as_mut().reset(later(self.wrote, every));
                     return Step::KeepAlive;
                 }
                 _ = self.shutdown.as_mut() => return Step::End,
@@ -194,7 +202,6 @@ mod tests {
     use super::*;
     use crate::coordinator::CoordinatorConfig;
     use crate::Listing;
-    use std::time::Duration;
 
     /// What the next step is, and how long (paused time) it took.
     async fn next(open: &mut Open) -> (Step, Duration) {
@@ -232,6 +239,24 @@ mod tests {
         assert_eq!(waited, Duration::from_secs(10));
         shared.shutdown.cancel();
         assert!(matches!(next(&mut open).await.0, Step::End));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_interval_too_long_to_count_means_none() {
+        let config = CoordinatorConfig {
+            stream_keepalive: Duration::MAX,
+            ..CoordinatorConfig::default()
+        };
+        let (shared, _) = Shared::new(config, 1).unwrap();
+        let topic = Topic::Services;
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let mut open = Open::new(shared.clone(), topic, hold, None);
+        assert!(matches!(open.step().await, Step::Send(_)));
+        // tokio's timer gives up at 30 years: the keep-alive timer fires then, and
+        // finds the next keep-alive still beyond the clock's reach.
+        let forty_years = Duration::from_secs(40 * 365 * 86_400);
+        let quiet = tokio::time::timeout(forty_years, open.step());
+        assert!(quiet.await.is_err(), "nothing to send for forty years");
     }
 
     #[tokio::test]

@@ -3,9 +3,9 @@
 //! Two loops drive the pure [`Membership`](super::membership::Membership) table:
 //!
 //! - **resync** (only with a discovery host), at start and every resync period
-//!   (every heartbeat interval during the first period): ask the discovery host
-//!   for its coordinators and add each one explicitly; if the answer does not list
-//!   this coordinator, announce it there with a POST.
+//!   (and, after the first answer, every heartbeat interval for a few intervals):
+//!   ask the discovery host for its coordinators and add each one explicitly; if
+//!   the answer does not list this coordinator, announce it there with a POST.
 //! - **poll**, every heartbeat interval: ask every known coordinator for its list, all
 //!   at once, each call bounded by the request timeout; learn the new ones. A peer
 //!   that is broken gets a strike, and is dropped and blacklisted after
@@ -189,28 +189,38 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
         Duration::from_millis(100),
         period.min(shared.config.heartbeat()),
     );
-    // In its first resync period a coordinator asks every heartbeat interval: one
-    // that starts together with its cluster (every coordinator restarted at once,
-    // behind a balancer) reaches each member that is up within a few intervals,
-    // not one per period. The original's coordinators announce themselves only
-    // once per period, so asking is the only way to find them sooner.
-    let young_until = Instant::now() + period;
-    let young_period = period.min(shared.config.heartbeat());
+    // After its first answer, a coordinator asks every heartbeat interval for up
+    // to [`EARLY_ASKS`] intervals (within the first resync period): one that starts
+    // together with its cluster (every coordinator restarted at once, behind a
+    // balancer) reaches the members that were not up at its first ask. The
+    // original's coordinators announce themselves only once per period, so asking
+    // is the only way to find them sooner. These extra asks learn (they do not
+    // lift a blacklist): a dead host the discovery host still lists is not taken
+    // back at every one of them.
+    let heartbeat = period.min(shared.config.heartbeat());
+    let mut early_until: Option<Instant> = None;
+    let mut early = false;
     loop {
         let outcome = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            outcome = resync(&shared, &discovery, &mut warned) => outcome,
+            outcome = resync(&shared, &discovery, &mut warned, early) => outcome,
         };
         shared.discovery.send_modify(|state| {
             state.attempts += 1;
             state.answered |= outcome.0;
         });
+        if outcome.0 && early_until.is_none() {
+            let window = period.min(heartbeat.saturating_mul(EARLY_ASKS));
+            early_until = Some(Instant::now() + window);
+        }
+        early = false;
         let delay = if outcome.1 == Resync::Again {
             retry.next_delay()
         } else {
             retry.reset();
-            if Instant::now() < young_until {
-                young_period
+            if early_until.is_some_and(|until| Instant::now() + heartbeat <= until) {
+                early = true;
+                heartbeat
             } else {
                 period
             }
@@ -222,10 +232,21 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Extra asks of the discovery host, one per heartbeat interval, after its first
+/// answer (see [`resync_loop`]).
+const EARLY_ASKS: u32 = 10;
+
 /// One resync. `warned` remembers whether the discovery host's failure was already
-/// reported, so a long outage is one warning, not one per period. Returns whether
-/// another coordinator answered, and whether to ask again soon.
-async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> (bool, Resync) {
+/// reported, so a long outage is one warning, not one per period. An `early` one
+/// only learns the coordinators it hears of (see [`resync_loop`]); others add them
+/// explicitly. Returns whether another coordinator answered, and whether to ask
+/// again soon.
+async fn resync(
+    shared: &Arc<Shared>,
+    discovery: &str,
+    warned: &mut bool,
+    early: bool,
+) -> (bool, Resync) {
     let me = shared.me.clone();
     let answer = match shared.remote.coordinators(discovery, None).await {
         Ok(answer) => answer,
@@ -259,7 +280,12 @@ async fn resync(shared: &Arc<Shared>, discovery: &str, warned: &mut bool) -> (bo
                 continue;
             }
             let host = peer.host().to_owned();
-            match membership.add(peer, now) {
+            let outcome = if early {
+                Ok(membership.learn(peer, now))
+            } else {
+                membership.add(peer, now)
+            };
+            match outcome {
                 Ok(true) => added.push(host),
                 Ok(false) => {}
                 Err(error) => tracing::warn!(coordinator = host, %error, "coordinator not added"),

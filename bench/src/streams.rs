@@ -6,9 +6,9 @@
 //! have arrived: the driver only looks for the payload's `"v":N` in them, so what
 //! is timed is the coordinator and the network, not a client's decoding. Watchers
 //! speak HTTP/1.1 on plain sockets and record into a shared [`Board`]: with a
-//! client library and a channel per delivery, the driver spent more per delivery
-//! (4.7 µs) than the coordinator (3.9 µs), and timed itself as much as the
-//! coordinator.
+//! client library and a channel per delivery, the driver spent more system time
+//! per delivery (4.7 µs) than the coordinator (3.9 µs), and timed itself as much
+//! as the coordinator.
 //!
 //! 1. 1,000 watchers, each way: per (change, watcher) latency from just before
 //!    the write until that watcher has the change.
@@ -119,33 +119,51 @@ impl Board {
     /// Watcher `id` has version `v`, since `now`.
     fn saw(&self, id: usize, v: u64, now: Instant) {
         let wanted = self.wanted.load(Ordering::SeqCst);
-        let before = self.seen[id].fetch_max(v + 1, Ordering::SeqCst);
-        if before < wanted && v + 1 >= wanted {
+        // `at` first: once `seen` says a watcher has what is wanted, its time is
+        // there (only this watcher's task writes either).
+        if self.seen[id].load(Ordering::SeqCst) < wanted && v + 1 >= wanted {
             let ns = now.saturating_duration_since(self.base).as_nanos() as u64;
             self.at[id].store(ns, Ordering::SeqCst);
-            if self.count.fetch_add(1, Ordering::SeqCst) + 1 == self.seen.len() {
-                self.all.notify_one();
-            }
+        }
+        let before = self.seen[id].fetch_max(v + 1, Ordering::SeqCst);
+        // The count only wakes the driver; what is reported is read from `seen`.
+        if before < wanted
+            && v + 1 >= wanted
+            && self.count.fetch_add(1, Ordering::SeqCst) + 1 == self.seen.len()
+        {
+            self.all.notify_one();
         }
     }
 
-    /// Until every watcher has what was armed, or `deadline`: how many have it.
-    async fn wait(&self, deadline: tokio::time::Instant) -> usize {
+    /// Until every watcher has what was armed, or `deadline`.
+    async fn wait(&self, deadline: tokio::time::Instant) {
         loop {
-            let count = self.count.load(Ordering::SeqCst);
-            if count >= self.seen.len() {
-                return count;
+            if self.count.load(Ordering::SeqCst) >= self.seen.len()
+                && self.have() == self.seen.len()
+            {
+                return;
             }
             if tokio::time::timeout_at(deadline, self.all.notified())
                 .await
                 .is_err()
             {
-                return self.count.load(Ordering::SeqCst);
+                return;
             }
         }
     }
 
-    /// Per watcher that has what was armed: µs from `t0` until it had it.
+    /// How many watchers have what was armed.
+    fn have(&self) -> usize {
+        let wanted = self.wanted.load(Ordering::SeqCst);
+        self.seen
+            .iter()
+            .filter(|seen| seen.load(Ordering::SeqCst) >= wanted)
+            .count()
+    }
+
+    /// Per watcher that has what was armed: µs from `t0` until it had it. A time
+    /// from before `t0` (a watcher caught between its two stores) is left out, as
+    /// missed.
     fn latencies(&self, t0: Instant) -> Vec<u64> {
         let wanted = self.wanted.load(Ordering::SeqCst);
         let t0 = t0.saturating_duration_since(self.base).as_nanos() as u64;
@@ -153,7 +171,9 @@ impl Board {
             .iter()
             .zip(&self.at)
             .filter(|(seen, _)| seen.load(Ordering::SeqCst) >= wanted)
-            .map(|(_, at)| at.load(Ordering::SeqCst).saturating_sub(t0) / 1_000)
+            .map(|(_, at)| at.load(Ordering::SeqCst))
+            .filter(|at| *at >= t0)
+            .map(|at| (at - t0) / 1_000)
             .collect()
     }
 }
@@ -185,8 +205,14 @@ async fn stream_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<()
         let now = Instant::now();
         pending.extend_from_slice(&buffer[..n]);
         if head {
+            let Some(end) = head_end(&pending) else {
+                continue;
+            };
             if !pending.starts_with(b"HTTP/1.1 200") {
-                bail!("stream answered {}", String::from_utf8_lossy(&pending));
+                bail!(
+                    "stream answered {}",
+                    String::from_utf8_lossy(&pending[..end])
+                );
             }
             head = false;
         }
@@ -247,7 +273,11 @@ async fn blocking_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<
                 let length = header_value(head, "content-length")
                     .and_then(|v| v.parse::<usize>().ok())
                     .ok_or_else(|| anyhow!("no content-length in {head}"))?;
-                index = header_value(head, "x-hakken-index").and_then(|v| v.parse().ok());
+                index = Some(
+                    header_value(head, "x-hakken-index")
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| anyhow!("no x-hakken-index in {head}"))?,
+                );
                 break (end, length);
             }
             let n = socket.read(&mut buffer).await?;
@@ -295,27 +325,45 @@ async fn open(addr: &str, way: Way, n: usize) -> Result<Watchers> {
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let count = board.wait(deadline).await;
+    board.wait(deadline).await;
+    let count = board.have();
     if count < n {
-        if let Some(Ok(Err(error))) = tasks.try_join_next() {
-            bail!("{count} of {n} {} watchers ready: {error}", way.label());
-        }
-        bail!("{count} of {n} {} watchers ready", way.label());
+        bail!(
+            "{count} of {n} {} watchers ready{}",
+            way.label(),
+            failure(&mut tasks)
+        );
     }
     Ok(Watchers { board, tasks, n })
+}
+
+/// Why a watcher ended, if one did (`: …`), else nothing: a watcher ends only on
+/// an error.
+fn failure(tasks: &mut tokio::task::JoinSet<Result<()>>) -> String {
+    match tasks.try_join_next() {
+        Some(Ok(Err(error))) => format!(": {error:#}"),
+        Some(Ok(Ok(()))) => ": a watcher ended".to_owned(),
+        Some(Err(error)) => format!(": {error}"),
+        None => String::new(),
+    }
 }
 
 /// CPU time (user and system) of process `pid` ("self" for this driver), µs.
 fn cpu_us(pid: &str) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's closing parenthesis; utime and stime are the
-    // 12th and 13th of them, in clock ticks (100 a second here).
+    stat_cpu_us(&stat)
+}
+
+/// utime + stime from a `/proc/PID/stat` line, µs. They are the 12th and 13th
+/// fields after the command's closing parenthesis (the state is the 1st), in clock
+/// ticks (100 a second here). Fields are counted as words: some are negative (the
+/// terminal's process group is -1 without one), so they cannot be told apart by
+/// parsing.
+fn stat_cpu_us(stat: &str) -> u64 {
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    (fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0)) * 10_000
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
+    (ticks(11) + ticks(12)) * 10_000
 }
 
 /// What one series of changes measured.
@@ -364,14 +412,20 @@ async fn changes(
             .send()
             .await?
             .error_for_status()?;
-        let count = watchers
+        watchers
             .board
             .wait(tokio::time::Instant::now() + CHANGE_LIMIT)
             .await;
         let latencies = watchers.board.latencies(t0);
         let last = latencies.iter().copied().max().unwrap_or(0);
+        stats.missed += watchers.n.saturating_sub(latencies.len());
         stats.samples.extend(latencies);
-        stats.missed += watchers.n - count;
+        // A watcher that failed (a refusal, a closed connection) is an error of the
+        // run, not a slow delivery.
+        let failed = failure(&mut watchers.tasks);
+        if !failed.is_empty() {
+            bail!("a {} watcher failed{failed}", way.label());
+        }
         stats.all.push(last);
         stats.changes += 1;
     }
@@ -629,4 +683,18 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         body,
         checks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_negative_fields() {
+        // A process without a terminal (tpgid -1), as under setsid: utime 250 and
+        // stime 70 ticks.
+        let stat =
+            "4242 (hakken (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 70 5 6 20 0 2 0 99 1 2";
+        assert_eq!(stat_cpu_us(stat), 320 * 10_000);
+    }
 }

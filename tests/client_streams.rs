@@ -14,7 +14,7 @@ use hakken::client::{Client, ClientConfig};
 use hakken::coordinator::CoordinatorConfig;
 use hakken::Listing;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -189,8 +189,6 @@ struct Older {
     /// Requests by kind: `stream` (asked for one), `blocking`, `once`.
     asked: Mutex<HashMap<&'static str, u64>>,
     me: Mutex<String>,
-    /// Restarted with nobody to copy from: says it is partial, as another run.
-    partial: AtomicBool,
 }
 
 impl Older {
@@ -202,11 +200,9 @@ impl Older {
             .collect();
         let mut headers = HeaderMap::new();
         let index = self.index.load(Ordering::SeqCst);
-        let partial = self.partial.load(Ordering::SeqCst);
         headers.insert("x-hakken-index", index.into());
-        headers.insert("x-hakken-complete", (!partial).to_string().parse().unwrap());
-        headers.insert("x-hakken-instance", if partial { 2 } else { 1 }.into());
-        headers.insert("x-hakken-ttl", OLDER_TTL_MS.into());
+        headers.insert("x-hakken-complete", "true".parse().unwrap());
+        headers.insert("x-hakken-instance", 1.into());
         (headers, axum::Json(listings)).into_response()
     }
 
@@ -214,13 +210,6 @@ impl Older {
         *self.hosts.lock().unwrap() = hosts.iter().map(|h| h.to_string()).collect();
         self.index.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
-    }
-
-    /// Restarts it: partial, listing only `hosts` (the publishers that reached it
-    /// again).
-    fn restart_partial(&self, hosts: &[&str]) {
-        self.partial.store(true, Ordering::SeqCst);
-        self.change(hosts);
     }
 
     fn asked(&self, kind: &str) -> u64 {
@@ -253,15 +242,8 @@ async fn older_coordinators(State(older): State<Arc<Older>>) -> axum::response::
     axum::Json(serde_json::json!([{ "host": me }])).into_response()
 }
 
-/// The time to live an [`Older`] says its listings have.
-const OLDER_TTL_MS: u64 = 300;
-
-/// An [`Older`] serving on a free loopback port: it, its address, its task.
-async fn serve_older() -> (
-    Arc<Older>,
-    String,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
+#[tokio::test]
+async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
     let older = Arc::new(Older::default());
     let app = axum::Router::new()
         .route("/v1/listings/billing", get(older_listings))
@@ -271,12 +253,6 @@ async fn serve_older() -> (
     let addr = listener.local_addr().unwrap().to_string();
     *older.me.lock().unwrap() = addr.clone();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    (older, addr, server)
-}
-
-#[tokio::test]
-async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
-    let (older, addr, server) = serve_older().await;
     older.change(&["a:1"]);
 
     let watcher = client(&addr);
@@ -295,27 +271,6 @@ async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
         1,
         "asked for a stream once, not at every step"
     );
-    watcher.close().await;
-    server.abort();
-}
-
-#[tokio::test]
-async fn a_watch_keeps_what_a_partial_coordinator_has_not_listed_for_one_ttl_at_most() {
-    // Soak run 6: after every coordinator restarted at once, watches kept the
-    // listings of publishers that had just died or closed until a coordinator was
-    // complete, past their bound.
-    let (older, addr, server) = serve_older().await;
-    older.change(&["a:1", "b:1"]);
-    let watcher = client(&addr);
-    watcher.start().await.unwrap();
-    let watch = watcher.watch("billing").build();
-    watch.start().await.unwrap();
-    sees(&watch, &["a:1", "b:1"]).await;
-    // It restarts with nobody to copy from; b's publisher reaches it again, a's
-    // died. It stays partial (and answers nothing new) for longer than the test:
-    // only the end of a's protection, one TTL after it was last listed, removes it.
-    older.restart_partial(&["b:1"]);
-    sees(&watch, &["b:1"]).await;
     watcher.close().await;
     server.abort();
 }

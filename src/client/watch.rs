@@ -12,10 +12,7 @@
 //! that had nobody to copy from says so (`X-Hakken-Complete: false`) until every
 //! publisher has reached it. From such a coordinator, a watch keeps the listings
 //! it held before that the coordinator has not listed yet; a listing the
-//! coordinator has listed once, it may remove (see `View::take`). It keeps one for
-//! at most a time to live (the coordinator's `X-Hakken-Ttl`) after an answer last
-//! listed it: a publisher that is alive has reached the coordinator by then, and
-//! one that died just before the coordinator started would be gone anywhere else.
+//! coordinator has listed once, it may remove (see `View::take`).
 
 use super::error::ClientError;
 use super::feed::Feed;
@@ -32,7 +29,6 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Where a watch stands with its first answer.
@@ -67,38 +63,19 @@ struct View {
     /// changes.
     candidates: Option<Vec<Listing>>,
     /// While answers are partial: the coordinator giving them (which run of it),
-    /// and the listings held from before it that it has not listed yet, each with
-    /// when it goes. Those are kept until then; a listing it has listed once is its
-    /// to remove.
-    protected: Option<(Source, Vec<(Listing, Instant)>)>,
-    /// When the last answer was taken.
-    answered_at: Option<Instant>,
-}
-
-/// `ttl` after `at`; as far as the clock goes without one.
-fn expiry(at: Instant, ttl: Option<Duration>) -> Instant {
-    let far = Duration::from_secs(100 * 365 * 86_400);
-    at.checked_add(ttl.unwrap_or(far))
-        .unwrap_or_else(|| at + far)
+    /// and the listings held from before it that it has not listed yet. Those are
+    /// kept; a listing it has listed once is its to remove.
+    protected: Option<(Source, Vec<Listing>)>,
 }
 
 /// Who gave an answer: a coordinator's host, and which run of it.
 type Source = (String, Option<u64>);
 
 impl View {
-    /// What to take, at `now`, from `host`'s answer `listings` (filtered): all of
-    /// it when the coordinator is complete; from one that is not, the answer plus
-    /// the listings held from before it that it has not listed yet, each for up to
-    /// `ttl` after an answer last listed it.
-    fn take(
-        &mut self,
-        source: Source,
-        listings: Vec<Listing>,
-        complete: bool,
-        now: Instant,
-        ttl: Option<Duration>,
-    ) -> Vec<Listing> {
-        let last = self.answered_at.replace(now).unwrap_or(now);
+    /// What to take from `host`'s answer `listings` (filtered): all of it when the
+    /// coordinator is complete; from one that is not, the answer plus the listings
+    /// held from before it that it has not listed yet.
+    fn take(&mut self, source: Source, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
         if complete {
             self.protected = None;
             return listings;
@@ -106,40 +83,21 @@ impl View {
         let held = self.candidates.as_deref().unwrap_or_default();
         let answered: HashMap<(&str, &str), &Listing> =
             listings.iter().map(|l| (l.key(), l)).collect();
-        let protected: Vec<(Listing, Instant)> = match self.protected.take() {
+        let protected: Vec<Listing> = match self.protected.take() {
             Some((from, protected)) if from == source => protected,
-            // A new source of partial answers: protect all that is held now. What
-            // the last answer listed goes one TTL after it; what was protected
-            // already keeps its time.
-            before => {
-                let before: HashMap<(String, String), Instant> = before
-                    .into_iter()
-                    .flat_map(|(_, protected)| protected)
-                    .map(|(p, until)| ((p.service().to_owned(), p.host().to_owned()), until))
-                    .collect();
-                let until = expiry(last, ttl);
-                held.iter()
-                    .map(|h| {
-                        let key = (h.service().to_owned(), h.host().to_owned());
-                        (h.clone(), before.get(&key).copied().unwrap_or(until))
-                    })
-                    .collect()
-            }
+            // A new source of partial answers: protect all that is held now.
+            _ => held.to_vec(),
         };
-        let protected: HashMap<(String, String), (Listing, Instant)> = protected
+        let protected: HashMap<(String, String), Listing> = protected
             .into_iter()
-            .filter(|(p, until)| !answered.contains_key(&p.key()) && *until > now)
-            .map(|(p, until)| ((p.service().to_owned(), p.host().to_owned()), (p, until)))
+            .filter(|p| !answered.contains_key(&p.key()))
+            .map(|p| ((p.service().to_owned(), p.host().to_owned()), p))
             .collect();
         // In the order held (so that nothing moves for nothing), then what is new.
         let mut view: Vec<Listing> = Vec::with_capacity(held.len() + listings.len());
         let mut placed: HashSet<(&str, &str)> = HashSet::new();
         for h in held {
-            let kept = || {
-                protected
-                    .get(&(h.service().to_owned(), h.host().to_owned()))
-                    .map(|(listing, _)| listing)
-            };
+            let kept = || protected.get(&(h.service().to_owned(), h.host().to_owned()));
             if let Some(listing) = answered.get(&h.key()).copied().or_else(kept) {
                 placed.insert(h.key());
                 view.push(listing.clone());
@@ -152,12 +110,6 @@ impl View {
         }
         self.protected = Some((source, protected.into_values().collect()));
         view
-    }
-
-    /// When the first protected listing goes, if any is protected.
-    fn next_expiry(&self) -> Option<Instant> {
-        let (_, protected) = self.protected.as_ref()?;
-        protected.iter().map(|(_, until)| *until).min()
     }
 }
 
@@ -174,7 +126,7 @@ impl WatchState {
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .cloned()
             .collect();
-        let passed = view.take(source, passed, complete, Instant::now(), answer.ttl);
+        let passed = view.take(source, passed, complete);
         if view.candidates.as_ref() == Some(&passed) {
             return;
         }
@@ -474,11 +426,9 @@ async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
         let now = heard.borrow_and_update();
         (if now.failing { now.answers } else { 0 }, now.failures)
     };
-    // Whether a protected listing's time ran out: the last answer is taken again.
-    let mut expired = false;
     loop {
         let now = heard.borrow_and_update().clone();
-        if let (Some((host, answer)), true) = (&now.answer, now.answers != taken || expired) {
+        if let (Some((host, answer)), true) = (&now.answer, now.answers != taken) {
             taken = now.answers;
             state.update(host, answer, &mut view);
             state.sync.send_if_modified(|sync| match sync {
@@ -500,18 +450,9 @@ async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
                 _ => false,
             });
         }
-        let next_expiry = view.next_expiry();
-        let protection_ends = async {
-            match next_expiry {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        expired = false;
         tokio::select! {
             _ = state.token.cancelled() => return,
             changed = heard.changed() => if changed.is_err() { return },
-            _ = protection_ends => expired = true,
         }
     }
 }
@@ -529,95 +470,43 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_a_partial_coordinator_has_not_listed_is_kept_one_ttl_at_most() {
-        let t0 = Instant::now();
-        let s = |secs: u64| t0 + Duration::from_secs(secs);
-        let ttl = Some(Duration::from_secs(3));
-        let x = |run: u64| ("x".to_owned(), Some(run));
-        let mut view = View::default();
-        // A complete answer at 0 s lists a and b.
-        let took = view.take(
-            x(1),
-            vec![listing("a:1", 1), listing("b:1", 1)],
-            true,
-            t0,
-            ttl,
-        );
-        view.candidates = Some(took);
-        // At 1 s, x answers as a new run, partial, listing nothing: both are kept,
-        // until 3 s (one TTL after the answer that last listed them).
-        let took = view.take(x(2), vec![], false, s(1), ttl);
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        assert_eq!(view.next_expiry(), Some(s(3)));
-        view.candidates = Some(took);
-        // b's publisher reaches x.
-        let took = view.take(x(2), vec![listing("b:1", 1)], false, s(2), ttl);
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        view.candidates = Some(took);
-        // Another partial coordinator at 2.5 s: a keeps its time.
-        let y = ("y".to_owned(), Some(1));
-        let half = t0 + Duration::from_millis(2_500);
-        let took = view.take(y.clone(), vec![listing("b:1", 1)], false, half, ttl);
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        assert_eq!(view.next_expiry(), Some(s(3)));
-        view.candidates = Some(took);
-        // At 3 s, a's time is up: a's publisher would be gone anywhere by now.
-        let took = view.take(y, vec![listing("b:1", 1)], false, s(3), ttl);
-        assert_eq!(hosts(&took), ["b:1"]);
-        assert_eq!(view.next_expiry(), None);
-    }
-
-    #[test]
     fn a_partial_coordinator_never_removes_what_it_has_not_listed() {
-        let at = Instant::now();
         let mut view = View::default();
         let x = || ("x".to_owned(), Some(1));
-        let took = view.take(x(), vec![listing("a:1", 1)], false, at, None);
+        let took = view.take(x(), vec![listing("a:1", 1)], false);
         assert_eq!(hosts(&took), ["a:1"], "nothing held before: taken as it is");
         view.candidates = Some(took);
-        let took = view.take(x(), vec![], false, at, None);
+        let took = view.take(x(), vec![], false);
         assert!(took.is_empty(), "x listed a:1, so x may remove it");
 
         let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
         let mut view = View {
             candidates: Some(held),
-            ..View::default()
+            protected: None,
         };
         // A restarted coordinator that has heard from nobody yet.
-        let took = view.take(x(), vec![], false, at, None);
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         view.candidates = Some(took);
         // a's publisher reached it, with a new payload: in its place.
-        let took = view.take(x(), vec![listing("a:1", 2)], false, at, None);
+        let took = view.take(x(), vec![listing("a:1", 2)], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         assert_eq!(took[0].get("v"), Some(&serde_json::json!(2)));
         view.candidates = Some(took);
         // a withdrew: x listed it, so the removal is real.
-        let took = view.take(x(), vec![], false, at, None);
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         view.candidates = Some(took);
         // Another run of x: what is held now is protected again.
         let x2 = || ("x".to_owned(), Some(2));
-        let took = view.take(x2(), vec![], false, at, None);
+        let took = view.take(x2(), vec![], false);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         // Another partial coordinator: likewise.
-        let took = view.take(
-            ("y".to_owned(), None),
-            vec![listing("d:1", 1)],
-            false,
-            at,
-            None,
-        );
+        let took = view.take(("y".to_owned(), None), vec![listing("d:1", 1)], false);
         assert_eq!(hosts(&took), ["b:1", "c:1", "d:1"]);
         view.candidates = Some(took);
         // A complete answer is the truth.
-        let took = view.take(
-            ("y".to_owned(), None),
-            vec![listing("c:1", 1)],
-            true,
-            at,
-            None,
-        );
+        let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true);
         assert_eq!(hosts(&took), ["c:1"]);
         assert!(view.protected.is_none());
     }

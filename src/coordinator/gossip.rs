@@ -4,8 +4,9 @@
 //!
 //! - **resync** (only with a discovery host), at start and every resync period
 //!   (and, after the first answer, every heartbeat interval for a few intervals):
-//!   ask the discovery host for its coordinators and add each one explicitly; if
-//!   the answer does not list this coordinator, announce it there with a POST.
+//!   ask the discovery host for its coordinators and add each one explicitly (the
+//!   extra early asks only learn them, so they lift no blacklist); if the answer
+//!   does not list this coordinator, announce it there with a POST.
 //! - **poll**, every heartbeat interval: ask every known coordinator for its list, all
 //!   at once, each call bounded by the request timeout; learn the new ones. A peer
 //!   that is broken gets a strike, and is dropped and blacklisted after
@@ -199,8 +200,9 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     // back at every one of them.
     let heartbeat = period.min(shared.config.heartbeat());
     let mut early_until: Option<Instant> = None;
-    let mut early = false;
     loop {
+        // An extra ask, or a quick retry of one, only learns.
+        let early = early_until.is_some_and(|until| Instant::now() < until);
         let outcome = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             outcome = resync(&shared, &discovery, &mut warned, early) => outcome,
@@ -213,13 +215,11 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
             let window = period.min(heartbeat.saturating_mul(EARLY_ASKS));
             early_until = Some(Instant::now() + window);
         }
-        early = false;
         let delay = if outcome.1 == Resync::Again {
             retry.next_delay()
         } else {
             retry.reset();
             if early_until.is_some_and(|until| Instant::now() + heartbeat <= until) {
-                early = true;
                 heartbeat
             } else {
                 period

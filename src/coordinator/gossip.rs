@@ -186,10 +186,8 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     // one heartbeat interval, with jitter so coordinators behind one balancer do
     // not keep asking in lockstep. A partition that heals is then noticed within
     // a heartbeat, not a resync period.
-    let mut retry = Backoff::new(
-        Duration::from_millis(100),
-        period.min(shared.config.heartbeat()),
-    );
+    let heartbeat = period.min(shared.config.heartbeat());
+    let mut retry = Backoff::new(Duration::from_millis(100), heartbeat);
     // After its first answer, a coordinator asks every heartbeat interval for up
     // to [`EARLY_ASKS`] intervals (within the first resync period): one that starts
     // together with its cluster (every coordinator restarted at once, behind a
@@ -198,7 +196,6 @@ pub(super) async fn resync_loop(shared: Arc<Shared>) {
     // is the only way to find them sooner. These extra asks learn (they do not
     // lift a blacklist): a dead host the discovery host still lists is not taken
     // back at every one of them.
-    let heartbeat = period.min(shared.config.heartbeat());
     let mut early_until: Option<Instant> = None;
     loop {
         // An extra ask, or a quick retry of one, only learns.

@@ -278,3 +278,50 @@ async fn a_dropped_coordinator_that_comes_back_unannounced_is_taken_back() {
     })
     .await;
 }
+
+/// Found by the soak (run 7): after every coordinator restarted at once, a watch
+/// kept the listing of a publisher that closed while they were down until a
+/// coordinator was complete, past the bound any other coordinator keeps a dead
+/// publisher's listing to. It now keeps such a listing one TTL at most after its
+/// coordinator last vouched for it (here, when the watch's stream broke).
+#[tokio::test]
+async fn a_watch_keeps_what_a_partial_coordinator_has_not_listed_one_ttl_at_most() {
+    let mut a = coordinator(None).await;
+    let publishers = [client(&a.address()).await, client(&a.address()).await];
+    for (publisher, host) in publishers.iter().zip(["p:1", "q:1"]) {
+        publisher
+            .publish(Listing::new("svc", host).unwrap())
+            .await
+            .unwrap();
+    }
+    complete(&a.address()).await;
+    let watcher = client(&a.address()).await;
+    let watch = watcher.watch("svc").build();
+    watch.start().await.unwrap();
+    common::sees(&watch, &["p:1", "q:1"]).await;
+
+    // A dies; q's publisher closes while it is down (its withdrawal reaches
+    // nobody). A comes back with nothing and nobody to copy from, partial for
+    // longer than the test (H plus a minute's request timeout), and with listings
+    // that live 5 H: only the end of q's protection can remove it from the watch.
+    a.kill9().await;
+    let [p, q] = publishers;
+    q.close().await;
+    a.set_args(&[
+        "--announce-host",
+        "127.0.0.1",
+        "--heartbeat-interval",
+        "200",
+        "--missed-heartbeats-allowed",
+        "5",
+        "--request-timeout",
+        "60000",
+    ]);
+    a.restart().await;
+    common::sees(&watch, &["p:1"]).await;
+    let (status, body) = common::get(&a.address(), "/ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["complete"], false, "still partial: {body}");
+    p.close().await;
+    watcher.close().await;
+}

@@ -16,9 +16,6 @@ use std::time::Duration;
 pub const INDEX_HEADER: &str = "x-hakken-index";
 /// Response header: the coordinator's heartbeat interval, in milliseconds.
 pub const HEARTBEAT_HEADER: &str = "x-hakken-heartbeat-interval";
-/// Response header: how long a listing lives there without a heartbeat (its time
-/// to live), in milliseconds.
-pub const TTL_HEADER: &str = "x-hakken-ttl";
 /// Response header: which coordinator answered (its announced host).
 pub const COORDINATOR_HEADER: &str = "x-hakken-coordinator";
 /// Response header on every answer: `true` when the answering coordinator holds

@@ -10,7 +10,7 @@ use crate::listing::{Limits, Listing, Peer};
 use crate::protocol::{
     read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
     COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, KEEPALIVE_HEADER,
-    MAX_WAIT, SNAPSHOT_PATH, TTL_HEADER, WAIT_HEADER,
+    MAX_WAIT, SNAPSHOT_PATH, WAIT_HEADER,
 };
 use crate::tls::{ClientTls, TlsError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -127,9 +127,6 @@ pub struct Answer<T> {
     pub index: Option<u64>,
     /// `X-Hakken-Heartbeat-Interval`, when the coordinator tells it.
     pub heartbeat_interval: Option<Duration>,
-    /// `X-Hakken-Ttl`: how long a listing lives there without a heartbeat, when
-    /// the coordinator tells it.
-    pub ttl: Option<Duration>,
     /// `X-Hakken-Coordinator`: which coordinator answered, when it says.
     pub coordinator: Option<String>,
     /// `X-Hakken-Complete`: `Some(false)` from a coordinator still warming up after
@@ -148,7 +145,6 @@ impl<T> Answer<T> {
             value: f(self.value),
             index: self.index,
             heartbeat_interval: self.heartbeat_interval,
-            ttl: self.ttl,
             coordinator: self.coordinator,
             complete: self.complete,
             wait: self.wait,
@@ -565,9 +561,6 @@ impl Remote {
             value,
             index: header(INDEX_HEADER).and_then(|v| v.parse().ok()),
             heartbeat_interval: header(HEARTBEAT_HEADER)
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis),
-            ttl: header(TTL_HEADER)
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis),
             coordinator: header(COORDINATOR_HEADER),

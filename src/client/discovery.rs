@@ -253,7 +253,7 @@ pub(crate) async fn follow_loop(inner: Arc<Inner>) {
             _ = inner.shutdown.cancelled() => return,
             event = follower.next() => event,
         };
-        if let Event::Answer { host, answer, .. } = event {
+        if let Event::Answer { host, answer } = event {
             inner.learn(&host, &answer);
         }
     }

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The feeds of a client, by service.
@@ -34,8 +33,6 @@ pub(crate) struct Heard {
     pub answer: Option<(String, Arc<Answer<Vec<Listing>>>)>,
     /// Counts the answers, so a watch tells a new one from one it has seen.
     pub answers: u64,
-    /// When the feed last stopped following a coordinator (see [`Event::Answer`]).
-    pub left: Option<Instant>,
     /// The last round in which every coordinator was tried and failed.
     pub failed: Option<(String, RemoteError)>,
     /// Counts those rounds, likewise.
@@ -136,10 +133,9 @@ async fn feed_loop(
             event = follower.next() => event,
         };
         match event {
-            Event::Answer { host, answer, left } => heard.send_modify(|heard| {
+            Event::Answer { host, answer } => heard.send_modify(|heard| {
                 heard.answer = Some((host, Arc::new(answer)));
                 heard.answers += 1;
-                heard.left = left;
                 heard.failing = false;
             }),
             Event::Exhausted { host, error } => heard.send_modify(|heard| {

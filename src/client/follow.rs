@@ -55,9 +55,6 @@ pub(crate) enum Event<T> {
         host: String,
         /// What it answered.
         answer: Answer<T>,
-        /// When the follower last stopped following a coordinator, if it ever
-        /// did: that coordinator's stream or held query stopped vouching then.
-        left: Option<Instant>,
     },
     /// Every coordinator was tried this round and failed; `host` was the last.
     Exhausted {
@@ -83,8 +80,6 @@ pub(crate) struct Follower<Q, T> {
     poll: fn(&Inner) -> Duration,
     followed: Followed,
     current: Option<String>,
-    /// When the follower last stopped following a coordinator.
-    left: Option<Instant>,
     /// The index of the last answer from `current`.
     index: Option<u64>,
     /// Which coordinator gave `index` (`X-Hakken-Coordinator`): behind a load
@@ -131,7 +126,6 @@ where
             poll,
             followed: Arc::new(Mutex::new(None)),
             current: None,
-            left: None,
             index: None,
             answerer: None,
             excluded: HashSet::new(),
@@ -164,9 +158,6 @@ where
     /// Follows `host` now (none: picks one at the next step). Any stream open on
     /// the coordinator followed before is closed.
     fn set_followed(&mut self, host: Option<String>) {
-        if self.current.is_some() && self.current != host {
-            self.left = Some(Instant::now());
-        }
         *self.followed.lock().unwrap_or_else(PoisonError::into_inner) = host.clone();
         self.current = host;
         self.stream = None;
@@ -204,8 +195,7 @@ where
         match guarded(&self.inner, &host, events.next()).await {
             Ok(answer) => {
                 self.on_answer(&host, &answer, None, Instant::now());
-                let left = self.left;
-                Some(Event::Answer { host, answer, left })
+                Some(Event::Answer { host, answer })
             }
             Err(error) => {
                 if self.stream_opened.elapsed() < STREAM_MIN_LIFE {
@@ -291,8 +281,7 @@ where
                         self.without_streams(&host);
                     }
                     self.on_answer(&host, &answer, ask.blocking(), asked);
-                    let left = self.left;
-                    return Event::Answer { host, answer, left };
+                    return Event::Answer { host, answer };
                 }
                 // At its cap on streams: a blocking query at once.
                 Err(RemoteError::Status { status: 503, .. }) if ask == Ask::Stream => {

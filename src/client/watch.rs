@@ -13,16 +13,6 @@
 //! publisher has reached it. From such a coordinator, a watch keeps the listings
 //! it held before that the coordinator has not listed yet; a listing the
 //! coordinator has listed once, it may remove (see `View::take`).
-//!
-//! It keeps such a listing for one time to live (the coordinator's
-//! `X-Hakken-Ttl`), counted from when the coordinator it came from last vouched
-//! for it: when the feed left that coordinator (an open stream or held query
-//! vouches for its listings however quiet it is), or its last answer, whichever
-//! came later; and at least one heartbeat interval after the new coordinator's
-//! first answer. A live publisher has reached the new coordinator by then; one
-//! that died or closed just before a whole-cluster restart is then gone within the
-//! bound any coordinator keeps a dead publisher's listing to, rather than when a
-//! coordinator is complete.
 
 use super::error::ClientError;
 use super::feed::Feed;
@@ -39,7 +29,6 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Where a watch stands with its first answer.
@@ -74,58 +63,19 @@ struct View {
     /// changes.
     candidates: Option<Vec<Listing>>,
     /// While answers are partial: the coordinator giving them (which run of it),
-    /// and the listings held from before it that it has not listed yet, each with
-    /// when its protection ends. Those are kept until then; a listing it has
-    /// listed once is its to remove.
-    protected: Option<(Source, Vec<(Listing, Instant)>)>,
-    /// When the last answer was taken.
-    answered_at: Option<Instant>,
+    /// and the listings held from before it that it has not listed yet. Those are
+    /// kept; a listing it has listed once is its to remove.
+    protected: Option<(Source, Vec<Listing>)>,
 }
 
 /// Who gave an answer: a coordinator's host, and which run of it.
 type Source = (String, Option<u64>);
 
-/// What an answer brings to [`View::take`] besides its listings.
-struct Taken {
-    /// Who gave it.
-    source: Source,
-    /// Whether that coordinator is complete.
-    complete: bool,
-    /// When the watch took it.
-    now: Instant,
-    /// When the feed last stopped following a coordinator.
-    left: Option<Instant>,
-    /// How long a listing lives at that coordinator without a heartbeat, when it
-    /// says (`X-Hakken-Ttl`).
-    ttl: Option<Duration>,
-    /// Its heartbeat interval, when it says: every live publisher reaches it
-    /// within that.
-    heartbeat: Option<Duration>,
-}
-
-/// `ttl` after `at`; never, as far as the clock goes, without one.
-fn protected_until(at: Instant, ttl: Option<Duration>) -> Instant {
-    let far = Duration::from_secs(100 * 365 * 86_400);
-    at.checked_add(ttl.unwrap_or(far))
-        .or_else(|| at.checked_add(far))
-        .unwrap_or(at)
-}
-
 impl View {
-    /// What to take from an answer's `listings` (filtered): all of it when the
+    /// What to take from `host`'s answer `listings` (filtered): all of it when the
     /// coordinator is complete; from one that is not, the answer plus the listings
-    /// held from before it that it has not listed yet, each until one TTL after
-    /// the source it came from last vouched for it (see the module's notes).
-    fn take(&mut self, listings: Vec<Listing>, taken: Taken) -> Vec<Listing> {
-        let Taken {
-            source,
-            complete,
-            now,
-            left,
-            ttl,
-            heartbeat,
-        } = taken;
-        let answered_before = self.answered_at.replace(now);
+    /// held from before it that it has not listed yet.
+    fn take(&mut self, source: Source, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
         if complete {
             self.protected = None;
             return listings;
@@ -133,47 +83,21 @@ impl View {
         let held = self.candidates.as_deref().unwrap_or_default();
         let answered: HashMap<(&str, &str), &Listing> =
             listings.iter().map(|l| (l.key(), l)).collect();
-        let protected: Vec<(Listing, Instant)> = match self.protected.take() {
+        let protected: Vec<Listing> = match self.protected.take() {
             Some((from, protected)) if from == source => protected,
-            // A new source of partial answers: protect all that is held now. The
-            // source before vouched for what it listed until the feed left it (a
-            // stream or a held query vouches while it is open, however quiet) or
-            // until its last answer, whichever came later; what was protected
-            // already keeps its time.
-            before => {
-                let before: HashMap<(String, String), Instant> = before
-                    .into_iter()
-                    .flat_map(|(_, protected)| protected)
-                    .map(|(p, until)| ((p.service().to_owned(), p.host().to_owned()), until))
-                    .collect();
-                let vouched = left.max(answered_before).unwrap_or(now).min(now);
-                // Never sooner than a heartbeat interval after this first answer
-                // of the new source, so that live publishers reach it however
-                // long the way to it took (a restart that outlasted a TTL).
-                let reached = heartbeat.and_then(|h| now.checked_add(h)).unwrap_or(now);
-                let until = protected_until(vouched, ttl).max(reached);
-                held.iter()
-                    .map(|h| {
-                        let key = (h.service().to_owned(), h.host().to_owned());
-                        (h.clone(), before.get(&key).copied().unwrap_or(until))
-                    })
-                    .collect()
-            }
+            // A new source of partial answers: protect all that is held now.
+            _ => held.to_vec(),
         };
-        let protected: HashMap<(String, String), (Listing, Instant)> = protected
+        let protected: HashMap<(String, String), Listing> = protected
             .into_iter()
-            .filter(|(p, until)| !answered.contains_key(&p.key()) && *until > now)
-            .map(|(p, until)| ((p.service().to_owned(), p.host().to_owned()), (p, until)))
+            .filter(|p| !answered.contains_key(&p.key()))
+            .map(|p| ((p.service().to_owned(), p.host().to_owned()), p))
             .collect();
         // In the order held (so that nothing moves for nothing), then what is new.
         let mut view: Vec<Listing> = Vec::with_capacity(held.len() + listings.len());
         let mut placed: HashSet<(&str, &str)> = HashSet::new();
         for h in held {
-            let kept = || {
-                protected
-                    .get(&(h.service().to_owned(), h.host().to_owned()))
-                    .map(|(listing, _)| listing)
-            };
+            let kept = || protected.get(&(h.service().to_owned(), h.host().to_owned()));
             if let Some(listing) = answered.get(&h.key()).copied().or_else(kept) {
                 placed.insert(h.key());
                 view.push(listing.clone());
@@ -187,40 +111,22 @@ impl View {
         self.protected = Some((source, protected.into_values().collect()));
         view
     }
-
-    /// When the first protected listing's protection ends, if any is protected.
-    fn next_expiry(&self) -> Option<Instant> {
-        let (_, protected) = self.protected.as_ref()?;
-        protected.iter().map(|(_, until)| *until).min()
-    }
 }
 
 impl WatchState {
     /// Applies `host`'s answer to the view and publishes the selection if it
     /// changed. From a coordinator that is not complete, no listing held from
     /// before is removed (see [`View::take`]).
-    fn update(
-        &self,
-        host: &str,
-        answer: &Answer<Vec<Listing>>,
-        left: Option<Instant>,
-        view: &mut View,
-    ) {
-        let taken = Taken {
-            source: (host.to_owned(), answer.instance),
-            complete: answer.complete != Some(false),
-            now: Instant::now(),
-            left,
-            ttl: answer.ttl,
-            heartbeat: answer.heartbeat_interval,
-        };
+    fn update(&self, host: &str, answer: &Answer<Vec<Listing>>, view: &mut View) {
+        let complete = answer.complete != Some(false);
+        let source = (host.to_owned(), answer.instance);
         let passed: Vec<Listing> = answer
             .value
             .iter()
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .cloned()
             .collect();
-        let passed = view.take(passed, taken);
+        let passed = view.take(source, passed, complete);
         if view.candidates.as_ref() == Some(&passed) {
             return;
         }
@@ -520,13 +426,11 @@ async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
         let now = heard.borrow_and_update();
         (if now.failing { now.answers } else { 0 }, now.failures)
     };
-    // Whether a protected listing's time ran out: the last answer is taken again.
-    let mut expired = false;
     loop {
         let now = heard.borrow_and_update().clone();
-        if let (Some((host, answer)), true) = (&now.answer, now.answers != taken || expired) {
+        if let (Some((host, answer)), true) = (&now.answer, now.answers != taken) {
             taken = now.answers;
-            state.update(host, answer, now.left, &mut view);
+            state.update(host, answer, &mut view);
             state.sync.send_if_modified(|sync| match sync {
                 SyncState::Synced => false,
                 _ => {
@@ -546,18 +450,9 @@ async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
                 _ => false,
             });
         }
-        let next_expiry = view.next_expiry();
-        let protection_ends = async {
-            match next_expiry {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        expired = false;
         tokio::select! {
             _ = state.token.cancelled() => return,
             changed = heard.changed() => if changed.is_err() { return },
-            _ = protection_ends => expired = true,
         }
     }
 }
@@ -574,189 +469,44 @@ mod tests {
         listings.iter().map(Listing::host).collect()
     }
 
-    /// A partial answer from `source`, taken now, from a coordinator that does
-    /// not say its TTL (the protection never ends).
-    fn partial(source: Source) -> Taken {
-        Taken {
-            source,
-            complete: false,
-            now: Instant::now(),
-            left: None,
-            ttl: None,
-            heartbeat: None,
-        }
-    }
-
-    #[test]
-    fn a_protected_listing_goes_one_ttl_after_its_source_last_vouched_for_it() {
-        // Soak run 7: after every coordinator restarted at once, watches kept the
-        // listings of publishers that had died or closed just before, until a
-        // coordinator was complete: past their bound.
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let ttl = Some(Duration::from_secs(3));
-        let answer = |source: Source, now: Instant, left: Option<Instant>| Taken {
-            source,
-            complete: false,
-            now,
-            left,
-            ttl,
-            heartbeat: Some(Duration::from_secs(1)),
-        };
-        let x = ("x".to_owned(), Some(1));
-        let mut view = View::default();
-        // x, complete, lists a and b at 0 s, then nothing changes for a minute: its
-        // stream stays open and quiet, vouching for both all along.
-        let complete = Taken {
-            complete: true,
-            ..answer(x.clone(), t0, None)
-        };
-        view.candidates = Some(view.take(vec![listing("a:1", 1), listing("b:1", 1)], complete));
-        // At 60 s the stream breaks (x died); at 61 s x's next run answers,
-        // partial, listing nothing yet. Both are kept, until 63 s: one TTL after
-        // the feed left x, not after x's last answer (that would drop both at
-        // once, though x vouched for them until 60 s).
-        let x2 = ("x".to_owned(), Some(2));
-        let took = view.take(vec![], answer(x2.clone(), at(61_000), Some(at(60_000))));
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        assert_eq!(view.next_expiry(), Some(at(63_000)));
-        view.candidates = Some(took);
-        // b's publisher reaches x's new run: b is x2's now.
-        let took = view.take(
-            vec![listing("b:1", 2)],
-            answer(x2.clone(), at(61_500), Some(at(60_000))),
-        );
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        view.candidates = Some(took);
-        // x2 dies at 62 s, and y, partial too, answers at 62.5 s: a keeps its time
-        // (y is a new source, but nothing vouched for a since 60 s); b, which x2
-        // listed until 62 s, goes at 65 s.
-        let y = ("y".to_owned(), Some(1));
-        let took = view.take(vec![], answer(y.clone(), at(62_500), Some(at(62_000))));
-        assert_eq!(hosts(&took), ["a:1", "b:1"]);
-        assert_eq!(view.next_expiry(), Some(at(63_000)));
-        view.candidates = Some(took);
-        // At 63 s, a's time is up: its publisher would be gone anywhere by now.
-        let took = view.take(vec![], answer(y.clone(), at(63_000), Some(at(62_000))));
-        assert_eq!(hosts(&took), ["b:1"]);
-        assert_eq!(view.next_expiry(), Some(at(65_000)));
-        view.candidates = Some(took);
-        let took = view.take(vec![], answer(y, at(65_000), Some(at(62_000))));
-        assert!(took.is_empty());
-        assert_eq!(view.next_expiry(), None);
-    }
-
-    #[test]
-    fn a_hop_between_coordinators_behind_a_balancer_counts_from_the_last_answer() {
-        // Behind a load balancer, answers to one host come from several
-        // coordinators without the feed ever leaving: the source before vouched
-        // until its last answer.
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let ttl = Some(Duration::from_secs(3));
-        let lb = |run: u64| ("lb".to_owned(), Some(run));
-        let mut view = View::default();
-        let complete = Taken {
-            source: lb(1),
-            complete: true,
-            now: at(10_000),
-            left: Some(t0),
-            ttl,
-            heartbeat: None,
-        };
-        view.candidates = Some(view.take(vec![listing("a:1", 1)], complete));
-        let partial = Taken {
-            source: lb(2),
-            complete: false,
-            now: at(10_500),
-            left: Some(t0),
-            ttl,
-            heartbeat: None,
-        };
-        let took = view.take(vec![], partial);
-        assert_eq!(hosts(&took), ["a:1"]);
-        assert_eq!(view.next_expiry(), Some(at(13_000)));
-    }
-
-    #[test]
-    fn after_a_restart_longer_than_a_ttl_live_publishers_get_a_heartbeat_interval() {
-        // Every coordinator was down for a minute: nothing vouched for a since
-        // then, but its publisher may well be alive and reach the first
-        // coordinator back within a heartbeat interval.
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut view = View {
-            candidates: Some(vec![listing("a:1", 1)]),
-            answered_at: Some(t0),
-            ..View::default()
-        };
-        let partial = Taken {
-            source: ("x".to_owned(), Some(2)),
-            complete: false,
-            now: at(60_000),
-            left: Some(t0),
-            ttl: Some(Duration::from_secs(3)),
-            heartbeat: Some(Duration::from_secs(1)),
-        };
-        let took = view.take(vec![], partial);
-        assert_eq!(hosts(&took), ["a:1"]);
-        assert_eq!(view.next_expiry(), Some(at(61_000)));
-    }
-
-    #[test]
-    fn without_a_ttl_a_protected_listing_stays_until_the_coordinator_is_complete() {
-        let mut view = View {
-            candidates: Some(vec![listing("a:1", 1)]),
-            ..View::default()
-        };
-        let took = view.take(vec![], partial(("x".to_owned(), None)));
-        assert_eq!(hosts(&took), ["a:1"]);
-        let never = view.next_expiry().expect("protected");
-        assert!(never > Instant::now() + Duration::from_secs(365 * 86_400));
-    }
-
     #[test]
     fn a_partial_coordinator_never_removes_what_it_has_not_listed() {
         let mut view = View::default();
         let x = || ("x".to_owned(), Some(1));
-        let took = view.take(vec![listing("a:1", 1)], partial(x()));
+        let took = view.take(x(), vec![listing("a:1", 1)], false);
         assert_eq!(hosts(&took), ["a:1"], "nothing held before: taken as it is");
         view.candidates = Some(took);
-        let took = view.take(vec![], partial(x()));
+        let took = view.take(x(), vec![], false);
         assert!(took.is_empty(), "x listed a:1, so x may remove it");
 
         let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
         let mut view = View {
             candidates: Some(held),
-            ..View::default()
+            protected: None,
         };
         // A restarted coordinator that has heard from nobody yet.
-        let took = view.take(vec![], partial(x()));
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         view.candidates = Some(took);
         // a's publisher reached it, with a new payload: in its place.
-        let took = view.take(vec![listing("a:1", 2)], partial(x()));
+        let took = view.take(x(), vec![listing("a:1", 2)], false);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         assert_eq!(took[0].get("v"), Some(&serde_json::json!(2)));
         view.candidates = Some(took);
         // a withdrew: x listed it, so the removal is real.
-        let took = view.take(vec![], partial(x()));
+        let took = view.take(x(), vec![], false);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         view.candidates = Some(took);
         // Another run of x: what is held now is protected again.
         let x2 = || ("x".to_owned(), Some(2));
-        let took = view.take(vec![], partial(x2()));
+        let took = view.take(x2(), vec![], false);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         // Another partial coordinator: likewise.
-        let took = view.take(vec![listing("d:1", 1)], partial(("y".to_owned(), None)));
+        let took = view.take(("y".to_owned(), None), vec![listing("d:1", 1)], false);
         assert_eq!(hosts(&took), ["b:1", "c:1", "d:1"]);
         view.candidates = Some(took);
         // A complete answer is the truth.
-        let complete = Taken {
-            complete: true,
-            ..partial(("y".to_owned(), None))
-        };
-        let took = view.take(vec![listing("c:1", 1)], complete);
+        let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true);
         assert_eq!(hosts(&took), ["c:1"]);
         assert!(view.protected.is_none());
     }

@@ -12,7 +12,7 @@ use crate::coordinator::metrics::{method_index, route_index};
 use crate::coordinator::readiness::Phase;
 use crate::coordinator::{ClientIdentity, Shared};
 use crate::protocol::{
-    COMPLETE_HEADER, COORDINATOR_HEADER, HEARTBEAT_HEADER, INSTANCE_HEADER, READY_PATH, TTL_HEADER,
+    COMPLETE_HEADER, COORDINATOR_HEADER, HEARTBEAT_HEADER, INSTANCE_HEADER, READY_PATH,
 };
 use axum::body::Body;
 use axum::extract::Request;
@@ -258,10 +258,8 @@ type CommonHeaders = Arc<[(HeaderName, HeaderValue)]>;
 
 fn common_headers(shared: &Shared) -> CommonHeaders {
     let heartbeat = shared.config.heartbeat_interval.as_millis().to_string();
-    let ttl = shared.config.listing_ttl().as_millis().to_string();
     [
         (HEARTBEAT_HEADER, HeaderValue::from_str(&heartbeat).ok()),
-        (TTL_HEADER, HeaderValue::from_str(&ttl).ok()),
         (
             COORDINATOR_HEADER,
             HeaderValue::from_str(shared.me.host()).ok(),

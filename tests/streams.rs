@@ -7,6 +7,10 @@
 //!   the newest list, skipping what it missed;
 //! - one that takes nothing for the stall timeout is disconnected;
 //! - the cap answers `503`; shutdown ends every stream;
+//! - a stream asked for first on its connection is served on the socket itself
+//!   (chunked, `connection: close`), and ends as soon as its reader goes, even
+//!   when nothing is written to it; a stream asked for after another request on
+//!   the same connection is served as before;
 //! - through nginx with `deploy/nginx-hakken.conf`, each event arrives as it comes.
 
 mod common;
@@ -279,5 +283,102 @@ async fn events_pass_through_nginx_as_they_come() {
     // buffer filled or the stream ended, and `next` would time out.
     publish(&c.address(), "pay", "a:1", &[]).await;
     assert_eq!(hosts(&stream.next().await.unwrap()), ["a:1"]);
+    c.shutdown().await.unwrap();
+}
+
+/// Reads from `socket` until `bytes` holds `want`, within [`PATIENCE`].
+async fn read_until(socket: &mut tokio::net::TcpStream, bytes: &mut Vec<u8>, want: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !String::from_utf8_lossy(bytes).contains(want) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{want:?} never came: {}", String::from_utf8_lossy(bytes)))
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {}",
+            String::from_utf8_lossy(bytes)
+        );
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_reader_goes() {
+    use tokio::io::AsyncWriteExt;
+    let c = start(CoordinatorConfig {
+        // No keep-alive within the test: only the reader's going can end it.
+        stream_keepalive: Duration::from_secs(3_600),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    socket
+        .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    read_until(&mut socket, &mut bytes, "\n\n\r\n").await;
+    let text = String::from_utf8_lossy(&bytes).to_lowercase();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for header in [
+        "content-type: text/event-stream",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "x-hakken-coordinator: ",
+        "date: ",
+    ] {
+        assert!(head.contains(header), "{header:?} missing: {head}");
+    }
+    // One chunk: its size in hex, then the event.
+    let (size, event) = body.split_once("\r\n").unwrap();
+    let event = event.strip_suffix("\r\n").unwrap();
+    assert_eq!(usize::from_str_radix(size, 16).unwrap(), event.len());
+    assert!(
+        event.starts_with("id: ") && event.contains(r#""host":"a:1""#),
+        "{event}"
+    );
+    // A change: the next chunk.
+    bytes.clear();
+    publish(&addr, "pay", "b:1", &[]).await;
+    read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
+    assert_eq!(common::metric(&addr, "hakken_streams").await, 1.0);
+    // The reader goes; nothing changes, nothing is written: the stream ends anyway.
+    drop(socket);
+    common::eventually("the stream ends with its reader", || async {
+        (common::metric(&addr, "hakken_streams").await == 0.0).then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_after_another_request_on_its_connection_is_served_as_before() {
+    use tokio::io::AsyncWriteExt;
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    socket
+        .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    // The whole answer: its head, and the JSON array (the body ends with it).
+    read_until(&mut socket, &mut bytes, "]").await;
+    assert!(!String::from_utf8_lossy(&bytes).contains("connection: close"));
+    bytes.clear();
+    socket
+        .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut socket, &mut bytes, "data: ").await;
+    publish(&addr, "pay", "b:1", &[]).await;
+    read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
     c.shutdown().await.unwrap();
 }

@@ -17,6 +17,7 @@
 mod changes;
 pub mod config;
 mod dashboard;
+mod direct;
 mod dns;
 mod gossip;
 mod history;

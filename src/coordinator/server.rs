@@ -20,6 +20,7 @@
 //! handshake error it cannot read. The client certificate's subject, if any,
 //! travels with each of the connection's requests.
 
+use super::direct::{self, First};
 use super::http::Admission;
 use super::tls::{identity, Certificates, ClientIdentity};
 use hyper::server::conn::http1;
@@ -34,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What the accept loop needs to know.
 pub(crate) struct ServeOptions {
@@ -71,6 +73,7 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
+    let direct = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -110,6 +113,8 @@ pub(crate) async fn serve(
         let connection = Connection {
             builder: builder.clone(),
             watcher: graceful.watcher(),
+            direct: direct.clone(),
+            header_timeout: options.header_timeout,
             stall_timeout: options.stall_timeout,
             _permit: permit,
         };
@@ -126,8 +131,13 @@ pub(crate) async fn serve(
         };
     }
     drop(listener);
+    direct.close();
+    let drained = async {
+        graceful.shutdown().await;
+        direct.wait().await;
+    };
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = drained => {}
         _ = tokio::time::sleep(options.grace) => {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
@@ -138,16 +148,31 @@ pub(crate) async fn serve(
 struct Connection {
     builder: http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
+    /// Tracks the streams served on the socket itself (`direct.rs`), which the
+    /// drain waits for too.
+    direct: TaskTracker,
+    header_timeout: Duration,
     stall_timeout: Duration,
     /// Its place under the cap on connections, freed when it ends.
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connection {
-    /// Serves plain HTTP until the connection ends.
+    /// Serves plain HTTP until the connection ends: a first request for a stream
+    /// on the socket itself (`direct.rs`), anything else with hyper.
     async fn plain(self, stream: TcpStream, app: Admission) {
-        let service = TowerToHyperService::new(app);
-        self.serve(stream, service).await;
+        match direct::first_request(&stream, self.header_timeout).await {
+            First::Closed => {}
+            First::Stream(head, request) => {
+                let io = stalls_cut(stream, self.stall_timeout);
+                let served = direct::serve(io, head, request, app);
+                self.direct.track_future(served).await;
+            }
+            First::Other => {
+                let service = TowerToHyperService::new(app);
+                self.serve(stream, service).await;
+            }
+        }
     }
 
     /// Runs the TLS handshake (within `handshake_timeout`), then serves HTTP over

@@ -378,7 +378,65 @@ async fn a_stream_after_another_request_on_its_connection_is_served_as_before() 
         .await
         .unwrap();
     read_until(&mut socket, &mut bytes, "data: ").await;
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("connection: close"),
+        "served by hyper, on a connection kept alive"
+    );
     publish(&addr, "pay", "b:1", &[]).await;
     read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
     c.shutdown().await.unwrap();
+}
+
+/// A stream request's head, asked on a fresh connection (served directly).
+const STREAM_HEAD: &[u8] =
+    b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
+
+#[tokio::test]
+async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_its_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    // Half-closed after the request: it still reads, and gets the first event.
+    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    quiet.write_all(STREAM_HEAD).await.unwrap();
+    quiet.shutdown().await.unwrap();
+    let mut bytes = Vec::new();
+    read_until(&mut quiet, &mut bytes, r#""host":"a:1""#).await;
+    // More bytes after a stream's head: nothing is expected, the stream ends and
+    // the connection closes (without it, a client could make the coordinator
+    // read whatever it sends, for as long as it likes).
+    let mut chatty = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    chatty.write_all(STREAM_HEAD).await.unwrap();
+    let mut bytes = Vec::new();
+    read_until(&mut chatty, &mut bytes, r#""host":"a:1""#).await;
+    chatty.write_all(&[b'x'; 4096]).await.unwrap();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        let mut sink = [0u8; 4096];
+        while matches!(chatty.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    closed.await.expect("the coordinator closes the connection");
+    common::eventually("both streams ended", || async {
+        (common::metric(&addr, "hakken_streams").await == 0.0).then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_has_sent_nothing_does_not_hold_up_a_shutdown() {
+    let c = start(CoordinatorConfig {
+        // Either would hold the shutdown past the test's patience.
+        header_timeout: Duration::from_secs(600),
+        shutdown_grace: Duration::from_secs(600),
+        ..config(60_000)
+    })
+    .await;
+    let _idle = tokio::net::TcpStream::connect(c.address()).await.unwrap();
+    // Accepted: the coordinator answers on another connection after it.
+    common::get(&c.address(), "/ready").await;
+    tokio::time::timeout(PATIENCE, c.shutdown())
+        .await
+        .expect("shutdown is not held up by an idle connection")
+        .unwrap();
 }

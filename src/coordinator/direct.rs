@@ -11,7 +11,10 @@
 //! answer is written on the socket: the head, then each frame of the body as one
 //! HTTP/1.1 chunk, in one write. The connection closes when the answer ends (it
 //! says `connection: close`); a stream's answer ends at shutdown, when the client
-//! goes, or when a write waits longer than the stall timeout.
+//! goes or sends anything more (nothing is expected), or when a write waits longer
+//! than the stall timeout. Other answers (a refusal, an error) are written whole.
+//! A connection that sends nothing within the header timeout is closed, as hyper
+//! closes it, and one that has sent nothing does not hold up a shutdown.
 //!
 //! Everything else goes to hyper: a first request that is not a stream, a head
 //! not complete in the first bytes, anything unusual (a body, HTTP/1.0, an
@@ -25,6 +28,7 @@ use std::task::{ready, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// The longest head taken here; longer ones go to hyper (which has its limits).
@@ -48,7 +52,11 @@ pub(crate) enum First {
 /// The bytes are looked at on the stack, inside one poll, so that no connection
 /// keeps a buffer for them (10,000 connections each peeking into 4 KB of heap
 /// left the allocator holding 8 KB more per connection).
-pub(crate) async fn first_request(stream: &TcpStream, within: Duration) -> First {
+pub(crate) async fn first_request(
+    stream: &TcpStream,
+    within: Duration,
+    shutdown: &CancellationToken,
+) -> First {
     let look = std::future::poll_fn(|cx| {
         let mut bytes = [0u8; MAX_HEAD];
         let mut buf = ReadBuf::new(&mut bytes);
@@ -60,10 +68,12 @@ pub(crate) async fn first_request(stream: &TcpStream, within: Duration) -> First
             }),
         }
     });
-    // hyper applies its own header timeout.
-    tokio::time::timeout(within, look)
-        .await
-        .unwrap_or(First::Other)
+    tokio::select! {
+        // A connection that has sent nothing does not hold up a shutdown.
+        _ = shutdown.cancelled() => First::Closed,
+        // Nothing within the header timeout: closed, as hyper would.
+        first = tokio::time::timeout(within, look) => first.unwrap_or(First::Closed),
+    }
 }
 
 /// Reads and drops `n` bytes from `io` (on the stack, as above).
@@ -129,10 +139,8 @@ fn stream_request(bytes: &[u8]) -> Option<(usize, Request<Body>)> {
 /// Whether the query asks for a stream (`stream`, with any value but `false`).
 fn uri_asks_stream(uri: &Uri) -> bool {
     uri.query().is_some_and(|query| {
-        query.split('&').any(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            key == "stream" && value != "false"
-        })
+        form_urlencoded::parse(query.as_bytes())
+            .any(|(key, value)| key == "stream" && value != "false")
     })
 }
 
@@ -154,16 +162,19 @@ where
         return;
     }
     drop(out);
-    // The client sends nothing more on this connection: what it sends is read
-    // only to see it go (end of file, or an error).
-    let mut probe = [0u8; 64];
+    // A stream's reader is watched while the stream waits: one that goes (end of
+    // file, an error) or sends anything more (nothing is expected) ends it. Other
+    // answers are written whole. What is ready to send goes first.
+    let stream = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let mut probe = [0u8; 1];
     loop {
         let frame = tokio::select! {
+            biased;
             frame = body.frame() => frame,
-            read = io.read(&mut probe) => match read {
-                Ok(n) if n > 0 => continue,
-                _ => return,
-            },
+            _ = io.read(&mut probe), if stream => return,
         };
         match frame {
             Some(Ok(frame)) => {
@@ -181,8 +192,23 @@ where
             None => break,
         }
     }
-    let _ = io.write_all(b"0\r\n\r\n").await;
-    let _ = io.shutdown().await;
+    if io.write_all(b"0\r\n\r\n").await.is_err() || io.shutdown().await.is_err() {
+        return;
+    }
+    // Read what the client still sends until it closes (a second at most, 64 KB
+    // at most): closing with unread input would reset the connection, and the
+    // client could lose the end of the answer.
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Writes the status line and headers of an answer sent in chunks, on a
@@ -265,11 +291,15 @@ mod tests {
         let with_more = format!("{head}GET /next HTTP/1.1\r\n");
         assert_eq!(parsed(&with_more).map(|(len, _)| len), Some(head.len()));
         assert!(parsed("GET /v1/listings/s?stream=true HTTP/1.1\r\nhost: x\r\n\r\n").is_some());
+        assert!(parsed("GET /v1/listings/s?stream HTTP/1.1\r\nhost: x\r\n\r\n").is_some());
+        assert!(parsed(&head.replace("host: x", "content-length: 0")).is_some());
 
         for other in [
             // Not a stream.
             "GET /v1/listings/s HTTP/1.1\r\nhost: x\r\n\r\n",
             "GET /v1/listings/s?stream=false HTTP/1.1\r\nhost: x\r\n\r\n",
+            // Decoded as the router decodes it.
+            "GET /v1/listings/s?stream=fals%65&index=3 HTTP/1.1\r\nhost: x\r\n\r\n",
             // Not complete yet.
             "GET /v1/listings/s HTTP/1.1\r\naccept: text/event-stream\r\n",
             // Not a GET, not HTTP/1.1, a body, an upgrade.
@@ -277,6 +307,7 @@ mod tests {
             "GET /v1/listings/s HTTP/1.0\r\naccept: text/event-stream\r\n\r\n",
             "GET /v1/listings/s HTTP/1.1\r\naccept: text/event-stream\r\ncontent-length: 3\r\n\r\n",
             "GET /v1/listings/s HTTP/1.1\r\naccept: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET /v1/listings/s HTTP/1.1\r\naccept: text/event-stream\r\nTRANSFER-ENCODING: chunked\r\n\r\n",
             "GET /v1/listings/s HTTP/1.1\r\naccept: text/event-stream\r\nupgrade: websocket\r\n\r\n",
             // Not HTTP.
             "\x16\x03\x01\x02\x00",

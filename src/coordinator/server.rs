@@ -13,6 +13,9 @@
 //! deadline in [`super::http`]. A write that waits longer than `stall_timeout`
 //! for its reader closes the connection (a stream's reader that stopped reading).
 //!
+//! A plain connection whose first request asks for a stream is served on the
+//! socket itself (`direct.rs`), without hyper's per-connection buffers.
+//!
 //! With TLS (`tls.rs`), the handshake runs in the connection's task, bounded by
 //! the header timeout, with the configuration current when it was accepted. A
 //! connection whose first byte is not a TLS handshake is someone speaking plain
@@ -33,9 +36,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// What the accept loop needs to know.
 pub(crate) struct ServeOptions {
@@ -73,7 +76,6 @@ pub(crate) async fn serve(
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
-    let direct = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -113,7 +115,7 @@ pub(crate) async fn serve(
         let connection = Connection {
             builder: builder.clone(),
             watcher: graceful.watcher(),
-            direct: direct.clone(),
+            shutdown: shutdown.clone(),
             header_timeout: options.header_timeout,
             stall_timeout: options.stall_timeout,
             _permit: permit,
@@ -131,13 +133,8 @@ pub(crate) async fn serve(
         };
     }
     drop(listener);
-    direct.close();
-    let drained = async {
-        graceful.shutdown().await;
-        direct.wait().await;
-    };
     tokio::select! {
-        _ = drained => {}
+        _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(options.grace) => {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
@@ -148,9 +145,8 @@ pub(crate) async fn serve(
 struct Connection {
     builder: http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
-    /// Tracks the streams served on the socket itself (`direct.rs`), which the
-    /// drain waits for too.
-    direct: TaskTracker,
+    /// Cancelled when the coordinator shuts down.
+    shutdown: CancellationToken,
     header_timeout: Duration,
     stall_timeout: Duration,
     /// Its place under the cap on connections, freed when it ends.
@@ -160,15 +156,21 @@ struct Connection {
 impl Connection {
     /// Serves plain HTTP until the connection ends: a first request for a stream
     /// on the socket itself (`direct.rs`), anything else with hyper.
-    async fn plain(self, stream: TcpStream, app: Admission) {
-        match direct::first_request(&stream, self.header_timeout).await {
+    /// (The connection's graceful watcher, held throughout, makes a shutdown wait
+    /// for either.)
+    async fn plain(mut self, stream: TcpStream, app: Admission) {
+        let accepted = Instant::now();
+        match direct::first_request(&stream, self.header_timeout, &self.shutdown).await {
             First::Closed => {}
             First::Stream(head, request) => {
                 let io = stalls_cut(stream, self.stall_timeout);
-                let served = direct::serve(io, head, request, app);
-                self.direct.track_future(served).await;
+                direct::serve(io, head, request, app).await;
             }
             First::Other => {
+                // The head's time counts from the accept, not from the look.
+                let left = self.header_timeout.saturating_sub(accepted.elapsed());
+                self.builder
+                    .header_read_timeout(left.max(Duration::from_millis(1)));
                 let service = TowerToHyperService::new(app);
                 self.serve(stream, service).await;
             }

@@ -21,6 +21,7 @@
 //! upgrade, a header httparse or `http` refuse), and every TLS connection.
 
 use super::http::Admission;
+use super::server::linger;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
@@ -192,23 +193,9 @@ where
             None => break,
         }
     }
-    if io.write_all(b"0\r\n\r\n").await.is_err() || io.shutdown().await.is_err() {
-        return;
+    if io.write_all(b"0\r\n\r\n").await.is_ok() && io.shutdown().await.is_ok() {
+        linger(&mut io).await;
     }
-    // Read what the client still sends until it closes (a second at most, 64 KB
-    // at most): closing with unread input would reset the connection, and the
-    // client could lose the end of the answer.
-    let drain = async {
-        let mut sink = [0u8; 1024];
-        let mut left: usize = 64 * 1024;
-        while left > 0 {
-            match io.read(&mut sink).await {
-                Ok(n) if n > 0 => left = left.saturating_sub(n),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Writes the status line and headers of an answer sent in chunks, on a

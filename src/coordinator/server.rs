@@ -216,6 +216,32 @@ impl Connection {
 /// Most refused connections being answered at once.
 pub(crate) const MAX_REFUSING: usize = 64;
 
+/// Longest time an answered connection is read from before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read from it meanwhile.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// After the last answer is written and the write side shut: reads what the
+/// client still sends until it closes ([`LINGER`] and [`LINGER_BYTES`] at most).
+/// Closing with unread input would reset the connection, and the client could
+/// lose the end of the answer.
+pub(super) async fn linger<S>(io: &mut S)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// The answer to a connection over the cap.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 32\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too many connections\"}";
@@ -232,13 +258,10 @@ async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit, tls: boo
             .write_all(if tls { TLS_REFUSAL } else { REFUSAL })
             .await?;
         stream.shutdown().await?;
-        // Read what the client still sends until it closes: closing with unread
-        // input would reset the connection, and the client could lose the answer.
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        linger(&mut stream).await;
         Ok::<_, std::io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    let _ = tokio::time::timeout(LINGER, answer).await;
     tracing::debug!("connection refused: too many connections");
 }
 
@@ -288,10 +311,7 @@ async fn handshake(
 async fn answer_plain_http(mut stream: TcpStream) {
     let _ = stream.write_all(PLAIN_ON_TLS).await;
     let _ = stream.shutdown().await;
-    // Drain what it sent, so that closing does not reset the answer away.
-    let mut sink = [0u8; 1024];
-    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    linger(&mut stream).await;
 }
 
 /// The router, with the connection's client certificate put on every request.

@@ -286,6 +286,10 @@ async fn events_pass_through_nginx_as_they_come() {
     c.shutdown().await.unwrap();
 }
 
+/// A stream request's head, for the raw-socket tests below.
+const STREAM_HEAD: &[u8] =
+    b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
+
 /// Reads from `socket` until `bytes` holds `want`, within [`PATIENCE`].
 async fn read_until(socket: &mut tokio::net::TcpStream, bytes: &mut Vec<u8>, want: &str) {
     use tokio::io::AsyncReadExt;
@@ -317,10 +321,7 @@ async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_r
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    socket
-        .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    socket.write_all(STREAM_HEAD).await.unwrap();
     let mut bytes = Vec::new();
     read_until(&mut socket, &mut bytes, "\n\n\r\n").await;
     let text = String::from_utf8_lossy(&bytes).to_lowercase();
@@ -373,10 +374,7 @@ async fn a_stream_after_another_request_on_its_connection_is_served_as_before() 
     read_until(&mut socket, &mut bytes, "]").await;
     assert!(!String::from_utf8_lossy(&bytes).contains("connection: close"));
     bytes.clear();
-    socket
-        .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+    socket.write_all(STREAM_HEAD).await.unwrap();
     read_until(&mut socket, &mut bytes, "data: ").await;
     assert!(
         !String::from_utf8_lossy(&bytes).contains("connection: close"),
@@ -386,10 +384,6 @@ async fn a_stream_after_another_request_on_its_connection_is_served_as_before() 
     read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
     c.shutdown().await.unwrap();
 }
-
-/// A stream request's head, asked on a fresh connection (served directly).
-const STREAM_HEAD: &[u8] =
-    b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
 
 #[tokio::test]
 async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_its_events() {

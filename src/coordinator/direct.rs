@@ -20,7 +20,7 @@
 //! not complete in the first bytes, anything unusual (a body, HTTP/1.0, an
 //! upgrade, a header httparse or `http` refuse), and every TLS connection.
 
-use super::http::Admission;
+use super::http::{wanted, Admission};
 use super::server::linger;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
@@ -113,7 +113,6 @@ fn stream_request(bytes: &[u8]) -> Option<(usize, Request<Body>)> {
         .method(Method::GET)
         .uri(uri)
         .version(Version::HTTP_11);
-    let mut wants_stream = uri_asks_stream(request.uri_ref()?);
     for header in parsed.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(header.value).ok()?;
@@ -124,25 +123,22 @@ fn stream_request(bytes: &[u8]) -> Option<(usize, Request<Body>)> {
         if body_or_upgrade {
             return None;
         }
-        if name == axum::http::header::ACCEPT {
-            wants_stream |= value
-                .to_str()
-                .is_ok_and(|v| v.contains("text/event-stream"));
-        }
         request = request.header(name, value);
     }
-    if !wants_stream {
+    // Decided as the route decides it.
+    let param = stream_param(request.uri_ref()?);
+    if !wanted(request.headers_ref()?, param.as_deref()) {
         return None;
     }
     Some((len, request.body(Body::empty()).ok()?))
 }
 
-/// Whether the query asks for a stream (`stream`, with any value but `false`).
-fn uri_asks_stream(uri: &Uri) -> bool {
-    uri.query().is_some_and(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .any(|(key, value)| key == "stream" && value != "false")
-    })
+/// The query's `stream` parameter, decoded as the router decodes it.
+fn stream_param(uri: &Uri) -> Option<String> {
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "stream")
+        .map(|(_, value)| value.into_owned())
 }
 
 /// Serves the stream request whose head (`head` bytes, not yet taken) is first

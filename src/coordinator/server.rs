@@ -121,7 +121,7 @@ pub(crate) async fn serve(
             _permit: permit,
         };
         // Two tasks of their own sizes: a plain connection's task does not carry
-        // room for a TLS handshake (976 bytes instead of 1,784).
+        // room for a TLS handshake.
         match options.tls.clone() {
             None => tokio::spawn(connection.plain(stream, app.clone())),
             Some(certificates) => tokio::spawn(connection.tls(

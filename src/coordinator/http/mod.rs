@@ -52,6 +52,7 @@ use cluster::{
 };
 use listings::{delete_listing, get_listings, get_services, post_listing};
 use std::sync::Arc;
+pub(crate) use stream::wanted;
 
 /// The router over the shared state, with admission in front.
 pub(crate) fn service(shared: Arc<Shared>) -> Admission {

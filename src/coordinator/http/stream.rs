@@ -31,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// Whether a request asks for a stream.
-pub(super) fn wanted(headers: &HeaderMap, stream_param: Option<&str>) -> bool {
+pub(crate) fn wanted(headers: &HeaderMap, stream_param: Option<&str>) -> bool {
     stream_param.is_some_and(|v| v != "false")
         || headers
             .get_all(header::ACCEPT)

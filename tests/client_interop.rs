@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::eventually;
 use common::node::{NodeClient, NodeCoordinator};
+use common::{eventually, Address};
 use hakken::client::{Client, ClientConfig};
 use hakken::Listing;
 use serde_json::json;
@@ -160,4 +160,79 @@ async fn a_client_asks_the_way_in_again_when_the_original_lists_only_itself() {
     assert_eq!(client.heartbeat_interval(), Duration::from_millis(700));
     client.close().await;
     ours.shutdown().await.unwrap();
+}
+
+/// Found by the 30-minute soak: every one of ours went down at once (a restart of
+/// the whole cluster), and a watch failed over to the original's coordinator, which
+/// has no withdrawal and still listed a publisher that had closed seconds before.
+/// The watch took that listing back, and kept it until ours were complete again.
+#[tokio::test]
+async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withdrew() {
+    // Listings live 3 minutes on the original: the withdrawn one is still there
+    // when the watch reaches it, whatever the machine's pace.
+    let original = NodeCoordinator::start(None, 60_000, 600_000).await;
+    let ours = common::start({
+        let mut cfg = common::config(60_000);
+        cfg.discovery_host = Some(original.address());
+        cfg
+    })
+    .await;
+    let both = vec![ours.host().to_owned(), original.host()];
+    let publisher = Client::new(ClientConfig::new(ours.address()));
+    publisher.start().await.unwrap();
+    common::knows(&publisher, &both).await;
+    let stay = Listing::new("stale", "stay:1").unwrap();
+    let gone = Listing::new("stale", "gone:1").unwrap();
+    publisher.publish(stay.clone()).await.unwrap();
+    publisher.publish(gone.clone()).await.unwrap();
+    common::holds(&original.address(), "stale", &["gone:1", "stay:1"]).await;
+
+    // The watch follows ours (complete, with streams), and sees the withdrawal.
+    let watcher =
+        Client::new(ClientConfig::new(ours.address()).poll_interval(Duration::from_millis(H)));
+    watcher.start().await.unwrap();
+    common::knows(&watcher, &both).await;
+    let watch = watcher.watch("stale").build();
+    watch.start().await.unwrap();
+    common::sees(&watch, &["gone:1", "stay:1"]).await;
+    assert_eq!(watch.coordinator().as_deref(), Some(ours.host()));
+    publisher.unpublish(&gone).await.unwrap();
+    common::sees(&watch, &["stay:1"]).await;
+    assert_eq!(
+        common::held(&original.address(), "stale").await,
+        Some(common::strings(&["gone:1", "stay:1"])),
+        "the original has no withdrawal"
+    );
+
+    // Ours goes: the watch moves to the original, and polls it.
+    ours.shutdown().await.unwrap();
+    let host = original.host();
+    eventually("the watch follows the original", || async {
+        (watch.coordinator().as_deref() == Some(host.as_str())).then_some(())
+    })
+    .await;
+    // A listing that reaches only the original: once the watch has it, the watch
+    // has taken the original's answers.
+    let (status, _) = common::post(
+        &original.address(),
+        "/v1/listings",
+        r#"{"service":"stale","host":"new:1"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    eventually("the watch takes the original's answer", || async {
+        watch
+            .get()
+            .iter()
+            .any(|l| l.host() == "new:1")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        common::hosts_of(&watch.get()),
+        ["new:1", "stay:1"],
+        "the withdrawn listing stays out"
+    );
+    watcher.close().await;
+    publisher.close().await;
 }

@@ -204,15 +204,8 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
         "the original has no withdrawal"
     );
 
-    // Ours goes: the watch moves to the original, and polls it.
-    ours.shutdown().await.unwrap();
-    let host = original.host();
-    eventually("the watch follows the original", || async {
-        (watch.coordinator().as_deref() == Some(host.as_str())).then_some(())
-    })
-    .await;
-    // A listing that reaches only the original: once the watch has it, the watch
-    // has taken the original's answers.
+    // A listing only the original has (ours copies nothing after its join): once
+    // the watch has it, the watch has taken an answer of the original's.
     let (status, _) = common::post(
         &original.address(),
         "/v1/listings",
@@ -220,6 +213,13 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
     )
     .await;
     assert_eq!(status, 201);
+    assert_eq!(
+        common::held(ours.address().as_str(), "stale").await,
+        Some(common::strings(&["stay:1"]))
+    );
+
+    // Ours goes: the watch moves to the original.
+    ours.shutdown().await.unwrap();
     eventually("the watch takes the original's answer", || async {
         watch
             .get()
@@ -228,6 +228,7 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
             .then_some(())
     })
     .await;
+    assert_eq!(watch.coordinator(), Some(original.host()));
     assert_eq!(
         common::hosts_of(&watch.get()),
         ["new:1", "stay:1"],

@@ -8,11 +8,13 @@
 //! the coordinators one stream, not a hundred. (A watch's `wait` matters only for
 //! the blocking queries a feed falls back to: the feed takes its first watch's.)
 //! The answers are states, not deltas: a watch that is slow to look skips to the
-//! newest, and loses nothing.
+//! newest, and loses nothing. The feed sees every answer in order, and screens
+//! each for stale copies of listings ours removed (see [`Departures`]).
 //!
 //! The feed lives while a watch uses it: the feeds table holds it weakly, each
 //! running watch task strongly, and the last to let go stops its task.
 
+use super::departures::Departures;
 use super::follow::{Event, Followed, Follower};
 use super::Inner;
 use crate::listing::Listing;
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The feeds of a client, by service.
@@ -127,13 +130,16 @@ async fn feed_loop(
     )
     .streaming()
     .reporting_to(followed);
+    let mut departures = Departures::default();
     loop {
         let event = tokio::select! {
             _ = token.cancelled() => return,
             event = follower.next() => event,
         };
         match event {
-            Event::Answer { host, answer } => heard.send_modify(|heard| {
+            Event::Answer { host, mut answer } => heard.send_modify(|heard| {
+                let interval = inner.heartbeat_interval();
+                departures.screen(&host, &mut answer, interval, Instant::now());
                 heard.answer = Some((host, Arc::new(answer)));
                 heard.answers += 1;
                 heard.failing = false;

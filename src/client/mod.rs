@@ -18,6 +18,7 @@
 
 mod config;
 mod coordinators;
+mod departures;
 mod discovery;
 mod error;
 mod feed;

@@ -14,12 +14,10 @@
 //! it held before that the coordinator has not listed yet; a listing the
 //! coordinator has listed once, it may remove (see `View::take`).
 //!
-//! **Nor does a listing come back from the original's coordinator once ours
-//! removed it.** The original has no withdrawal: it lists a closed publisher until
-//! that listing expires there, up to [`STALE_HEARTBEATS`] heartbeat intervals. A
-//! watch that fails over from ours to the original's (every one of ours down at
-//! once, say) does not take such a listing back for that long after ours removed
-//! it, unless ours lists it again first (see `View::screen`).
+//! **Nor does a listing come back because its coordinator is new.** A listing
+//! ours removed is kept out, for a few heartbeat intervals, of the answers of the
+//! original's coordinator (which has no withdrawal) and of other runs of ours that
+//! may have copied it from there (see `Departures`, in the feed).
 
 use super::error::ClientError;
 use super::feed::Feed;
@@ -36,16 +34,7 @@ use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// For how many heartbeat intervals after ours removed a listing an answer of the
-/// original's may still hold it: the original reaps a listing three missed
-/// heartbeats after the last one, on a sweep of its own.
-const STALE_HEARTBEATS: u32 = 4;
-
-/// How many removals a watch remembers at most.
-const MAX_DEPARTED: usize = 10_000;
 
 /// Where a watch stands with its first answer.
 #[derive(Debug)]
@@ -82,73 +71,12 @@ struct View {
     /// and the listings held from before it that it has not listed yet. Those are
     /// kept; a listing it has listed once is its to remove.
     protected: Option<(Source, Vec<Listing>)>,
-    /// Listings ours removed lately, and until when an answer of the original's
-    /// that still holds one is not believed (see [`View::screen`]).
-    departed: HashMap<(String, String), Instant>,
 }
 
 /// Who gave an answer: a coordinator's host, and which run of it.
 type Source = (String, Option<u64>);
 
-/// A listing's service and host, owned.
-fn key_of(listing: &Listing) -> (String, String) {
-    (listing.service().to_owned(), listing.host().to_owned())
-}
-
 impl View {
-    /// What the view becomes with an answer's `listings` (filtered): screened (see
-    /// [`View::screen`]), then taken (see [`View::take`]). `ours` is the heartbeat
-    /// interval of the coordinator that answered if it is one of ours (`None` for
-    /// the original's): what ours removes is remembered for [`STALE_HEARTBEATS`] of
-    /// them.
-    fn apply(
-        &mut self,
-        source: Source,
-        listings: Vec<Listing>,
-        complete: bool,
-        ours: Option<Duration>,
-        now: Instant,
-    ) -> Vec<Listing> {
-        let listings = self.screen(ours.is_some(), listings, now);
-        let view = self.take(source, listings, complete);
-        if let Some(interval) = ours {
-            self.note_departures(&view, now + interval * STALE_HEARTBEATS);
-        }
-        view
-    }
-
-    /// `listings` from an answer, less those ours removed lately if the answer is
-    /// not from ours: the original keeps a withdrawn listing until it expires there,
-    /// and a watch that fails over to it must not take that listing back. From ours,
-    /// a listing listed again is forgotten as departed (its publisher is back).
-    fn screen(&mut self, ours: bool, listings: Vec<Listing>, now: Instant) -> Vec<Listing> {
-        self.departed.retain(|_, until| *until > now);
-        if ours {
-            for listing in &listings {
-                self.departed.remove(&key_of(listing));
-            }
-            return listings;
-        }
-        listings
-            .into_iter()
-            .filter(|l| !self.departed.contains_key(&key_of(l)))
-            .collect()
-    }
-
-    /// Remembers, until `until`, what ours removed from the view: what was held
-    /// before and is not in `view`.
-    fn note_departures(&mut self, view: &[Listing], until: Instant) {
-        let Some(held) = &self.candidates else {
-            return;
-        };
-        let kept: HashSet<(&str, &str)> = view.iter().map(Listing::key).collect();
-        for gone in held.iter().filter(|h| !kept.contains(&h.key())) {
-            if self.departed.len() < MAX_DEPARTED {
-                self.departed.insert(key_of(gone), until);
-            }
-        }
-    }
-
     /// What to take from `host`'s answer `listings` (filtered): all of it when the
     /// coordinator is complete; from one that is not, the answer plus the listings
     /// held from before it that it has not listed yet.
@@ -203,13 +131,7 @@ impl WatchState {
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .cloned()
             .collect();
-        // Ours say which run answered; the original does not.
-        let ours = answer.instance.map(|_| {
-            answer
-                .heartbeat_interval
-                .unwrap_or(super::DEFAULT_HEARTBEAT_INTERVAL)
-        });
-        let passed = view.apply(source, passed, complete, ours, Instant::now());
+        let passed = view.take(source, passed, complete);
         if view.candidates.as_ref() == Some(&passed) {
             return;
         }
@@ -566,7 +488,6 @@ mod tests {
         let mut view = View {
             candidates: Some(held),
             protected: None,
-            departed: HashMap::new(),
         };
         // A restarted coordinator that has heard from nobody yet.
         let took = view.take(x(), vec![], false);
@@ -593,44 +514,5 @@ mod tests {
         let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true);
         assert_eq!(hosts(&took), ["c:1"]);
         assert!(view.protected.is_none());
-    }
-
-    #[test]
-    fn a_listing_ours_removed_is_not_taken_back_from_the_original_while_it_may_be_stale() {
-        let h = Duration::from_secs(1);
-        let t0 = Instant::now();
-        let ours = |n: u64| ("ours".to_owned(), Some(n));
-        let original = || ("original".to_owned(), None);
-        let mut view = View::default();
-        let step = |view: &mut View, source, listings, ours: Option<Duration>, at| {
-            let took = view.apply(source, listings, true, ours, t0 + at);
-            view.candidates = Some(took.clone());
-            took
-        };
-        let both = vec![listing("a:1", 1), listing("b:1", 1)];
-        step(&mut view, ours(1), both.clone(), Some(h), Duration::ZERO);
-        // b withdrew: ours removes it, and the watch remembers that.
-        let took = step(&mut view, ours(1), vec![listing("a:1", 1)], Some(h), h);
-        assert_eq!(hosts(&took), ["a:1"]);
-        // Ours goes; the original still lists b (no withdrawal there). Not taken.
-        let took = step(&mut view, original(), both.clone(), None, h * 2);
-        assert_eq!(hosts(&took), ["a:1"]);
-        // New listings from the original are taken at once.
-        let three = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
-        let took = step(&mut view, original(), three.clone(), None, h * 3);
-        assert_eq!(hosts(&took), ["a:1", "c:1"]);
-        // Past STALE_HEARTBEATS intervals after the removal, the original's b is
-        // its publisher's again (the original would have reaped a stale one).
-        let took = step(&mut view, original(), three.clone(), None, h * 5 + h / 10);
-        assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
-
-        // Ours listing a departed listing again clears it at once.
-        let mut view = View::default();
-        step(&mut view, ours(1), both.clone(), Some(h), Duration::ZERO);
-        step(&mut view, ours(1), vec![listing("a:1", 1)], Some(h), h);
-        step(&mut view, ours(2), both.clone(), Some(h), h * 2);
-        let took = step(&mut view, original(), both, None, h * 3);
-        assert_eq!(hosts(&took), ["a:1", "b:1"], "b came back through ours");
-        assert!(view.departed.is_empty());
     }
 }

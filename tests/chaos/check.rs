@@ -15,7 +15,12 @@
 //!   watcher of the original's gets [`Bounds::original_watcher`] (one `H`) more:
 //!   it polls, and so does the original coordinator's reaper, and both run late on
 //!   a busy machine (the original's behaviour, not ours: seen at 6.07 s for a bound
-//!   of 6 s).
+//!   of 6 s). For the original's watchers, a publisher that ended while one of
+//!   the original's coordinators was stopped (SIGSTOP) gets [`Bounds::death`]
+//!   from when that coordinator resumed: it then takes the heartbeats that waited
+//!   in its socket, and counts the listing's time to live from there (seen: a
+//!   listing of ours closed 0.9 s into a 2.3 s stop of one, held by the original's
+//!   watchers 7.5 s after the close, against a bound of 7 s).
 //! - **Liveness.** After every coordinator fault heals, there comes a moment when
 //!   every watcher is consistent with the truth: it holds every publisher that has
 //!   been out for [`Bounds::grace`] and none past its removal bound. The time to
@@ -127,13 +132,35 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
             Some(end + if quick { bounds.close } else { bounds.death })
         })
         .collect();
+    // For the original's watchers: the original's coordinator, stopped when the
+    // publisher ended, takes the heartbeats that waited in its socket when it
+    // resumes, and counts the listing's time to live from then.
+    let resumed: Vec<Option<u64>> = record
+        .publishers
+        .iter()
+        .map(|p| {
+            let (end, _) = p.end?;
+            record
+                .faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::Stop && f.start <= end && f.heal > end)
+                .filter(|f| {
+                    f.coordinator
+                        .and_then(|c| record.coordinators.get(c))
+                        .is_some_and(|(kind, _)| *kind == Kind::Original)
+                })
+                .map(|f| f.heal + bounds.death)
+                .max()
+        })
+        .collect();
     // A removal bound as it applies to one watcher.
     let bound_for = |watcher: usize, p: usize| -> Option<u64> {
-        let slack = match record.watchers.get(watcher) {
-            Some(Kind::Original) => bounds.original_watcher,
-            _ => 0,
-        };
-        removal[p].map(|bound| bound + slack)
+        match record.watchers.get(watcher) {
+            Some(Kind::Original) => removal[p]
+                .max(resumed[p])
+                .map(|bound| bound + bounds.original_watcher),
+            _ => removal[p],
+        }
     };
     let mut views: BTreeMap<usize, Vec<&View>> = BTreeMap::new();
     for v in &record.views {
@@ -360,4 +387,62 @@ pub fn quantile(values: &mut [u64], q: f64) -> u64 {
     }
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Fault, Publisher};
+
+    /// A mixed cluster, H = 1 s: a publisher of ours closes at 10 s, 1 s into a
+    /// 3 s stop of coordinator 0 (of kind `stopped`); a watcher of kind `watcher`
+    /// holds its listing until `until`.
+    fn held_until(stopped: Kind, watcher: Kind, until: u64) -> bool {
+        let record = Record {
+            publishers: vec![Publisher {
+                kind: Kind::Ours,
+                host: "p:80".into(),
+                inside: false,
+                start: 0,
+                end: Some((10_000, End::Closed)),
+            }],
+            watchers: vec![watcher],
+            coordinators: vec![(stopped, "c:1".into())],
+            views: vec![
+                View {
+                    watcher: 0,
+                    at: 0,
+                    hosts: BTreeSet::from(["p:80".to_owned()]),
+                },
+                View {
+                    watcher: 0,
+                    at: until,
+                    hosts: BTreeSet::new(),
+                },
+            ],
+            faults: vec![Fault {
+                kind: FaultKind::Stop,
+                coordinator: Some(0),
+                start: 9_000,
+                heal: 12_000,
+            }],
+            duration: 60_000,
+            ..Record::default()
+        };
+        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
+        findings.violations.iter().any(|v| v.invariant == "safety")
+    }
+
+    #[test]
+    fn the_originals_watchers_may_hold_a_listing_its_ttl_after_their_stopped_coordinator_resumed() {
+        use Kind::{Original, Ours};
+        // The original's watcher of the original's coordinator: the resume (12 s)
+        // plus death (6 s) plus one H.
+        assert!(!held_until(Original, Original, 18_900));
+        assert!(held_until(Original, Original, 19_100));
+        // Otherwise: the end (10 s) plus death, plus one H for the original's.
+        assert!(!held_until(Original, Ours, 15_900));
+        assert!(held_until(Original, Ours, 16_100));
+        assert!(held_until(Ours, Original, 17_100));
+    }
 }

@@ -137,13 +137,15 @@ async fn feed_loop(
             event = follower.next() => event,
         };
         match event {
-            Event::Answer { host, mut answer } => heard.send_modify(|heard| {
-                let interval = inner.heartbeat_interval();
-                departures.screen(&host, &mut answer, interval, Instant::now());
-                heard.answer = Some((host, Arc::new(answer)));
-                heard.answers += 1;
-                heard.failing = false;
-            }),
+            Event::Answer { host, answer } => {
+                let interval = inner.cluster_heartbeat();
+                let answer = departures.screen(&host, answer, interval, Instant::now());
+                heard.send_modify(|heard| {
+                    heard.answer = Some((host, answer));
+                    heard.answers += 1;
+                    heard.failing = false;
+                });
+            }
             Event::Exhausted { host, error } => heard.send_modify(|heard| {
                 heard.failed = Some((host, error));
                 heard.failures += 1;

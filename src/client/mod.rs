@@ -253,6 +253,20 @@ impl Inner {
         }
     }
 
+    /// The heartbeat interval the cluster runs on, as `table` knows it: the one its
+    /// coordinators announce (the shortest), else the configured one, else 20 s.
+    fn cluster_interval(&self, table: &Coordinators) -> Duration {
+        table
+            .announced_interval()
+            .or(self.config.heartbeat_interval)
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL)
+    }
+
+    /// The heartbeat interval the cluster runs on (see `cluster_interval`).
+    pub fn cluster_heartbeat(&self) -> Duration {
+        self.cluster_interval(&self.coordinator_table())
+    }
+
     /// Records that a round (a heartbeat round, a poll) found `host` broken: a
     /// strike, and at the last one the coordinator is forgotten (and on probation);
     /// when none is left, the resync task asks `host` at once.
@@ -261,10 +275,7 @@ impl Inner {
             let mut table = self.coordinator_table();
             // As long as the cluster takes to drop it: its peers poll it every
             // interval they announce, and drop it after a few failures.
-            let interval = table
-                .announced_interval()
-                .or(self.config.heartbeat_interval)
-                .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+            let interval = self.cluster_interval(&table);
             let rounds = PROBATION_ROUNDS.max(self.config.failures_before_drop + 1);
             let probe_until = tokio::time::Instant::now() + interval * rounds;
             let strike = table.failed(host, probe_until);

@@ -26,7 +26,8 @@
 //! - **Liveness.** After every coordinator fault heals, there comes a moment when
 //!   every watcher is consistent with the truth: it holds every publisher that has
 //!   been out for [`Bounds::grace`] and none past its removal bound. The time to
-//!   that moment is the fault's convergence time; none within
+//!   that moment is the fault's convergence time (also measured for our
+//!   watchers alone, as the original's client never fails over); none within
 //!   [`Bounds::liveness`] is a violation.
 //! - **No loss.** A coordinator that answers never goes without the listing of one
 //!   of our live publishers (out for [`Bounds::grace`]) for longer than one
@@ -88,6 +89,8 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// Per coordinator fault kind, the convergence time of each fault.
     pub convergence: BTreeMap<FaultKind, Vec<u64>>,
+    /// The same, for our watchers alone.
+    pub convergence_ours: BTreeMap<FaultKind, Vec<u64>>,
     /// Per way a publisher ended, how long until no watcher held its listing.
     pub departures: BTreeMap<&'static str, Vec<u64>>,
     /// (coordinator, pid, start RSS KiB, end RSS KiB, start fds, end fds).
@@ -203,8 +206,12 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
     }
 
     // Liveness: after each coordinator fault heals, when is everyone consistent?
-    let consistent = |t: u64| -> bool {
+    // (And, measured apart, when are our watchers?)
+    let consistent_of = |t: u64, ours_only: bool| -> bool {
         views.iter().all(|(watcher, list)| {
+            if ours_only && record.watchers.get(*watcher) != Some(&Kind::Ours) {
+                return true;
+            }
             let Some(view) = view_at(list, t) else {
                 return false;
             };
@@ -217,6 +224,7 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
             })
         })
     };
+    let consistent = |t: u64| consistent_of(t, false);
     for fault in record.faults.iter().filter(|f| coordinator_fault(f.kind)) {
         // A fault that healed too near the end is measured if it converged before
         // the end, and is no violation if it did not.
@@ -224,6 +232,16 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
         let found = (fault.heal..=window_end)
             .step_by(50)
             .find(|t| consistent(*t));
+        if let Some(t) = (fault.heal..=window_end)
+            .step_by(50)
+            .find(|t| consistent_of(*t, true))
+        {
+            findings
+                .convergence_ours
+                .entry(fault.kind)
+                .or_default()
+                .push(t - fault.heal);
+        }
         if found.is_none() && fault.heal + bounds.liveness > record.duration {
             continue;
         }
@@ -438,6 +456,46 @@ mod tests {
         };
         let findings = check(&record, Bounds::for_heartbeat(1_000), true);
         findings.violations.iter().any(|v| v.invariant == "safety")
+    }
+
+    #[test]
+    fn convergence_is_also_measured_for_our_watchers_alone() {
+        let view = |watcher, at, hosts: &[&str]| View {
+            watcher,
+            at,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        };
+        let record = Record {
+            publishers: vec![Publisher {
+                kind: Kind::Ours,
+                host: "p:80".into(),
+                inside: false,
+                start: 0,
+                end: None,
+            }],
+            watchers: vec![Kind::Ours, Kind::Original],
+            coordinators: vec![(Kind::Ours, "c:1".into())],
+            // The original's watcher loses the listing during the fault, and has
+            // it again 5 s after the heal; ours keeps it.
+            views: vec![
+                view(0, 0, &["p:80"]),
+                view(1, 0, &["p:80"]),
+                view(1, 9_000, &[]),
+                view(1, 15_000, &["p:80"]),
+            ],
+            faults: vec![Fault {
+                kind: FaultKind::KillRestart,
+                coordinator: Some(0),
+                start: 8_000,
+                heal: 10_000,
+            }],
+            duration: 60_000,
+            ..Record::default()
+        };
+        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
+        assert!(findings.violations.is_empty(), "{:?}", findings.violations);
+        assert_eq!(findings.convergence[&FaultKind::KillRestart], [5_000]);
+        assert_eq!(findings.convergence_ours[&FaultKind::KillRestart], [0]);
     }
 
     #[test]

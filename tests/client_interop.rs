@@ -218,7 +218,9 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
         Some(common::strings(&["stay:1"]))
     );
 
-    // Ours goes: the watch moves to the original.
+    // Ours goes: the watch moves to the original. (Which coordinator it follows at
+    // a given moment is not asserted: with one of ours still known, it tries ours
+    // again between polls of the original.)
     ours.shutdown().await.unwrap();
     eventually("the watch takes the original's answer", || async {
         watch
@@ -228,7 +230,6 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
             .then_some(())
     })
     .await;
-    assert_eq!(watch.coordinator(), Some(original.host()));
     assert_eq!(
         common::hosts_of(&watch.get()),
         ["new:1", "stay:1"],

@@ -13,6 +13,13 @@ use std::time::Duration;
 
 const H: u64 = 200;
 
+/// One of ours, with heartbeat `h_ms`, joining through `original`.
+async fn ours_through(original: &NodeCoordinator, h_ms: u64) -> hakken::coordinator::Coordinator {
+    let mut config = common::config(h_ms);
+    config.discovery_host = Some(original.address());
+    common::start(config).await
+}
+
 #[tokio::test]
 async fn our_client_publishes_and_watches_through_the_original_coordinator() {
     // Listings live 1,000 H there: nothing can expire during the test, and what
@@ -96,12 +103,7 @@ async fn a_watch_leaves_the_original_coordinator_for_one_of_ours() {
     // One of ours joins through the original. The client learns of it (its polls
     // a minute apart: through its coordinator list, followed on the original every
     // heartbeat), and the watch moves to it for its blocking queries.
-    let ours = common::start({
-        let mut cfg = common::config(60_000);
-        cfg.discovery_host = Some(original.address());
-        cfg
-    })
-    .await;
+    let ours = ours_through(&original, 60_000).await;
     let host = ours.host().to_owned();
     eventually("the watch follows our coordinator", || async {
         (watch.coordinator().as_deref() == Some(host.as_str())).then_some(())
@@ -118,12 +120,7 @@ async fn a_watch_leaves_the_original_coordinator_for_one_of_ours() {
 #[tokio::test]
 async fn a_client_started_through_the_original_learns_the_interval_from_ours_at_start() {
     let original = NodeCoordinator::start(None, 60_000, 600_000).await;
-    let ours = common::start({
-        let mut cfg = common::config(700);
-        cfg.discovery_host = Some(original.address());
-        cfg
-    })
-    .await;
+    let ours = ours_through(&original, 700).await;
     let ours_host = ours.host().to_owned();
     eventually("the original lists ours", || async {
         common::coordinators_of(&original.address())
@@ -171,12 +168,7 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
     // Listings live 3 minutes on the original: the withdrawn one is still there
     // when the watch reaches it, whatever the machine's pace.
     let original = NodeCoordinator::start(None, 60_000, 600_000).await;
-    let ours = common::start({
-        let mut cfg = common::config(60_000);
-        cfg.discovery_host = Some(original.address());
-        cfg
-    })
-    .await;
+    let ours = ours_through(&original, 60_000).await;
     let both = vec![ours.host().to_owned(), original.host()];
     let publisher = Client::new(ClientConfig::new(ours.address()));
     publisher.start().await.unwrap();

@@ -419,80 +419,83 @@ mod tests {
     use super::*;
     use crate::record::{Fault, Publisher};
 
-    /// A mixed cluster, H = 1 s: a publisher of ours closes at 10 s, 1 s into a
-    /// 3 s stop of coordinator 0 (of kind `stopped`); a watcher of kind `watcher`
-    /// holds its listing until `until`.
-    fn held_until(stopped: Kind, watcher: Kind, until: u64) -> bool {
+    fn view(watcher: usize, at: u64, hosts: &[&str]) -> View {
+        View {
+            watcher,
+            at,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    /// What the checker finds in a mixed cluster (H = 1 s) of one coordinator of
+    /// kind `coordinator`, with one publisher of ours (`p:80`, out from 0 to
+    /// `end`), watchers of kinds `watchers`, their `views` and one `fault`.
+    fn findings(
+        coordinator: Kind,
+        end: Option<(u64, End)>,
+        watchers: Vec<Kind>,
+        views: Vec<View>,
+        fault: Fault,
+    ) -> Findings {
         let record = Record {
             publishers: vec![Publisher {
                 kind: Kind::Ours,
                 host: "p:80".into(),
                 inside: false,
                 start: 0,
-                end: Some((10_000, End::Closed)),
+                end,
             }],
-            watchers: vec![watcher],
-            coordinators: vec![(stopped, "c:1".into())],
-            views: vec![
-                View {
-                    watcher: 0,
-                    at: 0,
-                    hosts: BTreeSet::from(["p:80".to_owned()]),
-                },
-                View {
-                    watcher: 0,
-                    at: until,
-                    hosts: BTreeSet::new(),
-                },
-            ],
-            faults: vec![Fault {
-                kind: FaultKind::Stop,
-                coordinator: Some(0),
-                start: 9_000,
-                heal: 12_000,
-            }],
+            watchers,
+            coordinators: vec![(coordinator, "c:1".into())],
+            views,
+            faults: vec![fault],
             duration: 60_000,
             ..Record::default()
         };
-        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
-        findings.violations.iter().any(|v| v.invariant == "safety")
+        check(&record, Bounds::for_heartbeat(1_000), true)
+    }
+
+    /// A publisher of ours closes at 10 s, 1 s into a 3 s stop of the coordinator
+    /// (of kind `stopped`); a watcher of kind `watcher` holds its listing until
+    /// `until`. Whether that breaks safety.
+    fn held_until(stopped: Kind, watcher: Kind, until: u64) -> bool {
+        let stop = Fault {
+            kind: FaultKind::Stop,
+            coordinator: Some(0),
+            start: 9_000,
+            heal: 12_000,
+        };
+        let views = vec![view(0, 0, &["p:80"]), view(0, until, &[])];
+        findings(
+            stopped,
+            Some((10_000, End::Closed)),
+            vec![watcher],
+            views,
+            stop,
+        )
+        .violations
+        .iter()
+        .any(|v| v.invariant == "safety")
     }
 
     #[test]
     fn convergence_is_also_measured_for_our_watchers_alone() {
-        let view = |watcher, at, hosts: &[&str]| View {
-            watcher,
-            at,
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        // The original's watcher loses the listing during the fault, and has it
+        // again 5 s after the heal; ours keeps it.
+        let views = vec![
+            view(0, 0, &["p:80"]),
+            view(1, 0, &["p:80"]),
+            view(1, 9_000, &[]),
+            view(1, 15_000, &["p:80"]),
+        ];
+        let kill = Fault {
+            kind: FaultKind::KillRestart,
+            coordinator: Some(0),
+            start: 8_000,
+            heal: 10_000,
         };
-        let record = Record {
-            publishers: vec![Publisher {
-                kind: Kind::Ours,
-                host: "p:80".into(),
-                inside: false,
-                start: 0,
-                end: None,
-            }],
-            watchers: vec![Kind::Ours, Kind::Original],
-            coordinators: vec![(Kind::Ours, "c:1".into())],
-            // The original's watcher loses the listing during the fault, and has
-            // it again 5 s after the heal; ours keeps it.
-            views: vec![
-                view(0, 0, &["p:80"]),
-                view(1, 0, &["p:80"]),
-                view(1, 9_000, &[]),
-                view(1, 15_000, &["p:80"]),
-            ],
-            faults: vec![Fault {
-                kind: FaultKind::KillRestart,
-                coordinator: Some(0),
-                start: 8_000,
-                heal: 10_000,
-            }],
-            duration: 60_000,
-            ..Record::default()
-        };
-        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
+        let watchers = vec![Kind::Ours, Kind::Original];
+        let findings = findings(Kind::Ours, None, watchers, views, kill);
         assert!(findings.violations.is_empty(), "{:?}", findings.violations);
         assert_eq!(findings.convergence[&FaultKind::KillRestart], [5_000]);
         assert_eq!(findings.convergence_ours[&FaultKind::KillRestart], [0]);

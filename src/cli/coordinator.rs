@@ -192,6 +192,14 @@ pub struct CoordinatorArgs {
     /// Longest time spent at start copying the cluster's listings from a peer, in milliseconds; listing reads wait for it.
     #[arg(long, env = "HAKKEN_SYNC_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Cluster")]
     sync_timeout: u64,
+    /// Keep the listings in this directory (created if missing), so that a restart, even after a crash, keeps them: each lives what it had left. One coordinator per directory. Without it, listings live in memory only.
+    #[arg(
+        long,
+        env = "HAKKEN_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Cluster"
+    )]
+    data_dir: Option<std::path::PathBuf>,
     /// Polls in a row that must find a peer unreachable (or not a coordinator) before it is dropped; refusals never count.
     #[arg(long, env = "HAKKEN_FAILURES_BEFORE_DROP", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Cluster")]
     failures_before_drop: u32,
@@ -234,6 +242,7 @@ impl CoordinatorArgs {
             dns_port: self.dns_port,
             dns_domain: self.dns_domain.clone(),
             dns_ttl: self.dns_ttl,
+            data_dir: self.data_dir.clone().filter(|d| !d.as_os_str().is_empty()),
             peer_tls: self.tls.settings(),
             ..CoordinatorConfig::default()
         }
@@ -252,7 +261,9 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
                 "cannot listen on {address}: address already in use; choose another port with --port or PORT"
             )
         }
-        Err(CoordinatorError::Tls(error)) => bail!("{error}"),
+        Err(error @ (CoordinatorError::Tls(_) | CoordinatorError::DataDir { .. })) => {
+            bail!("{error}")
+        }
         Err(error) => return Err(error).with_context(|| format!("cannot listen on {address}")),
     };
     stop.await;

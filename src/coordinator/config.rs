@@ -89,6 +89,10 @@ pub struct CoordinatorConfig {
     pub dns_domain: String,
     /// TTL of every DNS record, in seconds.
     pub dns_ttl: u32,
+    /// Keep the registry in this directory, so that a restart keeps the listings
+    /// (see `persist.rs`); created if missing, one coordinator per directory.
+    /// `None`: listings live in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CoordinatorConfig {
@@ -125,6 +129,7 @@ impl Default for CoordinatorConfig {
             dns_port: None,
             dns_domain: "hakken".into(),
             dns_ttl: 0,
+            data_dir: None,
         }
     }
 }

@@ -24,6 +24,7 @@ mod history;
 mod http;
 mod membership;
 mod metrics;
+mod persist;
 mod readiness;
 mod registry;
 mod server;
@@ -73,6 +74,14 @@ pub enum CoordinatorError {
     /// A TLS file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The data directory cannot be created, opened or locked.
+    #[error("data directory {}: {error}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
     /// A background task panicked.
     #[error("task `{0}` panicked: {1}")]
     Panicked(&'static str, String),
@@ -120,6 +129,9 @@ pub(crate) struct Shared {
     pub sync_wanted: Notify,
     /// Wakes the expiry task: an imported listing may be due before it wakes.
     expiry_changed: Notify,
+    /// Asks for the registry to be written to the data directory soon: a
+    /// listing was added, replaced or withdrawn (see `persist.rs`).
+    persist_wanted: Notify,
     /// Identifies this run of the coordinator (`X-Hakken-Instance`): the wall
     /// clock at start, in microseconds, also the first index.
     pub instance: u64,
@@ -175,6 +187,7 @@ impl Shared {
             discovery: watch::Sender::new(DiscoveryState::default()),
             sync_wanted: Notify::new(),
             expiry_changed: Notify::new(),
+            persist_wanted: Notify::new(),
             instance: first_index,
             config,
         });
@@ -289,6 +302,7 @@ impl Shared {
             Upsert::Refreshed => 0,
         };
         if outcome != Upsert::Refreshed {
+            self.persist_wanted.notify_one();
             self.changes.notify(&Topic::Service(service));
         }
         if names_changed {
@@ -318,6 +332,7 @@ impl Shared {
             (removed, registry.names_index() != names)
         };
         if removed.is_some() {
+            self.persist_wanted.notify_one();
             self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
         }
@@ -370,6 +385,7 @@ impl Shared {
         self.metrics.imported.inc_by(count as u64);
         if count > 0 {
             self.expiry_changed.notify_one();
+            self.persist_wanted.notify_one();
         }
         for service in added {
             self.changes.notify(&Topic::Service(service));
@@ -407,6 +423,13 @@ impl Shared {
     pub async fn ready(&self) {
         if !self.readiness.is_ready() {
             self.readiness.wait_ready(self.config.sync_timeout).await;
+        }
+    }
+
+    /// Waits until reads may be answered, however long that takes.
+    pub async fn wait_ready(&self) {
+        while !self.readiness.is_ready() {
+            self.readiness.wait_ready(Duration::from_secs(3600)).await;
         }
     }
 
@@ -468,6 +491,10 @@ impl Coordinator {
         config: CoordinatorConfig,
     ) -> Result<Self, CoordinatorError> {
         let local_addr = listener.local_addr()?;
+        let data_dir = match &config.data_dir {
+            Some(path) => Some(Arc::new(persist::DataDir::open(path)?)),
+            None => None,
+        };
         let (shared, certificates) = Shared::new(config, local_addr.port())?;
         tracing::info!(
             address = %local_addr,
@@ -492,6 +519,10 @@ impl Coordinator {
             ("sync", tokio::spawn(sync::run(shared.clone()))),
             ("history", tokio::spawn(history_loop(shared.clone()))),
         ];
+        if let Some(dir) = data_dir {
+            let write = persist::write_loop(shared.clone(), dir);
+            tasks.push(("persist", tokio::spawn(write)));
+        }
         let mut dns_addr = None;
         if let (Some(port), Some(zone)) = (shared.config.dns_port, shared.dns_zone.clone()) {
             let (udp, tcp, addr) = dns::bind(local_addr.ip(), port)?;

@@ -21,7 +21,8 @@
 //!    coordinator started stays withdrawn (the registry remembers withdrawals until
 //!    the coordinator is complete).
 //! 3. **Open.** `Complete` after a copy from a complete peer; otherwise `Partial`
-//!    (see `readiness.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
+//!    (see `readiness.rs`), after reading back what this coordinator held before
+//!    it stopped when it keeps its registry on disk (`persist.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
 //!
 //! While partial, every change to the membership table triggers another copy (a
 //! peer found late, by an announcement or a later resync), and one heartbeat
@@ -81,6 +82,14 @@ pub(super) async fn run(shared: Arc<Shared>) {
         );
         Copied::Partial
     });
+    if copied == Copied::Partial {
+        // Nobody complete to copy from: what this coordinator held before it
+        // stopped, if it keeps it (a complete peer knows better: it saw what was
+        // withdrawn meanwhile).
+        if let Some(dir) = shared.config.data_dir.clone() {
+            super::persist::load(&shared, &dir).await;
+        }
+    }
     let listings = shared.listing_count();
     if copied == Copied::Complete {
         shared.advance(Phase::Complete);

@@ -8,6 +8,7 @@ use crate::common::process::{signal, CoordinatorProcess};
 use crate::net::Net;
 use crate::record::{Kind, Recorder, Resources};
 use crate::Settings;
+use std::path::Path;
 
 /// A coordinator of either kind.
 pub enum Node {
@@ -70,7 +71,7 @@ pub struct Cluster {
 }
 
 /// The arguments of one of our coordinators (`hakken coordinator`).
-fn our_args(announce: &str, h_ms: u64, discovery: Option<&str>) -> Vec<String> {
+fn our_args(announce: &str, h_ms: u64, discovery: Option<&str>, data_dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--announce-host",
         announce,
@@ -85,6 +86,9 @@ fn our_args(announce: &str, h_ms: u64, discovery: Option<&str>) -> Vec<String> {
     if let Some(discovery) = discovery {
         args.extend(["--discovery-host".to_owned(), discovery.to_owned()]);
     }
+    // Each keeps its registry on disk, as a deployment would: a restart of every
+    // coordinator at once then keeps every listing's remaining time.
+    args.extend(["--data-dir".to_owned(), data_dir.display().to_string()]);
     args
 }
 
@@ -101,7 +105,10 @@ impl Cluster {
         for i in 0..settings.ours {
             let namespace = if i == 0 { net.namespace.as_ref() } else { None };
             let ip = namespace.map_or(net.host_ip.as_str(), |ns| ns.ip.as_str());
-            let args = our_args(ip, h, None);
+            let data_dir = settings.out.join(format!("data-{i}"));
+            // A file left by an earlier run is not this cluster's.
+            let _ = std::fs::remove_dir_all(&data_dir);
+            let args = our_args(ip, h, None, &data_dir);
             let process = CoordinatorProcess::start(
                 namespace.map(|ns| ns.name.as_str()),
                 ip,
@@ -135,12 +142,13 @@ impl Cluster {
         let upstreams: Vec<String> = coordinators.iter().map(|c| c.address.clone()).collect();
         let nginx = Nginx::start(&upstreams, &net.host_ip).await;
         let lb = nginx.address();
-        for c in &mut coordinators {
+        for (i, c) in coordinators.iter_mut().enumerate() {
             c.kill9().await;
             match &mut c.node {
                 Node::Ours(p) => {
                     let ip = c.address.rsplit_once(':').expect("ip:port").0.to_owned();
-                    p.set_args(&strs(&our_args(&ip, h, Some(&lb))));
+                    let data_dir = settings.out.join(format!("data-{i}"));
+                    p.set_args(&strs(&our_args(&ip, h, Some(&lb), &data_dir)));
                     p.restart().await;
                 }
                 Node::Original(n) => n.restart(Some(&lb)).await,

@@ -3,14 +3,16 @@
 //! [`Coordinator::start`] takes a listener the caller bound (port 0 works) and runs
 //! six things until [`Coordinator::shutdown`]: the HTTP server (`http/`), the
 //! expiry task (below), the two gossip loops (`gossip.rs`), the join sync
-//! (`sync.rs`) and the dashboard's sampler (below, `history.rs`). They share one
+//! (`sync.rs`) and the dashboard's sampler (below, `history.rs`), and with a data
+//! directory the registry's writer (`persist.rs`). They share one
 //! `Shared` value: the registry, the membership table and the dashboard's history
 //! behind short-lived locks (never held across an `.await`), the start phase
 //! (`readiness.rs`), the configuration, and one cancellation token that every loop
 //! watches.
 //!
 //! Where things live: a listing enters in `http/listings.rs` (or, copied from a
-//! peer at start, in `sync.rs`), lives in `registry::Registry`, leaves through
+//! peer at start, in `sync.rs`, or read back from the data directory, in
+//! `persist.rs`), lives in `registry::Registry`, leaves through
 //! `expire_loop` here or a `DELETE` (`http/listings.rs`), and watchers learn of it
 //! through `GET /v1/listings/:service`.
 

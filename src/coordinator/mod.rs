@@ -131,9 +131,8 @@ pub(crate) struct Shared {
     pub sync_wanted: Notify,
     /// Wakes the expiry task: an imported listing may be due before it wakes.
     expiry_changed: Notify,
-    /// Asks for the registry to be written to the data directory soon: a
-    /// listing was added, replaced or withdrawn (see `persist.rs`).
-    persist_wanted: Notify,
+    /// The registry's writer and the start, with a data directory (`persist.rs`).
+    pub persist: persist::State,
     /// Identifies this run of the coordinator (`X-Hakken-Instance`): the wall
     /// clock at start, in microseconds, also the first index.
     pub instance: u64,
@@ -189,7 +188,7 @@ impl Shared {
             discovery: watch::Sender::new(DiscoveryState::default()),
             sync_wanted: Notify::new(),
             expiry_changed: Notify::new(),
-            persist_wanted: Notify::new(),
+            persist: persist::State::default(),
             instance: first_index,
             config,
         });
@@ -304,7 +303,7 @@ impl Shared {
             Upsert::Refreshed => 0,
         };
         if outcome != Upsert::Refreshed {
-            self.persist_wanted.notify_one();
+            self.persist.wanted.notify_one();
             self.changes.notify(&Topic::Service(service));
         }
         if names_changed {
@@ -334,7 +333,7 @@ impl Shared {
             (removed, registry.names_index() != names)
         };
         if removed.is_some() {
-            self.persist_wanted.notify_one();
+            self.persist.wanted.notify_one();
             self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
         }
@@ -387,7 +386,7 @@ impl Shared {
         self.metrics.imported.inc_by(count as u64);
         if count > 0 {
             self.expiry_changed.notify_one();
-            self.persist_wanted.notify_one();
+            self.persist.wanted.notify_one();
         }
         for service in added {
             self.changes.notify(&Topic::Service(service));
@@ -425,13 +424,6 @@ impl Shared {
     pub async fn ready(&self) {
         if !self.readiness.is_ready() {
             self.readiness.wait_ready(self.config.sync_timeout).await;
-        }
-    }
-
-    /// Waits until reads may be answered, however long that takes.
-    pub async fn wait_ready(&self) {
-        while !self.readiness.is_ready() {
-            self.readiness.wait_ready(Duration::from_secs(3600)).await;
         }
     }
 
@@ -475,6 +467,8 @@ pub struct Coordinator {
     local_addr: SocketAddr,
     dns_addr: Option<SocketAddr>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    /// Where the registry is kept, if it is (written once more at shutdown).
+    data_dir: Option<Arc<persist::DataDir>>,
 }
 
 impl Coordinator {
@@ -521,8 +515,8 @@ impl Coordinator {
             ("sync", tokio::spawn(sync::run(shared.clone()))),
             ("history", tokio::spawn(history_loop(shared.clone()))),
         ];
-        if let Some(dir) = data_dir {
-            let write = persist::write_loop(shared.clone(), dir);
+        if let Some(dir) = &data_dir {
+            let write = persist::write_loop(shared.clone(), dir.clone());
             tasks.push(("persist", tokio::spawn(write)));
         }
         let mut dns_addr = None;
@@ -555,6 +549,7 @@ impl Coordinator {
             local_addr,
             dns_addr,
             tasks,
+            data_dir,
         })
     }
 
@@ -624,6 +619,11 @@ impl Coordinator {
                     abort.abort();
                 }
             }
+        }
+        // Once in-flight requests are done (the HTTP task first, above), so that
+        // what they changed is in it.
+        if let Some(dir) = self.data_dir.take() {
+            persist::final_write(&self.shared, &dir).await;
         }
         tracing::info!(address = %self.local_addr, "coordinator stopped");
         result

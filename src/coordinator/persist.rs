@@ -8,32 +8,44 @@
 //! is alive. With one, it writes every live listing and the time each has left
 //! to `DIR/registry.ndjson` (the snapshot format of `GET /v1/snapshot`, after a
 //! head that says when it was written), and reads it back at start when the join
-//! sync found no complete peer to copy from (a complete peer knows better: it saw
-//! what was withdrawn while this one was down): each listing then lives what it
-//! had left, less the time the file was on disk. A dead publisher's listing
-//! leaves on time; a live one's is refreshed by its next heartbeat.
+//! sync found no complete peer of ours to copy from (one knows better: it saw
+//! what was withdrawn while this one was down; the original's coordinators know
+//! nothing of withdrawals). The file is parsed while the join runs and imported
+//! after it: each listing then lives what it had left, less the time the file was
+//! on disk, and what a publisher sent meanwhile or a peer gave wins.
 //!
-//! **A listing near its end.** The file may be up to one write period old when
-//! the coordinator stops, and a live publisher's next heartbeat after a restart
-//! may come up to `H` later, so a live publisher's listing could be read back
-//! with less time left than it takes its publisher to refresh it. A listing whose
+//! **A listing near its end.** The file may be up to `H/2` old when the
+//! coordinator stops, and a live publisher's next heartbeat after a restart may
+//! come up to `H` later, so a live publisher's listing could be read back with
+//! less time left than it takes its publisher to refresh it. A listing whose
 //! publisher was heartbeating when the file was written (it had at least
-//! `TTL - 5/4 H` left then) lives at least `5/4 H` after it is read back; one whose
-//! publisher had already missed a heartbeat lives only what it had left. So a
-//! dead publisher's listing leaves when it would have, unless the coordinators
-//! were down for more than `H/4`: then it may stay up to that long more.
+//! `TTL - 5/4 H` left then) lives at least `5/4 H` after it is read back (at most
+//! a TTL); one whose publisher had already missed a heartbeat lives only what it
+//! had left, and so does one read back before and not heard from since (the file
+//! says when its writer read its own file back). With the default TTL of `3 H`, a
+//! dead publisher's listing then stays at most the file's age when read back less
+//! `H/2` longer than it would have: nothing more when the coordinator was back
+//! within `H/2` of the file's last write.
 //!
-//! **When it is written:** after the coordinator is ready (before, it would
-//! overwrite the file with less than it held), then at least every `H/2`, soon
-//! after any listing is added, replaced or withdrawn (so that a withdrawn
-//! listing does not come back with a restart), and once more at shutdown. Writes
-//! are paced: the coordinator spends at most about a tenth of its time writing.
-//! Each write goes to a temporary file, synced, then renamed over the old one,
-//! so a crash leaves the old file or the new one, never half of one. A file that
-//! cannot be read (missing, damaged, another version) is logged and the
-//! coordinator starts without it; a write that fails is logged and retried at
-//! the next period. One coordinator per directory: a second one is refused at
-//! start (`DIR/lock`).
+//! **When it is written:** once the coordinator has settled what it holds at
+//! start (before, it would overwrite the file with less than it held), then at
+//! least every `H/2` after the last write, soon after any listing is added,
+//! replaced or withdrawn, and at shutdown once in-flight requests are done. Writes
+//! are paced: at most about a tenth of the time is spent writing (a 100,000-listing
+//! registry is about 40 MB), so a change reaches the file within 20 ms on a small
+//! registry, later on a large one. Each write goes to a temporary file, synced,
+//! then renamed over the old one, so a crash leaves the old file or the new one,
+//! never half of one; the file is readable by its owner only. A file that cannot
+//! be read (damaged, another version) is logged and the coordinator starts
+//! without it; a write that fails is logged (once, until one succeeds again) and
+//! tried again a period later. One coordinator per directory: a second one is
+//! refused at start (`DIR/lock`, a `flock`: use a local file system).
+//!
+//! **What it does not promise.** Changes since the last write are lost with a
+//! `kill -9`. A listing withdrawn while this coordinator was down, from peers that
+//! are partial themselves when it starts (every coordinator restarted), comes
+//! back from its file for what it had left, at most a TTL. Ages are measured with
+//! the wall clock: a clock stepped forward while it was down ages every listing.
 
 use super::{CoordinatorError, Shared};
 use crate::listing::Limits;
@@ -43,10 +55,13 @@ use crate::protocol::{
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The file the registry is written to, in the data directory.
@@ -69,14 +84,49 @@ struct Head {
     /// When it was written: milliseconds since the Unix epoch.
     #[serde(rename = "writtenAt")]
     written_at: u64,
+    /// When the coordinator that wrote it had read its own file back, if it had
+    /// (milliseconds since the Unix epoch).
+    #[serde(
+        rename = "readBackAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    read_back_at: Option<u64>,
     /// How many listing lines follow.
     count: usize,
+}
+
+/// What the writer and the start share (in `Shared`).
+#[derive(Default)]
+pub(crate) struct State {
+    /// A listing was added, replaced or withdrawn: write soon.
+    pub wanted: Notify,
+    /// Set once the start has settled what the coordinator holds (the file read
+    /// back or not needed): nothing is written before.
+    settled: watch::Sender<bool>,
+    /// When the file was read back (Unix milliseconds); 0: it was not.
+    read_back_at: AtomicU64,
+}
+
+impl State {
+    /// The start has settled what the coordinator holds: writing may begin.
+    pub fn settle(&self) {
+        self.settled.send_replace(true);
+    }
+
+    fn is_settled(&self) -> bool {
+        *self.settled.borrow()
+    }
 }
 
 /// A data directory in use: held locked for as long as the coordinator runs.
 pub(crate) struct DataDir {
     path: PathBuf,
     _lock: File,
+    /// Held by a write, so that two never share the temporary file.
+    writing: Mutex<()>,
+    /// Whether the last write failed (its failure was logged).
+    failing: AtomicBool,
 }
 
 impl DataDir {
@@ -105,6 +155,8 @@ impl DataDir {
         Ok(DataDir {
             path: path.to_owned(),
             _lock: lock,
+            writing: Mutex::new(()),
+            failing: AtomicBool::new(false),
         })
     }
 }
@@ -116,24 +168,43 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The file's bytes for `entries` (each listing as compact JSON, with the time it
-/// has left), written at `written_at` (Unix milliseconds).
-fn encode(entries: &[(Bytes, Duration)], written_at: u64) -> Vec<u8> {
+/// Writes the file for `entries` (each listing as compact JSON, with the time it
+/// has left) to `out`, as written at `written_at` by a coordinator that read its
+/// own file back at `read_back_at` (Unix milliseconds).
+fn encode(
+    out: &mut impl Write,
+    entries: &[(Bytes, Duration)],
+    written_at: u64,
+    read_back_at: Option<u64>,
+) -> std::io::Result<()> {
     let head = Head {
         version: 1,
         written_at,
+        read_back_at,
         count: entries.len(),
     };
-    let mut out = serde_json::to_vec(&head).expect("serializes");
-    out.push(b'\n');
+    serde_json::to_writer(&mut *out, &head)?;
+    out.write_all(b"\n")?;
+    let mut line = Vec::new();
     for (body, left) in entries {
-        write_snapshot_entry(&mut out, *left, body);
+        line.clear();
+        write_snapshot_entry(&mut line, *left, body);
+        out.write_all(&line)?;
     }
-    out.extend_from_slice(&snapshot_end(entries.len()));
-    out
+    out.write_all(&snapshot_end(entries.len()))
 }
 
-/// What a file read back holds.
+/// A registry file as it was written.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    head: Head,
+    /// Every listing valid here, with the time it had left when written.
+    entries: Vec<SnapshotEntry>,
+    /// Listings this coordinator's limits refuse.
+    invalid: usize,
+}
+
+/// What a file read back holds, at the time it is read back.
 #[derive(Debug)]
 struct Loaded {
     /// The listings still alive, each with the time it lives here from now.
@@ -142,32 +213,10 @@ struct Loaded {
     age: Duration,
     /// Listings whose time ran out while the file was on disk.
     expired: usize,
-    /// Listings this coordinator's limits refuse.
-    invalid: usize,
 }
 
-/// How long a listing read back lives here: what it has `left`, or at least
-/// `5/4 H` when its publisher was heartbeating when the file was written (it had
-/// `written` left then, at least `TTL - 5/4 H`). See the module.
-fn lives(left: Duration, written: Duration, ttl: Duration, heartbeat: Duration) -> Duration {
-    let next_heartbeat = heartbeat + heartbeat / 4;
-    if written >= ttl.saturating_sub(next_heartbeat) {
-        left.max(next_heartbeat)
-    } else {
-        left
-    }
-}
-
-/// Reads a file's bytes at `now` (Unix milliseconds): the listings it holds that
-/// are still alive, with the time each lives here (see [`lives`]) under a TTL of
-/// `ttl` and a heartbeat interval of `heartbeat`.
-fn decode(
-    bytes: &[u8],
-    limits: &Limits,
-    now: u64,
-    ttl: Duration,
-    heartbeat: Duration,
-) -> Result<Loaded, String> {
+/// Reads a file's bytes; `Err` when it is not a whole registry file.
+fn parse(bytes: &[u8], limits: &Limits) -> Result<Parsed, String> {
     let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     let head: Head = serde_json::from_slice(lines.next().ok_or("the file is empty")?)
         .map_err(|e| format!("not a registry file: {e}"))?;
@@ -177,34 +226,26 @@ fn decode(
             head.version
         ));
     }
-    // A clock set back since: the file counts as just written.
-    let age = Duration::from_millis(now.saturating_sub(head.written_at));
-    let mut loaded = Loaded {
-        entries: Vec::new(),
-        age,
-        expired: 0,
-        invalid: 0,
-    };
+    let mut entries = Vec::new();
+    let mut invalid = 0;
     let mut seen = 0;
     for line in lines {
         match read_snapshot_line(line, limits)? {
             SnapshotLine::Entry(entry) => {
                 seen += 1;
-                let left = entry.ttl.saturating_sub(age);
-                if left.is_zero() {
-                    loaded.expired += 1;
-                    continue;
-                }
-                loaded.entries.push(SnapshotEntry {
-                    ttl: lives(left, entry.ttl, ttl, heartbeat),
-                    listing: entry.listing,
-                });
+                entries.push(entry);
             }
             SnapshotLine::Invalid(_) => {
                 seen += 1;
-                loaded.invalid += 1;
+                invalid += 1;
             }
-            SnapshotLine::End(count) if count == head.count && count == seen => return Ok(loaded),
+            SnapshotLine::End(count) if count == head.count && count == seen => {
+                return Ok(Parsed {
+                    head,
+                    entries,
+                    invalid,
+                })
+            }
             SnapshotLine::End(count) => {
                 return Err(format!("the file says {count} listings, and holds {seen}"))
             }
@@ -213,27 +254,72 @@ fn decode(
     Err("the file was cut short (no end marker)".into())
 }
 
-/// Reads the registry file in `dir` back into the registry, if there is one.
-/// Runs after a join sync that found no complete peer; what a publisher sent
-/// meanwhile and what a partial peer gave win.
-pub(super) async fn load(shared: &Arc<Shared>, dir: &Path) {
-    let path = dir.join(FILE);
-    let limits = shared.config.listing_limits;
-    let heartbeat = shared.config.heartbeat();
-    let ttl = shared.config.listing_ttl();
-    let read = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || -> Result<Option<Loaded>, String> {
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(error) => return Err(error.to_string()),
+impl Parsed {
+    /// The listings still alive at `now` (Unix milliseconds), each with the time
+    /// it lives here from then (see the module) under a TTL of `ttl` and a
+    /// heartbeat interval of `heartbeat`.
+    fn alive(self, now: u64, ttl: Duration, heartbeat: Duration) -> Loaded {
+        // A clock set back since: the file counts as just written.
+        let age = Duration::from_millis(now.saturating_sub(self.head.written_at));
+        let floor = heartbeat + heartbeat / 4;
+        let mut loaded = Loaded {
+            entries: Vec::new(),
+            age,
+            expired: 0,
+        };
+        for entry in self.entries {
+            let left = entry.ttl.saturating_sub(age);
+            if left.is_zero() {
+                loaded.expired += 1;
+                continue;
+            }
+            // Heartbeating when written: it had most of a TTL left.
+            let heartbeating = entry.ttl >= ttl.saturating_sub(floor);
+            // Raised to the floor when its writer read it back, and not heard
+            // from since: its deadline is still that floor (give or take the
+            // milliseconds the file rounds to).
+            let deadline = self.head.written_at + entry.ttl.as_millis() as u64;
+            let unheard = self
+                .head
+                .read_back_at
+                .is_some_and(|at| deadline <= at + floor.as_millis() as u64 + 2);
+            let lives = if heartbeating && !unheard {
+                left.max(floor)
+            } else {
+                left
             };
-            decode(&bytes, &limits, now_ms(), ttl, heartbeat).map(Some)
-        })
-    };
-    let loaded = match read.await {
-        Ok(Ok(Some(loaded))) => loaded,
+            loaded.entries.push(SnapshotEntry {
+                ttl: lives.min(ttl),
+                listing: entry.listing,
+            });
+        }
+        loaded
+    }
+}
+
+/// A registry file being parsed: `None` when there is none yet.
+pub(super) type Parsing = JoinHandle<Result<Option<Parsed>, String>>;
+
+/// Starts parsing the registry file in `dir`, while the join runs.
+pub(super) fn parse_file(dir: &Path, limits: Limits) -> Parsing {
+    let path = dir.join(FILE);
+    tokio::task::spawn_blocking(move || {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        };
+        parse(&bytes, &limits).map(Some)
+    })
+}
+
+/// Imports what `parsed` (from [`parse_file`]) holds that is still alive. Runs
+/// after a join sync that found no complete peer of ours; what a publisher sent
+/// meanwhile and what a peer gave win.
+pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing) {
+    let path = dir.join(FILE);
+    let parsed = match parsed.await {
+        Ok(Ok(Some(parsed))) => parsed,
         Ok(Ok(None)) => {
             tracing::info!(path = %path.display(), "no registry file yet: starting empty");
             return;
@@ -247,6 +333,11 @@ pub(super) async fn load(shared: &Arc<Shared>, dir: &Path) {
             return;
         }
     };
+    let invalid = parsed.invalid;
+    let now = now_ms();
+    let config = &shared.config;
+    let loaded = parsed.alive(now, config.listing_ttl(), config.heartbeat());
+    shared.persist.read_back_at.store(now, Ordering::Release);
     let read = loaded.entries.len();
     let mut imported = 0;
     let mut entries = loaded.entries.into_iter().peekable();
@@ -260,64 +351,105 @@ pub(super) async fn load(shared: &Arc<Shared>, dir: &Path) {
         read,
         imported,
         expired = loaded.expired,
-        invalid = loaded.invalid,
+        invalid,
         "registry file read back"
     );
 }
 
-/// Writes the registry to `dir` (see the module for when), until shutdown.
+/// Writes the registry to `dir` (see the module for when) until shutdown, from
+/// the moment the start has settled what the coordinator holds.
 pub(super) async fn write_loop(shared: Arc<Shared>, dir: Arc<DataDir>) {
-    // Not before the file was read back and the join is done.
+    let mut settled = shared.persist.settled.subscribe();
     tokio::select! {
+        biased;
         _ = shared.shutdown.cancelled() => return,
-        _ = shared.wait_ready() => {}
+        _ = settled.wait_for(|s| *s) => {}
     }
     let period = (shared.config.heartbeat() / 2).max(MIN_GAP);
-    let mut next_after = Instant::now();
     loop {
-        let took = {
-            let started = Instant::now();
-            write(&shared, &dir).await;
-            started.elapsed()
+        let started = Instant::now();
+        let written = write(&shared, &dir).await;
+        // At most about a tenth of the time spent writing; a failure waits a period.
+        let gap = if written {
+            (started.elapsed() * 9).max(MIN_GAP)
+        } else {
+            period
         };
-        // At most about a tenth of the time spent writing.
-        next_after = next_after.max(Instant::now() + (took * 9).max(MIN_GAP));
+        let next_after = Instant::now() + gap;
         tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            biased;
+            _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
-            _ = shared.persist_wanted.notified() => {}
+            _ = shared.persist.wanted.notified() => {}
         }
         tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            biased;
+            _ = shared.shutdown.cancelled() => return,
             _ = tokio::time::sleep_until(next_after) => {}
         }
     }
-    write(&shared, &dir).await;
 }
 
-/// Writes every live listing to the file, replacing it whole.
-async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) {
+/// The last write, at shutdown, once in-flight requests are done; none when
+/// the start never settled.
+pub(super) async fn final_write(shared: &Arc<Shared>, dir: &Arc<DataDir>) {
+    if shared.persist.is_settled() {
+        write(shared, dir).await;
+    }
+}
+
+/// Writes every live listing to the file, replacing it whole; whether it worked.
+async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     let entries = shared.read_registry(|r| r.snapshot(Instant::now()));
+    let read_back_at =
+        Some(shared.persist.read_back_at.load(Ordering::Acquire)).filter(|at| *at > 0);
     let written = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || -> std::io::Result<usize> {
-            let bytes = encode(&entries, now_ms());
+            let _writing = dir.writing.lock().unwrap_or_else(PoisonError::into_inner);
             let temporary = dir.path.join(TEMPORARY);
-            let mut file = File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_data()?;
-            std::fs::rename(&temporary, dir.path.join(FILE))?;
-            Ok(entries.len())
+            let result = write_file(&temporary, &entries, read_back_at)
+                .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            result.map(|()| entries.len())
         }
     })
     .await;
-    match written {
-        Ok(Ok(count)) => tracing::debug!(count, "registry file written"),
-        Ok(Err(error)) => {
-            tracing::warn!(dir = %dir.path.display(), %error, "cannot write the registry file")
+    let failed = match written {
+        Ok(Ok(count)) => {
+            tracing::debug!(count, "registry file written");
+            if dir.failing.swap(false, Ordering::AcqRel) {
+                tracing::info!(dir = %dir.path.display(), "registry file written again");
+            }
+            return true;
         }
-        Err(error) => tracing::error!(%error, "writing the registry file failed"),
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    if dir.failing.swap(true, Ordering::AcqRel) {
+        tracing::debug!(dir = %dir.path.display(), error = failed, "cannot write the registry file");
+    } else {
+        tracing::warn!(dir = %dir.path.display(), error = failed, "cannot write the registry file; trying again every period, logged again once it works");
     }
+    false
+}
+
+/// Writes the file to `path` (readable by its owner only) and syncs it.
+fn write_file(
+    path: &Path,
+    entries: &[(Bytes, Duration)],
+    read_back_at: Option<u64>,
+) -> std::io::Result<()> {
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = BufWriter::new(options.open(path)?);
+    encode(&mut out, entries, now_ms(), read_back_at)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_data()
 }
 
 #[cfg(test)]
@@ -330,6 +462,12 @@ mod tests {
 
     fn listing(host: &str) -> Bytes {
         Bytes::from(format!(r#"{{"service":"s","host":"{host}"}}"#))
+    }
+
+    fn file(entries: &[(Bytes, Duration)], written_at: u64, read_back_at: Option<u64>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, entries, written_at, read_back_at).unwrap();
+        out
     }
 
     fn hosts_and_times(loaded: &Loaded) -> Vec<(String, u64)> {
@@ -350,9 +488,10 @@ mod tests {
             (listing("heartbeating:1"), ms(7_500)),
             (listing("long:1"), ms(11_000)),
         ];
-        let bytes = encode(&entries, 100_000);
+        let bytes = file(&entries, 100_000, None);
+        let limits = Limits::default();
         // Read back 3 s later.
-        let loaded = decode(&bytes, &Limits::default(), 103_000, TTL, H).unwrap();
+        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, TTL, H);
         assert_eq!(loaded.age, ms(3_000));
         assert_eq!(loaded.expired, 1, "2 s left when written, gone 3 s later");
         assert_eq!(
@@ -367,31 +506,64 @@ mod tests {
             ]
         );
         // A clock set back: the file counts as just written.
-        let loaded = decode(&bytes, &Limits::default(), 90_000, TTL, H).unwrap();
+        let loaded = parse(&bytes, &limits).unwrap().alive(90_000, TTL, H);
         assert_eq!(loaded.age, Duration::ZERO);
         assert_eq!(loaded.entries.len(), 4);
+        // Never more than a TTL.
+        let short_ttl = Duration::from_secs(4);
+        let loaded = parse(&bytes, &limits).unwrap().alive(100_000, short_ttl, H);
+        assert!(loaded.entries.iter().all(|e| e.ttl <= short_ttl));
+    }
+
+    #[test]
+    fn a_listing_raised_when_read_back_is_not_raised_again_unless_heard_from() {
+        // TTL = 2 H: a listing raised to 5/4 H when read back would look
+        // heartbeating again in the next file.
+        let ttl = H * 2;
+        let read_back_at = 100_000;
+        // Written 1 s after that read back: one raised then and not heard from
+        // (its deadline is the floor, 5 s after), one refreshed since.
+        let entries = [
+            (listing("raised:1"), Duration::from_millis(4_000)),
+            (listing("heard:1"), Duration::from_millis(7_900)),
+        ];
+        let bytes = file(&entries, read_back_at + 1_000, Some(read_back_at));
+        let loaded = parse(&bytes, &Limits::default())
+            .unwrap()
+            .alive(read_back_at + 1_500, ttl, H);
+        assert_eq!(
+            hosts_and_times(&loaded),
+            [
+                ("raised:1".to_owned(), 3_500),
+                ("heard:1".to_owned(), 7_400)
+            ]
+        );
+        // The same file from a coordinator that had not read one back: raised.
+        let bytes = file(&entries, read_back_at + 1_000, None);
+        let loaded = parse(&bytes, &Limits::default())
+            .unwrap()
+            .alive(read_back_at + 1_500, ttl, H);
+        assert_eq!(loaded.entries[0].ttl, H + H / 4);
     }
 
     #[test]
     fn a_damaged_file_is_refused_whole() {
         let entries = [(listing("a:1"), H), (listing("b:1"), H)];
-        let bytes = encode(&entries, 0);
+        let bytes = file(&entries, 0, None);
         let text = String::from_utf8(bytes.clone()).unwrap();
         let cut = &bytes[..text.find(r#"{"end""#).unwrap()];
         let limits = Limits::default();
-        assert!(decode(cut, &limits, 0, TTL, H)
-            .unwrap_err()
-            .contains("cut short"));
+        assert!(parse(cut, &limits).unwrap_err().contains("cut short"));
         let missing_line = text.replacen(
             r#"{"ttl":4000,"listing":{"service":"s","host":"a:1"}}"#,
             "",
             1,
         );
-        assert!(decode(missing_line.as_bytes(), &limits, 0, TTL, H).is_err());
-        assert!(decode(b"", &limits, 0, TTL, H).is_err());
-        assert!(decode(b"garbage\n", &limits, 0, TTL, H).is_err());
+        assert!(parse(missing_line.as_bytes(), &limits).is_err());
+        assert!(parse(b"", &limits).is_err());
+        assert!(parse(b"garbage\n", &limits).is_err());
         let other_version = text.replacen(r#""hakkenRegistry":1"#, r#""hakkenRegistry":2"#, 1);
-        assert!(decode(other_version.as_bytes(), &limits, 0, TTL, H)
+        assert!(parse(other_version.as_bytes(), &limits)
             .unwrap_err()
             .contains("version 2"));
         // A listing these limits refuse is skipped, not the file.
@@ -399,12 +571,12 @@ mod tests {
             max_host_len: 2,
             ..Limits::default()
         };
-        let loaded = decode(&bytes, &tight, 0, TTL, H).unwrap();
-        assert_eq!((loaded.entries.len(), loaded.invalid), (0, 2));
-        let loaded = decode(&bytes, &limits, 0, TTL, H).unwrap();
-        let hosts: Vec<&str> = loaded.entries.iter().map(|e| e.listing.host()).collect();
+        let parsed = parse(&bytes, &tight).unwrap();
+        assert_eq!((parsed.entries.len(), parsed.invalid), (0, 2));
+        let parsed = parse(&bytes, &limits).unwrap();
+        let hosts: Vec<&str> = parsed.entries.iter().map(|e| e.listing.host()).collect();
         assert_eq!(hosts, ["a:1", "b:1"]);
-        assert_eq!(loaded.entries[0].listing, Listing::new("s", "a:1").unwrap());
+        assert_eq!(parsed.entries[0].listing, Listing::new("s", "a:1").unwrap());
     }
 
     #[test]

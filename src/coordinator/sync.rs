@@ -21,8 +21,10 @@
 //!    coordinator started stays withdrawn (the registry remembers withdrawals until
 //!    the coordinator is complete).
 //! 3. **Open.** `Complete` after a copy from a complete peer; otherwise `Partial`
-//!    (see `readiness.rs`), after reading back what this coordinator held before
-//!    it stopped when it keeps its registry on disk (`persist.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
+//!    (see `readiness.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
+//!    Unless the copy came from a complete peer of ours, what this coordinator
+//!    held before it stopped is read back first, when it keeps its registry on
+//!    disk (`persist.rs`).
 //!
 //! While partial, every change to the membership table triggers another copy (a
 //! peer found late, by an announcement or a later resync), and one heartbeat
@@ -50,8 +52,11 @@ const IMPORT_BATCH: usize = 1_000;
 /// What a round of copying achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copied {
-    /// Everything a complete peer held.
+    /// Everything a complete peer of ours held.
     Complete,
+    /// Everything one of the original's coordinators held: it says nothing of
+    /// withdrawals, nor whether it just restarted itself.
+    CompleteV1,
     /// Whatever partial peers held, or nothing: no peer was complete or reachable.
     Partial,
 }
@@ -69,6 +74,13 @@ impl Drop for OpenOnDrop {
 /// The join task: sync, open, then keep trying to complete while partial.
 pub(super) async fn run(shared: Arc<Shared>) {
     let _open = OpenOnDrop(shared.clone());
+    // With a data directory, its file is parsed while the join runs.
+    let file = shared.config.data_dir.clone().map(|dir| {
+        (
+            super::persist::parse_file(&dir, shared.config.listing_limits),
+            dir,
+        )
+    });
     let started = Instant::now();
     let deadline = started + shared.config.sync_timeout;
     let joined = tokio::select! {
@@ -82,16 +94,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
         );
         Copied::Partial
     });
-    if copied == Copied::Partial {
-        // Nobody complete to copy from: what this coordinator held before it
-        // stopped, if it keeps it (a complete peer knows better: it saw what was
-        // withdrawn meanwhile).
-        if let Some(dir) = shared.config.data_dir.clone() {
-            super::persist::load(&shared, &dir).await;
+    if copied != Copied::Complete {
+        // No complete peer of ours to copy from: what this coordinator held before
+        // it stopped, if it keeps it (a complete peer of ours knows better: it saw
+        // what was withdrawn meanwhile).
+        if let Some((parsed, dir)) = file {
+            super::persist::read_back(&shared, &dir, parsed).await;
         }
     }
+    // What it holds is settled: the registry's writer may start.
+    shared.persist.settle();
     let listings = shared.listing_count();
-    if copied == Copied::Complete {
+    if copied != Copied::Partial {
         shared.advance(Phase::Complete);
         tracing::info!(
             listings,
@@ -139,7 +153,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     _ = shared.shutdown.cancelled() => return,
                     copied = copy => copied,
                 };
-                if let Ok(Copied::Complete) = copied {
+                if let Ok(Copied::Complete | Copied::CompleteV1) = copied {
                     tracing::info!(listings = shared.listing_count(), "complete: copied the listings of a peer found late");
                     break;
                 }
@@ -179,7 +193,7 @@ async fn copy(shared: &Arc<Shared>, deadline: Instant) -> Copied {
     }
     for host in without_snapshots {
         match copy_v1(shared, &host).await {
-            Ok(true) => return Copied::Complete,
+            Ok(true) => return Copied::CompleteV1,
             Ok(false) => {
                 tracing::debug!(peer = host, "copied from a partial peer; trying the next");
             }

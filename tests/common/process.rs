@@ -33,6 +33,7 @@ pub const SETTINGS: &[&str] = &[
     "HAKKEN_TOKEN",
     "HAKKEN_PROTECT_READS",
     "HAKKEN_SYNC_TIMEOUT",
+    "HAKKEN_DATA_DIR",
     "HAKKEN_FAILURES_BEFORE_DROP",
     "HAKKEN_TLS_CERT",
     "HAKKEN_TLS_KEY",
@@ -127,6 +128,14 @@ impl CoordinatorProcess {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
         self.note(format!("--- killed with SIGKILL ({status}) ---"));
+    }
+
+    /// Stops it with SIGTERM and returns its exit code once it exits (within 30 s).
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("the process runs");
+        let code = terminate(&mut child).await;
+        self.note(format!("--- stopped with SIGTERM (exit code {code:?}) ---"));
+        code
     }
 
     /// Replaces the arguments it is started with from now on (a restart takes them).

@@ -9,8 +9,8 @@
 use crate::listing::{Limits, Listing, Peer};
 use crate::protocol::{
     read_snapshot_line, SnapshotEntry, SnapshotHead, SnapshotLine, COMPLETE_HEADER,
-    COORDINATOR_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER, KEEPALIVE_HEADER,
-    MAX_WAIT, SNAPSHOT_PATH, WAIT_HEADER,
+    COORDINATOR_HEADER, DEPARTED_HEADER, HEARTBEAT_HEADER, INDEX_HEADER, INSTANCE_HEADER,
+    KEEPALIVE_HEADER, MAX_WAIT, SNAPSHOT_PATH, WAIT_HEADER,
 };
 use crate::tls::{ClientTls, TlsError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -136,6 +136,8 @@ pub struct Answer<T> {
     pub wait: Option<Duration>,
     /// `X-Hakken-Instance`: which run of the coordinator answered.
     pub instance: Option<u64>,
+    /// `X-Hakken-Departed`: hosts of listings a partial coordinator knows are gone.
+    pub departed: Vec<String>,
 }
 
 impl<T> Answer<T> {
@@ -149,6 +151,7 @@ impl<T> Answer<T> {
             complete: self.complete,
             wait: self.wait,
             instance: self.instance,
+            departed: self.departed,
         }
     }
 }
@@ -569,6 +572,15 @@ impl Remote {
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis),
             instance: header(INSTANCE_HEADER).and_then(|v| v.parse().ok()),
+            departed: header(DEPARTED_HEADER)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|h| !h.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

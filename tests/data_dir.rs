@@ -9,7 +9,8 @@
 mod common;
 
 use common::process::CoordinatorProcess;
-use common::{eventually, holds, strings};
+use common::{eventually, holds, sees, strings};
+use hakken::{Client, ClientConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
@@ -146,11 +147,7 @@ async fn a_listing_read_back_lives_what_it_had_left_less_the_time_on_disk() {
     // As if the file had been written an hour ago: the listing (3 hours to live
     // when written) has 2 left; one with half an hour left then is gone.
     let file = dir.0.join("registry.ndjson");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let mut lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let mut lines = lines_of(&file);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -164,8 +161,7 @@ async fn a_listing_read_back_lives_what_it_had_left_less_the_time_on_disk() {
         serde_json::json!({"ttl": HOUR_MS / 2, "listing": {"service": "svc", "host": "gone:1"}});
     lines.insert(2, gone);
     *lines.last_mut().unwrap() = serde_json::json!({"end": 2});
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&file, text).unwrap();
+    write_lines(&file, &lines);
 
     coordinator.restart().await;
     holds(&addr, "svc", &["a:1"]).await;
@@ -242,6 +238,71 @@ async fn a_member_restarted_in_a_cluster_copies_its_peer_and_not_its_file() {
         (copied && !logs.contains("registry file read back")).then_some(())
     })
     .await;
+}
+
+/// The registry file's lines, parsed.
+fn lines_of(file: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_lines(file: &Path, lines: &[serde_json::Value]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(file, text).unwrap();
+}
+
+/// Found by the soak (#14): a publisher killed just before every coordinator
+/// restarted was kept by our watches until a coordinator was complete again,
+/// though each had read back a file saying it had stopped heartbeating.
+#[tokio::test]
+async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
+    let dir = TempDir::new();
+    // Heartbeats every 200 ms, listings living 1,000 of them; after a start with
+    // nobody to copy from, partial for H plus a 10-minute request timeout: longer
+    // than this test, so only what the coordinator says can make the watch drop
+    // a listing it holds.
+    let args = [
+        "--heartbeat-interval",
+        "200",
+        "--missed-heartbeats-allowed",
+        "1000",
+        "--request-timeout",
+        "600000",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ];
+    let mut coordinator = process(&args).await;
+    let addr = coordinator.address();
+    publish(&addr, "a:1").await;
+    publish(&addr, "b:1").await;
+    written(&dir.0, &["a:1", "b:1"]).await;
+    let client = Client::new(
+        ClientConfig::new(addr.as_str())
+            .heartbeat_interval(Duration::from_millis(200))
+            .request_timeout(Duration::from_secs(5)),
+    );
+    client.start().await.unwrap();
+    let watch = client.watch("svc").build();
+    watch.start().await.unwrap();
+    sees(&watch, &["a:1", "b:1"]).await;
+
+    coordinator.kill9().await;
+    // The file says b had 1 ms left: its publisher had stopped heartbeating.
+    let file = dir.0.join("registry.ndjson");
+    let mut lines = lines_of(&file);
+    for line in &mut lines {
+        if line["listing"]["host"] == "b:1" {
+            line["ttl"] = 1.into();
+        }
+    }
+    write_lines(&file, &lines);
+    coordinator.restart().await;
+    sees(&watch, &["a:1"]).await;
+    let (_, ready) = common::get(&addr, "/ready").await;
+    assert_eq!(ready["phase"], "partial", "still partial: {ready}");
+    client.close().await;
 }
 
 #[tokio::test]
@@ -341,5 +402,5 @@ async fn a_directory_in_use_or_not_a_directory_is_refused_at_start() {
     let not_a_dir = TempDir::new();
     std::fs::write(&not_a_dir.0, "a file").unwrap();
     let stderr = refused(&[flag, not_a_dir.0.as_os_str()]).await;
-    assert!(stderr.contains("data directory"), "{stderr}");
+    assert!(stderr.contains("not a directory"), "{stderr}");
 }

@@ -133,6 +133,7 @@ mod tests {
             complete: instance.map(|_| true),
             wait: None,
             instance,
+            departed: Vec::new(),
         }
     }
 

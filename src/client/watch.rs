@@ -11,8 +11,10 @@
 //! answer no listing read before they have copied their cluster's listings; one
 //! that had nobody to copy from says so (`X-Hakken-Complete: false`) until every
 //! publisher has reached it. From such a coordinator, a watch keeps the listings
-//! it held before that the coordinator has not listed yet; a listing the
-//! coordinator has listed once, it may remove (see `View::take`).
+//! it held before that the coordinator has not listed yet, unless the coordinator
+//! says it is gone (`X-Hakken-Departed`, from what it read back from its data
+//! directory); a listing the coordinator has listed once, it may remove (see
+//! `View::take`).
 //!
 //! **Nor does a listing come back because its coordinator is new.** A listing
 //! ours removed is kept out, for a few heartbeat intervals, of the answers of the
@@ -79,8 +81,15 @@ type Source = (String, Option<u64>);
 impl View {
     /// What to take from `host`'s answer `listings` (filtered): all of it when the
     /// coordinator is complete; from one that is not, the answer plus the listings
-    /// held from before it that it has not listed yet.
-    fn take(&mut self, source: Source, listings: Vec<Listing>, complete: bool) -> Vec<Listing> {
+    /// held from before it that it has not listed yet and does not know are gone
+    /// (`departed`, hosts: see [`crate::protocol::DEPARTED_HEADER`]).
+    fn take(
+        &mut self,
+        source: Source,
+        listings: Vec<Listing>,
+        complete: bool,
+        departed: &[String],
+    ) -> Vec<Listing> {
         if complete {
             self.protected = None;
             return listings;
@@ -96,6 +105,7 @@ impl View {
         let protected: HashMap<(String, String), Listing> = protected
             .into_iter()
             .filter(|p| !answered.contains_key(&p.key()))
+            .filter(|p| !departed.iter().any(|d| d == p.host()))
             .map(|p| ((p.service().to_owned(), p.host().to_owned()), p))
             .collect();
         // In the order held (so that nothing moves for nothing), then what is new.
@@ -131,7 +141,7 @@ impl WatchState {
             .filter(|l| l.service() == self.service && self.filters.iter().all(|f| f.accepts(l)))
             .cloned()
             .collect();
-        let passed = view.take(source, passed, complete);
+        let passed = view.take(source, passed, complete, &answer.departed);
         if view.candidates.as_ref() == Some(&passed) {
             return;
         }
@@ -478,10 +488,10 @@ mod tests {
     fn a_partial_coordinator_never_removes_what_it_has_not_listed() {
         let mut view = View::default();
         let x = || ("x".to_owned(), Some(1));
-        let took = view.take(x(), vec![listing("a:1", 1)], false);
+        let took = view.take(x(), vec![listing("a:1", 1)], false, &[]);
         assert_eq!(hosts(&took), ["a:1"], "nothing held before: taken as it is");
         view.candidates = Some(took);
-        let took = view.take(x(), vec![], false);
+        let took = view.take(x(), vec![], false, &[]);
         assert!(took.is_empty(), "x listed a:1, so x may remove it");
 
         let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
@@ -490,29 +500,47 @@ mod tests {
             protected: None,
         };
         // A restarted coordinator that has heard from nobody yet.
-        let took = view.take(x(), vec![], false);
+        let took = view.take(x(), vec![], false, &[]);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         view.candidates = Some(took);
         // a's publisher reached it, with a new payload: in its place.
-        let took = view.take(x(), vec![listing("a:1", 2)], false);
+        let took = view.take(x(), vec![listing("a:1", 2)], false, &[]);
         assert_eq!(hosts(&took), ["a:1", "b:1", "c:1"]);
         assert_eq!(took[0].get("v"), Some(&serde_json::json!(2)));
         view.candidates = Some(took);
         // a withdrew: x listed it, so the removal is real.
-        let took = view.take(x(), vec![], false);
+        let took = view.take(x(), vec![], false, &[]);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         view.candidates = Some(took);
         // Another run of x: what is held now is protected again.
         let x2 = || ("x".to_owned(), Some(2));
-        let took = view.take(x2(), vec![], false);
+        let took = view.take(x2(), vec![], false, &[]);
         assert_eq!(hosts(&took), ["b:1", "c:1"]);
         // Another partial coordinator: likewise.
-        let took = view.take(("y".to_owned(), None), vec![listing("d:1", 1)], false);
+        let took = view.take(("y".to_owned(), None), vec![listing("d:1", 1)], false, &[]);
         assert_eq!(hosts(&took), ["b:1", "c:1", "d:1"]);
         view.candidates = Some(took);
         // A complete answer is the truth.
-        let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true);
+        let took = view.take(("y".to_owned(), None), vec![listing("c:1", 1)], true, &[]);
         assert_eq!(hosts(&took), ["c:1"]);
         assert!(view.protected.is_none());
+    }
+
+    #[test]
+    fn a_partial_coordinator_may_say_what_it_knows_is_gone() {
+        let held = vec![listing("a:1", 1), listing("b:1", 1), listing("c:1", 1)];
+        let mut view = View {
+            candidates: Some(held),
+            protected: None,
+        };
+        let x = || ("x".to_owned(), Some(1));
+        // A coordinator that read back its file: b's publisher had stopped
+        // heartbeating, so b is gone; a and c it has not heard from yet.
+        let took = view.take(x(), vec![], false, &["b:1".to_owned()]);
+        assert_eq!(hosts(&took), ["a:1", "c:1"]);
+        view.candidates = Some(took);
+        // Listed, a departed host is taken as it is (its publisher came back).
+        let took = view.take(x(), vec![listing("b:1", 2)], false, &["b:1".to_owned()]);
+        assert_eq!(hosts(&took), ["a:1", "c:1", "b:1"]);
     }
 }

@@ -434,6 +434,7 @@ impl Shared {
         if self.readiness.advance(to) {
             if to == Phase::Complete {
                 self.registry().record_withdrawals(false);
+                self.persist.forget_departed();
             }
             self.changes.notify_all();
         }
@@ -499,6 +500,12 @@ impl Coordinator {
             heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64,
             "coordinator started"
         );
+        // Everything that can fail comes before the first task: a start that
+        // fails leaves nothing running.
+        let dns = match (shared.config.dns_port, shared.dns_zone.clone()) {
+            (Some(port), Some(zone)) => Some((dns::bind(local_addr.ip(), port)?, zone)),
+            _ => None,
+        };
         let app = http::service(shared.clone());
         let options = server::ServeOptions {
             max_connections: shared.config.max_connections,
@@ -520,8 +527,7 @@ impl Coordinator {
             tasks.push(("persist", tokio::spawn(write)));
         }
         let mut dns_addr = None;
-        if let (Some(port), Some(zone)) = (shared.config.dns_port, shared.dns_zone.clone()) {
-            let (udp, tcp, addr) = dns::bind(local_addr.ip(), port)?;
+        if let Some(((udp, tcp, addr), zone)) = dns {
             let handler = dns::Handler {
                 shared: shared.clone(),
                 zone,

@@ -27,6 +27,13 @@
 //! `H/2` longer than it would have: nothing more when the coordinator was back
 //! within `H/2` of the file's last write.
 //!
+//! **What it knows is gone.** A listing the file held whose publisher had stopped
+//! heartbeating (it gets no floor, above) is gone unless heard from again. While
+//! the coordinator is partial, its answers for the service name such listings in
+//! `X-Hakken-Departed`: our watches keep a listing a partial coordinator does not
+//! list, for it may just not have heard from its publisher yet, but not one it
+//! says is gone. Forgotten once the coordinator is complete.
+//!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
 //! least every `H/2` after the last write, soon after any listing is added,
@@ -54,6 +61,7 @@ use crate::protocol::{
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -74,6 +82,10 @@ const LOCK: &str = "lock";
 const MIN_GAP: Duration = Duration::from_millis(20);
 /// Listings imported under one hold of the registry lock.
 const IMPORT_BATCH: usize = 1_000;
+/// Most departed listings remembered from a file.
+const MAX_DEPARTED: usize = 10_000;
+/// Most departed hosts told in one answer.
+const MAX_DEPARTED_TOLD: usize = 100;
 
 /// The first line of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +118,10 @@ pub(crate) struct State {
     settled: watch::Sender<bool>,
     /// When the file was read back (Unix milliseconds); 0: it was not.
     read_back_at: AtomicU64,
+    /// Per service, hosts of listings the file held whose publisher had stopped
+    /// heartbeating: gone unless heard from again. Told to watchers while the
+    /// coordinator is partial (`X-Hakken-Departed`), forgotten once complete.
+    departed: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl State {
@@ -116,6 +132,25 @@ impl State {
 
     fn is_settled(&self) -> bool {
         *self.settled.borrow()
+    }
+
+    /// `X-Hakken-Departed` for `service`'s answers (see [`State::departed`]):
+    /// at most [`MAX_DEPARTED_TOLD`] hosts; `None` when there is none.
+    pub fn departed(&self, service: &str) -> Option<String> {
+        let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        let hosts = departed.get(service)?;
+        let told: Vec<&str> = hosts
+            .iter()
+            .take(MAX_DEPARTED_TOLD)
+            .map(String::as_str)
+            .collect();
+        Some(told.join(","))
+    }
+
+    /// The coordinator is complete: its answers are the truth, nothing to tell.
+    pub fn forget_departed(&self) {
+        let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        *departed = HashMap::new();
     }
 }
 
@@ -136,6 +171,9 @@ impl DataDir {
             path: path.to_owned(),
             error,
         };
+        if path.exists() && !path.is_dir() {
+            return Err(failed(std::io::Error::other("not a directory")));
+        }
         std::fs::create_dir_all(path).map_err(failed)?;
         let lock = File::options()
             .create(true)
@@ -213,6 +251,8 @@ struct Loaded {
     age: Duration,
     /// Listings whose time ran out while the file was on disk.
     expired: usize,
+    /// Listings whose publisher had stopped heartbeating (see [`State::departed`]).
+    departed: Vec<(String, String)>,
 }
 
 /// Reads a file's bytes; `Err` when it is not a whole registry file.
@@ -266,13 +306,9 @@ impl Parsed {
             entries: Vec::new(),
             age,
             expired: 0,
+            departed: Vec::new(),
         };
         for entry in self.entries {
-            let left = entry.ttl.saturating_sub(age);
-            if left.is_zero() {
-                loaded.expired += 1;
-                continue;
-            }
             // Heartbeating when written: it had most of a TTL left.
             let heartbeating = entry.ttl >= ttl.saturating_sub(floor);
             // Raised to the floor when its writer read it back, and not heard
@@ -283,11 +319,17 @@ impl Parsed {
                 .head
                 .read_back_at
                 .is_some_and(|at| deadline <= at + floor.as_millis() as u64 + 2);
-            let lives = if heartbeating && !unheard {
-                left.max(floor)
-            } else {
-                left
-            };
+            let alive = heartbeating && !unheard;
+            if !alive && loaded.departed.len() < MAX_DEPARTED {
+                let key = (entry.listing.service(), entry.listing.host());
+                loaded.departed.push((key.0.to_owned(), key.1.to_owned()));
+            }
+            let left = entry.ttl.saturating_sub(age);
+            if left.is_zero() {
+                loaded.expired += 1;
+                continue;
+            }
+            let lives = if alive { left.max(floor) } else { left };
             loaded.entries.push(SnapshotEntry {
                 ttl: lives.min(ttl),
                 listing: entry.listing,
@@ -338,6 +380,17 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
     let config = &shared.config;
     let loaded = parsed.alive(now, config.listing_ttl(), config.heartbeat());
     shared.persist.read_back_at.store(now, Ordering::Release);
+    let departed = loaded.departed.len();
+    {
+        let mut told = shared
+            .persist
+            .departed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (service, host) in loaded.departed {
+            told.entry(service).or_default().push(host);
+        }
+    }
     let read = loaded.entries.len();
     let mut imported = 0;
     let mut entries = loaded.entries.into_iter().peekable();
@@ -351,6 +404,7 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
         read,
         imported,
         expired = loaded.expired,
+        departed,
         invalid,
         "registry file read back"
     );
@@ -505,6 +559,10 @@ mod tests {
                 ("long:1".to_owned(), 8_000),
             ]
         );
+        // Those whose publisher had stopped heartbeating are gone unless heard
+        // from again, expired or not.
+        let departed: Vec<&str> = loaded.departed.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(departed, ["gone:1", "missed:1"]);
         // A clock set back: the file counts as just written.
         let loaded = parse(&bytes, &limits).unwrap().alive(90_000, TTL, H);
         assert_eq!(loaded.age, Duration::ZERO);
@@ -538,6 +596,7 @@ mod tests {
                 ("heard:1".to_owned(), 7_400)
             ]
         );
+        assert_eq!(loaded.departed, [("s".to_owned(), "raised:1".to_owned())]);
         // The same file from a coordinator that had not read one back: raised.
         let bytes = file(&entries, read_back_at + 1_000, None);
         let loaded = parse(&bytes, &Limits::default())

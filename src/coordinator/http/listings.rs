@@ -9,10 +9,11 @@ use super::answer::{json_ok, ApiError, ApiResult};
 use super::blocking::{block, granted, Params};
 use super::stream;
 use crate::coordinator::changes::Topic;
+use crate::coordinator::readiness::Phase;
 use crate::coordinator::registry::Upsert;
 use crate::coordinator::Shared;
 use crate::listing::{check_name, Listing};
-use crate::protocol::INDEX_HEADER;
+use crate::protocol::{DEPARTED_HEADER, INDEX_HEADER};
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, RawQuery, State};
@@ -63,7 +64,9 @@ pub(super) async fn get_listings(
     }
     shared.ready().await;
     if stream::wanted(&headers, params.stream.as_deref()) {
-        return Ok(stream::open(&shared, Topic::Service(service), &headers));
+        let mut response = stream::open(&shared, Topic::Service(service.clone()), &headers);
+        tell_departed(&shared, &service, &mut response);
+        return Ok(response);
     }
     let mut hold = None;
     if let Some((seen, wait)) = blocking {
@@ -72,7 +75,7 @@ pub(super) async fn get_listings(
         hold = Some(block(&shared, topic, seen, wait, index).await);
     }
     let answer = shared.listings_json(&service);
-    let response = match answer {
+    let mut response = match answer {
         Ok((index, body)) => json_ok(body, params.pretty(), Some(index)),
         // A blocking query waits for the first listing: it needs an answer with an index.
         Err(index) if blocking.is_some() => {
@@ -90,7 +93,20 @@ pub(super) async fn get_listings(
             response
         }
     };
+    tell_departed(&shared, &service, &mut response);
     Ok(granted(response, hold))
+}
+
+/// What a partial coordinator knows is gone of `service`'s listings, though it
+/// cannot list all there is (`X-Hakken-Departed`, from its data directory).
+fn tell_departed(shared: &Shared, service: &str, response: &mut Response) {
+    if shared.phase() != Phase::Partial {
+        return;
+    }
+    let departed = shared.persist.departed(service);
+    if let Some(value) = departed.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        response.headers_mut().insert(DEPARTED_HEADER, value);
+    }
 }
 
 pub(super) async fn post_listing(

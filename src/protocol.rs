@@ -26,10 +26,11 @@ pub const COORDINATOR_HEADER: &str = "x-hakken-coordinator";
 pub const COMPLETE_HEADER: &str = "x-hakken-complete";
 
 /// Response header on a partial coordinator's answer for one service's listings:
-/// hosts (comma-separated) of listings it does not list because they are gone:
-/// they were in what it read back from its data directory with a publisher that
-/// had already stopped heartbeating. A watch may drop them, where it keeps other
-/// listings a partial coordinator does not list. Absent otherwise.
+/// hosts (comma-separated, at most 1 KB) of listings it presumes gone: they were
+/// in what it read back from its data directory, with a publisher that had missed
+/// more than one and a half heartbeats, and it has not heard from them since. A
+/// watch may drop them where it keeps other listings a partial coordinator does
+/// not list. Absent otherwise.
 pub const DEPARTED_HEADER: &str = "x-hakken-departed";
 
 /// Response header on every answer: a number that identifies one run of the

@@ -553,6 +553,8 @@ impl Remote {
     }
 
     fn meta<T>(response: &Response, value: T) -> Answer<T> {
+        /// Most departed hosts taken from one answer.
+        const MAX_DEPARTED: usize = 1_000;
         let header = |name: &str| {
             response
                 .headers()
@@ -575,8 +577,8 @@ impl Remote {
             departed: header(DEPARTED_HEADER)
                 .map(|v| {
                     v.split(',')
-                        .map(str::trim)
                         .filter(|h| !h.is_empty())
+                        .take(MAX_DEPARTED)
                         .map(str::to_owned)
                         .collect()
                 })

@@ -1,10 +1,10 @@
 //! A coordinator with a data directory (`--data-dir`) keeps its listings across a
-//! restart, even a SIGKILL: real processes, their files, and plain HTTP (no client
-//! that would publish again after the restart, so whatever a restarted coordinator
-//! holds, it read back from its directory).
+//! restart, even a SIGKILL: real processes, their files, and plain HTTP to
+//! publish (no client that would publish again after the restart, so whatever a
+//! restarted coordinator holds, it read back from its directory).
 //!
-//! Heartbeats every hour: nothing expires during a test, and the registry is
-//! written at start and when listings change, long before the hourly period.
+//! Mostly heartbeats every hour: nothing expires during a test, and the registry
+//! is written at start and when listings change, long before the hourly period.
 
 mod common;
 
@@ -289,7 +289,7 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
     sees(&watch, &["a:1", "b:1"]).await;
 
     coordinator.kill9().await;
-    // The file says b had 1 ms left: its publisher had stopped heartbeating.
+    // The file says b had 1 ms left: its publisher had missed many heartbeats.
     let file = dir.0.join("registry.ndjson");
     let mut lines = lines_of(&file);
     for line in &mut lines {

@@ -95,6 +95,7 @@ impl View {
             return listings;
         }
         let held = self.candidates.as_deref().unwrap_or_default();
+        let departed: HashSet<&str> = departed.iter().map(String::as_str).collect();
         let answered: HashMap<(&str, &str), &Listing> =
             listings.iter().map(|l| (l.key(), l)).collect();
         let protected: Vec<Listing> = match self.protected.take() {
@@ -105,7 +106,7 @@ impl View {
         let protected: HashMap<(String, String), Listing> = protected
             .into_iter()
             .filter(|p| !answered.contains_key(&p.key()))
-            .filter(|p| !departed.iter().any(|d| d == p.host()))
+            .filter(|p| !departed.contains(p.host()))
             .map(|p| ((p.service().to_owned(), p.host().to_owned()), p))
             .collect();
         // In the order held (so that nothing moves for nothing), then what is new.

@@ -27,12 +27,18 @@
 //! `H/2` longer than it would have: nothing more when the coordinator was back
 //! within `H/2` of the file's last write.
 //!
-//! **What it knows is gone.** A listing the file held whose publisher had stopped
-//! heartbeating (it gets no floor, above) is gone unless heard from again. While
-//! the coordinator is partial, its answers for the service name such listings in
-//! `X-Hakken-Departed`: our watches keep a listing a partial coordinator does not
-//! list, for it may just not have heard from its publisher yet, but not one it
-//! says is gone. Forgotten once the coordinator is complete.
+//! **What it presumes gone.** A listing the file held whose publisher had missed
+//! more than one and a half heartbeats when it was written (under the settings
+//! the coordinator runs with now, and a TTL of at least `5/2 H`) is presumed gone
+//! unless heard from again. While the coordinator is partial, its answers for the
+//! service name such listings in `X-Hakken-Departed` (plain hosts only, at most
+//! 1 KB): our watches keep a listing a partial coordinator does not list, for it
+//! may just not have heard from its publisher yet, but not one it presumes gone.
+//! A publisher that reaches it again is struck off; all is forgotten once the
+//! coordinator is complete. (A publisher that missed those heartbeats to this
+//! coordinator alone, cut off from it, and is alive, is then missing from our
+//! watches until it reaches the coordinator again: the coordinator's complete
+//! answer would leave it out too.)
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
@@ -84,8 +90,9 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 const IMPORT_BATCH: usize = 1_000;
 /// Most departed listings remembered from a file.
 const MAX_DEPARTED: usize = 10_000;
-/// Most departed hosts told in one answer.
-const MAX_DEPARTED_TOLD: usize = 100;
+/// Most bytes of departed hosts told in one answer (a proxy's buffer for an
+/// answer's head is often 4 KB).
+const MAX_DEPARTED_TOLD: usize = 1024;
 
 /// The first line of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -104,6 +111,12 @@ struct Head {
         skip_serializing_if = "Option::is_none"
     )]
     read_back_at: Option<u64>,
+    /// The writer's heartbeat interval and listing TTL (milliseconds): the times
+    /// left are judged against the settings they were counted under.
+    #[serde(rename = "heartbeatMs", default)]
+    heartbeat_ms: Option<u64>,
+    #[serde(rename = "ttlMs", default)]
+    ttl_ms: Option<u64>,
     /// How many listing lines follow.
     count: usize,
 }
@@ -135,16 +148,31 @@ impl State {
     }
 
     /// `X-Hakken-Departed` for `service`'s answers (see [`State::departed`]):
-    /// at most [`MAX_DEPARTED_TOLD`] hosts; `None` when there is none.
+    /// at most [`MAX_DEPARTED_TOLD`] bytes, hosts that a comma-separated header
+    /// carries as they are (visible ASCII, no comma) only; `None` when there is
+    /// none. A host left out is kept by the watches, as before.
     pub fn departed(&self, service: &str) -> Option<String> {
         let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        let hosts = departed.get(service)?;
-        let told: Vec<&str> = hosts
-            .iter()
-            .take(MAX_DEPARTED_TOLD)
-            .map(String::as_str)
-            .collect();
-        Some(told.join(","))
+        let mut told = String::new();
+        for host in departed.get(service)? {
+            let plain = host.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+            if !plain || told.len() + host.len() + 1 > MAX_DEPARTED_TOLD {
+                continue;
+            }
+            if !told.is_empty() {
+                told.push(',');
+            }
+            told.push_str(host);
+        }
+        (!told.is_empty()).then_some(told)
+    }
+
+    /// `host` of `service` was heard from: not gone after all.
+    pub fn heard(&self, service: &str, host: &str) {
+        let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hosts) = departed.get_mut(service) {
+            hosts.retain(|h| h != host);
+        }
     }
 
     /// The coordinator is complete: its answers are the truth, nothing to tell.
@@ -214,11 +242,14 @@ fn encode(
     entries: &[(Bytes, Duration)],
     written_at: u64,
     read_back_at: Option<u64>,
+    settings: Settings,
 ) -> std::io::Result<()> {
     let head = Head {
         version: 1,
         written_at,
         read_back_at,
+        heartbeat_ms: Some(settings.heartbeat.as_millis() as u64),
+        ttl_ms: Some(settings.ttl.as_millis() as u64),
         count: entries.len(),
     };
     serde_json::to_writer(&mut *out, &head)?;
@@ -230,6 +261,15 @@ fn encode(
         out.write_all(&line)?;
     }
     out.write_all(&snapshot_end(entries.len()))
+}
+
+/// The settings times to live are counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Settings {
+    /// `H`.
+    pub heartbeat: Duration,
+    /// A listing's time to live.
+    pub ttl: Duration,
 }
 
 /// A registry file as it was written.
@@ -296,12 +336,23 @@ fn parse(bytes: &[u8], limits: &Limits) -> Result<Parsed, String> {
 
 impl Parsed {
     /// The listings still alive at `now` (Unix milliseconds), each with the time
-    /// it lives here from then (see the module) under a TTL of `ttl` and a
-    /// heartbeat interval of `heartbeat`.
-    fn alive(self, now: u64, ttl: Duration, heartbeat: Duration) -> Loaded {
+    /// it lives here from then (see the module) under the settings `now_settings`.
+    fn alive(self, now: u64, now_settings: Settings) -> Loaded {
         // A clock set back since: the file counts as just written.
         let age = Duration::from_millis(now.saturating_sub(self.head.written_at));
+        let Settings { heartbeat, ttl } = now_settings;
         let floor = heartbeat + heartbeat / 4;
+        // What the file's times were counted under; a file that does not say, or
+        // was written under other settings, names nothing gone.
+        let written_under = match (self.head.heartbeat_ms, self.head.ttl_ms) {
+            (Some(h), Some(t)) => Some(Settings {
+                heartbeat: Duration::from_millis(h),
+                ttl: Duration::from_millis(t),
+            }),
+            _ => None,
+        };
+        let judged = written_under.unwrap_or(now_settings);
+        let same_settings = written_under == Some(now_settings);
         let mut loaded = Loaded {
             entries: Vec::new(),
             age,
@@ -310,7 +361,8 @@ impl Parsed {
         };
         for entry in self.entries {
             // Heartbeating when written: it had most of a TTL left.
-            let heartbeating = entry.ttl >= ttl.saturating_sub(floor);
+            let floor_then = judged.heartbeat + judged.heartbeat / 4;
+            let heartbeating = entry.ttl >= judged.ttl.saturating_sub(floor_then);
             // Raised to the floor when its writer read it back, and not heard
             // from since: its deadline is still that floor (give or take the
             // milliseconds the file rounds to).
@@ -318,9 +370,15 @@ impl Parsed {
             let unheard = self
                 .head
                 .read_back_at
-                .is_some_and(|at| deadline <= at + floor.as_millis() as u64 + 2);
-            let alive = heartbeating && !unheard;
-            if !alive && loaded.departed.len() < MAX_DEPARTED {
+                .is_some_and(|at| deadline <= at + floor_then.as_millis() as u64 + 2);
+            let raised = heartbeating && !unheard;
+            // Gone: it had missed more than one and a half heartbeats when written
+            // (a TTL of at least 5/2 H leaves room for that to mean something).
+            let missed = judged.heartbeat * 3 / 2;
+            let gone = same_settings
+                && judged.ttl >= judged.heartbeat * 5 / 2
+                && entry.ttl + missed < judged.ttl;
+            if gone && loaded.departed.len() < MAX_DEPARTED {
                 let key = (entry.listing.service(), entry.listing.host());
                 loaded.departed.push((key.0.to_owned(), key.1.to_owned()));
             }
@@ -329,7 +387,7 @@ impl Parsed {
                 loaded.expired += 1;
                 continue;
             }
-            let lives = if alive { left.max(floor) } else { left };
+            let lives = if raised { left.max(floor) } else { left };
             loaded.entries.push(SnapshotEntry {
                 ttl: lives.min(ttl),
                 listing: entry.listing,
@@ -377,8 +435,7 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
     };
     let invalid = parsed.invalid;
     let now = now_ms();
-    let config = &shared.config;
-    let loaded = parsed.alive(now, config.listing_ttl(), config.heartbeat());
+    let loaded = parsed.alive(now, settings(shared));
     shared.persist.read_back_at.store(now, Ordering::Release);
     let departed = loaded.departed.len();
     {
@@ -457,12 +514,13 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     let entries = shared.read_registry(|r| r.snapshot(Instant::now()));
     let read_back_at =
         Some(shared.persist.read_back_at.load(Ordering::Acquire)).filter(|at| *at > 0);
+    let settings = settings(shared);
     let written = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || -> std::io::Result<usize> {
             let _writing = dir.writing.lock().unwrap_or_else(PoisonError::into_inner);
             let temporary = dir.path.join(TEMPORARY);
-            let result = write_file(&temporary, &entries, read_back_at)
+            let result = write_file(&temporary, &entries, read_back_at, settings)
                 .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
             if result.is_err() {
                 let _ = std::fs::remove_file(&temporary);
@@ -490,18 +548,27 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     false
 }
 
+/// The coordinator's settings, as the file records them.
+fn settings(shared: &Shared) -> Settings {
+    Settings {
+        heartbeat: shared.config.heartbeat(),
+        ttl: shared.config.listing_ttl(),
+    }
+}
+
 /// Writes the file to `path` (readable by its owner only) and syncs it.
 fn write_file(
     path: &Path,
     entries: &[(Bytes, Duration)],
     read_back_at: Option<u64>,
+    settings: Settings,
 ) -> std::io::Result<()> {
     let mut options = File::options();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = BufWriter::new(options.open(path)?);
-    encode(&mut out, entries, now_ms(), read_back_at)?;
+    encode(&mut out, entries, now_ms(), read_back_at, settings)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()
 }
@@ -518,9 +585,23 @@ mod tests {
         Bytes::from(format!(r#"{{"service":"s","host":"{host}"}}"#))
     }
 
+    const SETTINGS: Settings = Settings {
+        heartbeat: H,
+        ttl: TTL,
+    };
+
     fn file(entries: &[(Bytes, Duration)], written_at: u64, read_back_at: Option<u64>) -> Vec<u8> {
+        file_under(entries, written_at, read_back_at, SETTINGS)
+    }
+
+    fn file_under(
+        entries: &[(Bytes, Duration)],
+        written_at: u64,
+        read_back_at: Option<u64>,
+        settings: Settings,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, entries, written_at, read_back_at).unwrap();
+        encode(&mut out, entries, written_at, read_back_at, settings).unwrap();
         out
     }
 
@@ -545,7 +626,7 @@ mod tests {
         let bytes = file(&entries, 100_000, None);
         let limits = Limits::default();
         // Read back 3 s later.
-        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, TTL, H);
+        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, SETTINGS);
         assert_eq!(loaded.age, ms(3_000));
         assert_eq!(loaded.expired, 1, "2 s left when written, gone 3 s later");
         assert_eq!(
@@ -563,13 +644,28 @@ mod tests {
         // from again, expired or not.
         let departed: Vec<&str> = loaded.departed.iter().map(|(_, h)| h.as_str()).collect();
         assert_eq!(departed, ["gone:1", "missed:1"]);
+        // Read back under other settings (a deploy that changed them restarts
+        // every coordinator): the times left mean something else, nothing is
+        // named gone.
+        let other = Settings {
+            heartbeat: H,
+            ttl: TTL * 2,
+        };
+        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, other);
+        assert!(loaded.departed.is_empty());
         // A clock set back: the file counts as just written.
-        let loaded = parse(&bytes, &limits).unwrap().alive(90_000, TTL, H);
+        let loaded = parse(&bytes, &limits).unwrap().alive(90_000, SETTINGS);
         assert_eq!(loaded.age, Duration::ZERO);
         assert_eq!(loaded.entries.len(), 4);
         // Never more than a TTL.
         let short_ttl = Duration::from_secs(4);
-        let loaded = parse(&bytes, &limits).unwrap().alive(100_000, short_ttl, H);
+        let loaded = parse(&bytes, &limits).unwrap().alive(
+            100_000,
+            Settings {
+                heartbeat: H,
+                ttl: short_ttl,
+            },
+        );
         assert!(loaded.entries.iter().all(|e| e.ttl <= short_ttl));
     }
 
@@ -585,10 +681,11 @@ mod tests {
             (listing("raised:1"), Duration::from_millis(4_000)),
             (listing("heard:1"), Duration::from_millis(7_900)),
         ];
-        let bytes = file(&entries, read_back_at + 1_000, Some(read_back_at));
+        let under = Settings { heartbeat: H, ttl };
+        let bytes = file_under(&entries, read_back_at + 1_000, Some(read_back_at), under);
         let loaded = parse(&bytes, &Limits::default())
             .unwrap()
-            .alive(read_back_at + 1_500, ttl, H);
+            .alive(read_back_at + 1_500, under);
         assert_eq!(
             hosts_and_times(&loaded),
             [
@@ -596,12 +693,13 @@ mod tests {
                 ("heard:1".to_owned(), 7_400)
             ]
         );
-        assert_eq!(loaded.departed, [("s".to_owned(), "raised:1".to_owned())]);
+        // A TTL under 5/2 H: nothing is named gone.
+        assert!(loaded.departed.is_empty());
         // The same file from a coordinator that had not read one back: raised.
-        let bytes = file(&entries, read_back_at + 1_000, None);
+        let bytes = file_under(&entries, read_back_at + 1_000, None, under);
         let loaded = parse(&bytes, &Limits::default())
             .unwrap()
-            .alive(read_back_at + 1_500, ttl, H);
+            .alive(read_back_at + 1_500, under);
         assert_eq!(loaded.entries[0].ttl, H + H / 4);
     }
 
@@ -636,6 +734,24 @@ mod tests {
         let hosts: Vec<&str> = parsed.entries.iter().map(|e| e.listing.host()).collect();
         assert_eq!(hosts, ["a:1", "b:1"]);
         assert_eq!(parsed.entries[0].listing, Listing::new("s", "a:1").unwrap());
+    }
+
+    #[test]
+    fn only_plain_hosts_are_told_within_a_byte_bound() {
+        let state = State::default();
+        let long = "h".repeat(600);
+        let hosts = ["a:1", "with,comma:1", " b:1", &long, &long, "c:1"];
+        state.departed.lock().unwrap().insert(
+            "s".to_owned(),
+            hosts.iter().map(|h| h.to_string()).collect(),
+        );
+        let told = state.departed("s").unwrap();
+        assert_eq!(told, format!("a:1,{long},c:1"));
+        state.heard("s", "a:1");
+        assert_eq!(state.departed("s").unwrap(), format!("{long},c:1"));
+        assert_eq!(state.departed("other"), None);
+        state.forget_departed();
+        assert_eq!(state.departed("s"), None);
     }
 
     #[test]

@@ -341,7 +341,7 @@ impl Parsed {
         // A clock set back since: the file counts as just written.
         let age = Duration::from_millis(now.saturating_sub(self.head.written_at));
         let Settings { heartbeat, ttl } = now_settings;
-        let floor = heartbeat + heartbeat / 4;
+        let floor = heartbeat.saturating_add(heartbeat / 4);
         // What the file's times were counted under; a file that does not say, or
         // was written under other settings, names nothing gone.
         let written_under = match (self.head.heartbeat_ms, self.head.ttl_ms) {
@@ -361,23 +361,23 @@ impl Parsed {
         };
         for entry in self.entries {
             // Heartbeating when written: it had most of a TTL left.
-            let floor_then = judged.heartbeat + judged.heartbeat / 4;
+            let floor_then = judged.heartbeat.saturating_add(judged.heartbeat / 4);
             let heartbeating = entry.ttl >= judged.ttl.saturating_sub(floor_then);
             // Raised to the floor when its writer read it back, and not heard
             // from since: its deadline is still that floor (give or take the
             // milliseconds the file rounds to).
-            let deadline = self.head.written_at + entry.ttl.as_millis() as u64;
+            let deadline = (self.head.written_at).saturating_add(entry.ttl.as_millis() as u64);
             let unheard = self
                 .head
                 .read_back_at
-                .is_some_and(|at| deadline <= at + floor_then.as_millis() as u64 + 2);
+                .is_some_and(|at| deadline <= at.saturating_add(floor_then.as_millis() as u64 + 2));
             let raised = heartbeating && !unheard;
             // Gone: it had missed more than one and a half heartbeats when written
             // (a TTL of at least 5/2 H leaves room for that to mean something).
-            let missed = judged.heartbeat * 3 / 2;
+            let missed = judged.heartbeat.saturating_mul(3) / 2;
             let gone = same_settings
-                && judged.ttl >= judged.heartbeat * 5 / 2
-                && entry.ttl + missed < judged.ttl;
+                && judged.ttl >= judged.heartbeat.saturating_mul(5) / 2
+                && entry.ttl.saturating_add(missed) < judged.ttl;
             if gone && loaded.departed.len() < MAX_DEPARTED {
                 let key = (entry.listing.service(), entry.listing.host());
                 loaded.departed.push((key.0.to_owned(), key.1.to_owned()));
@@ -701,6 +701,21 @@ mod tests {
             .unwrap()
             .alive(read_back_at + 1_500, under);
         assert_eq!(loaded.entries[0].ttl, H + H / 4);
+    }
+
+    #[test]
+    fn absurd_numbers_in_a_file_are_no_panic() {
+        let huge = Settings {
+            heartbeat: Duration::from_millis(u64::MAX),
+            ttl: Duration::from_millis(u64::MAX),
+        };
+        let entries = [(listing("a:1"), Duration::from_millis(u64::MAX))];
+        let bytes = file_under(&entries, u64::MAX, Some(u64::MAX), huge);
+        let parsed = parse(&bytes, &Limits::default()).unwrap();
+        let loaded = parsed.alive(u64::MAX, huge);
+        assert_eq!(loaded.entries.len(), 1);
+        let parsed = parse(&bytes, &Limits::default()).unwrap();
+        assert!(parsed.alive(0, SETTINGS).entries[0].ttl <= TTL);
     }
 
     #[test]

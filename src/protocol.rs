@@ -27,10 +27,10 @@ pub const COMPLETE_HEADER: &str = "x-hakken-complete";
 
 /// Response header on a partial coordinator's answer for one service's listings:
 /// hosts (comma-separated, at most 1 KB) of listings it presumes gone: they were
-/// in what it read back from its data directory, with a publisher that had missed
-/// more than one and a half heartbeats, and it has not heard from them since. A
+/// in what it read back from its data directory, with a publisher not heard from
+/// for more than 1.5 H then (with a TTL of at least 5/2 H), and not since. A
 /// watch may drop them where it keeps other listings a partial coordinator does
-/// not list. Absent otherwise.
+/// not list (a listed host wins). Absent otherwise.
 pub const DEPARTED_HEADER: &str = "x-hakken-departed";
 
 /// Response header on every answer: a number that identifies one run of the

@@ -577,6 +577,7 @@ impl Remote {
             departed: header(DEPARTED_HEADER)
                 .map(|v| {
                     v.split(',')
+                        .map(str::trim)
                         .filter(|h| !h.is_empty())
                         .take(MAX_DEPARTED)
                         .map(str::to_owned)

@@ -255,7 +255,7 @@ fn write_lines(file: &Path, lines: &[serde_json::Value]) {
 
 /// Found by the soak (#14): a publisher killed just before every coordinator
 /// restarted was kept by our watches until a coordinator was complete again,
-/// though each had read back a file saying it had stopped heartbeating.
+/// though each had read back a file saying its publisher had gone silent.
 #[tokio::test]
 async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
     let dir = TempDir::new();

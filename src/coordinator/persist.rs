@@ -27,18 +27,20 @@
 //! `H/2` longer than it would have: nothing more when the coordinator was back
 //! within `H/2` of the file's last write.
 //!
-//! **What it presumes gone.** A listing the file held whose publisher had missed
-//! more than one and a half heartbeats when it was written (under the settings
-//! the coordinator runs with now, and a TTL of at least `5/2 H`) is presumed gone
-//! unless heard from again. While the coordinator is partial, its answers for the
-//! service name such listings in `X-Hakken-Departed` (plain hosts only, at most
-//! 1 KB): our watches keep a listing a partial coordinator does not list, for it
-//! may just not have heard from its publisher yet, but not one it presumes gone.
-//! A publisher that reaches it again is struck off; all is forgotten once the
-//! coordinator is complete. (A publisher that missed those heartbeats to this
-//! coordinator alone, cut off from it, and is alive, is then missing from our
-//! watches until it reaches the coordinator again: the coordinator's complete
-//! answer would leave it out too.)
+//! **What it presumes gone.** A listing the file held whose publisher had not
+//! been heard from for more than one and a half heartbeat intervals when it was
+//! written is presumed gone unless heard from again, when the file records the
+//! settings its times were counted under, they are the coordinator's now, and the
+//! TTL is at least `5/2 H` (else nothing is). While the coordinator is partial,
+//! its answers for the service name such listings in `X-Hakken-Departed` (plain
+//! hosts only, at most 1 KB): our watches keep a listing a partial coordinator
+//! does not list, for it may just not have heard from its publisher yet, but not
+//! one it presumes gone. A publisher heard from during the join, or that reaches
+//! it again later, is struck off; all is forgotten once the coordinator is
+//! complete. (A live publisher that was cut off from this coordinator alone, or
+//! heartbeats slower than `H`, is then missing from our watches until it reaches
+//! the coordinator again: the coordinator's complete answer would leave it out
+//! too.)
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
@@ -131,8 +133,8 @@ pub(crate) struct State {
     settled: watch::Sender<bool>,
     /// When the file was read back (Unix milliseconds); 0: it was not.
     read_back_at: AtomicU64,
-    /// Per service, hosts of listings the file held whose publisher had stopped
-    /// heartbeating: gone unless heard from again. Told to watchers while the
+    /// Per service, hosts of listings the file held whose publisher had not been
+    /// heard from for more than 1.5 H: presumed gone unless heard from again. Told to watchers while the
     /// coordinator is partial (`X-Hakken-Departed`), forgotten once complete.
     departed: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -227,6 +229,11 @@ impl DataDir {
     }
 }
 
+/// `d` in whole milliseconds, at most `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds since the Unix epoch, now.
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -291,7 +298,7 @@ struct Loaded {
     age: Duration,
     /// Listings whose time ran out while the file was on disk.
     expired: usize,
-    /// Listings whose publisher had stopped heartbeating (see [`State::departed`]).
+    /// Listings presumed gone (see [`State::departed`]).
     departed: Vec<(String, String)>,
 }
 
@@ -352,7 +359,10 @@ impl Parsed {
             _ => None,
         };
         let judged = written_under.unwrap_or(now_settings);
-        let same_settings = written_under == Some(now_settings);
+        // At the millisecond the file counts in.
+        let same_settings = written_under.is_some_and(|w| {
+            millis(w.heartbeat) == millis(heartbeat) && millis(w.ttl) == millis(ttl)
+        });
         let mut loaded = Loaded {
             entries: Vec::new(),
             age,
@@ -366,13 +376,12 @@ impl Parsed {
             // Raised to the floor when its writer read it back, and not heard
             // from since: its deadline is still that floor (give or take the
             // milliseconds the file rounds to).
-            let deadline = (self.head.written_at).saturating_add(entry.ttl.as_millis() as u64);
-            let unheard = self
-                .head
-                .read_back_at
-                .is_some_and(|at| deadline <= at.saturating_add(floor_then.as_millis() as u64 + 2));
+            let deadline = (self.head.written_at).saturating_add(millis(entry.ttl));
+            let unheard = self.head.read_back_at.is_some_and(|at| {
+                deadline <= at.saturating_add(millis(floor_then).saturating_add(2))
+            });
             let raised = heartbeating && !unheard;
-            // Gone: it had missed more than one and a half heartbeats when written
+            // Gone: not heard from for more than 1.5 H when written
             // (a TTL of at least 5/2 H leaves room for that to mean something).
             let missed = judged.heartbeat.saturating_mul(3) / 2;
             let gone = same_settings
@@ -437,14 +446,20 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
     let now = now_ms();
     let loaded = parsed.alive(now, settings(shared));
     shared.persist.read_back_at.store(now, Ordering::Release);
-    let departed = loaded.departed.len();
+    // A publisher heard from during the join is not gone.
+    let departed: Vec<(String, String)> = loaded
+        .departed
+        .into_iter()
+        .filter(|(service, host)| !shared.read_registry(|r| r.holds(service, host)))
+        .collect();
+    let departed_count = departed.len();
     {
         let mut told = shared
             .persist
             .departed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (service, host) in loaded.departed {
+        for (service, host) in departed {
             told.entry(service).or_default().push(host);
         }
     }
@@ -461,7 +476,7 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
         read,
         imported,
         expired = loaded.expired,
-        departed,
+        departed = departed_count,
         invalid,
         "registry file read back"
     );
@@ -640,7 +655,7 @@ mod tests {
                 ("long:1".to_owned(), 8_000),
             ]
         );
-        // Those whose publisher had stopped heartbeating are gone unless heard
+        // Those whose publisher was silent for more than 1.5 H are gone unless heard
         // from again, expired or not.
         let departed: Vec<&str> = loaded.departed.iter().map(|(_, h)| h.as_str()).collect();
         assert_eq!(departed, ["gone:1", "missed:1"]);

@@ -302,10 +302,7 @@ impl Registry {
         ttl_left: Duration,
         now: Instant,
     ) -> Result<bool, RegistryError> {
-        let held = self
-            .services
-            .get(listing.service())
-            .is_some_and(|s| s.listings.contains_key(listing.host()));
+        let held = self.holds(listing.service(), listing.host());
         let withdrawn = self.withdrawn.as_ref().is_some_and(|keys| {
             !keys.is_empty()
                 && keys.contains(&(Arc::from(listing.service()), Arc::from(listing.host())))
@@ -444,6 +441,13 @@ impl Registry {
     /// (early when that listing was refreshed since; the pass then files it again).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.queue.first().map(|(queued, _)| *queued)
+    }
+
+    /// Whether the listing `(service, host)` is held.
+    pub fn holds(&self, service: &str, host: &str) -> bool {
+        self.services
+            .get(service)
+            .is_some_and(|s| s.listings.contains_key(host))
     }
 
     /// When the listing `(service, host)` expires, unless refreshed.

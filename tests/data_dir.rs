@@ -65,9 +65,27 @@ async fn publish(addr: &str, host: &str) {
     assert_eq!(status, 201);
 }
 
+/// A coordinator keeping its registry in a new directory, once the file there
+/// holds `hosts` (published over plain HTTP).
+async fn holding(hosts: &[&str]) -> (TempDir, CoordinatorProcess, String) {
+    let dir = TempDir::new();
+    let coordinator = coordinator(&dir.0).await;
+    let addr = coordinator.address();
+    for host in hosts {
+        publish(&addr, host).await;
+    }
+    written(&dir.0, hosts).await;
+    (dir, coordinator, addr)
+}
+
+/// The registry file in `dir`.
+fn registry_file(dir: &Path) -> PathBuf {
+    dir.join("registry.ndjson")
+}
+
 /// The registry file's lines, once its listings' hosts are `hosts`.
 async fn written(dir: &Path, hosts: &[&str]) -> Vec<serde_json::Value> {
-    let file = dir.join("registry.ndjson");
+    let file = registry_file(dir);
     let want = strings(hosts);
     eventually(&format!("the registry file holds {want:?}"), || async {
         let text = std::fs::read_to_string(&file).ok()?;
@@ -89,12 +107,7 @@ async fn written(dir: &Path, hosts: &[&str]) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn a_coordinator_killed_and_restarted_answers_with_what_it_held() {
-    let dir = TempDir::new();
-    let mut coordinator = coordinator(&dir.0).await;
-    let addr = coordinator.address();
-    publish(&addr, "a:1").await;
-    publish(&addr, "b:1").await;
-    written(&dir.0, &["a:1", "b:1"]).await;
+    let (dir, mut coordinator, addr) = holding(&["a:1", "b:1"]).await;
 
     coordinator.kill9().await;
     coordinator.restart().await;
@@ -120,12 +133,7 @@ async fn a_coordinator_killed_and_restarted_answers_with_what_it_held() {
 
 #[tokio::test]
 async fn a_withdrawn_listing_does_not_come_back_with_a_restart() {
-    let dir = TempDir::new();
-    let mut coordinator = coordinator(&dir.0).await;
-    let addr = coordinator.address();
-    publish(&addr, "a:1").await;
-    publish(&addr, "b:1").await;
-    written(&dir.0, &["a:1", "b:1"]).await;
+    let (dir, mut coordinator, addr) = holding(&["a:1", "b:1"]).await;
     assert_eq!(common::delete(&addr, "/v1/listings/svc/a:1").await, 204);
     // Written soon after the withdrawal, not at the next hourly period.
     written(&dir.0, &["b:1"]).await;
@@ -137,16 +145,12 @@ async fn a_withdrawn_listing_does_not_come_back_with_a_restart() {
 
 #[tokio::test]
 async fn a_listing_read_back_lives_what_it_had_left_less_the_time_on_disk() {
-    let dir = TempDir::new();
-    let mut coordinator = coordinator(&dir.0).await;
-    let addr = coordinator.address();
-    publish(&addr, "a:1").await;
-    written(&dir.0, &["a:1"]).await;
+    let (dir, mut coordinator, addr) = holding(&["a:1"]).await;
     coordinator.kill9().await;
 
     // As if the file had been written an hour ago: the listing (3 hours to live
     // when written) has 2 left; one with half an hour left then is gone.
-    let file = dir.0.join("registry.ndjson");
+    let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -290,7 +294,7 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
 
     coordinator.kill9().await;
     // The file says b had 1 ms left: its publisher had missed many heartbeats.
-    let file = dir.0.join("registry.ndjson");
+    let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
     for line in &mut lines {
         if line["listing"]["host"] == "b:1" {
@@ -307,13 +311,9 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
 
 #[tokio::test]
 async fn a_coordinator_stopped_before_it_settled_leaves_its_file_alone() {
-    let dir = TempDir::new();
-    let mut coordinator = coordinator(&dir.0).await;
-    let addr = coordinator.address();
-    publish(&addr, "a:1").await;
-    written(&dir.0, &["a:1"]).await;
+    let (dir, mut coordinator, addr) = holding(&["a:1"]).await;
     coordinator.kill9().await;
-    let file = dir.0.join("registry.ndjson");
+    let file = registry_file(&dir.0);
     let before = std::fs::read(&file).unwrap();
 
     // A discovery host that takes connections and never answers: the join
@@ -361,7 +361,7 @@ async fn a_coordinator_stopped_before_it_settled_leaves_its_file_alone() {
 async fn a_damaged_file_is_skipped_and_replaced() {
     let dir = TempDir::new();
     std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("registry.ndjson"), "not a registry\n").unwrap();
+    std::fs::write(registry_file(&dir.0), "not a registry\n").unwrap();
     let coordinator = coordinator(&dir.0).await;
     let addr = coordinator.address();
     publish(&addr, "a:1").await;

@@ -290,7 +290,7 @@ impl Shared {
     /// Adds, refreshes or replaces a listing.
     pub fn upsert(&self, listing: Listing) -> Result<Upsert, RegistryError> {
         let service = listing.service().to_owned();
-        let host = listing.host().to_owned();
+        self.persist.heard(&service, listing.host());
         let (outcome, names_changed) = {
             let mut registry = self.registry();
             let names = registry.names_index();
@@ -305,7 +305,6 @@ impl Shared {
         };
         if outcome != Upsert::Refreshed {
             self.persist.wanted.notify_one();
-            self.persist.heard(&service, &host);
             self.changes.notify(&Topic::Service(service));
         }
         if names_changed {

@@ -137,6 +137,8 @@ pub(crate) struct State {
     /// heard from for more than 1.5 H: presumed gone unless heard from again. Told to watchers while the
     /// coordinator is partial (`X-Hakken-Departed`), forgotten once complete.
     departed: Mutex<HashMap<String, Vec<String>>>,
+    /// Whether `departed` has any entry.
+    any_departed: AtomicBool,
 }
 
 impl State {
@@ -169,8 +171,22 @@ impl State {
         (!told.is_empty()).then_some(told)
     }
 
-    /// `host` of `service` was heard from: not gone after all.
+    /// Remembers `departed` (service, host) as presumed gone.
+    fn remember(&self, departed: Vec<(String, String)>) {
+        let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        for (service, host) in departed {
+            told.entry(service).or_default().push(host);
+        }
+        self.any_departed.store(!told.is_empty(), Ordering::Release);
+    }
+
+    /// `host` of `service` was heard from: not gone after all. Costs an atomic
+    /// load when nothing is presumed gone (every heartbeat that is not a plain
+    /// refresh comes here).
     pub fn heard(&self, service: &str, host: &str) {
+        if !self.any_departed.load(Ordering::Acquire) {
+            return;
+        }
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(hosts) = departed.get_mut(service) {
             hosts.retain(|h| h != host);
@@ -181,6 +197,7 @@ impl State {
     pub fn forget_departed(&self) {
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         *departed = HashMap::new();
+        self.any_departed.store(false, Ordering::Release);
     }
 }
 
@@ -453,16 +470,7 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
         .filter(|(service, host)| !shared.read_registry(|r| r.holds(service, host)))
         .collect();
     let departed_count = departed.len();
-    {
-        let mut told = shared
-            .persist
-            .departed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for (service, host) in departed {
-            told.entry(service).or_default().push(host);
-        }
-    }
+    shared.persist.remember(departed);
     let read = loaded.entries.len();
     let mut imported = 0;
     let mut entries = loaded.entries.into_iter().peekable();
@@ -771,9 +779,11 @@ mod tests {
         let state = State::default();
         let long = "h".repeat(600);
         let hosts = ["a:1", "with,comma:1", " b:1", &long, &long, "c:1"];
-        state.departed.lock().unwrap().insert(
-            "s".to_owned(),
-            hosts.iter().map(|h| h.to_string()).collect(),
+        state.remember(
+            hosts
+                .iter()
+                .map(|h| ("s".to_owned(), h.to_string()))
+                .collect(),
         );
         let told = state.departed("s").unwrap();
         assert_eq!(told, format!("a:1,{long},c:1"));

@@ -257,16 +257,13 @@ fn write_lines(file: &Path, lines: &[serde_json::Value]) {
     std::fs::write(file, text).unwrap();
 }
 
-/// Found by the soak (#14): a publisher killed just before every coordinator
-/// restarted was kept by our watches until a coordinator was complete again,
-/// though each had read back a file saying its publisher had gone silent.
-#[tokio::test]
-async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
-    let dir = TempDir::new();
-    // Heartbeats every 200 ms, listings living 1,000 of them; after a start with
-    // nobody to copy from, partial for H plus a 10-minute request timeout: longer
-    // than this test, so only what the coordinator says can make the watch drop
-    // a listing it holds.
+/// A coordinator keeping its registry in `dir`, killed with SIGKILL once its
+/// file held `a:1` and `b:1` of `svc`, and a client whose watch of `svc` saw
+/// both. Heartbeats every 200 ms, listings living 1,000 of them; after a
+/// restart with nobody to copy from, partial for H plus a 10-minute request
+/// timeout: longer than a test, so only what the coordinator says can make the
+/// watch drop a listing it holds.
+async fn watched_then_killed(dir: &Path) -> (CoordinatorProcess, Client, hakken::Watch) {
     let args = [
         "--heartbeat-interval",
         "200",
@@ -275,13 +272,13 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
         "--request-timeout",
         "600000",
         "--data-dir",
-        dir.0.to_str().unwrap(),
+        dir.to_str().unwrap(),
     ];
     let mut coordinator = process(&args).await;
     let addr = coordinator.address();
     publish(&addr, "a:1").await;
     publish(&addr, "b:1").await;
-    written(&dir.0, &["a:1", "b:1"]).await;
+    written(dir, &["a:1", "b:1"]).await;
     let client = Client::new(
         ClientConfig::new(addr.as_str())
             .heartbeat_interval(Duration::from_millis(200))
@@ -291,8 +288,31 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
     let watch = client.watch("svc").build();
     watch.start().await.unwrap();
     sees(&watch, &["a:1", "b:1"]).await;
-
     coordinator.kill9().await;
+    (coordinator, client, watch)
+}
+
+/// Restarts `coordinator`, and checks that `watch` drops `b:1` while it is
+/// still partial.
+async fn restarted_and_dropped(
+    coordinator: &mut CoordinatorProcess,
+    client: Client,
+    watch: &hakken::Watch,
+) {
+    coordinator.restart().await;
+    sees(watch, &["a:1"]).await;
+    let (_, ready) = common::get(&coordinator.address(), "/ready").await;
+    assert_eq!(ready["phase"], "partial", "still partial: {ready}");
+    client.close().await;
+}
+
+/// Found by the soak (#14): a publisher killed just before every coordinator
+/// restarted was kept by our watches until a coordinator was complete again,
+/// though each had read back a file saying its publisher had gone silent.
+#[tokio::test]
+async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
+    let dir = TempDir::new();
+    let (mut coordinator, client, watch) = watched_then_killed(&dir.0).await;
     // The file says b had 1 ms left: its publisher had missed many heartbeats.
     let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
@@ -302,11 +322,74 @@ async fn a_watch_drops_what_a_restarted_coordinator_read_back_as_gone() {
         }
     }
     write_lines(&file, &lines);
-    coordinator.restart().await;
-    sees(&watch, &["a:1"]).await;
-    let (_, ready) = common::get(&addr, "/ready").await;
-    assert_eq!(ready["phase"], "partial", "still partial: {ready}");
-    client.close().await;
+    restarted_and_dropped(&mut coordinator, client, &watch).await;
+}
+
+/// Found by the soak (#14, run 14): a watch that held a listing its coordinator
+/// had already let go of (the watch had it from another coordinator, restarted
+/// too) kept it until a coordinator was complete again: the file named only
+/// what its writer held.
+#[tokio::test]
+async fn a_watch_drops_what_a_restarted_coordinator_had_let_go_of() {
+    let dir = TempDir::new();
+    let (mut coordinator, client, watch) = watched_then_killed(&dir.0).await;
+    // The file says b left just now: its listing line goes, the head names it.
+    let file = registry_file(&dir.0);
+    let mut lines = lines_of(&file);
+    lines.retain(|line| line["listing"]["host"] != "b:1");
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    lines[0]["count"] = 1.into();
+    lines[0]["left"] = serde_json::json!([{"service": "svc", "host": "b:1", "leftAt": now_ms}]);
+    *lines.last_mut().unwrap() = serde_json::json!({"end": 1});
+    write_lines(&file, &lines);
+    restarted_and_dropped(&mut coordinator, client, &watch).await;
+}
+
+/// The head of the file in `dir`, once `done` holds for the hosts it names as
+/// having left `svc`.
+async fn left_named(dir: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let file = registry_file(dir);
+    eventually("the registry file names what left", || async {
+        let text = std::fs::read_to_string(&file).ok()?;
+        let head: serde_json::Value = serde_json::from_str(text.lines().next()?).ok()?;
+        let empty = Vec::new();
+        let mut hosts: Vec<String> = head["left"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|l| l["service"] == "svc" && l["leftAt"].as_u64().is_some())
+            .filter_map(|l| Some(l["host"].as_str()?.to_owned()))
+            .collect();
+        hosts.sort();
+        done(&hosts).then_some(hosts)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_file_names_what_left_and_is_not_back() {
+    // Withdrawn: named; published again: not.
+    let (dir, _coordinator, addr) = holding(&["a:1", "b:1"]).await;
+    assert_eq!(common::delete(&addr, "/v1/listings/svc/b:1").await, 204);
+    left_named(&dir.0, |hosts| hosts == ["b:1"]).await;
+    publish(&addr, "b:1").await;
+    written(&dir.0, &["a:1", "b:1"]).await;
+    left_named(&dir.0, |hosts| hosts.is_empty()).await;
+
+    // Expired (living 3 s, named for 3 s more): named.
+    let dir = TempDir::new();
+    let short = process(&[
+        "--heartbeat-interval",
+        "1000",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ])
+    .await;
+    publish(&short.address(), "e:1").await;
+    left_named(&dir.0, |hosts| hosts == ["e:1"]).await;
 }
 
 #[tokio::test]
@@ -366,11 +449,13 @@ async fn a_damaged_file_is_skipped_and_replaced() {
     let addr = coordinator.address();
     publish(&addr, "a:1").await;
     written(&dir.0, &["a:1"]).await;
-    let logs = coordinator.logs().join("\n");
-    assert!(
-        logs.contains("cannot read the registry file: starting without it"),
-        "{logs}"
-    );
+    // Logged before that write; its line may still be on its way to the test.
+    eventually("the damaged file is logged", || async {
+        let logs = coordinator.logs().join("\n");
+        logs.contains("cannot read the registry file: starting without it")
+            .then_some(())
+    })
+    .await;
 }
 
 /// Runs `hakken coordinator` with `args` until it exits (it should, at once).

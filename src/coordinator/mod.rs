@@ -334,6 +334,10 @@ impl Shared {
             (removed, registry.names_index() != names)
         };
         if removed.is_some() {
+            if self.config.data_dir.is_some() {
+                let key = (Arc::from(service), Arc::from(host));
+                self.persist.left([key], self.config.listing_ttl());
+            }
             self.persist.wanted.notify_one();
             self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
@@ -353,6 +357,10 @@ impl Shared {
             (expired, registry.names_index() != names)
         };
         self.metrics.expired.inc_by(expired.len() as u64);
+        if self.config.data_dir.is_some() && !expired.is_empty() {
+            self.persist
+                .left(expired.iter().cloned(), self.config.listing_ttl());
+        }
         let services: BTreeSet<&str> = expired.iter().map(|(service, _)| &**service).collect();
         for service in services {
             self.changes.notify(&Topic::Service(service.to_owned()));

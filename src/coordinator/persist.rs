@@ -42,6 +42,14 @@
 //! the coordinator again: the coordinator's complete answer would leave it out
 //! too.)
 //!
+//! **What left just before.** A watch may hold a listing that this coordinator
+//! had already let go of when it stopped (it expired or was withdrawn here, and
+//! the watch had it from another coordinator, since restarted too): no listing
+//! line can name it. So the file's head also lists, as `left`, the listings
+//! that left in the last TTL and are not held again, with when they left (at
+//! most [`MAX_LEFT`]); read back within a TTL of leaving, they are presumed gone
+//! too, on the same terms (struck off when heard from, forgotten once complete).
+//!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
 //! least every `H/2` after the last write, soon after any listing is added,
@@ -95,6 +103,8 @@ const MAX_DEPARTED: usize = 10_000;
 /// Most bytes of departed hosts told in one answer (a proxy's buffer for an
 /// answer's head is often 4 KB).
 const MAX_DEPARTED_TOLD: usize = 1024;
+/// Most listings remembered, and written, as having left in the last TTL.
+const MAX_LEFT: usize = 10_000;
 
 /// The first line of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -121,6 +131,20 @@ struct Head {
     ttl_ms: Option<u64>,
     /// How many listing lines follow.
     count: usize,
+    /// Listings that left (expired or withdrawn) in the last TTL before the
+    /// file was written, and were not held again when it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    left: Vec<Left>,
+}
+
+/// A listing that left the registry, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Left {
+    service: String,
+    host: String,
+    /// When it left: milliseconds since the Unix epoch.
+    #[serde(rename = "leftAt")]
+    at: u64,
 }
 
 /// What the writer and the start share (in `Shared`).
@@ -139,6 +163,10 @@ pub(crate) struct State {
     departed: Mutex<HashMap<String, Vec<String>>>,
     /// Whether `departed` has any entry.
     any_departed: AtomicBool,
+    /// Listings that left the registry, with when (Unix milliseconds): at most
+    /// [`MAX_LEFT`], none older than a TTL once pruned. Kept only with a data
+    /// directory, for the file's head.
+    left: Mutex<LeftAt>,
 }
 
 impl State {
@@ -193,12 +221,51 @@ impl State {
         }
     }
 
+    /// `keys` (service, host) left the registry now (expired or withdrawn).
+    /// When [`MAX_LEFT`] are remembered, those older than `ttl` are let go; if
+    /// that frees no room, the newest are not remembered.
+    pub fn left(&self, keys: impl IntoIterator<Item = (Arc<str>, Arc<str>)>, ttl: Duration) {
+        let now = now_ms();
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            if left.len() >= MAX_LEFT && !left.contains_key(&key) {
+                prune(&mut left, now, ttl);
+                if left.len() >= MAX_LEFT {
+                    return;
+                }
+            }
+            left.insert(key, now);
+        }
+    }
+
+    /// The listings that left at most `ttl` before `now` (Unix milliseconds),
+    /// letting go of older ones.
+    fn recently_left(&self, now: u64, ttl: Duration) -> Vec<Left> {
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        prune(&mut left, now, ttl);
+        left.iter()
+            .map(|((service, host), at)| Left {
+                service: service.to_string(),
+                host: host.to_string(),
+                at: *at,
+            })
+            .collect()
+    }
+
     /// The coordinator is complete: its answers are the truth, nothing to tell.
     pub fn forget_departed(&self) {
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         *departed = HashMap::new();
         self.any_departed.store(false, Ordering::Release);
     }
+}
+
+/// When each listing (service, host) that left did (Unix milliseconds).
+type LeftAt = HashMap<(Arc<str>, Arc<str>), u64>;
+
+/// Lets go of what left more than `ttl` before `now` (Unix milliseconds).
+fn prune(left: &mut LeftAt, now: u64, ttl: Duration) {
+    left.retain(|_, at| now.saturating_sub(*at) <= millis(ttl));
 }
 
 /// A data directory in use: held locked for as long as the coordinator runs.
@@ -259,11 +326,12 @@ fn now_ms() -> u64 {
 }
 
 /// Writes the file for `entries` (each listing as compact JSON, with the time it
-/// has left) to `out`, as written at `written_at` by a coordinator that read its
+/// has left) and the listings that `left` to `out`, as written at `written_at` by a coordinator that read its
 /// own file back at `read_back_at` (Unix milliseconds).
 fn encode(
     out: &mut impl Write,
     entries: &[(Bytes, Duration)],
+    left: Vec<Left>,
     written_at: u64,
     read_back_at: Option<u64>,
     settings: Settings,
@@ -275,6 +343,7 @@ fn encode(
         heartbeat_ms: Some(settings.heartbeat.as_millis() as u64),
         ttl_ms: Some(settings.ttl.as_millis() as u64),
         count: entries.len(),
+        left,
     };
     serde_json::to_writer(&mut *out, &head)?;
     out.write_all(b"\n")?;
@@ -419,6 +488,13 @@ impl Parsed {
                 listing: entry.listing,
             });
         }
+        // Left in the last TTL (a clock set back: just now).
+        for left in self.head.left {
+            let recent = now.saturating_sub(left.at) <= millis(ttl);
+            if recent && loaded.departed.len() < MAX_DEPARTED {
+                loaded.departed.push((left.service, left.host));
+            }
+        }
         loaded
     }
 }
@@ -534,16 +610,23 @@ pub(super) async fn final_write(shared: &Arc<Shared>, dir: &Arc<DataDir>) {
 
 /// Writes every live listing to the file, replacing it whole; whether it worked.
 async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
-    let entries = shared.read_registry(|r| r.snapshot(Instant::now()));
+    let settings = settings(shared);
+    let left = shared.persist.recently_left(now_ms(), settings.ttl);
+    let (entries, left) = shared.read_registry(|r| {
+        let left: Vec<Left> = left
+            .into_iter()
+            .filter(|l| !r.holds(&l.service, &l.host))
+            .collect();
+        (r.snapshot(Instant::now()), left)
+    });
     let read_back_at =
         Some(shared.persist.read_back_at.load(Ordering::Acquire)).filter(|at| *at > 0);
-    let settings = settings(shared);
     let written = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || -> std::io::Result<usize> {
             let _writing = dir.writing.lock().unwrap_or_else(PoisonError::into_inner);
             let temporary = dir.path.join(TEMPORARY);
-            let result = write_file(&temporary, &entries, read_back_at, settings)
+            let result = write_file(&temporary, &entries, left, read_back_at, settings)
                 .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
             if result.is_err() {
                 let _ = std::fs::remove_file(&temporary);
@@ -583,6 +666,7 @@ fn settings(shared: &Shared) -> Settings {
 fn write_file(
     path: &Path,
     entries: &[(Bytes, Duration)],
+    left: Vec<Left>,
     read_back_at: Option<u64>,
     settings: Settings,
 ) -> std::io::Result<()> {
@@ -591,7 +675,7 @@ fn write_file(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = BufWriter::new(options.open(path)?);
-    encode(&mut out, entries, now_ms(), read_back_at, settings)?;
+    encode(&mut out, entries, left, now_ms(), read_back_at, settings)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()
 }
@@ -624,7 +708,15 @@ mod tests {
         settings: Settings,
     ) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, entries, written_at, read_back_at, settings).unwrap();
+        encode(
+            &mut out,
+            entries,
+            Vec::new(),
+            written_at,
+            read_back_at,
+            settings,
+        )
+        .unwrap();
         out
     }
 
@@ -724,6 +816,44 @@ mod tests {
             .unwrap()
             .alive(read_back_at + 1_500, under);
         assert_eq!(loaded.entries[0].ttl, H + H / 4);
+    }
+
+    #[test]
+    fn what_left_in_the_last_ttl_is_named_gone() {
+        let left = |host: &str, at: u64| Left {
+            service: "s".to_owned(),
+            host: host.to_owned(),
+            at,
+        };
+        let mut bytes = Vec::new();
+        let gone = vec![left("recent:1", 95_000), left("old:1", 80_000)];
+        encode(&mut bytes, &[], gone, 100_000, None, SETTINGS).unwrap();
+        let limits = Limits::default();
+        // Read back 3 s after the write: 8 s and 23 s after they left, TTL 12 s.
+        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, SETTINGS);
+        assert_eq!(loaded.departed, [("s".to_owned(), "recent:1".to_owned())]);
+        // Read back later: neither. A clock set back: both count as just left.
+        let loaded = parse(&bytes, &limits).unwrap().alive(108_000, SETTINGS);
+        assert!(loaded.departed.is_empty());
+        let loaded = parse(&bytes, &limits).unwrap().alive(50_000, SETTINGS);
+        assert_eq!(loaded.departed.len(), 2);
+    }
+
+    #[test]
+    fn what_left_is_remembered_for_a_ttl_and_within_a_bound() {
+        let state = State::default();
+        let key = |i: usize| (Arc::from("s"), Arc::from(format!("h{i}:1").as_str()));
+        state.left((0..MAX_LEFT + 5).map(key), TTL);
+        let now = now_ms();
+        assert_eq!(state.recently_left(now, TTL).len(), MAX_LEFT);
+        // Older than a TTL: let go.
+        let later = now + millis(TTL) + 1_000;
+        assert!(state.recently_left(later, TTL).is_empty());
+        // Room again.
+        state.left([key(0)], TTL);
+        let left = state.recently_left(now_ms(), TTL);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].host, "h0:1");
     }
 
     #[test]

@@ -337,20 +337,20 @@ async fn a_watch_drops_what_a_restarted_coordinator_had_let_go_of() {
     let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
     lines.retain(|line| line["listing"]["host"] != "b:1");
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     lines[0]["count"] = 1.into();
-    lines[0]["left"] = serde_json::json!([{"service": "svc", "host": "b:1", "leftAt": now_ms}]);
+    lines[0]["left"] =
+        serde_json::json!([{"service": "svc", "host": "b:1", "msBefore": 0, "how": "withdrawn"}]);
     *lines.last_mut().unwrap() = serde_json::json!({"end": 1});
     write_lines(&file, &lines);
     restarted_and_dropped(&mut coordinator, client, &watch).await;
 }
 
-/// The head of the file in `dir`, once `done` holds for the hosts it names as
-/// having left `svc`.
-async fn left_named(dir: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+/// The hosts the file in `dir` names as having left `svc`, once `done` holds
+/// for them and its head.
+async fn left_named(
+    dir: &Path,
+    done: impl Fn(&[String], &serde_json::Value) -> bool,
+) -> Vec<String> {
     let file = registry_file(dir);
     eventually("the registry file names what left", || async {
         let text = std::fs::read_to_string(&file).ok()?;
@@ -360,13 +360,24 @@ async fn left_named(dir: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String>
             .as_array()
             .unwrap_or(&empty)
             .iter()
-            .filter(|l| l["service"] == "svc" && l["leftAt"].as_u64().is_some())
+            .filter(|l| l["service"] == "svc" && l["msBefore"].as_u64().is_some())
             .filter_map(|l| Some(l["host"].as_str()?.to_owned()))
             .collect();
         hosts.sort();
-        done(&hosts).then_some(hosts)
+        done(&hosts, &head).then_some(hosts)
     })
     .await
+}
+
+/// `X-Hakken-Departed` on the coordinator's answer for `svc`.
+async fn departed_header(addr: &str) -> Option<String> {
+    let response = common::http()
+        .get(format!("http://{addr}/v1/listings/svc"))
+        .send()
+        .await
+        .unwrap();
+    let header = response.headers().get("x-hakken-departed")?;
+    Some(header.to_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -374,22 +385,93 @@ async fn the_file_names_what_left_and_is_not_back() {
     // Withdrawn: named; published again: not.
     let (dir, _coordinator, addr) = holding(&["a:1", "b:1"]).await;
     assert_eq!(common::delete(&addr, "/v1/listings/svc/b:1").await, 204);
-    left_named(&dir.0, |hosts| hosts == ["b:1"]).await;
+    left_named(&dir.0, |hosts, _| hosts == ["b:1"]).await;
     publish(&addr, "b:1").await;
     written(&dir.0, &["a:1", "b:1"]).await;
-    left_named(&dir.0, |hosts| hosts.is_empty()).await;
+    left_named(&dir.0, |hosts, _| hosts.is_empty()).await;
 
-    // Expired (living 3 s, named for 3 s more): named.
+    // Expired (living 6 s, named for 6 s more): named.
     let dir = TempDir::new();
     let short = process(&[
         "--heartbeat-interval",
-        "1000",
+        "2000",
         "--data-dir",
         dir.0.to_str().unwrap(),
     ])
     .await;
     publish(&short.address(), "e:1").await;
-    left_named(&dir.0, |hosts| hosts == ["e:1"]).await;
+    left_named(&dir.0, |hosts, _| hosts == ["e:1"]).await;
+}
+
+#[tokio::test]
+async fn a_coordinator_restarted_twice_still_names_what_it_had_let_go_of() {
+    let dir = TempDir::new();
+    // Partial after each restart for longer than the test (see
+    // `watched_then_killed`); listings living 200 s.
+    let args = [
+        "--heartbeat-interval",
+        "200",
+        "--missed-heartbeats-allowed",
+        "1000",
+        "--request-timeout",
+        "600000",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ];
+    let mut coordinator = process(&args).await;
+    let addr = coordinator.address();
+    publish(&addr, "a:1").await;
+    publish(&addr, "b:1").await;
+    assert_eq!(common::delete(&addr, "/v1/listings/svc/b:1").await, 204);
+    left_named(&dir.0, |hosts, _| hosts == ["b:1"]).await;
+    assert_eq!(
+        departed_header(&addr).await,
+        None,
+        "complete: nothing to name"
+    );
+    coordinator.kill9().await;
+    coordinator.restart().await;
+    assert_eq!(departed_header(&addr).await.as_deref(), Some("b:1"));
+    // The file this run writes names it too, so a second restart does.
+    left_named(&dir.0, |hosts, head| {
+        hosts == ["b:1"] && head["readBackAt"].as_u64().is_some()
+    })
+    .await;
+    coordinator.kill9().await;
+    coordinator.restart().await;
+    assert_eq!(departed_header(&addr).await.as_deref(), Some("b:1"));
+    holds(&addr, "svc", &["a:1"]).await;
+}
+
+#[tokio::test]
+async fn what_expires_while_the_coordinator_is_stopped_is_not_named_gone() {
+    // Listings living 5 s; a stop of 6 s after one was written: it expires
+    // when the coordinator resumes, more than H/2 past its deadline, while its
+    // publisher's heartbeats could be waiting unread.
+    let dir = TempDir::new();
+    let coordinator = process(&[
+        "--heartbeat-interval",
+        "500",
+        "--missed-heartbeats-allowed",
+        "10",
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ])
+    .await;
+    let addr = coordinator.address();
+    publish(&addr, "stalled:1").await;
+    written(&dir.0, &["stalled:1"]).await;
+    let pid = coordinator.pid().unwrap();
+    common::process::signal(pid, "STOP").await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    common::process::signal(pid, "CONT").await;
+    holds(&addr, "svc", &[]).await;
+    // A withdrawal after the expiry: the file that names it was written after
+    // the expiry too.
+    publish(&addr, "w:1").await;
+    assert_eq!(common::delete(&addr, "/v1/listings/svc/w:1").await, 204);
+    let hosts = left_named(&dir.0, |hosts, _| hosts.contains(&"w:1".to_owned())).await;
+    assert_eq!(hosts, ["w:1"], "the stalled expiry is not named");
 }
 
 #[tokio::test]

@@ -45,6 +45,7 @@ use bytes::Bytes;
 use changes::{Changes, Topic};
 use history::{History, Totals};
 use membership::{Membership, Rules};
+use persist::How;
 use readiness::{Phase, Readiness};
 use registry::{Registry, RegistryError, Upsert};
 use std::collections::BTreeSet;
@@ -331,13 +332,13 @@ impl Shared {
             let mut registry = self.registry();
             let names = registry.names_index();
             let removed = registry.remove(service, host);
+            if removed.is_some() && self.config.data_dir.is_some() {
+                let key = (Arc::from(service), Arc::from(host));
+                (self.persist).left([key], How::Withdrawn, self.config.listing_ttl());
+            }
             (removed, registry.names_index() != names)
         };
         if removed.is_some() {
-            if self.config.data_dir.is_some() {
-                let key = (Arc::from(service), Arc::from(host));
-                self.persist.left([key], self.config.listing_ttl());
-            }
             self.persist.wanted.notify_one();
             self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
@@ -348,19 +349,23 @@ impl Shared {
         removed
     }
 
-    /// Expires at most `max` listings that are due.
-    fn expire(&self, max: usize) -> Vec<(Arc<str>, Arc<str>)> {
+    /// Expires at most `max` listings that are due; with a data directory,
+    /// the file will say they left, unless `on_time` is false (they expired
+    /// while the coordinator was stalled: their publishers may be alive, their
+    /// heartbeats waiting to be read).
+    fn expire(&self, max: usize, on_time: bool) -> Vec<(Arc<str>, Arc<str>)> {
         let (expired, names_changed) = {
             let mut registry = self.registry();
             let names = registry.names_index();
             let expired = registry.expire(Instant::now(), max);
+            if on_time && !expired.is_empty() && self.config.data_dir.is_some() {
+                let ttl = self.config.listing_ttl();
+                (self.persist).left(expired.iter().cloned(), How::Expired, ttl);
+                self.persist.wanted.notify_one();
+            }
             (expired, registry.names_index() != names)
         };
         self.metrics.expired.inc_by(expired.len() as u64);
-        if self.config.data_dir.is_some() && !expired.is_empty() {
-            self.persist
-                .left(expired.iter().cloned(), self.config.listing_ttl());
-        }
         let services: BTreeSet<&str> = expired.iter().map(|(service, _)| &**service).collect();
         for service in services {
             self.changes.notify(&Topic::Service(service.to_owned()));
@@ -678,8 +683,12 @@ async fn expire_loop(shared: Arc<Shared>) {
             // Listings imported from a peer may be due sooner than `next`.
             _ = shared.expiry_changed.notified() => continue,
         }
+        // Woken more than H/2 late: the process was stalled (stopped, starved),
+        // and what expires now may have publishers whose heartbeats wait unread.
+        let late = Instant::now().saturating_duration_since(next);
+        let on_time = late <= shared.config.heartbeat() / 2;
         loop {
-            let expired = shared.expire(EXPIRY_BATCH);
+            let expired = shared.expire(EXPIRY_BATCH, on_time);
             for (service, host) in &expired {
                 tracing::info!(service = &**service, host = &**host, "listing expired");
             }

@@ -46,14 +46,21 @@
 //! had already let go of when it stopped (it expired or was withdrawn here, and
 //! the watch had it from another coordinator, since restarted too): no listing
 //! line can name it. So the file's head also lists, as `left`, the listings
-//! that left in the last TTL and are not held again, with when they left (at
-//! most [`MAX_LEFT`]); read back within a TTL of leaving, they are presumed gone
-//! too, on the same terms (struck off when heard from, forgotten once complete).
+//! that left in the last TTL and are not held again, with how long before the
+//! write they left and how (at most [`MAX_LEFT`], the newest). Read back within a
+//! TTL of leaving, a withdrawn one is presumed gone, and so is an expired one on
+//! the terms above (the same settings, a TTL of at least `5/2 H`); the next file
+//! lists them again, so a second restart names them too. An expiry the
+//! coordinator came to more than `H/2` late (it was stopped or starved: the
+//! publisher's heartbeats may be waiting unread) is not listed. A publisher the
+//! original's client stopped heartbeating to here (it drops a coordinator that
+//! failed once) is then named gone for up to a TTL after it expired here; the
+//! coordinator's answers lacked it all along.
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
 //! least every `H/2` after the last write, soon after any listing is added,
-//! replaced or withdrawn, and at shutdown once in-flight requests are done. Writes
+//! replaced, withdrawn or expired, and at shutdown once in-flight requests are done. Writes
 //! are paced: at most about a tenth of the time is spent writing (a 100,000-listing
 //! registry is about 40 MB), so a change reaches the file within 20 ms on a small
 //! registry, later on a large one. Each write goes to a temporary file, synced,
@@ -68,7 +75,8 @@
 //! `kill -9`. A listing withdrawn while this coordinator was down, from peers that
 //! are partial themselves when it starts (every coordinator restarted), comes
 //! back from its file for what it had left, at most a TTL. Ages are measured with
-//! the wall clock: a clock stepped forward while it was down ages every listing.
+//! the wall clock: a clock stepped forward while it was down ages every listing
+//! (and every departure), one stepped back counts the file as just written.
 
 use super::{CoordinatorError, Shared};
 use crate::listing::Limits;
@@ -77,7 +85,7 @@ use crate::protocol::{
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -137,14 +145,36 @@ struct Head {
     left: Vec<Left>,
 }
 
-/// A listing that left the registry, and when.
+/// How a listing left the registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum How {
+    /// Its time ran out: its publisher went silent, here at least.
+    #[default]
+    Expired,
+    /// Its publisher withdrew it.
+    Withdrawn,
+}
+
+/// A listing that left the registry, as the file's head lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Left {
     service: String,
     host: String,
-    /// When it left: milliseconds since the Unix epoch.
-    #[serde(rename = "leftAt")]
-    at: u64,
+    /// How long before the file was written it left (milliseconds): ages are
+    /// counted from `writtenAt`, like the listings' times left.
+    #[serde(rename = "msBefore")]
+    before: u64,
+    #[serde(default)]
+    how: How,
+}
+
+/// A listing that left the registry, in memory.
+#[derive(Debug)]
+struct Departure {
+    key: (Arc<str>, Arc<str>),
+    at: Instant,
+    how: How,
 }
 
 /// What the writer and the start share (in `Shared`).
@@ -157,16 +187,16 @@ pub(crate) struct State {
     settled: watch::Sender<bool>,
     /// When the file was read back (Unix milliseconds); 0: it was not.
     read_back_at: AtomicU64,
-    /// Per service, hosts of listings the file held whose publisher had not been
-    /// heard from for more than 1.5 H: presumed gone unless heard from again. Told to watchers while the
-    /// coordinator is partial (`X-Hakken-Departed`), forgotten once complete.
+    /// Per service, hosts of listings presumed gone unless heard from again (see
+    /// the module): told to watchers while the coordinator is partial
+    /// (`X-Hakken-Departed`), forgotten once complete.
     departed: Mutex<HashMap<String, Vec<String>>>,
     /// Whether `departed` has any entry.
     any_departed: AtomicBool,
-    /// Listings that left the registry, with when (Unix milliseconds): at most
-    /// [`MAX_LEFT`], none older than a TTL once pruned. Kept only with a data
-    /// directory, for the file's head.
-    left: Mutex<LeftAt>,
+    /// Listings that left the registry, in the order they left: at most
+    /// [`MAX_LEFT`] (the oldest go first), none older than a TTL once pruned.
+    /// Kept only with a data directory, for the file's head.
+    left: Mutex<VecDeque<Departure>>,
 }
 
 impl State {
@@ -221,33 +251,56 @@ impl State {
         }
     }
 
-    /// `keys` (service, host) left the registry now (expired or withdrawn).
-    /// When [`MAX_LEFT`] are remembered, those older than `ttl` are let go; if
-    /// that frees no room, the newest are not remembered.
-    pub fn left(&self, keys: impl IntoIterator<Item = (Arc<str>, Arc<str>)>, ttl: Duration) {
-        let now = now_ms();
+    /// `keys` (service, host) left the registry now, `how`. Called under the
+    /// registry's lock, so that a write's snapshot and what it says left agree.
+    pub fn left(
+        &self,
+        keys: impl IntoIterator<Item = (Arc<str>, Arc<str>)>,
+        how: How,
+        ttl: Duration,
+    ) {
+        let now = Instant::now();
         let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        prune(&mut left, now, ttl);
         for key in keys {
-            if left.len() >= MAX_LEFT && !left.contains_key(&key) {
-                prune(&mut left, now, ttl);
-                if left.len() >= MAX_LEFT {
-                    return;
-                }
+            if left.len() >= MAX_LEFT {
+                left.pop_front();
             }
-            left.insert(key, now);
+            left.push_back(Departure { key, at: now, how });
         }
     }
 
-    /// The listings that left at most `ttl` before `now` (Unix milliseconds),
-    /// letting go of older ones.
-    fn recently_left(&self, now: u64, ttl: Duration) -> Vec<Left> {
+    /// Takes back what a file read back names gone (still so after the join),
+    /// so that the next file names it too.
+    fn carry(&self, carried: impl IntoIterator<Item = Departure>, ttl: Duration) {
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        left.extend(carried);
+        left.make_contiguous().sort_by_key(|d| d.at);
+        while left.len() > MAX_LEFT {
+            left.pop_front();
+        }
+        prune(&mut left, Instant::now(), ttl);
+    }
+
+    /// The listings that left at most `ttl` before `now`, newest first, each
+    /// once, that `held` says are not back; letting go of older ones.
+    fn recently_left(
+        &self,
+        now: Instant,
+        ttl: Duration,
+        held: impl Fn(&str, &str) -> bool,
+    ) -> Vec<Left> {
         let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
         prune(&mut left, now, ttl);
+        let mut seen = HashSet::new();
         left.iter()
-            .map(|((service, host), at)| Left {
-                service: service.to_string(),
-                host: host.to_string(),
-                at: *at,
+            .rev()
+            .filter(|d| seen.insert(&d.key) && !held(&d.key.0, &d.key.1))
+            .map(|d| Left {
+                service: d.key.0.to_string(),
+                host: d.key.1.to_string(),
+                before: millis(now.saturating_duration_since(d.at)),
+                how: d.how,
             })
             .collect()
     }
@@ -260,12 +313,14 @@ impl State {
     }
 }
 
-/// When each listing (service, host) that left did (Unix milliseconds).
-type LeftAt = HashMap<(Arc<str>, Arc<str>), u64>;
-
-/// Lets go of what left more than `ttl` before `now` (Unix milliseconds).
-fn prune(left: &mut LeftAt, now: u64, ttl: Duration) {
-    left.retain(|_, at| now.saturating_sub(*at) <= millis(ttl));
+/// Lets go of what left more than `ttl` before `now`.
+fn prune(left: &mut VecDeque<Departure>, now: Instant, ttl: Duration) {
+    while left
+        .front()
+        .is_some_and(|d| now.saturating_duration_since(d.at) > ttl)
+    {
+        left.pop_front();
+    }
 }
 
 /// A data directory in use: held locked for as long as the coordinator runs.
@@ -386,6 +441,9 @@ struct Loaded {
     expired: usize,
     /// Listings presumed gone (see [`State::departed`]).
     departed: Vec<(String, String)>,
+    /// Those of them the file's head listed as having left, with how long ago
+    /// they left and how: the next file lists them too.
+    left: Vec<(String, String, Duration, How)>,
 }
 
 /// Reads a file's bytes; `Err` when it is not a whole registry file.
@@ -449,11 +507,15 @@ impl Parsed {
         let same_settings = written_under.is_some_and(|w| {
             millis(w.heartbeat) == millis(heartbeat) && millis(w.ttl) == millis(ttl)
         });
+        // Silence means something (a TTL of at least 5/2 H leaves room for
+        // missed heartbeats) under the settings the times were counted in.
+        let judges_silence = same_settings && judged.ttl >= judged.heartbeat.saturating_mul(5) / 2;
         let mut loaded = Loaded {
             entries: Vec::new(),
             age,
             expired: 0,
             departed: Vec::new(),
+            left: Vec::new(),
         };
         for entry in self.entries {
             // Heartbeating when written: it had most of a TTL left.
@@ -467,12 +529,9 @@ impl Parsed {
                 deadline <= at.saturating_add(millis(floor_then).saturating_add(2))
             });
             let raised = heartbeating && !unheard;
-            // Gone: not heard from for more than 1.5 H when written
-            // (a TTL of at least 5/2 H leaves room for that to mean something).
+            // Gone: not heard from for more than 1.5 H when written.
             let missed = judged.heartbeat.saturating_mul(3) / 2;
-            let gone = same_settings
-                && judged.ttl >= judged.heartbeat.saturating_mul(5) / 2
-                && entry.ttl.saturating_add(missed) < judged.ttl;
+            let gone = judges_silence && entry.ttl.saturating_add(missed) < judged.ttl;
             if gone && loaded.departed.len() < MAX_DEPARTED {
                 let key = (entry.listing.service(), entry.listing.host());
                 loaded.departed.push((key.0.to_owned(), key.1.to_owned()));
@@ -488,12 +547,21 @@ impl Parsed {
                 listing: entry.listing,
             });
         }
-        // Left in the last TTL (a clock set back: just now).
+        // Left in the last TTL: withdrawn, or expired under settings that say
+        // its publisher had been silent long enough.
         for left in self.head.left {
-            let recent = now.saturating_sub(left.at) <= millis(ttl);
-            if recent && loaded.departed.len() < MAX_DEPARTED {
-                loaded.departed.push((left.service, left.host));
+            let since = age.saturating_add(Duration::from_millis(left.before));
+            let named = match left.how {
+                How::Withdrawn => true,
+                How::Expired => judges_silence,
+            };
+            if since > ttl || !named || loaded.departed.len() >= MAX_DEPARTED {
+                continue;
             }
+            loaded
+                .departed
+                .push((left.service.clone(), left.host.clone()));
+            loaded.left.push((left.service, left.host, since, left.how));
         }
         loaded
     }
@@ -547,6 +615,21 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
         .collect();
     let departed_count = departed.len();
     shared.persist.remember(departed);
+    let now_instant = Instant::now();
+    let carried = loaded
+        .left
+        .into_iter()
+        .filter_map(|(service, host, since, how)| {
+            let held = shared.read_registry(|r| r.holds(&service, &host));
+            Some(Departure {
+                at: now_instant.checked_sub(since).filter(|_| !held)?,
+                key: (Arc::from(service), Arc::from(host)),
+                how,
+            })
+        });
+    shared
+        .persist
+        .carry(carried.collect::<Vec<_>>(), settings(shared).ttl);
     let read = loaded.entries.len();
     let mut imported = 0;
     let mut entries = loaded.entries.into_iter().peekable();
@@ -611,13 +694,12 @@ pub(super) async fn final_write(shared: &Arc<Shared>, dir: &Arc<DataDir>) {
 /// Writes every live listing to the file, replacing it whole; whether it worked.
 async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     let settings = settings(shared);
-    let left = shared.persist.recently_left(now_ms(), settings.ttl);
-    let (entries, left) = shared.read_registry(|r| {
-        let left: Vec<Left> = left
-            .into_iter()
-            .filter(|l| !r.holds(&l.service, &l.host))
-            .collect();
-        (r.snapshot(Instant::now()), left)
+    // The registry's lock first, as where listings leave: what the file says
+    // left agrees with what it holds.
+    let (entries, left, written_at) = shared.read_registry(|r| {
+        let now = Instant::now();
+        let left = (shared.persist).recently_left(now, settings.ttl, |s, h| r.holds(s, h));
+        (r.snapshot(now), left, now_ms())
     });
     let read_back_at =
         Some(shared.persist.read_back_at.load(Ordering::Acquire)).filter(|at| *at > 0);
@@ -626,8 +708,15 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
         move || -> std::io::Result<usize> {
             let _writing = dir.writing.lock().unwrap_or_else(PoisonError::into_inner);
             let temporary = dir.path.join(TEMPORARY);
-            let result = write_file(&temporary, &entries, left, read_back_at, settings)
-                .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
+            let result = write_file(
+                &temporary,
+                &entries,
+                left,
+                written_at,
+                read_back_at,
+                settings,
+            )
+            .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
             if result.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -667,6 +756,7 @@ fn write_file(
     path: &Path,
     entries: &[(Bytes, Duration)],
     left: Vec<Left>,
+    written_at: u64,
     read_back_at: Option<u64>,
     settings: Settings,
 ) -> std::io::Result<()> {
@@ -675,7 +765,7 @@ fn write_file(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = BufWriter::new(options.open(path)?);
-    encode(&mut out, entries, left, now_ms(), read_back_at, settings)?;
+    encode(&mut out, entries, left, written_at, read_back_at, settings)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()
 }
@@ -820,40 +910,96 @@ mod tests {
 
     #[test]
     fn what_left_in_the_last_ttl_is_named_gone() {
-        let left = |host: &str, at: u64| Left {
+        let left = |host: &str, before: u64, how| Left {
             service: "s".to_owned(),
             host: host.to_owned(),
-            at,
+            before,
+            how,
         };
-        let mut bytes = Vec::new();
-        let gone = vec![left("recent:1", 95_000), left("old:1", 80_000)];
-        encode(&mut bytes, &[], gone, 100_000, None, SETTINGS).unwrap();
+        let gone = vec![
+            left("withdrawn:1", 5_000, How::Withdrawn),
+            left("expired:1", 5_000, How::Expired),
+            left("old:1", 20_000, How::Withdrawn),
+        ];
+        let written = |settings| {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, &[], gone.clone(), 100_000, None, settings).unwrap();
+            bytes
+        };
         let limits = Limits::default();
+        let named = |loaded: &Loaded| -> Vec<String> {
+            loaded.departed.iter().map(|(_, h)| h.clone()).collect()
+        };
         // Read back 3 s after the write: 8 s and 23 s after they left, TTL 12 s.
+        let bytes = written(SETTINGS);
         let loaded = parse(&bytes, &limits).unwrap().alive(103_000, SETTINGS);
-        assert_eq!(loaded.departed, [("s".to_owned(), "recent:1".to_owned())]);
-        // Read back later: neither. A clock set back: both count as just left.
+        assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
+        // What the next file will list again: when they left, counted from now.
+        let carried: Vec<(&str, u64)> = loaded
+            .left
+            .iter()
+            .map(|(_, h, since, _)| (h.as_str(), since.as_millis() as u64))
+            .collect();
+        assert_eq!(carried, [("withdrawn:1", 8_000), ("expired:1", 8_000)]);
+        // Read back 5 s later: none is that recent. A clock set back: the file
+        // counts as just written.
         let loaded = parse(&bytes, &limits).unwrap().alive(108_000, SETTINGS);
         assert!(loaded.departed.is_empty());
         let loaded = parse(&bytes, &limits).unwrap().alive(50_000, SETTINGS);
-        assert_eq!(loaded.departed.len(), 2);
+        assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
+        // Under other settings, or a TTL too short for an expiry to say much
+        // (under 5/2 H), only a withdrawal is named.
+        let other = Settings {
+            heartbeat: H / 2,
+            ttl: TTL,
+        };
+        let loaded = parse(&bytes, &limits).unwrap().alive(103_000, other);
+        assert_eq!(named(&loaded), ["withdrawn:1"]);
+        let short = Settings {
+            heartbeat: H,
+            ttl: H * 2,
+        };
+        let loaded = parse(&written(short), &limits)
+            .unwrap()
+            .alive(101_000, short);
+        assert_eq!(named(&loaded), ["withdrawn:1"]);
     }
 
     #[test]
-    fn what_left_is_remembered_for_a_ttl_and_within_a_bound() {
+    fn what_left_is_remembered_for_a_ttl_within_a_bound_and_told_once() {
         let state = State::default();
         let key = |i: usize| (Arc::from("s"), Arc::from(format!("h{i}:1").as_str()));
-        state.left((0..MAX_LEFT + 5).map(key), TTL);
-        let now = now_ms();
-        assert_eq!(state.recently_left(now, TTL).len(), MAX_LEFT);
+        let none = |_: &str, _: &str| false;
+        state.left((0..MAX_LEFT + 5).map(key), How::Expired, TTL);
+        let now = Instant::now();
+        let left = state.recently_left(now, TTL, none);
+        assert_eq!(left.len(), MAX_LEFT);
+        // The oldest went first; the newest is told first.
+        assert_eq!(left[0].host, format!("h{}:1", MAX_LEFT + 4));
+        assert!(left.iter().all(|l| l.host != "h4:1"));
         // Older than a TTL: let go.
-        let later = now + millis(TTL) + 1_000;
-        assert!(state.recently_left(later, TTL).is_empty());
-        // Room again.
-        state.left([key(0)], TTL);
-        let left = state.recently_left(now_ms(), TTL);
+        assert!(state.recently_left(now + TTL * 2, TTL, none).is_empty());
+        // One that left twice is told once, as it left last; one held again is not told.
+        state.left([key(1)], How::Expired, TTL);
+        state.left([key(2)], How::Expired, TTL);
+        state.left([key(1)], How::Withdrawn, TTL);
+        let left = state.recently_left(Instant::now(), TTL, |_, h| h == "h2:1");
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].host, "h0:1");
+        assert_eq!(
+            (left[0].host.as_str(), left[0].how),
+            ("h1:1", How::Withdrawn)
+        );
+        // Carried over from a file, in the order they left.
+        let carried = Departure {
+            key: key(3),
+            at: Instant::now() - Duration::from_secs(1),
+            how: How::Withdrawn,
+        };
+        state.carry([carried], TTL);
+        let left = state.recently_left(Instant::now(), TTL, none);
+        let hosts: Vec<&str> = left.iter().map(|l| l.host.as_str()).collect();
+        assert_eq!(hosts, ["h1:1", "h2:1", "h3:1"]);
+        assert!(left[2].before >= 1_000);
     }
 
     #[test]

@@ -421,6 +421,7 @@ impl Shared {
             (result, membership.index() != before)
         };
         if changed {
+            self.persist.wanted.notify_one();
             self.changes.notify(&Topic::Coordinators);
             if self.readiness.phase() == Phase::Partial {
                 self.sync_wanted.notify_one();
@@ -507,6 +508,13 @@ impl Coordinator {
             None => None,
         };
         let (shared, certificates) = Shared::new(config, local_addr.port())?;
+        // The coordinators it knew before it stopped, known from the first answer.
+        if let Some(dir) = &data_dir {
+            let now = Instant::now();
+            for peer in persist::known_peers(dir, &shared.config.listing_limits) {
+                shared.update_membership(|m| m.learn(peer, now));
+            }
+        }
         tracing::info!(
             address = %local_addr,
             announce = shared.me.host(),

@@ -46,24 +46,37 @@
 //! had already let go of when it stopped (it expired or was withdrawn here, and
 //! the watch had it from another coordinator, since restarted too): no listing
 //! line can name it. So the file's head also lists, as `left`, the listings
-//! that left in the last TTL and are not held again, with how long before the
-//! write they left and how (at most [`MAX_LEFT`], the newest). Read back within a
-//! TTL of leaving, a withdrawn one is presumed gone, and so is an expired one on
+//! that left in the last three TTLs and are not held again, with how long before
+//! the write they left and how (at most [`MAX_LEFT`], the newest). Read back
+//! within three TTLs of leaving (the original's coordinators keep a listing up to
+//! a TTL and an expiry pass after its last heartbeat, longer when stopped
+//! meanwhile, and a watch may have it from one of them), a withdrawn one is presumed gone, and so is an expired one on
 //! the terms above (the same settings, a TTL of at least `5/2 H`); the next file
 //! lists them again, so a second restart names them too. An expiry the
 //! coordinator came to more than `H/2` late (it was stopped or starved: the
 //! publisher's heartbeats may be waiting unread) is not listed. A publisher the
 //! original's client stopped heartbeating to here (it drops a coordinator that
-//! failed once) is then named gone for up to a TTL after it expired here; the
+//! failed once) is then named gone for up to three TTLs after it expired here; the
 //! coordinator's answers lacked it all along.
+//!
+//! **Whom it knew.** The head also lists the coordinators the writer knew and
+//! could reach when it wrote. At start (whether the listings are read back or
+//! not) they are learned again, as from a peer's list, before the first
+//! answer, so that a coordinator restarted with the rest of its cluster lists
+//! the whole cluster from its first answer: the original's coordinators
+//! announce themselves only once per resync period, through a balancer that may
+//! route the announcement to a coordinator that is still down, and a publisher
+//! that started meanwhile would miss them. One that is gone is dropped after
+//! its failed polls, as any peer.
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then at
 //! least every `H/2` after the last write, soon after any listing is added,
-//! replaced, withdrawn or expired, and at shutdown once in-flight requests are done. Writes
+//! replaced, withdrawn or expired (or the coordinators it knows change), and at shutdown once in-flight requests are done. Writes
 //! are paced: at most about a tenth of the time is spent writing (a 100,000-listing
 //! registry is about 40 MB), so a change reaches the file within 20 ms on a small
-//! registry, later on a large one. Each write goes to a temporary file, synced,
+//! registry, later on a large one, but within `2 H` whatever a write took (a write
+//! the process was stopped in looks long). Each write goes to a temporary file, synced,
 //! then renamed over the old one, so a crash leaves the old file or the new one,
 //! never half of one; the file is readable by its owner only. A file that cannot
 //! be read (damaged, another version) is logged and the coordinator starts
@@ -80,14 +93,16 @@
 
 use super::{CoordinatorError, Shared};
 use crate::listing::Limits;
+use crate::listing::Peer;
 use crate::protocol::{
     read_snapshot_line, snapshot_end, write_snapshot_entry, SnapshotEntry, SnapshotLine,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -104,6 +119,9 @@ const TEMPORARY: &str = "registry.ndjson.tmp";
 const LOCK: &str = "lock";
 /// The shortest time between two writes.
 const MIN_GAP: Duration = Duration::from_millis(20);
+/// The longest time between two writes that pacing may ask for, in write
+/// periods (`H/2`).
+const MAX_GAP_PERIODS: u32 = 4;
 /// Listings imported under one hold of the registry lock.
 const IMPORT_BATCH: usize = 1_000;
 /// Most departed listings remembered from a file.
@@ -111,8 +129,18 @@ const MAX_DEPARTED: usize = 10_000;
 /// Most bytes of departed hosts told in one answer (a proxy's buffer for an
 /// answer's head is often 4 KB).
 const MAX_DEPARTED_TOLD: usize = 1024;
-/// Most listings remembered, and written, as having left in the last TTL.
+/// Most coordinators taken from a file.
+const MAX_PEERS_READ: usize = 1_000;
+/// Most bytes of a file's head read for its coordinators.
+const MAX_HEAD_BYTES: u64 = 16 << 20;
+/// Most listings remembered, and written, as having left lately.
 const MAX_LEFT: usize = 10_000;
+/// For how many TTLs a listing that left is remembered: the original's
+/// coordinators keep a listing a TTL and an expiry pass after its last
+/// heartbeat, more when they were stopped meanwhile (they take the heartbeats
+/// that waited, and count a TTL from then), and a watch may have it from one of
+/// them.
+const LEFT_TTLS: u32 = 3;
 
 /// The first line of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,10 +167,14 @@ struct Head {
     ttl_ms: Option<u64>,
     /// How many listing lines follow.
     count: usize,
-    /// Listings that left (expired or withdrawn) in the last TTL before the
-    /// file was written, and were not held again when it was.
+    /// Listings that left (expired or withdrawn) in the last three TTLs before
+    /// the file was written, and were not held again when it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     left: Vec<Left>,
+    /// The coordinators its writer knew, answering when last asked (their
+    /// descriptors, as `GET /v1/coordinator` lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    peers: Vec<Value>,
 }
 
 /// How a listing left the registry.
@@ -282,7 +314,7 @@ impl State {
         prune(&mut left, Instant::now(), ttl);
     }
 
-    /// The listings that left at most `ttl` before `now`, newest first, each
+    /// The listings that left at most [`LEFT_TTLS`] times `ttl` before `now`, newest first, each
     /// once, that `held` says are not back; letting go of older ones.
     fn recently_left(
         &self,
@@ -313,11 +345,11 @@ impl State {
     }
 }
 
-/// Lets go of what left more than `ttl` before `now`.
+/// Lets go of what left more than [`LEFT_TTLS`] times `ttl` before `now`.
 fn prune(left: &mut VecDeque<Departure>, now: Instant, ttl: Duration) {
     while left
         .front()
-        .is_some_and(|d| now.saturating_duration_since(d.at) > ttl)
+        .is_some_and(|d| now.saturating_duration_since(d.at) > ttl.saturating_mul(LEFT_TTLS))
     {
         left.pop_front();
     }
@@ -380,25 +412,36 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a file says beside its listings.
+#[derive(Debug, Default)]
+struct Written {
+    /// When (Unix milliseconds).
+    at: u64,
+    /// When its writer read its own file back (Unix milliseconds), if it did.
+    read_back_at: Option<u64>,
+    settings: Settings,
+    /// What left lately.
+    left: Vec<Left>,
+    /// The coordinators it knew (descriptors), answering when last asked.
+    peers: Vec<Value>,
+}
+
 /// Writes the file for `entries` (each listing as compact JSON, with the time it
-/// has left) and the listings that `left` to `out`, as written at `written_at` by a coordinator that read its
-/// own file back at `read_back_at` (Unix milliseconds).
+/// has left) to `out`, with what `written` says in its head.
 fn encode(
     out: &mut impl Write,
     entries: &[(Bytes, Duration)],
-    left: Vec<Left>,
-    written_at: u64,
-    read_back_at: Option<u64>,
-    settings: Settings,
+    written: Written,
 ) -> std::io::Result<()> {
     let head = Head {
         version: 1,
-        written_at,
-        read_back_at,
-        heartbeat_ms: Some(settings.heartbeat.as_millis() as u64),
-        ttl_ms: Some(settings.ttl.as_millis() as u64),
+        written_at: written.at,
+        read_back_at: written.read_back_at,
+        heartbeat_ms: Some(written.settings.heartbeat.as_millis() as u64),
+        ttl_ms: Some(written.settings.ttl.as_millis() as u64),
         count: entries.len(),
-        left,
+        left: written.left,
+        peers: written.peers,
     };
     serde_json::to_writer(&mut *out, &head)?;
     out.write_all(b"\n")?;
@@ -412,7 +455,7 @@ fn encode(
 }
 
 /// The settings times to live are counted under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Settings {
     /// `H`.
     pub heartbeat: Duration,
@@ -547,7 +590,7 @@ impl Parsed {
                 listing: entry.listing,
             });
         }
-        // Left in the last TTL: withdrawn, or expired under settings that say
+        // Left in the last three TTLs: withdrawn, or expired under settings that say
         // its publisher had been silent long enough.
         for left in self.head.left {
             let since = age.saturating_add(Duration::from_millis(left.before));
@@ -555,7 +598,8 @@ impl Parsed {
                 How::Withdrawn => true,
                 How::Expired => judges_silence,
             };
-            if since > ttl || !named || loaded.departed.len() >= MAX_DEPARTED {
+            let recent = since <= ttl.saturating_mul(LEFT_TTLS);
+            if !recent || !named || loaded.departed.len() >= MAX_DEPARTED {
                 continue;
             }
             loaded
@@ -565,6 +609,26 @@ impl Parsed {
         }
         loaded
     }
+}
+
+/// The coordinators the file in `dir` says its writer knew (valid descriptors,
+/// at most [`MAX_PEERS_READ`]); none when it cannot be read. Only its head is
+/// read, at start, so that they are known before the first answer.
+pub(super) fn known_peers(dir: &DataDir, limits: &Limits) -> Vec<Peer> {
+    let Ok(file) = File::open(dir.path.join(FILE)) else {
+        return Vec::new();
+    };
+    let mut head = Vec::new();
+    let mut reader = std::io::BufReader::new(file).take(MAX_HEAD_BYTES);
+    if std::io::BufRead::read_until(&mut reader, b'\n', &mut head).is_err() {
+        return Vec::new();
+    }
+    let Ok(head) = serde_json::from_slice::<Head>(&head) else {
+        return Vec::new();
+    };
+    (head.peers.into_iter().take(MAX_PEERS_READ))
+        .filter_map(|peer| Peer::from_value(peer, limits).ok())
+        .collect()
 }
 
 /// A registry file being parsed: `None` when there is none yet.
@@ -662,9 +726,9 @@ pub(super) async fn write_loop(shared: Arc<Shared>, dir: Arc<DataDir>) {
     loop {
         let started = Instant::now();
         let written = write(&shared, &dir).await;
-        // At most about a tenth of the time spent writing; a failure waits a period.
+        // A failure waits a period.
         let gap = if written {
-            (started.elapsed() * 9).max(MIN_GAP)
+            paced(started.elapsed(), period)
         } else {
             period
         };
@@ -683,6 +747,13 @@ pub(super) async fn write_loop(shared: Arc<Shared>, dir: Arc<DataDir>) {
     }
 }
 
+/// The time to wait after a write that took `took`: at most about a tenth of
+/// the time goes to writing, but never more than [`MAX_GAP_PERIODS`] write
+/// periods between two writes (a write the process was stopped in looks long).
+fn paced(took: Duration, period: Duration) -> Duration {
+    (took * 9).clamp(MIN_GAP, period * MAX_GAP_PERIODS)
+}
+
 /// The last write, at shutdown, once in-flight requests are done; none when
 /// the start never settled.
 pub(super) async fn final_write(shared: &Arc<Shared>, dir: &Arc<DataDir>) {
@@ -696,27 +767,33 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     let settings = settings(shared);
     // The registry's lock first, as where listings leave: what the file says
     // left agrees with what it holds.
-    let (entries, left, written_at) = shared.read_registry(|r| {
+    let (entries, left, at) = shared.read_registry(|r| {
         let now = Instant::now();
         let left = (shared.persist).recently_left(now, settings.ttl, |s, h| r.holds(s, h));
         (r.snapshot(now), left, now_ms())
     });
+    let peers = shared.read_membership(|m| {
+        m.peers()
+            .filter(|p| p.strikes == 0)
+            .filter_map(|p| serde_json::to_value(&p.peer).ok())
+            .collect()
+    });
     let read_back_at =
         Some(shared.persist.read_back_at.load(Ordering::Acquire)).filter(|at| *at > 0);
+    let written = Written {
+        at,
+        read_back_at,
+        settings,
+        left,
+        peers,
+    };
     let written = tokio::task::spawn_blocking({
         let dir = dir.clone();
         move || -> std::io::Result<usize> {
             let _writing = dir.writing.lock().unwrap_or_else(PoisonError::into_inner);
             let temporary = dir.path.join(TEMPORARY);
-            let result = write_file(
-                &temporary,
-                &entries,
-                left,
-                written_at,
-                read_back_at,
-                settings,
-            )
-            .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
+            let result = write_file(&temporary, &entries, written)
+                .and_then(|()| std::fs::rename(&temporary, dir.path.join(FILE)));
             if result.is_err() {
                 let _ = std::fs::remove_file(&temporary);
             }
@@ -752,20 +829,13 @@ fn settings(shared: &Shared) -> Settings {
 }
 
 /// Writes the file to `path` (readable by its owner only) and syncs it.
-fn write_file(
-    path: &Path,
-    entries: &[(Bytes, Duration)],
-    left: Vec<Left>,
-    written_at: u64,
-    read_back_at: Option<u64>,
-    settings: Settings,
-) -> std::io::Result<()> {
+fn write_file(path: &Path, entries: &[(Bytes, Duration)], written: Written) -> std::io::Result<()> {
     let mut options = File::options();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = BufWriter::new(options.open(path)?);
-    encode(&mut out, entries, left, written_at, read_back_at, settings)?;
+    encode(&mut out, entries, written)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()
 }
@@ -798,15 +868,13 @@ mod tests {
         settings: Settings,
     ) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(
-            &mut out,
-            entries,
-            Vec::new(),
-            written_at,
+        let written = Written {
+            at: written_at,
             read_back_at,
             settings,
-        )
-        .unwrap();
+            ..Written::default()
+        };
+        encode(&mut out, entries, written).unwrap();
         out
     }
 
@@ -909,7 +977,7 @@ mod tests {
     }
 
     #[test]
-    fn what_left_in_the_last_ttl_is_named_gone() {
+    fn what_left_in_the_last_three_ttls_is_named_gone() {
         let left = |host: &str, before: u64, how| Left {
             service: "s".to_owned(),
             host: host.to_owned(),
@@ -919,18 +987,25 @@ mod tests {
         let gone = vec![
             left("withdrawn:1", 5_000, How::Withdrawn),
             left("expired:1", 5_000, How::Expired),
-            left("old:1", 20_000, How::Withdrawn),
+            left("old:1", 40_000, How::Withdrawn),
         ];
         let written = |settings| {
             let mut bytes = Vec::new();
-            encode(&mut bytes, &[], gone.clone(), 100_000, None, settings).unwrap();
+            let written = Written {
+                at: 100_000,
+                settings,
+                left: gone.clone(),
+                ..Written::default()
+            };
+            encode(&mut bytes, &[], written).unwrap();
             bytes
         };
         let limits = Limits::default();
         let named = |loaded: &Loaded| -> Vec<String> {
             loaded.departed.iter().map(|(_, h)| h.clone()).collect()
         };
-        // Read back 3 s after the write: 8 s and 23 s after they left, TTL 12 s.
+        // Read back 3 s after the write: 8 s and 43 s after they left, TTL 12 s
+        // (remembered for three).
         let bytes = written(SETTINGS);
         let loaded = parse(&bytes, &limits).unwrap().alive(103_000, SETTINGS);
         assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
@@ -941,9 +1016,12 @@ mod tests {
             .map(|(_, h, since, _)| (h.as_str(), since.as_millis() as u64))
             .collect();
         assert_eq!(carried, [("withdrawn:1", 8_000), ("expired:1", 8_000)]);
-        // Read back 5 s later: none is that recent. A clock set back: the file
-        // counts as just written.
-        let loaded = parse(&bytes, &limits).unwrap().alive(108_000, SETTINGS);
+        // 15 s after they left: more than a TTL, still named.
+        let loaded = parse(&bytes, &limits).unwrap().alive(110_000, SETTINGS);
+        assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
+        // Read back 40 s after the write: none is that recent. A clock set back:
+        // the file counts as just written.
+        let loaded = parse(&bytes, &limits).unwrap().alive(140_000, SETTINGS);
         assert!(loaded.departed.is_empty());
         let loaded = parse(&bytes, &limits).unwrap().alive(50_000, SETTINGS);
         assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
@@ -977,8 +1055,9 @@ mod tests {
         // The oldest went first; the newest is told first.
         assert_eq!(left[0].host, format!("h{}:1", MAX_LEFT + 4));
         assert!(left.iter().all(|l| l.host != "h4:1"));
-        // Older than a TTL: let go.
-        assert!(state.recently_left(now + TTL * 2, TTL, none).is_empty());
+        // Older than three TTLs: let go.
+        assert!(!state.recently_left(now + TTL * 2, TTL, none).is_empty());
+        assert!(state.recently_left(now + TTL * 4, TTL, none).is_empty());
         // One that left twice is told once, as it left last; one held again is not told.
         state.left([key(1)], How::Expired, TTL);
         state.left([key(2)], How::Expired, TTL);
@@ -1000,6 +1079,17 @@ mod tests {
         let hosts: Vec<&str> = left.iter().map(|l| l.host.as_str()).collect();
         assert_eq!(hosts, ["h1:1", "h2:1", "h3:1"]);
         assert!(left[2].before >= 1_000);
+    }
+
+    #[test]
+    fn writes_are_paced_within_a_bound() {
+        let period = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        assert_eq!(paced(ms(1), period), MIN_GAP);
+        assert_eq!(paced(ms(100), period), ms(900));
+        // Found by a test: a write the process was stopped in for 6 s held the
+        // next one back 54 s.
+        assert_eq!(paced(Duration::from_secs(6), period), ms(2_000));
     }
 
     #[test]

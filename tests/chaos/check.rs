@@ -22,7 +22,13 @@
 //!   them): it then takes the heartbeats that waited
 //!   in its socket, and counts the listing's time to live from there (seen: a
 //!   listing of ours closed 0.9 s into a 2.3 s stop of one, held by the original's
-//!   watchers 7.5 s after the close, against a bound of 7 s).
+//!   watchers 7.5 s after the close, against a bound of 7 s). And when every
+//!   coordinator restarts at once, the original's client drops them all (each
+//!   failed a poll) and asks its way in again only at its next resync (10 `H`):
+//!   a publisher whose bound had not passed when the restart began, or that
+//!   ended before that resync, gets until the heal plus 11 `H` (seen: a publisher
+//!   killed 1 s before a restart of all, held by both of the original's
+//!   watchers 10 s after the heal).
 //! - **Liveness.** After every coordinator fault heals, there comes a moment when
 //!   every watcher is consistent with the truth: it holds every publisher that has
 //!   been out for [`Bounds::grace`] and none past its removal bound. The time to
@@ -158,11 +164,35 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
                 .max()
         })
         .collect();
+    // For the original's watchers: when every coordinator restarts at once,
+    // every poll of their client fails, and it drops every coordinator; it asks
+    // its way in again only at its next resync (10 H), then polls (H). Until
+    // then its watches keep what they held: a publisher that ended before its
+    // removal bound reached the restart, or before that resync, is seen gone
+    // only after it.
+    let resync = 10 * bounds.h;
+    let frozen: Vec<Option<u64>> = record
+        .publishers
+        .iter()
+        .enumerate()
+        .map(|(p, publisher)| {
+            let (end, _) = publisher.end?;
+            let removal = removal[p]?;
+            record
+                .faults
+                .iter()
+                .filter(|f| f.kind == FaultKind::RestartAll)
+                .filter(|f| removal > f.start && end <= f.heal + resync)
+                .map(|f| f.heal + resync + bounds.h)
+                .max()
+        })
+        .collect();
     // A removal bound as it applies to one watcher.
     let bound_for = |watcher: usize, p: usize| -> Option<u64> {
         match record.watchers.get(watcher) {
             Some(Kind::Original) => removal[p]
                 .max(resumed[p])
+                .max(frozen[p])
                 .map(|bound| bound + bounds.original_watcher),
             _ => removal[p],
         }
@@ -512,5 +542,42 @@ mod tests {
         assert!(!held_until(Original, Ours, 15_900));
         assert!(held_until(Original, Ours, 16_100));
         assert!(held_until(Ours, Original, 17_100));
+    }
+
+    /// Found by the soak (run 16): the original's watchers held a publisher
+    /// killed 1 s before every coordinator restarted until their client's next
+    /// resync, 10 s after.
+    #[test]
+    fn the_originals_watchers_may_hold_a_listing_until_their_resync_after_a_restart_of_all() {
+        // Killed at 10 s (bound 16 s), every coordinator restarted 11–12 s: the
+        // original's watcher may hold it until the heal, a resync and a poll, plus
+        // its own lag (12 + 10 + 1 + 1 s); ours may not.
+        let restart = Fault {
+            kind: FaultKind::RestartAll,
+            coordinator: None,
+            start: 11_000,
+            heal: 12_000,
+        };
+        let held = |watcher: Kind, until: u64| {
+            let views = vec![view(0, 0, &["p:80"]), view(0, until, &[])];
+            let end = Some((10_000, End::Killed));
+            findings(Kind::Ours, end, vec![watcher], views, restart.clone())
+                .violations
+                .iter()
+                .any(|v| v.invariant == "safety")
+        };
+        assert!(!held(Kind::Original, 23_900));
+        assert!(held(Kind::Original, 24_100));
+        assert!(held(Kind::Ours, 16_100));
+        // One whose bound had passed when the restart came is not excused.
+        let early = Fault {
+            start: 17_000,
+            heal: 18_000,
+            ..restart.clone()
+        };
+        let views = vec![view(0, 0, &["p:80"]), view(0, 18_000, &[])];
+        let end = Some((10_000, End::Killed));
+        let found = findings(Kind::Ours, end, vec![Kind::Original], views, early);
+        assert!(found.violations.iter().any(|v| v.invariant == "safety"));
     }
 }

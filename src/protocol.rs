@@ -29,8 +29,8 @@ pub const COMPLETE_HEADER: &str = "x-hakken-complete";
 /// hosts (comma-separated, at most 1 KB) of listings it presumes gone, from what
 /// it read back from its data directory, not heard from since: listings whose
 /// publisher had not been heard from for more than 1.5 H then (with a TTL of at
-/// least 5/2 H), and listings that had left it in the last three TTLs (withdrawn, or
-/// expired under the same terms). A
+/// least 5/2 H), and listings withdrawn from it in the last three TTLs, or
+/// expired there in the last TTL under the same terms. A
 /// watch may drop them where it keeps other listings a partial coordinator does
 /// not list (a listed host wins). Absent otherwise.
 pub const DEPARTED_HEADER: &str = "x-hakken-departed";

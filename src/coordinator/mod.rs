@@ -508,13 +508,6 @@ impl Coordinator {
             None => None,
         };
         let (shared, certificates) = Shared::new(config, local_addr.port())?;
-        // The coordinators it knew before it stopped, known from the first answer.
-        if let Some(dir) = &data_dir {
-            let now = Instant::now();
-            for peer in persist::known_peers(dir, &shared.config.listing_limits) {
-                shared.update_membership(|m| m.learn(peer, now));
-            }
-        }
         tracing::info!(
             address = %local_addr,
             announce = shared.me.host(),

@@ -46,33 +46,37 @@
 //! had already let go of when it stopped (it expired or was withdrawn here, and
 //! the watch had it from another coordinator, since restarted too): no listing
 //! line can name it. So the file's head also lists, as `left`, the listings
-//! that left in the last three TTLs and are not held again, with how long before
-//! the write they left and how (at most [`MAX_LEFT`], the newest). Read back
-//! within three TTLs of leaving (the original's coordinators keep a listing up to
-//! a TTL and an expiry pass after its last heartbeat, longer when stopped
-//! meanwhile, and a watch may have it from one of them), a withdrawn one is presumed gone, and so is an expired one on
-//! the terms above (the same settings, a TTL of at least `5/2 H`); the next file
-//! lists them again, so a second restart names them too. An expiry the
-//! coordinator came to more than `H/2` late (it was stopped or starved: the
+//! that left lately and are not held again, with how long before the write they
+//! left and how (at most [`MAX_LEFT`], the newest). Read back, a listing
+//! withdrawn in the last three TTLs is presumed gone (the original's
+//! coordinators have no withdrawal: they keep a closed publisher's listing a TTL
+//! and an expiry pass after its last heartbeat, longer when stopped meanwhile,
+//! and a watch may have it from one of them), and so is one that expired in the
+//! last TTL on the terms above (the same settings, a TTL of at least `5/2 H`);
+//! the next file lists them again, so a second restart names them too. An expiry
+//! the coordinator came to more than `H/2` late (it was stopped or starved: the
 //! publisher's heartbeats may be waiting unread) is not listed. A publisher the
 //! original's client stopped heartbeating to here (it drops a coordinator that
-//! failed once) is then named gone for up to three TTLs after it expired here; the
+//! failed once) is then named gone for up to a TTL after it expired here; the
 //! coordinator's answers lacked it all along.
 //!
-//! **Whom it knew.** The head also lists the coordinators the writer knew and
-//! could reach when it wrote. At start (whether the listings are read back or
-//! not) they are learned again, as from a peer's list, before the first
-//! answer, so that a coordinator restarted with the rest of its cluster lists
-//! the whole cluster from its first answer: the original's coordinators
-//! announce themselves only once per resync period, through a balancer that may
-//! route the announcement to a coordinator that is still down, and a publisher
-//! that started meanwhile would miss them. One that is gone is dropped after
-//! its failed polls, as any peer.
+//! **Whom it knew.** The head also lists the coordinators the writer knew that
+//! had answered its polls and had not failed one since. When the file was
+//! written within a resync period (`10 H`), they are learned again at start, as
+//! from a peer's list, right after the join sync (one of the original's that
+//! restarted too would give an empty copy and call it whole), so that a
+//! coordinator restarted with the rest of its cluster lists the whole cluster
+//! within its first moments: the original's coordinators announce themselves
+//! only once per resync period, through a balancer that may route the
+//! announcement to a coordinator that is still down, and a publisher that
+//! started meanwhile would miss them. One that is gone is dropped after its
+//! failed polls, as any peer, and is not written again.
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
-//! start (before, it would overwrite the file with less than it held), then at
-//! least every `H/2` after the last write, soon after any listing is added,
-//! replaced, withdrawn or expired (or the coordinators it knows change), and at shutdown once in-flight requests are done. Writes
+//! start (before, it would overwrite the file with less than it held), then
+//! every `H/2` after the last write, soon after any listing is added, replaced,
+//! withdrawn or expired (or the coordinators it knows change), and at shutdown
+//! once in-flight requests are done. Writes
 //! are paced: at most about a tenth of the time is spent writing (a 100,000-listing
 //! registry is about 40 MB), so a change reaches the file within 20 ms on a small
 //! registry, later on a large one, but within `2 H` whatever a write took (a write
@@ -212,7 +216,8 @@ struct Departure {
 /// What the writer and the start share (in `Shared`).
 #[derive(Default)]
 pub(crate) struct State {
-    /// A listing was added, replaced or withdrawn: write soon.
+    /// A listing was added, replaced, withdrawn or expired, or the coordinators
+    /// known changed: write soon.
     pub wanted: Notify,
     /// Set once the start has settled what the coordinator holds (the file read
     /// back or not needed): nothing is written before.
@@ -226,7 +231,8 @@ pub(crate) struct State {
     /// Whether `departed` has any entry.
     any_departed: AtomicBool,
     /// Listings that left the registry, in the order they left: at most
-    /// [`MAX_LEFT`] (the oldest go first), none older than a TTL once pruned.
+    /// [`MAX_LEFT`] (the oldest go first), none older than [`LEFT_TTLS`] TTLs
+    /// once pruned.
     /// Kept only with a data directory, for the file's head.
     left: Mutex<VecDeque<Departure>>,
 }
@@ -328,6 +334,7 @@ impl State {
         left.iter()
             .rev()
             .filter(|d| seen.insert(&d.key) && !held(&d.key.0, &d.key.1))
+            .filter(|d| now.saturating_duration_since(d.at) <= window(d.how, ttl))
             .map(|d| Left {
                 service: d.key.0.to_string(),
                 host: d.key.1.to_string(),
@@ -342,6 +349,17 @@ impl State {
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         *departed = HashMap::new();
         self.any_departed.store(false, Ordering::Release);
+    }
+}
+
+/// For how long after it left a listing is named gone: [`LEFT_TTLS`] TTLs when
+/// it was withdrawn, one when it expired (its publisher may be alive and have
+/// missed only this coordinator: the original's client drops a coordinator that
+/// failed once).
+fn window(how: How, ttl: Duration) -> Duration {
+    match how {
+        How::Withdrawn => ttl.saturating_mul(LEFT_TTLS),
+        How::Expired => ttl,
     }
 }
 
@@ -590,7 +608,7 @@ impl Parsed {
                 listing: entry.listing,
             });
         }
-        // Left in the last three TTLs: withdrawn, or expired under settings that say
+        // Left lately (see `window`): withdrawn, or expired under settings that say
         // its publisher had been silent long enough.
         for left in self.head.left {
             let since = age.saturating_add(Duration::from_millis(left.before));
@@ -598,7 +616,7 @@ impl Parsed {
                 How::Withdrawn => true,
                 How::Expired => judges_silence,
             };
-            let recent = since <= ttl.saturating_mul(LEFT_TTLS);
+            let recent = since <= window(left.how, ttl);
             if !recent || !named || loaded.departed.len() >= MAX_DEPARTED {
                 continue;
             }
@@ -611,11 +629,26 @@ impl Parsed {
     }
 }
 
-/// The coordinators the file in `dir` says its writer knew (valid descriptors,
-/// at most [`MAX_PEERS_READ`]); none when it cannot be read. Only its head is
-/// read, at start, so that they are known before the first answer.
-pub(super) fn known_peers(dir: &DataDir, limits: &Limits) -> Vec<Peer> {
-    let Ok(file) = File::open(dir.path.join(FILE)) else {
+/// Learns the coordinators the file in `dir` says its writer knew, when it was
+/// written within a resync period (10 H): see the module.
+pub(super) async fn learn_peers(shared: &Arc<Shared>, dir: &Path) {
+    let path = dir.join(FILE);
+    let limits = shared.config.listing_limits;
+    let within = shared.config.heartbeat().saturating_mul(10);
+    let peers = tokio::task::spawn_blocking(move || known_peers(&path, &limits, within))
+        .await
+        .unwrap_or_default();
+    let now = Instant::now();
+    for peer in peers {
+        shared.update_membership(|m| m.learn(peer, now));
+    }
+}
+
+/// The coordinators the file at `path` says its writer knew (valid
+/// descriptors, at most [`MAX_PEERS_READ`]), when it was written at most
+/// `within` ago; none when it cannot be read. Only its head is read.
+fn known_peers(path: &Path, limits: &Limits, within: Duration) -> Vec<Peer> {
+    let Ok(file) = File::open(path) else {
         return Vec::new();
     };
     let mut head = Vec::new();
@@ -626,6 +659,10 @@ pub(super) fn known_peers(dir: &DataDir, limits: &Limits) -> Vec<Peer> {
     let Ok(head) = serde_json::from_slice::<Head>(&head) else {
         return Vec::new();
     };
+    let age = now_ms().saturating_sub(head.written_at);
+    if head.version != 1 || age > millis(within) {
+        return Vec::new();
+    }
     (head.peers.into_iter().take(MAX_PEERS_READ))
         .filter_map(|peer| Peer::from_value(peer, limits).ok())
         .collect()
@@ -774,7 +811,7 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     });
     let peers = shared.read_membership(|m| {
         m.peers()
-            .filter(|p| p.strikes == 0)
+            .filter(|p| p.strikes == 0 && p.last_ok.is_some())
             .filter_map(|p| serde_json::to_value(&p.peer).ok())
             .collect()
     });
@@ -1016,9 +1053,11 @@ mod tests {
             .map(|(_, h, since, _)| (h.as_str(), since.as_millis() as u64))
             .collect();
         assert_eq!(carried, [("withdrawn:1", 8_000), ("expired:1", 8_000)]);
-        // 15 s after they left: more than a TTL, still named.
+        // 15 s after they left, more than a TTL: the withdrawn one is still named,
+        // the expired one no longer (its publisher may have missed only this
+        // coordinator).
         let loaded = parse(&bytes, &limits).unwrap().alive(110_000, SETTINGS);
-        assert_eq!(named(&loaded), ["withdrawn:1", "expired:1"]);
+        assert_eq!(named(&loaded), ["withdrawn:1"]);
         // Read back 40 s after the write: none is that recent. A clock set back:
         // the file counts as just written.
         let loaded = parse(&bytes, &limits).unwrap().alive(140_000, SETTINGS);
@@ -1048,16 +1087,22 @@ mod tests {
         let state = State::default();
         let key = |i: usize| (Arc::from("s"), Arc::from(format!("h{i}:1").as_str()));
         let none = |_: &str, _: &str| false;
-        state.left((0..MAX_LEFT + 5).map(key), How::Expired, TTL);
+        state.left((0..MAX_LEFT + 5).map(key), How::Withdrawn, TTL);
         let now = Instant::now();
         let left = state.recently_left(now, TTL, none);
         assert_eq!(left.len(), MAX_LEFT);
         // The oldest went first; the newest is told first.
         assert_eq!(left[0].host, format!("h{}:1", MAX_LEFT + 4));
         assert!(left.iter().all(|l| l.host != "h4:1"));
-        // Older than three TTLs: let go.
+        // Withdrawn: told for three TTLs, then let go.
         assert!(!state.recently_left(now + TTL * 2, TTL, none).is_empty());
         assert!(state.recently_left(now + TTL * 4, TTL, none).is_empty());
+        // Expired: told for one.
+        let expired = State::default();
+        expired.left([key(0)], How::Expired, TTL);
+        let now = Instant::now();
+        assert_eq!(expired.recently_left(now, TTL, none).len(), 1);
+        assert!(expired.recently_left(now + TTL * 2, TTL, none).is_empty());
         // One that left twice is told once, as it left last; one held again is not told.
         state.left([key(1)], How::Expired, TTL);
         state.left([key(2)], How::Expired, TTL);
@@ -1079,6 +1124,49 @@ mod tests {
         let hosts: Vec<&str> = left.iter().map(|l| l.host.as_str()).collect();
         assert_eq!(hosts, ["h1:1", "h2:1", "h3:1"]);
         assert!(left[2].before >= 1_000);
+    }
+
+    #[test]
+    fn the_coordinators_a_recent_file_knew_are_read_from_its_head() {
+        let dir = std::env::temp_dir().join(format!("hakken-peers-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(FILE);
+        let limits = Limits::default();
+        let hour = Duration::from_secs(3_600);
+        let write = |at: u64, version: u32| {
+            let peers = vec![
+                serde_json::json!({"host": "c1:8082"}),
+                serde_json::json!({"host": "not a host"}),
+            ];
+            let mut bytes = Vec::new();
+            let written = Written {
+                at,
+                peers,
+                ..Written::default()
+            };
+            encode(&mut bytes, &[], written).unwrap();
+            let text = String::from_utf8(bytes).unwrap();
+            let text = text.replacen(
+                r#""hakkenRegistry":1"#,
+                &format!(r#""hakkenRegistry":{version}"#),
+                1,
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        let hosts = || -> Vec<String> {
+            known_peers(&path, &limits, hour)
+                .iter()
+                .map(|p| p.host().to_owned())
+                .collect()
+        };
+        assert!(hosts().is_empty(), "no file yet");
+        write(now_ms(), 1);
+        assert_eq!(hosts(), ["c1:8082"], "valid descriptors only");
+        write(now_ms() - 2 * 3_600_000, 1);
+        assert!(hosts().is_empty(), "older than `within`");
+        write(now_ms(), 2);
+        assert!(hosts().is_empty(), "another version");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub(super) async fn run(shared: Arc<Shared>) {
         );
         Copied::Partial
     });
+    // The coordinators it knew before it stopped (after the join: one of the
+    // original's restarted with it is empty, and says nothing of it).
+    if let Some((_, dir)) = &file {
+        super::persist::learn_peers(&shared, dir).await;
+    }
     if copied != Copied::Complete {
         // No complete peer of ours to copy from: what this coordinator held before
         // it stopped, if it keeps it (a complete peer of ours knows better: it saw

@@ -25,8 +25,9 @@
 //!   watchers 7.5 s after the close, against a bound of 7 s). And when every
 //!   coordinator restarts at once, the original's client drops them all (each
 //!   failed a poll) and asks its way in again only at its next resync (10 `H`):
-//!   a publisher whose bound had not passed when the restart began, or that
-//!   ended before that resync, gets until the heal plus 11 `H` (seen: a publisher
+//!   a view it held unchanged from before the restart, of a publisher whose
+//!   bound had not passed when the restart began, is excused until the heal
+//!   plus 11 `H` and its lag (seen: a publisher
 //!   killed 1 s before a restart of all, held by both of the original's
 //!   watchers 10 s after the heal).
 //! - **Liveness.** After every coordinator fault heals, there comes a moment when
@@ -164,38 +165,30 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
                 .max()
         })
         .collect();
-    // For the original's watchers: when every coordinator restarts at once,
-    // every poll of their client fails, and it drops every coordinator; it asks
-    // its way in again only at its next resync (10 H), then polls (H). Until
-    // then its watches keep what they held: a publisher that ended before its
-    // removal bound reached the restart, or before that resync, is seen gone
-    // only after it.
-    let resync = 10 * bounds.h;
-    let frozen: Vec<Option<u64>> = record
-        .publishers
-        .iter()
-        .enumerate()
-        .map(|(p, publisher)| {
-            let (end, _) = publisher.end?;
-            let removal = removal[p]?;
-            record
-                .faults
-                .iter()
-                .filter(|f| f.kind == FaultKind::RestartAll)
-                .filter(|f| removal > f.start && end <= f.heal + resync)
-                .map(|f| f.heal + resync + bounds.h)
-                .max()
-        })
-        .collect();
     // A removal bound as it applies to one watcher.
     let bound_for = |watcher: usize, p: usize| -> Option<u64> {
         match record.watchers.get(watcher) {
             Some(Kind::Original) => removal[p]
                 .max(resumed[p])
-                .max(frozen[p])
                 .map(|bound| bound + bounds.original_watcher),
             _ => removal[p],
         }
+    };
+    // For the original's watchers: when every coordinator restarts at once,
+    // every poll of their client fails, and it drops every coordinator; it asks
+    // its way in again only at its next resync (10 H), then polls (H). A view
+    // it held unchanged from before the restart, with a publisher whose bound
+    // had not passed when the restart began, is excused until then.
+    let resync = 10 * bounds.h;
+    let frozen = |watcher: usize, p: usize, view: &View, until: u64| -> bool {
+        let original = record.watchers.get(watcher) == Some(&Kind::Original);
+        original
+            && record.faults.iter().any(|f| {
+                f.kind == FaultKind::RestartAll
+                    && view.at <= f.start
+                    && removal[p].is_some_and(|removal| removal > f.start)
+                    && until <= f.heal + resync + bounds.h + bounds.original_watcher
+            })
     };
     let mut views: BTreeMap<usize, Vec<&View>> = BTreeMap::new();
     for v in &record.views {
@@ -219,7 +212,7 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
                     continue;
                 };
                 if let Some(bound) = bound_for(*watcher, p) {
-                    if until > bound {
+                    if until > bound && !frozen(*watcher, p, view, until) {
                         let (end, how) = record.publishers[p].end.expect("ended");
                         findings.violations.push(Violation {
                             invariant: "safety",
@@ -559,7 +552,7 @@ mod tests {
             heal: 12_000,
         };
         let held = |watcher: Kind, until: u64| {
-            let views = vec![view(0, 0, &["p:80"]), view(0, until, &[])];
+            let views = vec![view(0, 5_000, &["p:80"]), view(0, until, &[])];
             let end = Some((10_000, End::Killed));
             findings(Kind::Ours, end, vec![watcher], views, restart.clone())
                 .violations
@@ -569,6 +562,22 @@ mod tests {
         assert!(!held(Kind::Original, 23_900));
         assert!(held(Kind::Original, 24_100));
         assert!(held(Kind::Ours, 16_100));
+        // A view that changed after the restart began: the client was not
+        // frozen.
+        let views = vec![
+            view(0, 0, &["p:80"]),
+            view(0, 13_000, &["p:80"]),
+            view(0, 20_000, &[]),
+        ];
+        let end = Some((10_000, End::Killed));
+        let found = findings(
+            Kind::Ours,
+            end,
+            vec![Kind::Original],
+            views,
+            restart.clone(),
+        );
+        assert!(found.violations.iter().any(|v| v.invariant == "safety"));
         // One whose bound had passed when the restart came is not excused.
         let early = Fault {
             start: 17_000,

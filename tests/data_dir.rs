@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::node::NodeCoordinator;
 use common::process::CoordinatorProcess;
 use common::{eventually, holds, sees, strings};
 use hakken::{Client, ClientConfig};
@@ -413,10 +414,10 @@ async fn a_restarted_coordinator_knows_the_coordinators_it_knew() {
     let peer = process(&[]).await;
     let peer_host = peer.address();
     let dir = TempDir::new();
-    // Polls every 200 ms: the peer answers one before the file names it.
+    // H = 1 s: the file is read for its coordinators when at most 10 s old.
     let mut coordinator = process(&[
         "--heartbeat-interval",
-        "200",
+        "1000",
         "--missed-heartbeats-allowed",
         "1000",
         "--data-dir",
@@ -444,6 +445,40 @@ async fn a_restarted_coordinator_knows_the_coordinators_it_knew() {
         (status == 200 && known).then_some(())
     })
     .await;
+}
+
+/// Found in review (#14): once the file's coordinators were learned, a copy
+/// from one of the original's, restarted empty along with ours (it never says
+/// it is partial), made ours complete at once after a restart of all.
+#[tokio::test]
+async fn a_copy_from_the_original_does_not_complete_a_coordinator_that_read_its_file() {
+    let node = NodeCoordinator::start(None, HOUR_MS, 10 * HOUR_MS).await;
+    let dir = TempDir::new();
+    let hour = HOUR_MS.to_string();
+    let discovery = node.address();
+    let mut coordinator = process(&[
+        "--heartbeat-interval",
+        &hour,
+        "--discovery-host",
+        &discovery,
+        "--data-dir",
+        dir.0.to_str().unwrap(),
+    ])
+    .await;
+    let addr = coordinator.address();
+    // Nothing to read back at first: the original's copy is the cluster's.
+    eventually("complete from the original's copy", || async {
+        let (_, ready) = common::get(&addr, "/ready").await;
+        (ready["phase"] == "complete").then_some(())
+    })
+    .await;
+    publish(&addr, "a:1").await;
+    written(&dir.0, &["a:1"]).await;
+    coordinator.kill9().await;
+    coordinator.restart().await;
+    holds(&addr, "svc", &["a:1"]).await;
+    let (_, ready) = common::get(&addr, "/ready").await;
+    assert_eq!(ready["phase"], "partial", "{ready}");
 }
 
 #[tokio::test]

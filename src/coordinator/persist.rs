@@ -61,7 +61,7 @@
 //! coordinator's answers lacked it all along.
 //!
 //! **Whom it knew.** The head also lists the coordinators the writer knew that
-//! had answered its polls and had not failed one since. When the file was
+//! had not failed a poll since they last answered one. When the file was
 //! written within a resync period (`10 H`), they are learned again at start, as
 //! from a peer's list, right after the join sync (one of the original's that
 //! restarted too would give an empty copy and call it whole), so that a
@@ -70,7 +70,9 @@
 //! only once per resync period, through a balancer that may route the
 //! announcement to a coordinator that is still down, and a publisher that
 //! started meanwhile would miss them. One that is gone is dropped after its
-//! failed polls, as any peer, and is not written again.
+//! failed polls, as any peer, and is not written again. A copy from one of the
+//! original's does not make the coordinator complete after its file was read
+//! back (`sync.rs`): the original's restarted with it, empty, and never say so.
 //!
 //! **When it is written:** once the coordinator has settled what it holds at
 //! start (before, it would overwrite the file with less than it held), then
@@ -171,8 +173,9 @@ struct Head {
     ttl_ms: Option<u64>,
     /// How many listing lines follow.
     count: usize,
-    /// Listings that left (expired or withdrawn) in the last three TTLs before
-    /// the file was written, and were not held again when it was.
+    /// Listings that left lately (withdrawn in the last three TTLs, expired in
+    /// the last one) before the file was written, and were not held again when
+    /// it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     left: Vec<Left>,
     /// The coordinators its writer knew, answering when last asked (their
@@ -320,8 +323,9 @@ impl State {
         prune(&mut left, Instant::now(), ttl);
     }
 
-    /// The listings that left at most [`LEFT_TTLS`] times `ttl` before `now`, newest first, each
-    /// once, that `held` says are not back; letting go of older ones.
+    /// The listings that left within their [`window`] before `now`, newest
+    /// first, each once, that `held` says are not back; letting go of those
+    /// older than any window.
     fn recently_left(
         &self,
         now: Instant,
@@ -686,22 +690,22 @@ pub(super) fn parse_file(dir: &Path, limits: Limits) -> Parsing {
 
 /// Imports what `parsed` (from [`parse_file`]) holds that is still alive. Runs
 /// after a join sync that found no complete peer of ours; what a publisher sent
-/// meanwhile and what a peer gave win.
-pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing) {
+/// meanwhile and what a peer gave win. Returns whether a file was read back.
+pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing) -> bool {
     let path = dir.join(FILE);
     let parsed = match parsed.await {
         Ok(Ok(Some(parsed))) => parsed,
         Ok(Ok(None)) => {
             tracing::info!(path = %path.display(), "no registry file yet: starting empty");
-            return;
+            return false;
         }
         Ok(Err(error)) => {
             tracing::warn!(path = %path.display(), %error, "cannot read the registry file: starting without it");
-            return;
+            return false;
         }
         Err(error) => {
             tracing::error!(%error, "reading the registry file failed");
-            return;
+            return false;
         }
     };
     let invalid = parsed.invalid;
@@ -748,6 +752,7 @@ pub(super) async fn read_back(shared: &Arc<Shared>, dir: &Path, parsed: Parsing)
         invalid,
         "registry file read back"
     );
+    true
 }
 
 /// Writes the registry to `dir` (see the module for when) until shutdown, from
@@ -811,7 +816,7 @@ async fn write(shared: &Arc<Shared>, dir: &Arc<DataDir>) -> bool {
     });
     let peers = shared.read_membership(|m| {
         m.peers()
-            .filter(|p| p.strikes == 0 && p.last_ok.is_some())
+            .filter(|p| p.strikes == 0)
             .filter_map(|p| serde_json::to_value(&p.peer).ok())
             .collect()
     });

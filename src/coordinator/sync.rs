@@ -24,7 +24,10 @@
 //!    (see `readiness.rs`). The whole of 1 and 2 is bounded by `sync_timeout`.
 //!    Unless the copy came from a complete peer of ours, what this coordinator
 //!    held before it stopped is read back first, when it keeps its registry on
-//!    disk (`persist.rs`).
+//!    disk (`persist.rs`); the coordinators it knew are learned again then. When
+//!    a file was read back, the cluster restarted, the original's coordinators
+//!    with it: a copy of theirs (they never say they are partial) does not make
+//!    this one complete, here or later.
 //!
 //! While partial, every change to the membership table triggers another copy (a
 //! peer found late, by an announcement or a later resync), and one heartbeat
@@ -99,18 +102,23 @@ pub(super) async fn run(shared: Arc<Shared>) {
     if let Some((_, dir)) = &file {
         super::persist::learn_peers(&shared, dir).await;
     }
+    // Whether a file was read back: the cluster restarted (every one of ours
+    // was partial or down), and the original's coordinators, which say nothing
+    // of it, restarted empty with it: a copy of theirs is not the whole.
+    let mut read_back = false;
     if copied != Copied::Complete {
         // No complete peer of ours to copy from: what this coordinator held before
         // it stopped, if it keeps it (a complete peer of ours knows better: it saw
         // what was withdrawn meanwhile).
         if let Some((parsed, dir)) = file {
-            super::persist::read_back(&shared, &dir, parsed).await;
+            read_back = super::persist::read_back(&shared, &dir, parsed).await;
         }
     }
     // What it holds is settled: the registry's writer may start.
     shared.persist.settle();
     let listings = shared.listing_count();
-    if copied != Copied::Partial {
+    let whole = |copied| copied == Copied::Complete || (copied == Copied::CompleteV1 && !read_back);
+    if whole(copied) {
         shared.advance(Phase::Complete);
         tracing::info!(
             listings,
@@ -158,7 +166,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     _ = shared.shutdown.cancelled() => return,
                     copied = copy => copied,
                 };
-                if let Ok(Copied::Complete | Copied::CompleteV1) = copied {
+                if copied.is_ok_and(whole) {
                     tracing::info!(listings = shared.listing_count(), "complete: copied the listings of a peer found late");
                     break;
                 }

@@ -177,15 +177,16 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
     // For the original's watchers: when every coordinator restarts at once,
     // every poll of their client fails, and it drops every coordinator; it asks
     // its way in again only at its next resync (10 H), then polls (H). A view
-    // it held unchanged from before the restart, with a publisher whose bound
-    // had not passed when the restart began, is excused until then.
+    // it held unchanged from before the restart (give or take its lag: the
+    // coordinators are killed one by one), with a publisher whose bound had not
+    // passed when the restart began, is excused until then.
     let resync = 10 * bounds.h;
     let frozen = |watcher: usize, p: usize, view: &View, until: u64| -> bool {
         let original = record.watchers.get(watcher) == Some(&Kind::Original);
         original
             && record.faults.iter().any(|f| {
                 f.kind == FaultKind::RestartAll
-                    && view.at <= f.start
+                    && view.at <= f.start + bounds.original_watcher
                     && removal[p].is_some_and(|removal| removal > f.start)
                     && until <= f.heal + resync + bounds.h + bounds.original_watcher
             })

@@ -258,14 +258,11 @@ fn write_lines(file: &Path, lines: &[serde_json::Value]) {
     std::fs::write(file, text).unwrap();
 }
 
-/// A coordinator keeping its registry in `dir`, killed with SIGKILL once its
-/// file held `a:1` and `b:1` of `svc`, and a client whose watch of `svc` saw
-/// both. Heartbeats every 200 ms, listings living 1,000 of them; after a
-/// restart with nobody to copy from, partial for H plus a 10-minute request
-/// timeout: longer than a test, so only what the coordinator says can make the
-/// watch drop a listing it holds.
-async fn watched_then_killed(dir: &Path) -> (CoordinatorProcess, Client, hakken::Watch) {
-    let args = [
+/// A coordinator keeping its registry in `dir`, with heartbeats every 200 ms and
+/// listings living 1,000 of them (200 s); after a restart with nobody to copy
+/// from, partial for H plus a 10-minute request timeout: longer than a test.
+async fn partial_after_restart(dir: &Path) -> CoordinatorProcess {
+    process(&[
         "--heartbeat-interval",
         "200",
         "--missed-heartbeats-allowed",
@@ -274,8 +271,16 @@ async fn watched_then_killed(dir: &Path) -> (CoordinatorProcess, Client, hakken:
         "600000",
         "--data-dir",
         dir.to_str().unwrap(),
-    ];
-    let mut coordinator = process(&args).await;
+    ])
+    .await
+}
+
+/// A coordinator keeping its registry in `dir`, killed with SIGKILL once its
+/// file held `a:1` and `b:1` of `svc`, and a client whose watch of `svc` saw
+/// both ([`partial_after_restart`]): only what the restarted coordinator says
+/// can make the watch drop a listing it holds.
+async fn watched_then_killed(dir: &Path) -> (CoordinatorProcess, Client, hakken::Watch) {
+    let mut coordinator = partial_after_restart(dir).await;
     let addr = coordinator.address();
     publish(&addr, "a:1").await;
     publish(&addr, "b:1").await;
@@ -484,19 +489,7 @@ async fn a_copy_from_the_original_does_not_complete_a_coordinator_that_read_its_
 #[tokio::test]
 async fn a_coordinator_restarted_twice_still_names_what_it_had_let_go_of() {
     let dir = TempDir::new();
-    // Partial after each restart for longer than the test (see
-    // `watched_then_killed`); listings living 200 s.
-    let args = [
-        "--heartbeat-interval",
-        "200",
-        "--missed-heartbeats-allowed",
-        "1000",
-        "--request-timeout",
-        "600000",
-        "--data-dir",
-        dir.0.to_str().unwrap(),
-    ];
-    let mut coordinator = process(&args).await;
+    let mut coordinator = partial_after_restart(&dir.0).await;
     let addr = coordinator.address();
     publish(&addr, "a:1").await;
     publish(&addr, "b:1").await;

@@ -328,20 +328,29 @@ impl Shared {
 
     /// Withdraws a listing; returns its payload when there was one.
     pub fn remove(&self, service: &str, host: &str) -> Option<Bytes> {
-        let (removed, names_changed) = {
+        let (removed, moved, names_changed) = {
             let mut registry = self.registry();
             let names = registry.names_index();
+            let index = registry.index(service);
             let removed = registry.remove(service, host);
-            if removed.is_some() && self.config.data_dir.is_some() {
+            let moved = registry.index(service) != index;
+            if moved && self.config.data_dir.is_some() {
                 let key = (Arc::from(service), Arc::from(host));
                 (self.persist).left([key], How::Withdrawn, self.config.listing_ttl());
             }
-            (removed, registry.names_index() != names)
+            (removed, moved, registry.names_index() != names)
         };
-        if removed.is_some() {
+        if moved && self.phase() != Phase::Complete {
+            // A watch may hold the listing from before and never have seen it
+            // here: say it is gone.
+            self.persist.withdrawn(service, host);
+        }
+        if moved {
             self.persist.wanted.notify_one();
-            self.metrics.deleted.inc();
             self.changes.notify(&Topic::Service(service.to_owned()));
+        }
+        if removed.is_some() {
+            self.metrics.deleted.inc();
         }
         if names_changed {
             self.changes.notify(&Topic::Services);

@@ -37,7 +37,9 @@
 //! does not list, for it may just not have heard from its publisher yet, but not
 //! one it presumes gone. A publisher heard from during the join, or that reaches
 //! it again later, is struck off; all is forgotten once the coordinator is
-//! complete. (A live publisher that was cut off from this coordinator alone, or
+//! complete. Whatever a publisher withdraws while the coordinator is not
+//! complete is named too, held or not ([`State::withdrawn`]; with a data
+//! directory or not). (A live publisher that was cut off from this coordinator alone, or
 //! heartbeats slower than `H`, is then missing from our watches until it reaches
 //! the coordinator again: the coordinator's complete answer would leave it out
 //! too.)
@@ -130,7 +132,7 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 const MAX_GAP_PERIODS: u32 = 4;
 /// Listings imported under one hold of the registry lock.
 const IMPORT_BATCH: usize = 1_000;
-/// Most departed listings remembered from a file.
+/// Most departed listings remembered (from a file, and withdrawn while partial).
 const MAX_DEPARTED: usize = 10_000;
 /// Most bytes of departed hosts told in one answer (a proxy's buffer for an
 /// answer's head is often 4 KB).
@@ -216,6 +218,14 @@ struct Departure {
     how: How,
 }
 
+/// Per service, hosts of listings presumed gone, those known surest first;
+/// [`MAX_DEPARTED`] at most in all.
+#[derive(Default)]
+struct Departed {
+    hosts: HashMap<String, Vec<String>>,
+    len: usize,
+}
+
 /// What the writer and the start share (in `Shared`).
 #[derive(Default)]
 pub(crate) struct State {
@@ -227,10 +237,10 @@ pub(crate) struct State {
     settled: watch::Sender<bool>,
     /// When the file was read back (Unix milliseconds); 0: it was not.
     read_back_at: AtomicU64,
-    /// Per service, hosts of listings presumed gone unless heard from again (see
-    /// the module): told to watchers while the coordinator is partial
-    /// (`X-Hakken-Departed`), forgotten once complete.
-    departed: Mutex<HashMap<String, Vec<String>>>,
+    /// Listings presumed gone unless heard from again (see the module): told to
+    /// watchers while the coordinator is partial (`X-Hakken-Departed`),
+    /// forgotten once complete.
+    departed: Mutex<Departed>,
     /// Whether `departed` has any entry.
     any_departed: AtomicBool,
     /// Listings that left the registry, in the order they left: at most
@@ -257,7 +267,7 @@ impl State {
     pub fn departed(&self, service: &str) -> Option<String> {
         let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         let mut told = String::new();
-        for host in departed.get(service)? {
+        for host in departed.hosts.get(service)? {
             let plain = host.bytes().all(|b| b.is_ascii_graphic() && b != b',');
             if !plain || told.len() + host.len() + 1 > MAX_DEPARTED_TOLD {
                 continue;
@@ -274,9 +284,39 @@ impl State {
     fn remember(&self, departed: Vec<(String, String)>) {
         let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
         for (service, host) in departed {
-            told.entry(service).or_default().push(host);
+            if told.len >= MAX_DEPARTED {
+                break;
+            }
+            told.len += 1;
+            told.hosts.entry(service).or_default().push(host);
         }
-        self.any_departed.store(!told.is_empty(), Ordering::Release);
+        self.any_departed.store(told.len > 0, Ordering::Release);
+    }
+
+    /// A publisher withdrew `host` of `service` before the coordinator was
+    /// complete, whether it held the listing or not: a watch may hold it from
+    /// before (another coordinator, another run of this one), and this one may
+    /// never list it to take it back. Named gone first (it is the surest), until
+    /// heard from again; not remembered past [`MAX_DEPARTED`].
+    pub fn withdrawn(&self, service: &str, host: &str) {
+        let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        let told = &mut *told;
+        let known = told
+            .hosts
+            .get(service)
+            .and_then(|h| h.iter().position(|h| h == host));
+        if known.is_none() && told.len >= MAX_DEPARTED {
+            return;
+        }
+        let hosts = told.hosts.entry(service.to_owned()).or_default();
+        match known {
+            Some(at) => hosts[..=at].rotate_right(1),
+            None => {
+                hosts.insert(0, host.to_owned());
+                told.len += 1;
+            }
+        }
+        self.any_departed.store(true, Ordering::Release);
     }
 
     /// `host` of `service` was heard from: not gone after all. Costs an atomic
@@ -287,8 +327,14 @@ impl State {
             return;
         }
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(hosts) = departed.get_mut(service) {
+        let departed = &mut *departed;
+        if let Some(hosts) = departed.hosts.get_mut(service) {
+            let before = hosts.len();
             hosts.retain(|h| h != host);
+            departed.len -= before - hosts.len();
+            if hosts.is_empty() {
+                departed.hosts.remove(service);
+            }
         }
     }
 
@@ -351,7 +397,7 @@ impl State {
     /// The coordinator is complete: its answers are the truth, nothing to tell.
     pub fn forget_departed(&self) {
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        *departed = HashMap::new();
+        *departed = Departed::default();
         self.any_departed.store(false, Ordering::Release);
     }
 }
@@ -1251,6 +1297,27 @@ mod tests {
         assert_eq!(state.departed("other"), None);
         state.forget_departed();
         assert_eq!(state.departed("s"), None);
+    }
+
+    #[test]
+    fn what_is_withdrawn_is_told_first_once_and_within_a_bound() {
+        let state = State::default();
+        state.remember(vec![("s".into(), "file:1".into())]);
+        state.withdrawn("s", "a:1");
+        state.withdrawn("s", "b:1");
+        state.withdrawn("s", "a:1");
+        assert_eq!(state.departed("s").unwrap(), "a:1,b:1,file:1");
+        state.heard("s", "a:1");
+        state.heard("s", "b:1");
+        state.heard("s", "file:1");
+        assert_eq!(state.departed("s"), None);
+        for i in 0..MAX_DEPARTED + 5 {
+            state.withdrawn("many", &format!("h{i}:1"));
+        }
+        let told = state.departed.lock().unwrap();
+        assert_eq!(told.len, MAX_DEPARTED);
+        assert_eq!(told.hosts["many"].len(), MAX_DEPARTED);
+        assert!(!told.hosts.contains_key("s"));
     }
 
     #[test]

@@ -161,7 +161,12 @@ pub(super) async fn delete_listing(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<StatusCode> {
     let Path((service, host)) = path?;
-    let removed = shared.remove(&service, &host);
+    // Names no listing could have change nothing: not even what a coordinator
+    // that is not complete yet remembers as withdrawn.
+    let limits = &shared.config.listing_limits;
+    let valid = check_name("service", &service, limits.max_service_len)
+        .and_then(|()| check_name("host", &host, limits.max_host_len));
+    let removed = valid.ok().and_then(|()| shared.remove(&service, &host));
     match removed {
         Some(_) => {
             tracing::info!(service, host, "listing withdrawn");

@@ -367,11 +367,22 @@ impl Registry {
 
     /// Removes one listing, returning its payload (compact JSON); `None` when there
     /// was none. While withdrawals are recorded, the key is remembered either way:
-    /// a publisher may withdraw a listing this registry has not copied yet.
+    /// a publisher may withdraw a listing this registry has not copied yet. Then
+    /// the service's index moves even when it held no such listing: its answers
+    /// change (a partial coordinator names what was withdrawn, `X-Hakken-Departed`),
+    /// and a watcher's blocking query must not wait that out.
     pub fn remove(&mut self, service: &str, host: &str) -> Option<Bytes> {
         if let Some(withdrawn) = &mut self.withdrawn {
             if withdrawn.len() < self.limits.max_listings {
                 withdrawn.insert((Arc::from(service), Arc::from(host)));
+            }
+            if !self.holds(service, host) {
+                let index = self.bump();
+                match self.services.get_mut(service) {
+                    Some(service) => service.index = index,
+                    None => self.absent_index = index,
+                }
+                return None;
             }
         }
         let service = self.services.get(service)?;
@@ -730,6 +741,24 @@ mod tests {
         // The removed listing is gone from the expiry queue too.
         assert_eq!(r.expire(t0 + TTL, usize::MAX).len(), 1);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_withdrawal_of_what_is_not_held_moves_the_index_only_while_recording() {
+        let t0 = Instant::now();
+        let mut r = registry();
+        r.upsert(listing("s", "a:1"), t0).unwrap();
+        let (held, absent) = (r.index("s"), r.index("t"));
+        assert_eq!(r.remove("s", "b:1"), None);
+        assert_eq!(r.remove("t", "b:1"), None);
+        assert_eq!((r.index("s"), r.index("t")), (held, absent));
+        r.record_withdrawals(true);
+        assert_eq!(r.remove("s", "b:1"), None);
+        assert!(r.index("s") > held);
+        assert_eq!(r.remove("t", "b:1"), None);
+        assert!(r.index("t") > absent);
+        assert_eq!(hosts(&r, "s"), ["a:1"]);
+        assert_eq!(r.listings_json("s").unwrap().0, r.index("s"));
     }
 
     #[test]

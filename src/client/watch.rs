@@ -12,8 +12,8 @@
 //! that had nobody to copy from says so (`X-Hakken-Complete: false`) until every
 //! publisher has reached it. From such a coordinator, a watch keeps the listings
 //! it held before that the coordinator has not listed yet, unless the coordinator
-//! says it is gone (`X-Hakken-Departed`, from what it read back from its data
-//! directory); a listing the coordinator has listed once, it may remove (see
+//! says it is gone (`X-Hakken-Departed`: withdrawn from it since it started, or
+//! read back from its data directory as gone); a listing the coordinator has listed once, it may remove (see
 //! `View::take`).
 //!
 //! **Nor does a listing come back because its coordinator is new.** A listing

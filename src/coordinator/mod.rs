@@ -334,17 +334,18 @@ impl Shared {
             let index = registry.index(service);
             let removed = registry.remove(service, host);
             let moved = registry.index(service) != index;
-            if moved && self.config.data_dir.is_some() {
+            if removed.is_some() && self.config.data_dir.is_some() {
                 let key = (Arc::from(service), Arc::from(host));
                 (self.persist).left([key], How::Withdrawn, self.config.listing_ttl());
             }
+            if registry.records_withdrawals() {
+                // Not complete yet: a watch may hold the listing from before
+                // and never have seen it here. Say it is gone (under the lock:
+                // before the index it moved can be read).
+                self.persist.withdrawn(service, host);
+            }
             (removed, moved, registry.names_index() != names)
         };
-        if moved && self.phase() != Phase::Complete {
-            // A watch may hold the listing from before and never have seen it
-            // here: say it is gone.
-            self.persist.withdrawn(service, host);
-        }
         if moved {
             self.persist.wanted.notify_one();
             self.changes.notify(&Topic::Service(service.to_owned()));

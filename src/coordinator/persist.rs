@@ -132,8 +132,10 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 const MAX_GAP_PERIODS: u32 = 4;
 /// Listings imported under one hold of the registry lock.
 const IMPORT_BATCH: usize = 1_000;
-/// Most departed listings remembered (from a file, and withdrawn while partial).
+/// Most departed listings remembered from a file.
 const MAX_DEPARTED: usize = 10_000;
+/// Most listings remembered as withdrawn while the coordinator is not complete.
+const MAX_WITHDRAWN: usize = 1_000;
 /// Most bytes of departed hosts told in one answer (a proxy's buffer for an
 /// answer's head is often 4 KB).
 const MAX_DEPARTED_TOLD: usize = 1024;
@@ -218,12 +220,54 @@ struct Departure {
     how: How,
 }
 
-/// Per service, hosts of listings presumed gone, those known surest first;
-/// [`MAX_DEPARTED`] at most in all.
+/// Per service, hosts of listings presumed gone, in the order they came.
+#[derive(Default)]
+struct Hosts {
+    by_service: HashMap<String, Vec<String>>,
+    len: usize,
+}
+
+impl Hosts {
+    /// Adds `host` of `service`, unless `max` are here (or, with `once`, it is).
+    fn add(&mut self, service: &str, host: &str, max: usize, once: bool) {
+        let known = || {
+            self.by_service
+                .get(service)
+                .is_some_and(|h| h.iter().any(|h| h == host))
+        };
+        if self.len >= max || (once && known()) {
+            return;
+        }
+        let hosts = self.by_service.entry(service.to_owned()).or_default();
+        hosts.push(host.to_owned());
+        self.len += 1;
+    }
+
+    /// Takes `host` of `service` out.
+    fn strike(&mut self, service: &str, host: &str) {
+        if let Some(hosts) = self.by_service.get_mut(service) {
+            let before = hosts.len();
+            hosts.retain(|h| h != host);
+            self.len -= before - hosts.len();
+            if hosts.is_empty() {
+                self.by_service.remove(service);
+            }
+        }
+    }
+
+    fn of(&self, service: &str) -> &[String] {
+        self.by_service.get(service).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// What a coordinator that is not complete names gone: what was withdrawn from
+/// it since it started (the surest: told first, the newest first; at most
+/// [`MAX_WITHDRAWN`], so that a flood of them cannot crowd out the rest), and
+/// what it read back from its file as gone (at most [`MAX_DEPARTED`]).
 #[derive(Default)]
 struct Departed {
-    hosts: HashMap<String, Vec<String>>,
-    len: usize,
+    withdrawn: Hosts,
+    read: Hosts,
 }
 
 /// What the writer and the start share (in `Shared`).
@@ -265,11 +309,19 @@ impl State {
     /// carries as they are (visible ASCII, no comma) only; `None` when there is
     /// none. A host left out is kept by the watches, as before.
     pub fn departed(&self, service: &str) -> Option<String> {
+        if !self.any_departed.load(Ordering::Acquire) {
+            return None;
+        }
         let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        let withdrawn = departed.withdrawn.of(service).iter().rev();
+        let mut seen = HashSet::new();
         let mut told = String::new();
-        for host in departed.hosts.get(service)? {
+        for host in withdrawn.chain(departed.read.of(service)) {
+            if told.len() + 4 > MAX_DEPARTED_TOLD {
+                break;
+            }
             let plain = host.bytes().all(|b| b.is_ascii_graphic() && b != b',');
-            if !plain || told.len() + host.len() + 1 > MAX_DEPARTED_TOLD {
+            if !plain || told.len() + host.len() + 1 > MAX_DEPARTED_TOLD || !seen.insert(host) {
                 continue;
             }
             if !told.is_empty() {
@@ -283,40 +335,30 @@ impl State {
     /// Remembers `departed` (service, host) as presumed gone.
     fn remember(&self, departed: Vec<(String, String)>) {
         let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
+        // A file's names come each once (a listing line, or what left and is
+        // not held).
         for (service, host) in departed {
-            if told.len >= MAX_DEPARTED {
-                break;
-            }
-            told.len += 1;
-            told.hosts.entry(service).or_default().push(host);
+            told.read.add(&service, &host, MAX_DEPARTED, false);
         }
-        self.any_departed.store(told.len > 0, Ordering::Release);
+        if told.read.len > 0 {
+            self.any_departed.store(true, Ordering::Release);
+        }
     }
 
     /// A publisher withdrew `host` of `service` before the coordinator was
     /// complete, whether it held the listing or not: a watch may hold it from
     /// before (another coordinator, another run of this one), and this one may
-    /// never list it to take it back. Named gone first (it is the surest), until
-    /// heard from again; not remembered past [`MAX_DEPARTED`].
+    /// never list it to take it back. Named gone until heard from again (see
+    /// [`Departed`]). Called under the registry's lock while it records
+    /// withdrawals: the name is there by the time the index it moved is read,
+    /// and never after the coordinator is complete (it stops recording, then
+    /// forgets).
     pub fn withdrawn(&self, service: &str, host: &str) {
         let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        let told = &mut *told;
-        let known = told
-            .hosts
-            .get(service)
-            .and_then(|h| h.iter().position(|h| h == host));
-        if known.is_none() && told.len >= MAX_DEPARTED {
-            return;
+        told.withdrawn.add(service, host, MAX_WITHDRAWN, true);
+        if told.withdrawn.len > 0 {
+            self.any_departed.store(true, Ordering::Release);
         }
-        let hosts = told.hosts.entry(service.to_owned()).or_default();
-        match known {
-            Some(at) => hosts[..=at].rotate_right(1),
-            None => {
-                hosts.insert(0, host.to_owned());
-                told.len += 1;
-            }
-        }
-        self.any_departed.store(true, Ordering::Release);
     }
 
     /// `host` of `service` was heard from: not gone after all. Costs an atomic
@@ -327,15 +369,8 @@ impl State {
             return;
         }
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        let departed = &mut *departed;
-        if let Some(hosts) = departed.hosts.get_mut(service) {
-            let before = hosts.len();
-            hosts.retain(|h| h != host);
-            departed.len -= before - hosts.len();
-            if hosts.is_empty() {
-                departed.hosts.remove(service);
-            }
-        }
+        departed.withdrawn.strike(service, host);
+        departed.read.strike(service, host);
     }
 
     /// `keys` (service, host) left the registry now, `how`. Called under the
@@ -1302,22 +1337,27 @@ mod tests {
     #[test]
     fn what_is_withdrawn_is_told_first_once_and_within_a_bound() {
         let state = State::default();
-        state.remember(vec![("s".into(), "file:1".into())]);
+        state.remember(vec![
+            ("s".into(), "file:1".into()),
+            ("s".into(), "b:1".into()),
+        ]);
         state.withdrawn("s", "a:1");
         state.withdrawn("s", "b:1");
         state.withdrawn("s", "a:1");
-        assert_eq!(state.departed("s").unwrap(), "a:1,b:1,file:1");
-        state.heard("s", "a:1");
-        state.heard("s", "b:1");
-        state.heard("s", "file:1");
+        assert_eq!(state.departed("s").unwrap(), "b:1,a:1,file:1");
+        for host in ["a:1", "b:1", "file:1"] {
+            state.heard("s", host);
+        }
         assert_eq!(state.departed("s"), None);
-        for i in 0..MAX_DEPARTED + 5 {
+        // A flood of withdrawals is bounded, and leaves room for the file's.
+        for i in 0..MAX_WITHDRAWN + 5 {
             state.withdrawn("many", &format!("h{i}:1"));
         }
+        state.remember(vec![("s".into(), "file:2".into())]);
+        assert_eq!(state.departed("s").unwrap(), "file:2");
         let told = state.departed.lock().unwrap();
-        assert_eq!(told.len, MAX_DEPARTED);
-        assert_eq!(told.hosts["many"].len(), MAX_DEPARTED);
-        assert!(!told.hosts.contains_key("s"));
+        assert_eq!(told.withdrawn.len, MAX_WITHDRAWN);
+        assert_eq!(told.withdrawn.of("many").len(), MAX_WITHDRAWN);
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub(super) async fn get_listings(
 }
 
 /// What a partial coordinator knows is gone of `service`'s listings, though it
-/// cannot list all there is (`X-Hakken-Departed`, from its data directory).
+/// cannot list all there is (`X-Hakken-Departed`: withdrawn from it since it
+/// started, or read back from its data directory as gone).
 fn tell_departed(shared: &Shared, service: &str, response: &mut Response) {
     if shared.phase() != Phase::Partial {
         return;

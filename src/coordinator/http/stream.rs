@@ -2,7 +2,7 @@
 //! `Accept: text/event-stream` (or `?stream=true`) answer Server-Sent Events.
 //!
 //! The first event carries the whole state (the JSON array the plain `GET`
-//! answers); after that, one event per change, each with `id:` set to the index
+//! answers); after that, one event per change of the index, each with `id:` set to the index
 //! and `data:` to the array. A comment (`: keep-alive`) goes out when nothing
 //! changed for `stream_keepalive`. A client that reconnects with
 //! `Last-Event-ID: N` gets no first event while the index is still `N`.

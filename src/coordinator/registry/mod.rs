@@ -326,6 +326,11 @@ impl Registry {
         }
     }
 
+    /// Whether withdrawn keys are remembered now (see [`Registry::record_withdrawals`]).
+    pub fn records_withdrawals(&self) -> bool {
+        self.withdrawn.is_some()
+    }
+
     /// Every live listing as compact JSON, with the time it has left to live.
     pub fn snapshot(&self, now: Instant) -> Vec<(Bytes, Duration)> {
         let mut all = Vec::with_capacity(self.len);

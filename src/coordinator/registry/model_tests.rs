@@ -2,7 +2,7 @@
 //! publish / heartbeat (the byte-for-byte fast path) / delete / import from a peer
 //! / recording withdrawals / advance time. Same live set, same payloads, same
 //! expiries, and each service's index changes exactly when the model's view of
-//! that service changes. Each listing was first seen when the model first held it
+//! that service changes, or a withdrawal reached it while recording them. Each listing was first seen when the model first held it
 //! and last changed when its version last changed.
 
 use super::{Registry, RegistryLimits, Upsert};

@@ -206,13 +206,34 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
                 && removal[p].is_some_and(|removal| removal > f.start)
         })
     };
+    // The answers of each coordinator, in order.
+    let mut probes: BTreeMap<usize, Vec<_>> = BTreeMap::new();
+    for probe in &record.probes {
+        probes.entry(probe.coordinator).or_default().push(probe);
+    }
+    for list in probes.values_mut() {
+        list.sort_by_key(|p| p.at);
+    }
     // And the original's publishers: their client drops every coordinator a
     // heartbeat failed to, and comes back to it only at its resync (then
     // heartbeats, H later); when every coordinator restarts at once, it may
     // stop heartbeating to any of them. Such a publisher, out before the heal,
-    // is not missed until its resync has come, like the frozen views above.
+    // is not missed until its resync has come, like the frozen views above,
+    // while a coordinator's last answer (within H) shows it missing there: its
+    // client's doing, not a watch's.
     let resyncing = |p: usize, t: u64| -> bool {
         let publisher = &record.publishers[p];
+        let missing_somewhere = || {
+            probes.values().any(|list| {
+                let i = list.partition_point(|probe| probe.at <= t);
+                i > 0
+                    && list[i - 1].at + bounds.h >= t
+                    && list[i - 1]
+                        .hosts
+                        .as_ref()
+                        .is_some_and(|hosts| !hosts.contains(&publisher.host))
+            })
+        };
         publisher.kind == Kind::Original
             && record.faults.iter().any(|f| {
                 f.kind == FaultKind::RestartAll
@@ -220,6 +241,7 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
                     && f.start <= t
                     && t <= f.heal + resync + bounds.h + bounds.original_watcher
             })
+            && missing_somewhere()
     };
     let mut views: BTreeMap<usize, Vec<&View>> = BTreeMap::new();
     for v in &record.views {
@@ -269,20 +291,22 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
             let Some(latest) = latest(list, t) else {
                 return false;
             };
-            if record
+            // A frozen view (see above) is excused what came out since it was
+            // taken, and what it may hold (as for safety).
+            let frozen_since = record
                 .faults
                 .iter()
-                .any(|f| frozen_by(*watcher, latest, t, f))
-            {
-                return true;
-            }
+                .any(|f| frozen_by(*watcher, latest, t, f));
             let view = &latest.hosts;
             record.publishers.iter().enumerate().all(|(p, publisher)| {
                 let out_long = publisher.start + bounds.grace <= t
                     && publisher.end.is_none_or(|(end, _)| end > t);
                 let gone = bound_for(*watcher, p).is_some_and(|bound| bound < t);
                 let held = view.contains(&publisher.host);
-                (!out_long || held || resyncing(p, t)) && !(gone && held)
+                let missing_excused =
+                    resyncing(p, t) || (frozen_since && publisher.start > latest.at);
+                let held_excused = frozen(*watcher, p, latest, t);
+                (!out_long || held || missing_excused) && !(gone && held && !held_excused)
             })
         })
     };
@@ -362,12 +386,7 @@ pub fn check(record: &Record, bounds: Bounds, mixed: bool) -> Findings {
     }
 
     // No loss: runs of answers lacking a live publisher of ours, per coordinator.
-    let mut probes: BTreeMap<usize, Vec<_>> = BTreeMap::new();
-    for probe in &record.probes {
-        probes.entry(probe.coordinator).or_default().push(probe);
-    }
-    for (coordinator, list) in probes.iter_mut() {
-        list.sort_by_key(|p| p.at);
+    for (coordinator, list) in &probes {
         let excused = |from: u64, to: u64| {
             record.faults.iter().any(|f| {
                 (f.coordinator == Some(*coordinator) || f.kind == FaultKind::RestartAll)
@@ -479,7 +498,7 @@ pub fn quantile(values: &mut [u64], q: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Publisher;
+    use crate::record::{Probe, Publisher};
 
     fn view(watcher: usize, at: u64, hosts: &[&str]) -> View {
         View {
@@ -634,13 +653,13 @@ mod tests {
     /// client's resync, 5.6 s later, past the heal of a partition.
     #[test]
     fn the_originals_frozen_watchers_are_not_waited_for_until_their_resync() {
-        let convergence = |since: u64| {
+        let convergence = |since: u64, start: u64| {
             let record = Record {
                 publishers: vec![Publisher {
                     kind: Kind::Ours,
                     host: "p:80".into(),
                     inside: false,
-                    start: 13_000,
+                    start,
                     end: None,
                 }],
                 watchers: vec![Kind::Original],
@@ -667,10 +686,12 @@ mod tests {
             assert!(findings.violations.is_empty(), "{:?}", findings.violations);
             findings.convergence[&FaultKind::Partition][0]
         };
-        // Unchanged since before the restart: frozen.
-        assert_eq!(convergence(5_000), 0);
+        // Unchanged since before the restart: frozen, for what came out since.
+        assert_eq!(convergence(5_000, 13_000), 0);
+        // What was out before and is missing: lost before the freeze.
+        assert_eq!(convergence(5_000, 3_000), 4_000);
         // Changed after it: the client was not frozen, and is waited for.
-        assert_eq!(convergence(12_500), 4_000);
+        assert_eq!(convergence(12_500, 13_000), 4_000);
     }
 
     /// Found by the soak (run 19): a publisher of the original's, out 37 ms
@@ -685,8 +706,9 @@ mod tests {
             start: 11_000,
             heal: 12_000,
         };
-        // Missing from 16 s until `back`; a partition 15 s to `heal`.
-        let convergence = |kind: Kind, heal: u64, back: u64| {
+        // Missing from 16 s until `back`; a partition 15 s to `heal`; the
+        // coordinator's answers every 500 ms hold it or not.
+        let convergence = |kind: Kind, heal: u64, back: u64, answers_hold: bool| {
             let partition = Fault {
                 kind: FaultKind::Partition,
                 coordinator: Some(0),
@@ -709,6 +731,17 @@ mod tests {
                     view(0, back, &["p:80"]),
                 ],
                 faults: vec![restart.clone(), partition],
+                probes: (0..120)
+                    .map(|i| Probe {
+                        coordinator: 0,
+                        at: i * 500,
+                        hosts: Some(if answers_hold {
+                            BTreeSet::from(["p:80".to_owned()])
+                        } else {
+                            BTreeSet::new()
+                        }),
+                    })
+                    .collect(),
                 duration: 60_000,
                 ..Record::default()
             };
@@ -717,9 +750,11 @@ mod tests {
             findings.convergence[&FaultKind::Partition][0]
         };
         // Until the heal (12 s) plus 12 s, the original's publisher is not
-        // missed; past it, it is; ours always is.
-        assert_eq!(convergence(Kind::Original, 18_000, 23_000), 0);
-        assert_eq!(convergence(Kind::Original, 24_500, 26_000), 1_500);
-        assert_eq!(convergence(Kind::Ours, 18_000, 23_000), 5_000);
+        // missed while a coordinator lacks it too; past it, it is; so it is
+        // when the coordinators hold it (the watch's doing); ours always is.
+        assert_eq!(convergence(Kind::Original, 18_000, 23_000, false), 0);
+        assert_eq!(convergence(Kind::Original, 24_500, 26_000, false), 1_500);
+        assert_eq!(convergence(Kind::Original, 18_000, 23_000, true), 5_000);
+        assert_eq!(convergence(Kind::Ours, 18_000, 23_000, false), 5_000);
     }
 }

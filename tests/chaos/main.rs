@@ -103,6 +103,42 @@ async fn soak() {
     run(Settings::from_env()).await;
 }
 
+/// Checks a past run again with this checker (`CHAOS_RECHECK=DIR`, its output
+/// folder; the other `CHAOS_` variables as for the run, for the report): writes
+/// `DIR/recheck.md` (and `CHAOS_REPORT`), and fails on any violation. Runs
+/// that did not record their watchers' kinds had ours first, then the
+/// original's.
+#[test]
+#[ignore = "checks a past run again: CHAOS_RECHECK=DIR"]
+fn recheck() {
+    let dir = PathBuf::from(std::env::var("CHAOS_RECHECK").expect("CHAOS_RECHECK=DIR"));
+    let settings = Settings {
+        out: dir.clone(),
+        ..Settings::from_env()
+    };
+    let mixed = settings.originals > 0;
+    let watchers = if mixed {
+        vec![Kind::Ours, Kind::Ours, Kind::Original, Kind::Original]
+    } else {
+        vec![Kind::Ours, Kind::Ours]
+    };
+    let record = record::Record::load(&dir.join("events.jsonl"), &watchers);
+    let bounds = Bounds::for_heartbeat(settings.h_ms);
+    let findings = check(&record, bounds, mixed);
+    let report = report::markdown(&settings, &record, &findings, bounds);
+    std::fs::write(dir.join("recheck.md"), &report).expect("recheck.md");
+    if let Some(path) = &settings.report {
+        std::fs::write(path, reliability(&report)).expect("the report file");
+    }
+    eprintln!("{report}");
+    assert!(
+        findings.violations.is_empty(),
+        "{} violations; see {}",
+        findings.violations.len(),
+        dir.join("recheck.md").display()
+    );
+}
+
 /// The publishers out now.
 type Live = Arc<Mutex<Vec<Running>>>;
 

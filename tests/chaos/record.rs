@@ -123,6 +123,111 @@ pub struct Record {
     pub duration: u64,
 }
 
+impl Kind {
+    fn from_label(label: &str) -> Option<Kind> {
+        [Kind::Ours, Kind::Original]
+            .into_iter()
+            .find(|k| k.label() == label)
+    }
+}
+
+impl Record {
+    /// The record of a past run, read back from its `events.jsonl` (resources
+    /// aside: they are not written there), to check it again. Runs that did
+    /// not write their watchers' kinds take them from `watchers`, and which
+    /// publisher ran inside the namespace from its name.
+    pub fn load(events: &Path, watchers: &[Kind]) -> Record {
+        let text = std::fs::read_to_string(events).expect("events.jsonl");
+        let mut record = Record::default();
+        let hosts = |v: &Value| -> Option<BTreeSet<String>> {
+            let list = v.as_array()?;
+            Some(
+                list.iter()
+                    .filter_map(|h| Some(h.as_str()?.to_owned()))
+                    .collect(),
+            )
+        };
+        for line in text.lines() {
+            let Ok(e) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let at = e["at"].as_u64().unwrap_or(0);
+            record.duration = record.duration.max(at);
+            let kind = e["kind"].as_str().and_then(Kind::from_label);
+            if let Some(label) = e["fault"].as_str() {
+                let kinds = [
+                    FaultKind::KillRestart,
+                    FaultKind::Stop,
+                    FaultKind::Partition,
+                    FaultKind::RestartAll,
+                    FaultKind::Hostile,
+                    FaultKind::PublisherKilled,
+                    FaultKind::PublisherClosed,
+                ];
+                let kind = kinds.into_iter().find(|k| k.label() == label);
+                record.faults.push(Fault {
+                    kind: kind.expect("a known fault"),
+                    coordinator: e["coordinator"].as_u64().map(|c| c as usize),
+                    start: e["start"].as_u64().expect("start"),
+                    heal: e["heal"].as_u64().expect("heal"),
+                });
+            } else if let (Some(address), Some(kind)) = (e["coordinator"].as_str(), kind) {
+                record.coordinators.push((kind, address.to_owned()));
+            } else if let Some(host) = e["publisher"].as_str() {
+                match e["event"].as_str() {
+                    Some("started") => record.publishers.push(Publisher {
+                        kind: kind.expect("a publisher's kind"),
+                        host: host.to_owned(),
+                        inside: e["inside"]
+                            .as_bool()
+                            .unwrap_or_else(|| host.starts_with("pub-inside")),
+                        start: at,
+                        end: None,
+                    }),
+                    Some(end) => {
+                        let end = if end == "Closed" {
+                            End::Closed
+                        } else {
+                            End::Killed
+                        };
+                        if let Some(p) = record.publishers.iter_mut().rev().find(|p| p.host == host)
+                        {
+                            p.end = Some((at, end));
+                        }
+                    }
+                    None => {}
+                }
+            } else if let Some(watcher) = e["watcher"].as_u64() {
+                let watcher = watcher as usize;
+                match (kind, e.get("view")) {
+                    (Some(kind), None) => {
+                        record.watchers.resize(watcher + 1, kind);
+                        record.watchers[watcher] = kind;
+                    }
+                    (_, Some(view)) => record.views.push(View {
+                        watcher,
+                        at,
+                        hosts: hosts(view).unwrap_or_default(),
+                    }),
+                    _ => {}
+                }
+            } else if let Some(coordinator) = e["probe"].as_u64() {
+                record.probes.push(Probe {
+                    coordinator: coordinator as usize,
+                    at,
+                    hosts: hosts(&e["hosts"]),
+                });
+            } else if let Some(why) = e["skipped"].as_str() {
+                record.skipped.push(why.to_owned());
+            }
+        }
+        if record.watchers.is_empty() {
+            record.watchers = watchers.to_vec();
+        }
+        record
+    }
+}
+
 /// Where the soak writes what it sees.
 pub struct Recorder {
     /// The output folder.
@@ -171,7 +276,9 @@ impl Recorder {
     pub fn watcher(&self, kind: Kind) -> usize {
         let mut record = lock(&self.record);
         record.watchers.push(kind);
-        record.watchers.len() - 1
+        let id = record.watchers.len() - 1;
+        self.write(json!({"at": self.now(), "watcher": id, "kind": kind.label()}));
+        id
     }
 
     /// A publisher whose listing is out from now; returns its number.
@@ -185,7 +292,9 @@ impl Recorder {
             start: at,
             end: None,
         });
-        self.write(json!({"at": at, "publisher": host, "kind": kind.label(), "event": "started"}));
+        self.write(json!({
+            "at": at, "publisher": host, "kind": kind.label(), "inside": inside, "event": "started",
+        }));
         record.publishers.len() - 1
     }
 

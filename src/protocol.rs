@@ -32,7 +32,8 @@ pub const COMPLETE_HEADER: &str = "x-hakken-complete";
 /// least 5/2 H), and listings withdrawn from it in the last three TTLs, or
 /// expired there in the last TTL under the same terms; and, with a data directory
 /// or not, listings withdrawn from it since it started, while not complete
-/// (held or not), and not published again since. A
+/// (held or not; those it did not hold are kept in memory only), and not
+/// published again since. A
 /// watch may drop them where it keeps other listings a partial coordinator does
 /// not list (a listed host wins). Absent otherwise.
 pub const DEPARTED_HEADER: &str = "x-hakken-departed";

@@ -228,14 +228,9 @@ struct Hosts {
 }
 
 impl Hosts {
-    /// Adds `host` of `service`, unless `max` are here (or, with `once`, it is).
-    fn add(&mut self, service: &str, host: &str, max: usize, once: bool) {
-        let known = || {
-            self.by_service
-                .get(service)
-                .is_some_and(|h| h.iter().any(|h| h == host))
-        };
-        if self.len >= max || (once && known()) {
+    /// Adds `host` of `service`, unless `max` are here.
+    fn add(&mut self, service: &str, host: &str, max: usize) {
+        if self.len >= max {
             return;
         }
         let hosts = self.by_service.entry(service.to_owned()).or_default();
@@ -261,13 +256,22 @@ impl Hosts {
 }
 
 /// What a coordinator that is not complete names gone: what was withdrawn from
-/// it since it started (the surest: told first, the newest first; at most
-/// [`MAX_WITHDRAWN`], so that a flood of them cannot crowd out the rest), and
-/// what it read back from its file as gone (at most [`MAX_DEPARTED`]).
+/// it since it started, (service, host) each once, oldest first (the surest:
+/// told first, the newest first; the newest [`MAX_WITHDRAWN`], so that a flood
+/// of them neither crowds out what the file named nor what is withdrawn
+/// after it), and what it read back from its file as gone (at most
+/// [`MAX_DEPARTED`]).
 #[derive(Default)]
 struct Departed {
-    withdrawn: Hosts,
+    withdrawn: VecDeque<(String, String)>,
     read: Hosts,
+}
+
+impl Departed {
+    fn withdrawn_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        let withdrawn = self.withdrawn.iter().rev();
+        withdrawn.filter(move |(s, _)| s == service).map(|(_, h)| h)
+    }
 }
 
 /// What the writer and the start share (in `Shared`).
@@ -313,7 +317,7 @@ impl State {
             return None;
         }
         let departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        let withdrawn = departed.withdrawn.of(service).iter().rev();
+        let withdrawn = departed.withdrawn_of(service);
         let mut seen = HashSet::new();
         let mut told = String::new();
         for host in withdrawn.chain(departed.read.of(service)) {
@@ -338,7 +342,7 @@ impl State {
         // A file's names come each once (a listing line, or what left and is
         // not held).
         for (service, host) in departed {
-            told.read.add(&service, &host, MAX_DEPARTED, false);
+            told.read.add(&service, &host, MAX_DEPARTED);
         }
         if told.read.len > 0 {
             self.any_departed.store(true, Ordering::Release);
@@ -355,10 +359,15 @@ impl State {
     /// forgets).
     pub fn withdrawn(&self, service: &str, host: &str) {
         let mut told = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        told.withdrawn.add(service, host, MAX_WITHDRAWN, true);
-        if told.withdrawn.len > 0 {
-            self.any_departed.store(true, Ordering::Release);
+        let withdrawn = &mut told.withdrawn;
+        if withdrawn.iter().any(|(s, h)| s == service && h == host) {
+            return;
         }
+        if withdrawn.len() >= MAX_WITHDRAWN {
+            withdrawn.pop_front();
+        }
+        withdrawn.push_back((service.to_owned(), host.to_owned()));
+        self.any_departed.store(true, Ordering::Release);
     }
 
     /// `host` of `service` was heard from: not gone after all. Costs an atomic
@@ -369,7 +378,9 @@ impl State {
             return;
         }
         let mut departed = self.departed.lock().unwrap_or_else(PoisonError::into_inner);
-        departed.withdrawn.strike(service, host);
+        departed
+            .withdrawn
+            .retain(|(s, h)| s != service || h != host);
         departed.read.strike(service, host);
     }
 
@@ -1349,15 +1360,18 @@ mod tests {
             state.heard("s", host);
         }
         assert_eq!(state.departed("s"), None);
-        // A flood of withdrawals is bounded, and leaves room for the file's.
+        // A flood of withdrawals is bounded, and leaves room for the file's
+        // names, and for what is withdrawn after it.
         for i in 0..MAX_WITHDRAWN + 5 {
             state.withdrawn("many", &format!("h{i}:1"));
         }
         state.remember(vec![("s".into(), "file:2".into())]);
         assert_eq!(state.departed("s").unwrap(), "file:2");
+        state.withdrawn("s", "late:1");
+        assert_eq!(state.departed("s").unwrap(), "late:1,file:2");
         let told = state.departed.lock().unwrap();
-        assert_eq!(told.withdrawn.len, MAX_WITHDRAWN);
-        assert_eq!(told.withdrawn.of("many").len(), MAX_WITHDRAWN);
+        assert_eq!(told.withdrawn.len(), MAX_WITHDRAWN);
+        assert_eq!(told.withdrawn_of("many").count(), MAX_WITHDRAWN - 1);
     }
 
     #[test]

@@ -105,9 +105,9 @@ async fn soak() {
 
 /// Checks a past run again with this checker (`CHAOS_RECHECK=DIR`, its output
 /// folder; the other `CHAOS_` variables as for the run, for the report): writes
-/// `DIR/recheck.md` (and `CHAOS_REPORT`), and fails on any violation. Runs
-/// that did not record their watchers' kinds had ours first, then the
-/// original's.
+/// `DIR/recheck.md` (and `CHAOS_REPORT`), and fails on any violation. Whether
+/// the cluster was mixed is read from the record; runs that did not record
+/// their watchers' kinds had ours first, then the original's.
 #[test]
 #[ignore = "checks a past run again: CHAOS_RECHECK=DIR"]
 fn recheck() {
@@ -116,13 +116,20 @@ fn recheck() {
         out: dir.clone(),
         ..Settings::from_env()
     };
-    let mixed = settings.originals > 0;
-    let watchers = if mixed {
-        vec![Kind::Ours, Kind::Ours, Kind::Original, Kind::Original]
-    } else {
-        vec![Kind::Ours, Kind::Ours]
+    let events = dir.join("events.jsonl");
+    let record = record::Record::load(&events, &[]);
+    let mixed = record
+        .coordinators
+        .iter()
+        .any(|(k, _)| *k == Kind::Original);
+    let record = match record.watchers.is_empty() {
+        true if mixed => record::Record::load(
+            &events,
+            &[Kind::Ours, Kind::Ours, Kind::Original, Kind::Original],
+        ),
+        true => record::Record::load(&events, &[Kind::Ours, Kind::Ours]),
+        false => record,
     };
-    let record = record::Record::load(&dir.join("events.jsonl"), &watchers);
     let bounds = Bounds::for_heartbeat(settings.h_ms);
     let findings = check(&record, bounds, mixed);
     let report = report::markdown(&settings, &record, &findings, bounds);

@@ -153,6 +153,10 @@ impl Record {
             };
             let at = e["at"].as_u64().unwrap_or(0);
             record.duration = record.duration.max(at);
+            if e["snapshot"] == true {
+                record.duration = at;
+                break;
+            }
             let kind = e["kind"].as_str().and_then(Kind::from_label);
             if let Some(label) = e["fault"].as_str() {
                 let kinds = [
@@ -201,7 +205,9 @@ impl Record {
                 let watcher = watcher as usize;
                 match (kind, e.get("view")) {
                     (Some(kind), None) => {
-                        record.watchers.resize(watcher + 1, kind);
+                        if record.watchers.len() <= watcher {
+                            record.watchers.resize(watcher + 1, kind);
+                        }
                         record.watchers[watcher] = kind;
                     }
                     (_, Some(view)) => record.views.push(View {
@@ -347,6 +353,37 @@ impl Recorder {
     pub fn snapshot(&self) -> Record {
         let mut record = lock(&self.record).clone();
         record.duration = self.now();
+        // What is written after (the last publishers ending) is not checked.
+        self.write(json!({"at": record.duration, "snapshot": true}));
         record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_as_it_was_checked() {
+        let dir = std::env::temp_dir().join(format!("hakken-chaos-record-{}", fastrand::u64(..)));
+        let recorder = Recorder::new(&dir);
+        recorder.coordinator(Kind::Ours, "a:1");
+        recorder.coordinator(Kind::Original, "b:1");
+        let watcher = recorder.watcher(Kind::Original);
+        let publisher = recorder.publisher_started(Kind::Ours, "pub-1:80", true);
+        recorder.view(watcher, BTreeSet::from(["pub-1:80".to_owned()]));
+        recorder.probe(1, 5, None);
+        recorder.probe(0, 6, Some(BTreeSet::new()));
+        recorder.fault(FaultKind::Partition, Some(0), 7, 9);
+        recorder.fault(FaultKind::RestartAll, None, 10, 12);
+        recorder.publisher_ended(publisher, End::Closed);
+        recorder.skipped("why".into());
+        let checked = recorder.snapshot();
+        // After the snapshot: not checked, not read back.
+        recorder.publisher_started(Kind::Ours, "after:80", false);
+        recorder.flush();
+        let read = Record::load(&dir.join("events.jsonl"), &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{checked:?}"));
     }
 }

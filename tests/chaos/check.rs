@@ -650,43 +650,64 @@ mod tests {
         assert!(found.violations.iter().any(|v| v.invariant == "safety"));
     }
 
+    /// The one partition's convergence, with no violation, in a mixed cluster
+    /// (H = 1 s) of one coordinator of ours with its `probes`: one publisher
+    /// (`p:80`) of `kind` out from `start` to `end`, one watcher of `watcher`'s
+    /// kind with its `views`, every coordinator restarted from 11 s to 12 s,
+    /// and the coordinator partitioned from 15 s to `heal`.
+    fn after_a_restart_of_all(
+        kind: Kind,
+        start: u64,
+        end: Option<(u64, End)>,
+        watcher: Kind,
+        views: Vec<View>,
+        probes: Vec<Probe>,
+        heal: u64,
+    ) -> u64 {
+        let record = Record {
+            publishers: vec![Publisher {
+                kind,
+                host: "p:80".into(),
+                inside: false,
+                start,
+                end,
+            }],
+            watchers: vec![watcher],
+            coordinators: vec![(Kind::Ours, "c:1".into())],
+            views,
+            probes,
+            faults: vec![
+                Fault {
+                    kind: FaultKind::RestartAll,
+                    coordinator: None,
+                    start: 11_000,
+                    heal: 12_000,
+                },
+                Fault {
+                    kind: FaultKind::Partition,
+                    coordinator: Some(0),
+                    start: 15_000,
+                    heal,
+                },
+            ],
+            duration: 60_000,
+            ..Record::default()
+        };
+        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
+        assert!(findings.violations.is_empty(), "{:?}", findings.violations);
+        assert_eq!(findings.convergence[&FaultKind::Partition].len(), 1);
+        findings.convergence[&FaultKind::Partition][0]
+    }
+
     /// Found by the soak (run 19): a publisher of ours, out 3 s after every
     /// coordinator restarted, reached the original's watchers only at their
     /// client's resync, 5.6 s later, past the heal of a partition.
     #[test]
     fn the_originals_frozen_watchers_are_not_waited_for_until_their_resync() {
         let convergence = |since: u64, start: u64| {
-            let record = Record {
-                publishers: vec![Publisher {
-                    kind: Kind::Ours,
-                    host: "p:80".into(),
-                    inside: false,
-                    start,
-                    end: None,
-                }],
-                watchers: vec![Kind::Original],
-                coordinators: vec![(Kind::Ours, "c:1".into())],
-                views: vec![view(0, since, &[]), view(0, 22_000, &["p:80"])],
-                faults: vec![
-                    Fault {
-                        kind: FaultKind::RestartAll,
-                        coordinator: None,
-                        start: 11_000,
-                        heal: 12_000,
-                    },
-                    Fault {
-                        kind: FaultKind::Partition,
-                        coordinator: Some(0),
-                        start: 15_000,
-                        heal: 18_000,
-                    },
-                ],
-                duration: 60_000,
-                ..Record::default()
-            };
-            let findings = check(&record, Bounds::for_heartbeat(1_000), true);
-            assert!(findings.violations.is_empty(), "{:?}", findings.violations);
-            findings.convergence[&FaultKind::Partition][0]
+            let views = vec![view(0, since, &[]), view(0, 22_000, &["p:80"])];
+            let original = Kind::Original;
+            after_a_restart_of_all(Kind::Ours, start, None, original, views, vec![], 18_000)
         };
         // Unchanged since before the restart: frozen, for what came out since
         // (or just before: the watcher's lag).
@@ -702,37 +723,11 @@ mod tests {
     /// without holding convergence back.
     #[test]
     fn a_frozen_view_holding_what_safety_allows_is_consistent() {
-        let record = Record {
-            publishers: vec![Publisher {
-                kind: Kind::Ours,
-                host: "p:80".into(),
-                inside: false,
-                start: 0,
-                end: Some((10_000, End::Killed)),
-            }],
-            watchers: vec![Kind::Original],
-            coordinators: vec![(Kind::Ours, "c:1".into())],
-            views: vec![view(0, 5_000, &["p:80"]), view(0, 23_000, &[])],
-            faults: vec![
-                Fault {
-                    kind: FaultKind::RestartAll,
-                    coordinator: None,
-                    start: 11_000,
-                    heal: 12_000,
-                },
-                Fault {
-                    kind: FaultKind::Partition,
-                    coordinator: Some(0),
-                    start: 15_000,
-                    heal: 18_000,
-                },
-            ],
-            duration: 60_000,
-            ..Record::default()
-        };
-        let findings = check(&record, Bounds::for_heartbeat(1_000), true);
-        assert!(findings.violations.is_empty(), "{:?}", findings.violations);
-        assert_eq!(findings.convergence[&FaultKind::Partition], [0]);
+        let end = Some((10_000, End::Killed));
+        let views = vec![view(0, 5_000, &["p:80"]), view(0, 23_000, &[])];
+        let convergence =
+            after_a_restart_of_all(Kind::Ours, 0, end, Kind::Original, views, vec![], 18_000);
+        assert_eq!(convergence, 0);
     }
 
     /// Found by the soak (run 19): a publisher of the original's, out 37 ms
@@ -741,54 +736,26 @@ mod tests {
     /// a watch following that coordinator missed it for 2 s after a later fault.
     #[test]
     fn the_originals_publishers_may_be_missing_until_their_resync_after_a_restart_of_all() {
-        let restart = Fault {
-            kind: FaultKind::RestartAll,
-            coordinator: None,
-            start: 11_000,
-            heal: 12_000,
-        };
-        // Missing from 16 s until `back`; a partition 15 s to `heal`; the
+        // Missing from 16 s until `back`; the partition healed at `heal`; the
         // coordinator's answers every 500 ms hold it or not.
         let convergence = |kind: Kind, heal: u64, back: u64, answers_hold: bool| {
-            let partition = Fault {
-                kind: FaultKind::Partition,
-                coordinator: Some(0),
-                start: 15_000,
-                heal,
-            };
-            let record = Record {
-                publishers: vec![Publisher {
-                    kind,
-                    host: "p:80".into(),
-                    inside: false,
-                    start: 10_000,
-                    end: None,
-                }],
-                watchers: vec![Kind::Ours],
-                coordinators: vec![(Kind::Ours, "c:1".into())],
-                views: vec![
-                    view(0, 10_500, &["p:80"]),
-                    view(0, 16_000, &[]),
-                    view(0, back, &["p:80"]),
-                ],
-                faults: vec![restart.clone(), partition],
-                probes: (0..120)
-                    .map(|i| Probe {
-                        coordinator: 0,
-                        at: i * 500,
-                        hosts: Some(if answers_hold {
-                            BTreeSet::from(["p:80".to_owned()])
-                        } else {
-                            BTreeSet::new()
-                        }),
-                    })
-                    .collect(),
-                duration: 60_000,
-                ..Record::default()
-            };
-            let findings = check(&record, Bounds::for_heartbeat(1_000), true);
-            assert!(findings.violations.is_empty(), "{:?}", findings.violations);
-            findings.convergence[&FaultKind::Partition][0]
+            let views = vec![
+                view(0, 10_500, &["p:80"]),
+                view(0, 16_000, &[]),
+                view(0, back, &["p:80"]),
+            ];
+            let probes = (0..120)
+                .map(|i| Probe {
+                    coordinator: 0,
+                    at: i * 500,
+                    hosts: Some(if answers_hold {
+                        BTreeSet::from(["p:80".to_owned()])
+                    } else {
+                        BTreeSet::new()
+                    }),
+                })
+                .collect();
+            after_a_restart_of_all(kind, 10_000, None, Kind::Ours, views, probes, heal)
         };
         // Until the heal (12 s) plus 12 s, the original's publisher is not
         // missed while a coordinator lacks it too; past it, it is; so it is

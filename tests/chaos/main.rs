@@ -130,20 +130,7 @@ fn recheck() {
         true => record::Record::load(&events, &[Kind::Ours, Kind::Ours]),
         false => record,
     };
-    let bounds = Bounds::for_heartbeat(settings.h_ms);
-    let findings = check(&record, bounds, mixed);
-    let report = report::markdown(&settings, &record, &findings, bounds);
-    std::fs::write(dir.join("recheck.md"), &report).expect("recheck.md");
-    if let Some(path) = &settings.report {
-        std::fs::write(path, reliability(&report)).expect("the report file");
-    }
-    eprintln!("{report}");
-    assert!(
-        findings.violations.is_empty(),
-        "{} violations; see {}",
-        findings.violations.len(),
-        dir.join("recheck.md").display()
-    );
+    check_and_report(&settings, &record, mixed, "recheck.md");
 }
 
 /// The publishers out now.
@@ -301,10 +288,17 @@ async fn run(settings: Settings) {
         running.end(End::Killed, &recorder).await;
     }
 
+    check_and_report(&settings, &record, mixed, "report.md");
+}
+
+/// Checks `record`, writes the report to `name` in the output folder (and to
+/// `CHAOS_REPORT`), and fails on any violation.
+fn check_and_report(settings: &Settings, record: &record::Record, mixed: bool, name: &str) {
     let bounds = Bounds::for_heartbeat(settings.h_ms);
-    let findings = check(&record, bounds, mixed);
-    let report = report::markdown(&settings, &record, &findings, bounds);
-    std::fs::write(settings.out.join("report.md"), &report).expect("report.md");
+    let findings = check(record, bounds, mixed);
+    let report = report::markdown(settings, record, &findings, bounds);
+    let path = settings.out.join(name);
+    std::fs::write(&path, &report).expect("the run's report");
     if let Some(path) = &settings.report {
         std::fs::write(path, reliability(&report)).expect("the report file");
     }
@@ -313,7 +307,7 @@ async fn run(settings: Settings) {
         findings.violations.is_empty(),
         "{} violations; see {}",
         findings.violations.len(),
-        settings.out.join("report.md").display()
+        path.display()
     );
 }
 

@@ -253,6 +253,15 @@ fn lines_of(file: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Takes `host`'s listing line out of a registry file's `lines`, and out of
+/// its head's count and its end marker.
+fn without_listing(lines: &mut Vec<serde_json::Value>, host: &str) {
+    lines.retain(|line| line["listing"]["host"] != host);
+    let count = lines.len() - 2;
+    lines[0]["count"] = count.into();
+    *lines.last_mut().unwrap() = serde_json::json!({ "end": count });
+}
+
 fn write_lines(file: &Path, lines: &[serde_json::Value]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(file, text).unwrap();
@@ -342,11 +351,9 @@ async fn a_watch_drops_what_a_restarted_coordinator_had_let_go_of() {
     // The file says b left just now: its listing line goes, the head names it.
     let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
-    lines.retain(|line| line["listing"]["host"] != "b:1");
-    lines[0]["count"] = 1.into();
+    without_listing(&mut lines, "b:1");
     lines[0]["left"] =
         serde_json::json!([{"service": "svc", "host": "b:1", "msBefore": 0, "how": "withdrawn"}]);
-    *lines.last_mut().unwrap() = serde_json::json!({"end": 1});
     write_lines(&file, &lines);
     restarted_and_dropped(&mut coordinator, client, &watch).await;
 }
@@ -363,9 +370,7 @@ async fn a_watch_drops_what_is_withdrawn_at_a_partial_coordinator_that_never_lis
     // The file knows nothing of b.
     let file = registry_file(&dir.0);
     let mut lines = lines_of(&file);
-    lines.retain(|line| line["listing"]["host"] != "b:1");
-    lines[0]["count"] = 1.into();
-    *lines.last_mut().unwrap() = serde_json::json!({"end": 1});
+    without_listing(&mut lines, "b:1");
     write_lines(&file, &lines);
     coordinator.restart().await;
     let addr = coordinator.address();

@@ -347,10 +347,11 @@ impl Shared {
             (removed, moved, registry.names_index() != names)
         };
         if moved {
-            self.persist.wanted.notify_one();
             self.changes.notify(&Topic::Service(service.to_owned()));
         }
         if removed.is_some() {
+            // A withdrawal of what was not held is not written (memory only).
+            self.persist.wanted.notify_one();
             self.metrics.deleted.inc();
         }
         if names_changed {

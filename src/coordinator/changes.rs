@@ -16,6 +16,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 /// Something a blocking query can wait on.
@@ -33,7 +34,9 @@ pub(crate) enum Topic {
 /// streams, so that a change is rendered once, not once per stream.
 #[derive(Default)]
 struct Waiters {
-    notify: Notify,
+    /// In an `Arc` so that a stream can keep a wait registered between its turns
+    /// ([`StreamHold::notified`]).
+    notify: Arc<Notify>,
     rendered: Mutex<Option<(u64, Bytes)>>,
 }
 
@@ -187,9 +190,10 @@ impl Drop for Hold<'_> {
 }
 
 impl StreamHold {
-    /// The notifier to await; create its `notified()` future before reading the index.
-    pub fn notify(&self) -> &Notify {
-        &self.waiters().notify
+    /// A wait for the topic's next change that the stream can keep: enable it
+    /// before reading the index.
+    pub fn notified(&self) -> OwnedNotified {
+        self.waiters().notify.clone().notified_owned()
     }
 
     /// The state at `index` as its streams send it: `render`ed by the first

@@ -229,14 +229,21 @@ async fn write_chunk<S>(io: &mut S, data: &[u8]) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
-    let mut size = [0u8; 20];
-    let size = {
-        use std::io::Write;
-        let mut cursor = std::io::Cursor::new(&mut size[..]);
-        write!(cursor, "{:x}\r\n", data.len())?;
-        let n = cursor.position() as usize;
-        &size[..n]
-    };
+    // The size in hex, then CRLF (written by hand: this runs once per event per
+    // stream).
+    let mut size = [0u8; 18];
+    let mut at = 16;
+    let mut n = data.len();
+    loop {
+        at -= 1;
+        size[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    size[16..].copy_from_slice(b"\r\n");
+    let size = &size[at..];
     let parts: [&[u8]; 3] = [size, data, b"\r\n"];
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let slices = parts.map(std::io::IoSlice::new);
@@ -326,10 +333,12 @@ mod tests {
                 std::task::Poll::Ready(Ok(()))
             }
         }
-        let mut out = Trickle(Vec::new());
-        let data = vec![b'x'; 26];
-        write_chunk(&mut out, &data).await.unwrap();
-        let expected = [b"1a\r\n".as_slice(), &data, b"\r\n"].concat();
-        assert_eq!(out.0, expected);
+        for (len, size) in [(1, "1"), (26, "1a"), (4096, "1000"), (70_000, "11170")] {
+            let mut out = Trickle(Vec::new());
+            let data = vec![b'x'; len];
+            write_chunk(&mut out, &data).await.unwrap();
+            let expected = [format!("{size}\r\n").as_bytes(), &data, b"\r\n"].concat();
+            assert_eq!(out.0, expected);
+        }
     }
 }

@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -84,13 +85,16 @@ fn later(at: Instant, every: Duration) -> Instant {
 /// An open stream: what it waits on and what it sent last.
 ///
 /// Its keep-alive timer and its wait for shutdown are made once, not per event:
-/// a change costs a stream no timer and no registration beyond the topic's
-/// notifier. The timer is moved only when it fires early (something was sent
-/// since it was set).
+/// a change costs a stream no timer, one registration with the topic's notifier
+/// and one read of the state. The timer is moved only when it fires early
+/// (something was sent since it was set).
 struct Open {
     shared: Arc<Shared>,
     topic: Topic,
     hold: StreamHold,
+    /// A wait for the topic's next change, registered before the state `sent`
+    /// was read (so a change since has fired it); none once it fired.
+    armed: Pin<Box<Option<OwnedNotified>>>,
     sent: Option<u64>,
     /// When the stream last wrote anything.
     wrote: Instant,
@@ -120,6 +124,7 @@ impl Open {
             shared,
             topic,
             hold,
+            armed: Box::pin(None),
             sent,
             wrote: Instant::now(),
             keepalive: Box::pin(tokio::time::sleep(every)),
@@ -128,22 +133,43 @@ impl Open {
     }
 
     /// Waits until there is something to send: a new state, a keep-alive, or the
-    /// end (shutdown).
+    /// end (shutdown). Never [`Step::Changed`].
     async fn step(&mut self) -> Step {
-        let notified = self.hold.notify().notified();
-        tokio::pin!(notified);
-        // Registered before the state is read, so a change in between is not missed.
-        notified.as_mut().enable();
-        let (index, data) = current(&self.shared, &self.topic);
-        if self.sent != Some(index) {
-            self.sent = Some(index);
-            self.wrote = Instant::now();
-            return Step::Send(self.hold.rendered(index, || event(index, &data)));
+        loop {
+            match self.turn().await {
+                Step::Changed => continue,
+                step => return step,
+            }
+        }
+    }
+
+    /// One turn: the state if it changed since it was sent, else a wait for a
+    /// change (then [`Step::Changed`]), a keep-alive or the end.
+    async fn turn(&mut self) -> Step {
+        if self.armed.is_none() {
+            // Registered before the state is read, so a change in between is not
+            // missed; it stays registered while what was read is sent.
+            self.armed.set(Some(self.hold.notified()));
+            if let Some(armed) = self.armed.as_mut().as_pin_mut() {
+                armed.enable();
+            }
+            let (index, data) = current(&self.shared, &self.topic);
+            if self.sent != Some(index) {
+                self.sent = Some(index);
+                self.wrote = Instant::now();
+                return Step::Send(self.hold.rendered(index, || event(index, &data)));
+            }
         }
         let every = self.shared.config.stream_keepalive;
         loop {
+            let Some(armed) = self.armed.as_mut().as_pin_mut() else {
+                return Step::Changed;
+            };
             tokio::select! {
-                _ = &mut notified => return Step::Changed,
+                _ = armed => {
+                    self.armed.set(None);
+                    return Step::Changed;
+                }
                 _ = self.keepalive.as_mut() => {
                     let due = later(self.wrote, every);
                     if due > Instant::now() {
@@ -172,16 +198,12 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
     shared.metrics.streams.inc();
     let open = Open::new(shared.clone(), topic, hold, last_event_id(headers));
     let events = futures_util::stream::unfold(open, |mut open| async move {
-        loop {
-            match open.step().await {
-                Step::Send(event) => return Some((Ok::<_, Infallible>(event), open)),
-                Step::KeepAlive => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), open))
-                }
-                Step::Changed => continue,
-                Step::End => return None,
-            }
-        }
+        let frame = match open.step().await {
+            Step::Send(event) => event,
+            Step::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
+            Step::Changed | Step::End => return None,
+        };
+        Some((Ok::<_, Infallible>(frame), open))
     });
     let mut response = Body::from_stream(events).into_response();
     let headers = response.headers_mut();

@@ -2,16 +2,19 @@
 //! our coordinator (core 0). Every watcher is its own connection from this driver
 //! (core 1), as separate processes would have them: a stream (`Accept:
 //! text/event-stream`), or a blocking query re-asked after each answer on a
-//! kept-alive connection. A watcher has a change when the bytes of the new state
-//! have arrived: the driver only looks for the payload's `"v":N` in them, so what
-//! is timed is the coordinator and the network, not a client's decoding. Watchers
+//! kept-alive connection. A watcher has a change when it has read the bytes of
+//! the new state: the driver only looks for the payload's `"v":N` in them, so what
+//! is timed is the coordinator and the network, not a client's decoding. The
+//! kernel's receive timestamp also gives when those bytes arrived at the socket,
+//! whatever the driver's own pace reading them. Watchers
 //! speak HTTP/1.1 on plain sockets and record into a shared [`Board`]: with a
 //! client library and a channel per delivery, the driver spent more system time
 //! per delivery (4.7 µs) than the coordinator (3.9 µs), and timed itself as much
 //! as the coordinator.
 //!
 //! 1. 1,000 watchers, each way: per (change, watcher) latency from just before
-//!    the write until that watcher has the change.
+//!    the write until that watcher has the change; streams again with the
+//!    coordinator on both cores.
 //! 2. 10,000 watchers, each way: until every watcher has the change; coordinator
 //!    memory per open stream (and per held query).
 //! 3. Heartbeat throughput (wrk, as in section 1) without streams, with 10,000
@@ -21,11 +24,14 @@ use crate::util::*;
 use crate::workloads::{hb_listing, metric};
 use crate::{Check, Ctx, Section};
 use anyhow::{anyhow, bail, Result};
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
 use std::fmt::Write as _;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -82,8 +88,10 @@ struct Board {
     wanted: AtomicU64,
     /// Per watcher: the newest version seen, plus one (0: none yet).
     seen: Vec<AtomicU64>,
-    /// Per watcher: when it reached `wanted`, ns since `base`.
+    /// Per watcher: when it read what reached `wanted`, ns since `base`.
     at: Vec<AtomicU64>,
+    /// Per watcher: when that arrived at its socket, ns since `base`.
+    arrived: Vec<AtomicU64>,
     /// Watchers that reached `wanted`.
     count: AtomicUsize,
     /// Told when `count` reaches every watcher.
@@ -97,6 +105,7 @@ impl Board {
             wanted: AtomicU64::new(0),
             seen: (0..n).map(|_| AtomicU64::new(0)).collect(),
             at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            arrived: (0..n).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicUsize::new(0),
             all: Notify::new(),
         }
@@ -116,14 +125,15 @@ impl Board {
         self.count.fetch_add(already, Ordering::SeqCst);
     }
 
-    /// Watcher `id` has version `v`, since `now`.
-    fn saw(&self, id: usize, v: u64, now: Instant) {
+    /// Watcher `id` has version `v`, from what `got` read.
+    fn saw(&self, id: usize, v: u64, got: &Got) {
         let wanted = self.wanted.load(Ordering::SeqCst);
-        // `at` first: once `seen` says a watcher has what is wanted, its time is
-        // there (only this watcher's task writes either).
+        // The times first: once `seen` says a watcher has what is wanted, its
+        // times are there (only this watcher's task writes any of them).
         if self.seen[id].load(Ordering::SeqCst) < wanted && v + 1 >= wanted {
-            let ns = now.saturating_duration_since(self.base).as_nanos() as u64;
-            self.at[id].store(ns, Ordering::SeqCst);
+            let ns = |at: Instant| at.saturating_duration_since(self.base).as_nanos() as u64;
+            self.at[id].store(ns(got.read), Ordering::SeqCst);
+            self.arrived[id].store(ns(got.arrived), Ordering::SeqCst);
         }
         let before = self.seen[id].fetch_max(v + 1, Ordering::SeqCst);
         // The count only wakes the driver; what is reported is read from `seen`.
@@ -161,29 +171,88 @@ impl Board {
             .count()
     }
 
-    /// Per watcher that has what was armed: µs from `t0` until it had it. A time
-    /// from before `t0` (a watcher caught between its two stores) is left out, as
-    /// missed.
-    fn latencies(&self, t0: Instant) -> Vec<u64> {
+    /// Per watcher that has what was armed: µs from `t0` until it read it, and
+    /// until it arrived. A read from before `t0` (a watcher caught between its
+    /// stores) is left out, as missed.
+    fn latencies(&self, t0: Instant) -> Vec<(u64, u64)> {
         let wanted = self.wanted.load(Ordering::SeqCst);
         let t0 = t0.saturating_duration_since(self.base).as_nanos() as u64;
-        self.seen
-            .iter()
-            .zip(&self.at)
-            .filter(|(seen, _)| seen.load(Ordering::SeqCst) >= wanted)
-            .map(|(_, at)| at.load(Ordering::SeqCst))
-            .filter(|at| *at >= t0)
-            .map(|at| (at - t0) / 1_000)
+        (0..self.seen.len())
+            .filter(|&id| self.seen[id].load(Ordering::SeqCst) >= wanted)
+            .map(|id| {
+                let at = self.at[id].load(Ordering::SeqCst);
+                let arrived = self.arrived[id].load(Ordering::SeqCst);
+                (at, arrived)
+            })
+            .filter(|(at, _)| *at >= t0)
+            .map(|(at, arrived)| ((at - t0) / 1_000, arrived.saturating_sub(t0) / 1_000))
             .collect()
     }
 }
 
-/// Connects and sends `request`; the connection has no delay on small writes.
+/// Connects and sends `request`; the connection has no delay on small writes, and
+/// the kernel stamps what arrives on it (`SO_TIMESTAMPNS`, read by [`read`]).
 async fn connect(addr: &str, request: &str) -> Result<TcpStream> {
     let mut socket = TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
     socket.write_all(request.as_bytes()).await?;
     Ok(socket)
+}
+
+/// What one read of a watcher's socket took.
+struct Got {
+    /// Bytes read (0: the connection closed).
+    n: usize,
+    /// When the last of them arrived at the socket: the kernel's receive
+    /// timestamp, moved onto the monotonic clock (the read, without one).
+    arrived: Instant,
+    /// When they were read.
+    read: Instant,
+}
+
+/// Reads what `socket` has into `buffer`, with when it arrived (see [`Got`]).
+///
+/// The driver reads 1,000 or 10,000 sockets on one core, one after another, where
+/// separate processes would each read their own: the arrival is when the watcher
+/// has the bytes, whatever the driver's own pace.
+async fn read(socket: &TcpStream, buffer: &mut [u8]) -> Result<Got> {
+    loop {
+        socket.readable().await?;
+        let got = socket.try_io(Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(buffer)];
+            let mut space = nix::cmsg_space!(TimeSpec);
+            let msg = recvmsg::<()>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::empty(),
+            )?;
+            let stamp = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|cmsg| match cmsg {
+                    ControlMessageOwned::ScmTimestampns(at) => Some(at),
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, stamp))
+        });
+        let (n, stamp) = match got {
+            Ok(got) => got,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error.into()),
+        };
+        let read = Instant::now();
+        // How long ago it arrived, on the wall clock the stamp is on.
+        let age = stamp
+            .and_then(|at| {
+                let at =
+                    std::time::UNIX_EPOCH + Duration::new(at.tv_sec() as u64, at.tv_nsec() as u32);
+                std::time::SystemTime::now().duration_since(at).ok()
+            })
+            .unwrap_or_default();
+        let arrived = read.checked_sub(age).unwrap_or(read);
+        return Ok(Got { n, arrived, read });
+    }
 }
 
 /// One watcher reading a stream on a socket of its own (HTTP/1.1 written and read
@@ -193,17 +262,16 @@ async fn stream_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<()
     let request = format!(
         "GET /v1/listings/{SERVICE} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n"
     );
-    let mut socket = connect(&addr, &request).await?;
+    let socket = connect(&addr, &request).await?;
     let mut buffer = vec![0u8; 2048];
     let mut pending: Vec<u8> = Vec::new();
     let mut head = true;
     loop {
-        let n = socket.read(&mut buffer).await?;
-        if n == 0 {
+        let got = read(&socket, &mut buffer).await?;
+        if got.n == 0 {
             bail!("stream ended");
         }
-        let now = Instant::now();
-        pending.extend_from_slice(&buffer[..n]);
+        pending.extend_from_slice(&buffer[..got.n]);
         if head {
             let Some(end) = head_end(&pending) else {
                 continue;
@@ -220,7 +288,7 @@ async fn stream_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<()
         // encoding's framing in between does not matter to the search.
         if let Some(end) = pending.windows(2).rposition(|w| w == b"\n\n") {
             if let Some(v) = version(&pending[..end]) {
-                board.saw(id, v, now);
+                board.saw(id, v, &got);
             }
             pending.drain(..end + 2);
         }
@@ -264,6 +332,11 @@ async fn blocking_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<
             None => socket.insert(connect(&addr, &request).await?),
         };
         // The head, then a body of its Content-Length.
+        let mut last = Got {
+            n: 0,
+            arrived: Instant::now(),
+            read: Instant::now(),
+        };
         let (head_len, body_len) = loop {
             if let Some(end) = head_end(&pending) {
                 let head = std::str::from_utf8(&pending[..end])?;
@@ -280,22 +353,21 @@ async fn blocking_watcher(addr: String, id: usize, board: Arc<Board>) -> Result<
                 );
                 break (end, length);
             }
-            let n = socket.read(&mut buffer).await?;
-            if n == 0 {
+            last = read(socket, &mut buffer).await?;
+            if last.n == 0 {
                 bail!("connection closed");
             }
-            pending.extend_from_slice(&buffer[..n]);
+            pending.extend_from_slice(&buffer[..last.n]);
         };
         while pending.len() < head_len + body_len {
-            let n = socket.read(&mut buffer).await?;
-            if n == 0 {
+            last = read(socket, &mut buffer).await?;
+            if last.n == 0 {
                 bail!("connection closed");
             }
-            pending.extend_from_slice(&buffer[..n]);
+            pending.extend_from_slice(&buffer[..last.n]);
         }
-        let now = Instant::now();
         if let Some(v) = version(&pending[head_len..head_len + body_len]) {
-            board.saw(id, v, now);
+            board.saw(id, v, &last);
         }
         pending.drain(..head_len + body_len);
     }
@@ -369,10 +441,13 @@ fn stat_cpu_us(stat: &str) -> u64 {
 /// What one series of changes measured.
 #[derive(Default)]
 struct Stats {
-    /// Every (change, watcher) latency, µs.
+    /// Every (change, watcher) latency until the watcher read it, µs.
     samples: Vec<u64>,
-    /// Per change: until the last watcher had it, µs.
+    /// Per change: until the last watcher read it, µs.
     all: Vec<u64>,
+    /// The same two, until it arrived at the watcher's socket.
+    arrived: Vec<u64>,
+    arrived_all: Vec<u64>,
     missed: usize,
     changes: u64,
     /// CPU time of the coordinator and of this driver over the changes, µs.
@@ -417,9 +492,11 @@ async fn changes(
             .wait(tokio::time::Instant::now() + CHANGE_LIMIT)
             .await;
         let latencies = watchers.board.latencies(t0);
-        let last = latencies.iter().copied().max().unwrap_or(0);
+        let last = latencies.iter().map(|l| l.0).max().unwrap_or(0);
+        let last_arrived = latencies.iter().map(|l| l.1).max().unwrap_or(0);
         stats.missed += watchers.n.saturating_sub(latencies.len());
-        stats.samples.extend(latencies);
+        stats.samples.extend(latencies.iter().map(|l| l.0));
+        stats.arrived.extend(latencies.iter().map(|l| l.1));
         // A watcher that failed (a refusal, a closed connection) is an error of the
         // run, not a slow delivery.
         let failed = failure(&mut watchers.tasks);
@@ -427,6 +504,7 @@ async fn changes(
             bail!("a {} watcher failed{failed}", way.label());
         }
         stats.all.push(last);
+        stats.arrived_all.push(last_arrived);
         stats.changes += 1;
     }
     stats.coordinator_cpu = cpu_us(&pid).saturating_sub(coordinator_before);
@@ -451,6 +529,23 @@ fn row(what: &str, n: usize, stats: &Stats) -> String {
         stats.missed,
         stats.coordinator_cpu as f64 / events,
         stats.driver_cpu as f64 / events,
+    )
+}
+
+/// The same series, until the changes arrived at the watchers' sockets.
+fn arrival_row(what: &str, n: usize, stats: &Stats) -> String {
+    let mut s = stats.arrived.clone();
+    s.sort_unstable();
+    let mut a = stats.arrived_all.clone();
+    a.sort_unstable();
+    format!(
+        "| {what} | {} × {n} | {} | {} | {} | {} | {} |",
+        stats.changes,
+        ms(pct(&s, 50.0)),
+        ms(pct(&s, 99.0)),
+        ms(s.last().copied().unwrap_or(0)),
+        ms(pct(&a, 50.0)),
+        ms(a.last().copied().unwrap_or(0)),
     )
 }
 
@@ -493,8 +588,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          /v1/listings/{SERVICE}` with `Accept: text/event-stream`, held open. *Blocking \
          query*: `GET /v1/listings/{SERVICE}?index=N&wait=300s`, asked again on the same \
          kept-alive connection after each answer. One publisher changes the listing's \
-         payload (`POST /v1/listings`, `v` = 1, 2, …); a watcher has the change when the \
-         bytes of the new state have arrived (the driver only looks for `\"v\":N` in \
+         payload (`POST /v1/listings`, `v` = 1, 2, …); a watcher has the change when it has read the \
+         bytes of the new state (the driver only looks for `\"v\":N` in \
          them). Each watcher writes its request and reads its answers on a plain socket \
          (no HTTP client library), and records what it saw in a shared table (no \
          channel), so that the driver's own cost per delivery is little more than the \
@@ -504,8 +599,13 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          {SMALL_WARMUP} untimed changes ({LARGE_WARMUP} with {LARGE} watchers): the first \
          changes after the watchers connect are slower (about 2× for the first 15 with \
          {SMALL} streams). The latency is from \
-         just before the write until the watcher has the change; `all` is, per change, \
-         until the last watcher had it. *CPU per delivery* is the CPU time (user and \
+         just before the write until the watcher has read the change; `all` is, per change, \
+         until the last watcher had it. A second table gives the same changes until they \
+         arrived at each watcher's socket (the kernel's receive timestamp): this driver \
+         reads every socket on one core, one after another, where separate processes would \
+         each read their own. *Stream, coordinator on 2 cores*: the same 1000 streams with \
+         the coordinator on both cores (two worker threads), this driver sharing the \
+         second. *CPU per delivery* is the CPU time (user and \
          system, from /proc) the coordinator and this driver spent over the series, \
          divided by changes × watchers (for blocking queries it includes a `/metrics` \
          read every 5 ms while the driver waits for every watcher to be held again).\n"
@@ -531,6 +631,44 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         watchers.tasks.abort_all();
         small.push((way, stats));
     }
+    drop(server);
+    // The same streams with the coordinator on both cores (two worker threads);
+    // this driver shares the second.
+    let opts = CoordOpts {
+        cores: "0-1".into(),
+        ..CoordOpts::default()
+    };
+    let server = start_ours(&ctx.paths, "ours-streams-1k-2cores", &opts).await?;
+    let addr = server.addr();
+    http()
+        .post(format!("http://{addr}/v1/listings"))
+        .body(publication(v))
+        .send()
+        .await?
+        .error_for_status()?;
+    v += 1;
+    let mut watchers = open(&addr, Way::Stream, SMALL).await?;
+    changes(
+        &addr,
+        server.pid(),
+        Way::Stream,
+        &mut watchers,
+        v,
+        SMALL_WARMUP,
+    )
+    .await?;
+    v += SMALL_WARMUP;
+    let two_cores = changes(
+        &addr,
+        server.pid(),
+        Way::Stream,
+        &mut watchers,
+        v,
+        SMALL_CHANGES,
+    )
+    .await?;
+    v += SMALL_CHANGES;
+    watchers.tasks.abort_all();
     drop(server);
 
     // 2. and 3. 10,000 watchers, memory, heartbeats: one coordinator holding the
@@ -607,8 +745,30 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     for (way, stats) in &small {
         writeln!(body, "{}", row(way.label(), SMALL, stats))?;
     }
+    writeln!(
+        body,
+        "{}",
+        row("stream, coordinator on 2 cores", SMALL, &two_cores)
+    )?;
     for (way, stats) in &large {
         writeln!(body, "{}", row(way.label(), LARGE, stats))?;
+    }
+    body.push_str(
+        "\nThe same changes until they arrived at each watcher's socket (the kernel's \
+         receive timestamp, `SO_TIMESTAMPNS`), whenever the driver then read them:\n\n\
+         | way, watchers | changes × watchers | p50 | p99 | max | all p50 | all max |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for (way, stats) in &small {
+        writeln!(body, "{}", arrival_row(way.label(), SMALL, stats))?;
+    }
+    writeln!(
+        body,
+        "{}",
+        arrival_row("stream, coordinator on 2 cores", SMALL, &two_cores)
+    )?;
+    for (way, stats) in &large {
+        writeln!(body, "{}", arrival_row(way.label(), LARGE, stats))?;
     }
     writeln!(
         body,

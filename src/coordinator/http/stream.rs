@@ -146,6 +146,11 @@ impl Open {
     /// One turn: the state if it changed since it was sent, else a wait for a
     /// change (then [`Step::Changed`]), a keep-alive or the end.
     async fn turn(&mut self) -> Step {
+        // The wait below looks at a change first: under changes that never stop,
+        // this is where the end is seen.
+        if self.shared.shutdown.is_cancelled() {
+            return Step::End;
+        }
         if self.armed.is_none() {
             // Registered before the state is read, so a change in between is not
             // missed; it stays registered while what was read is sent.
@@ -165,7 +170,10 @@ impl Open {
             let Some(armed) = self.armed.as_mut().as_pin_mut() else {
                 return Step::Changed;
             };
+            // In this order, with no random pick: a change, the likeliest, is the
+            // only thing polled when it is what woke the stream.
             tokio::select! {
+                biased;
                 _ = armed => {
                     self.armed.set(None);
                     return Step::Changed;
@@ -261,6 +269,20 @@ mod tests {
         assert_eq!(waited, Duration::from_secs(10));
         shared.shutdown.cancel();
         assert!(matches!(next(&mut open).await.0, Step::End));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_shutdown_even_with_a_change_waiting() {
+        let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
+        let topic = Topic::Service("s".into());
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let mut open = Open::new(shared.clone(), topic, hold, None);
+        assert!(matches!(open.step().await, Step::Send(_)));
+        // A change is waiting when the coordinator shuts down: the stream ends
+        // without sending it (a change is looked at first while it waits).
+        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
+        shared.shutdown.cancel();
+        assert!(matches!(open.step().await, Step::End));
     }
 
     #[tokio::test(start_paused = true)]

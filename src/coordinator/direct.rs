@@ -224,26 +224,29 @@ fn write_head(out: &mut Vec<u8>, parts: &axum::http::response::Parts) {
     );
 }
 
+/// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
+/// hand: this runs once per event per stream).
+fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
+    let mut at = 16;
+    loop {
+        at -= 1;
+        out[at] = b"0123456789abcdef"[len & 15];
+        len >>= 4;
+        if len == 0 {
+            break;
+        }
+    }
+    out[16..].copy_from_slice(b"\r\n");
+    &out[at..]
+}
+
 /// Writes `data` as one chunk, in one write when the socket takes it all.
 async fn write_chunk<S>(io: &mut S, data: &[u8]) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
-    // The size in hex, then CRLF (written by hand: this runs once per event per
-    // stream).
     let mut size = [0u8; 18];
-    let mut at = 16;
-    let mut n = data.len();
-    loop {
-        at -= 1;
-        size[at] = b"0123456789abcdef"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    size[16..].copy_from_slice(b"\r\n");
-    let size = &size[at..];
+    let size = chunk_size(data.len(), &mut size);
     let parts: [&[u8]; 3] = [size, data, b"\r\n"];
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let slices = parts.map(std::io::IoSlice::new);
@@ -303,6 +306,16 @@ mod tests {
             "\x16\x03\x01\x02\x00",
         ] {
             assert!(parsed(other).is_none(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        let mut out = [0u8; 18];
+        assert_eq!(chunk_size(0, &mut out), b"0\r\n");
+        assert_eq!(chunk_size(4096, &mut out), b"1000\r\n");
+        for len in [9, 10, 255, 70_000, usize::MAX] {
+            assert_eq!(chunk_size(len, &mut out), format!("{len:x}\r\n").as_bytes());
         }
     }
 

@@ -108,10 +108,9 @@ impl Drop for Open {
     }
 }
 
-/// What one turn of a stream produces.
+/// What a stream sends next.
 enum Step {
     Send(Bytes),
-    Changed,
     KeepAlive,
     End,
 }
@@ -133,23 +132,22 @@ impl Open {
     }
 
     /// Waits until there is something to send: a new state, a keep-alive, or the
-    /// end (shutdown). Never [`Step::Changed`].
+    /// end (shutdown).
     async fn step(&mut self) -> Step {
         loop {
-            match self.turn().await {
-                Step::Changed => continue,
-                step => return step,
+            if let Some(step) = self.turn().await {
+                return step;
             }
         }
     }
 
     /// One turn: the state if it changed since it was sent, else a wait for a
-    /// change (then [`Step::Changed`]), a keep-alive or the end.
-    async fn turn(&mut self) -> Step {
+    /// change (then `None`: look again), a keep-alive or the end.
+    async fn turn(&mut self) -> Option<Step> {
         // The wait below looks at a change first: under changes that never stop,
         // this is where the end is seen.
         if self.shared.shutdown.is_cancelled() {
-            return Step::End;
+            return Some(Step::End);
         }
         if self.armed.is_none() {
             // Registered before the state is read, so a change in between is not
@@ -162,21 +160,22 @@ impl Open {
             if self.sent != Some(index) {
                 self.sent = Some(index);
                 self.wrote = Instant::now();
-                return Step::Send(self.hold.rendered(index, || event(index, &data)));
+                return Some(Step::Send(
+                    self.hold.rendered(index, || event(index, &data)),
+                ));
             }
         }
         let every = self.shared.config.stream_keepalive;
         loop {
-            let Some(armed) = self.armed.as_mut().as_pin_mut() else {
-                return Step::Changed;
-            };
+            // Armed above, or before the state last sent was read.
+            let armed = self.armed.as_mut().as_pin_mut()?;
             // In this order, with no random pick: a change, the likeliest, is the
             // only thing polled when it is what woke the stream.
             tokio::select! {
                 biased;
                 _ = armed => {
                     self.armed.set(None);
-                    return Step::Changed;
+                    return None;
                 }
                 _ = self.keepalive.as_mut() => {
                     let due = later(self.wrote, every);
@@ -186,9 +185,9 @@ impl Open {
                     }
                     self.wrote = Instant::now();
                     self.keepalive.as_mut().reset(later(self.wrote, every));
-                    return Step::KeepAlive;
+                    return Some(Step::KeepAlive);
                 }
-                _ = self.shutdown.as_mut() => return Step::End,
+                _ = self.shutdown.as_mut() => return Some(Step::End),
             }
         }
     }
@@ -209,7 +208,7 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
         let frame = match open.step().await {
             Step::Send(event) => event,
             Step::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
-            Step::Changed | Step::End => return None,
+            Step::End => return None,
         };
         Some((Ok::<_, Infallible>(frame), open))
     });
@@ -271,6 +270,37 @@ mod tests {
         assert!(matches!(next(&mut open).await.0, Step::End));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_change_goes_before_a_keep_alive_due_and_one_after_it_is_not_missed() {
+        let config = CoordinatorConfig {
+            stream_keepalive: Duration::from_secs(10),
+            ..CoordinatorConfig::default()
+        };
+        let (shared, _) = Shared::new(config, 1).unwrap();
+        let topic = Topic::Service("s".into());
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let mut open = Open::new(shared.clone(), topic, hold, None);
+        assert!(matches!(open.step().await, Step::Send(_)));
+        // The stream waits (its keep-alive timer set for 10 s), then the
+        // keep-alive is due and a change is waiting: the change goes.
+        let quiet = tokio::time::timeout(Duration::from_secs(5), open.step()).await;
+        assert!(quiet.is_err(), "nothing to send in the first 5 s");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
+        let (step, waited) = next(&mut open).await;
+        assert!(matches!(step, Step::Send(_)) && waited.is_zero());
+        let (step, waited) = next(&mut open).await;
+        assert!(matches!(step, Step::KeepAlive));
+        assert_eq!(waited, Duration::from_secs(10));
+        // A change made while the keep-alive is out is sent next, at once.
+        shared.upsert(Listing::new("s", "b:1").unwrap()).unwrap();
+        let (Step::Send(event), waited) = next(&mut open).await else {
+            panic!("the change after a keep-alive was not sent");
+        };
+        assert!(waited.is_zero());
+        assert!(String::from_utf8_lossy(&event).contains(r#""host":"b:1""#));
+    }
+
     #[tokio::test]
     async fn a_stream_ends_at_shutdown_even_with_a_change_waiting() {
         let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
@@ -279,7 +309,8 @@ mod tests {
         let mut open = Open::new(shared.clone(), topic, hold, None);
         assert!(matches!(open.step().await, Step::Send(_)));
         // A change is waiting when the coordinator shuts down: the stream ends
-        // without sending it (a change is looked at first while it waits).
+        // without sending it. (Its wait looks at a change before the shutdown, so
+        // each turn looks at the shutdown first.)
         shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
         shared.shutdown.cancel();
         assert!(matches!(open.step().await, Step::End));

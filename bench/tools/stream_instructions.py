@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """User-space instructions the coordinator spends per stream delivery, under callgrind.
 
-Instructions are counted, not timed: the same for the same binary and load, whatever
-else the machine does (section 11's latencies move by 2x from run to run here).
+Instructions are counted, not timed: for one binary, two runs counted 3,652 and
+3,647 per delivery (section 11's latencies move by 2x from run to run here).
 Starts `HAKKEN coordinator` under `valgrind --tool=callgrind`, opens N streams of
 one service from this process, makes 5 untimed changes, zeroes the counters, makes
 CHANGES changes (each once every stream has the previous one) and reports the
@@ -13,11 +13,11 @@ socket writes) is not counted.
 
 Used for item 5 of section 11's "what was tried" in BENCHMARKS.md.
 """
-import glob
 import os
 import re
 import resource
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +32,8 @@ def main():
     changes = int(sys.argv[3]) if len(sys.argv) > 3 else 30
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    out = os.path.join(tempfile.mkdtemp(prefix="hakken-callgrind-"), "callgrind.out")
+    scratch = tempfile.mkdtemp(prefix="hakken-callgrind-")
+    out = os.path.join(scratch, "callgrind.out")
     coordinator = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "coordinator",
          "--listen", "127.0.0.1", "--port", "0", "--max-streams", str(n + 100)],
@@ -44,6 +45,8 @@ def main():
             if found:
                 port = int(found.group(1))
                 break
+        if port is None:
+            sys.exit("the coordinator did not start (is valgrind installed?)")
         base = f"http://127.0.0.1:{port}"
         publish(base, 0)
         streams = Streams(port, n)
@@ -56,15 +59,13 @@ def main():
             publish(base, v)
             streams.wait_for(v)
         callgrind_control("-d", coordinator.pid)
-        # The dump is written as OUT.1.
-        deadline = time.time() + 60
-        while not glob.glob(out + ".1") and time.time() < deadline:
-            time.sleep(0.2)
         counted = instructions(out + ".1")
         print(f"{n} streams, {changes} changes: {counted:,} instructions, "
               f"{counted // (n * changes):,} per delivery")
     finally:
         coordinator.kill()
+        coordinator.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def publish(base, v):
@@ -115,10 +116,16 @@ def callgrind_control(command, pid):
 
 
 def instructions(path):
-    with open(path) as dump:
-        for line in dump:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
+    """The total of callgrind's dump at PATH, once it is written whole (its total
+    comes last)."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as dump:
+                for line in dump:
+                    if line.startswith("totals:"):
+                        return int(line.split()[1])
+        time.sleep(0.2)
     sys.exit(f"no total in {path}")
 
 

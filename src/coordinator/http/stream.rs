@@ -232,6 +232,19 @@ mod tests {
     use crate::coordinator::CoordinatorConfig;
     use crate::Listing;
 
+    /// A coordinator whose streams keep alive every `keepalive`, and a stream of
+    /// `topic` opened on it.
+    fn opened(keepalive: Duration, topic: Topic) -> (Arc<Shared>, Open) {
+        let config = CoordinatorConfig {
+            stream_keepalive: keepalive,
+            ..CoordinatorConfig::default()
+        };
+        let (shared, _) = Shared::new(config, 1).unwrap();
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let open = Open::new(shared.clone(), topic, hold, None);
+        (shared, open)
+    }
+
     /// What the next step is, and how long (paused time) it took.
     async fn next(open: &mut Open) -> (Step, Duration) {
         let started = Instant::now();
@@ -241,14 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_keep_alive_follows_a_quiet_interval_whatever_was_sent_before() {
-        let config = CoordinatorConfig {
-            stream_keepalive: Duration::from_secs(10),
-            ..CoordinatorConfig::default()
-        };
-        let (shared, _) = Shared::new(config, 1).unwrap();
-        let topic = Topic::Service("s".into());
-        let hold = shared.changes.open_stream(topic.clone()).unwrap();
-        let mut open = Open::new(shared.clone(), topic, hold, None);
+        let (shared, mut open) = opened(Duration::from_secs(10), Topic::Service("s".into()));
         let (first, waited) = next(&mut open).await;
         assert!(matches!(first, Step::Send(_)) && waited.is_zero());
         // A change 4 s in: its event goes out at once, and the keep-alive that
@@ -272,14 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_goes_before_a_keep_alive_due_and_one_after_it_is_not_missed() {
-        let config = CoordinatorConfig {
-            stream_keepalive: Duration::from_secs(10),
-            ..CoordinatorConfig::default()
-        };
-        let (shared, _) = Shared::new(config, 1).unwrap();
-        let topic = Topic::Service("s".into());
-        let hold = shared.changes.open_stream(topic.clone()).unwrap();
-        let mut open = Open::new(shared.clone(), topic, hold, None);
+        let (shared, mut open) = opened(Duration::from_secs(10), Topic::Service("s".into()));
         assert!(matches!(open.step().await, Step::Send(_)));
         // The stream waits (its keep-alive timer set for 10 s), then the
         // keep-alive is due and a change is waiting: the change goes.
@@ -303,10 +302,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_ends_at_shutdown_even_with_a_change_waiting() {
-        let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
-        let topic = Topic::Service("s".into());
-        let hold = shared.changes.open_stream(topic.clone()).unwrap();
-        let mut open = Open::new(shared.clone(), topic, hold, None);
+        let keepalive = CoordinatorConfig::default().stream_keepalive;
+        let (shared, mut open) = opened(keepalive, Topic::Service("s".into()));
         assert!(matches!(open.step().await, Step::Send(_)));
         // A change is waiting when the coordinator shuts down: the stream ends
         // without sending it. (Its wait looks at a change before the shutdown, so
@@ -318,14 +315,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_keep_alive_interval_too_long_to_count_means_none() {
-        let config = CoordinatorConfig {
-            stream_keepalive: Duration::MAX,
-            ..CoordinatorConfig::default()
-        };
-        let (shared, _) = Shared::new(config, 1).unwrap();
-        let topic = Topic::Services;
-        let hold = shared.changes.open_stream(topic.clone()).unwrap();
-        let mut open = Open::new(shared.clone(), topic, hold, None);
+        let (_shared, mut open) = opened(Duration::MAX, Topic::Services);
         assert!(matches!(open.step().await, Step::Send(_)));
         // tokio's timer gives up at 30 years: the keep-alive timer fires then, and
         // finds the next keep-alive still beyond the clock's reach.

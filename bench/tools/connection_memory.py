@@ -13,12 +13,12 @@ connection. MODE is what each connection does before it is held open:
 
 Used for the memory analysis of section 11 in BENCHMARKS.md.
 """
-import re
 import resource
 import socket
-import subprocess
 import sys
 import time
+
+from started import start
 
 
 def main():
@@ -26,17 +26,10 @@ def main():
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    coordinator = subprocess.Popen(
+    coordinator, port = start(
         ["taskset", "-c", "0", binary, "coordinator", "--listen", "127.0.0.1", "--port", "0",
-         "--max-streams", "20000", "--max-held-queries", "20000", "--max-connections", "30000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--max-streams", "20000", "--max-held-queries", "20000", "--max-connections", "30000"])
     try:
-        port = None
-        for line in coordinator.stdout:
-            found = re.search(r"127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
         body = b'{"service":"s11","host":"p:1"}'
         publish = socket.create_connection(("127.0.0.1", port))
         publish.sendall(b"POST /v1/listings HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s"

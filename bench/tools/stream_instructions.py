@@ -25,6 +25,8 @@ import tempfile
 import time
 import urllib.request
 
+from started import start
+
 
 def main():
     binary = sys.argv[1]
@@ -34,19 +36,10 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     scratch = tempfile.mkdtemp(prefix="hakken-callgrind-")
     out = os.path.join(scratch, "callgrind.out")
-    coordinator = subprocess.Popen(
+    coordinator, port = start(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "coordinator",
-         "--listen", "127.0.0.1", "--port", "0", "--max-streams", str(n + 100)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--listen", "127.0.0.1", "--port", "0", "--max-streams", str(n + 100)])
     try:
-        port = None
-        for line in coordinator.stdout:
-            found = re.search(r"127\.0\.0\.1:(\d+)", line)
-            if found:
-                port = int(found.group(1))
-                break
-        if port is None:
-            sys.exit("the coordinator did not start (is valgrind installed?)")
         base = f"http://127.0.0.1:{port}"
         publish(base, 0)
         streams = Streams(port, n)

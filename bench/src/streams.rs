@@ -774,16 +774,15 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         "\n| way, watchers | changes × watchers | p50 | p99 | max | all p50 | all max | missed | coordinator CPU per delivery | driver CPU per delivery |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
-    for (way, stats) in &small {
-        writeln!(body, "{}", row(way.label(), SMALL, stats))?;
-    }
-    writeln!(
-        body,
-        "{}",
-        row("stream, coordinator on 2 cores", SMALL, &two_cores)
-    )?;
-    for (way, stats) in &large {
-        writeln!(body, "{}", row(way.label(), LARGE, stats))?;
+    // Every series, in the order of both tables.
+    let series: Vec<(&str, usize, &Stats)> = small
+        .iter()
+        .map(|(way, stats)| (way.label(), SMALL, stats))
+        .chain([("stream, coordinator on 2 cores", SMALL, &two_cores)])
+        .chain(large.iter().map(|(way, stats)| (way.label(), LARGE, stats)))
+        .collect();
+    for (what, n, stats) in &series {
+        writeln!(body, "{}", row(what, *n, stats))?;
     }
     body.push_str(
         "\nThe same changes until they arrived at each watcher's socket (the kernel's \
@@ -792,16 +791,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          | way, watchers | changes × watchers | p50 | p99 | max | all p50 | all max | without a usable stamp |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
-    for (way, stats) in &small {
-        writeln!(body, "{}", arrival_row(way.label(), SMALL, stats))?;
-    }
-    writeln!(
-        body,
-        "{}",
-        arrival_row("stream, coordinator on 2 cores", SMALL, &two_cores)
-    )?;
-    for (way, stats) in &large {
-        writeln!(body, "{}", arrival_row(way.label(), LARGE, stats))?;
+    for (what, n, stats) in &series {
+        writeln!(body, "{}", arrival_row(what, *n, stats))?;
     }
     writeln!(
         body,

@@ -2,6 +2,7 @@
 //! `?stream=true` on the three list routes answer Server-Sent Events.
 //!
 //! - the format: the whole list first, then one event per change, `id:` the index;
+//!   every stream of a service gets each change once and in order;
 //! - `Last-Event-ID` resumes without resending an unchanged list;
 //! - a reader that does not read holds nobody up, and when it reads again gets
 //!   the newest list, skipping what it missed;
@@ -162,6 +163,39 @@ async fn last_event_id_resumes_without_resending_an_unchanged_list() {
     // An old id gets the current list at once.
     let mut behind = Reader::open(&addr, "/v1/listings/pay", Some(first.id - 1)).await;
     assert_eq!(behind.next().await.unwrap(), next);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_stream_of_a_service_gets_each_change_once_and_in_order() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
+    // Every stream of the topic is written by its one fan-out: the first open
+    // ones, and one that opens after some changes.
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let mut reader = Reader::open(&addr, "/v1/listings/pay", None).await;
+        assert_eq!(reader.next().await.unwrap().data[0]["n"], 0);
+        readers.push(reader);
+    }
+    let mut last = 0;
+    for n in 1..=10 {
+        publish(&addr, "pay", "a:1", &[("n", n.into())]).await;
+        let mut ids = Vec::new();
+        for reader in &mut readers {
+            let event = reader.next().await.unwrap();
+            assert_eq!(event.data[0]["n"], n, "each change, once, in order");
+            ids.push(event.id);
+        }
+        assert!(ids.iter().all(|id| *id == ids[0] && *id > last));
+        last = ids[0];
+        if n == 5 {
+            let mut late = Reader::open(&addr, "/v1/listings/pay", None).await;
+            assert_eq!(late.next().await.unwrap().id, last);
+            readers.push(late);
+        }
+    }
     c.shutdown().await.unwrap();
 }
 

@@ -12,10 +12,11 @@
 //! same way for as long as they are open ([`Changes::open_stream`]), under a cap
 //! of their own.
 
+use super::http::Subscribers;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
@@ -38,6 +39,8 @@ struct Waiters {
     /// ([`StreamHold::notified`]).
     notify: Arc<Notify>,
     rendered: Mutex<Option<(u64, Bytes)>>,
+    /// The streams its fan-out writes to (`http/fanout.rs`), once it has one.
+    subscribers: OnceLock<Arc<Subscribers>>,
 }
 
 /// The waiters of every topic.
@@ -215,6 +218,17 @@ impl StreamHold {
                 bytes
             }
         }
+    }
+
+    /// The topic's streams written by its fan-out.
+    pub fn subscribers(&self) -> Arc<Subscribers> {
+        self.waiters().subscribers.get_or_init(Arc::default).clone()
+    }
+
+    /// What the topic's changes are told on, for its fan-out (which holds this,
+    /// not the topic's entry: the entry goes with its last waiter).
+    pub fn changes(&self) -> Arc<Notify> {
+        self.waiters().notify.clone()
     }
 
     fn waiters(&self) -> &Waiters {

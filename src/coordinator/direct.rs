@@ -8,11 +8,12 @@
 //! Its head is parsed from the first bytes the client sent (with httparse, as
 //! hyper does), the request goes through the same router as any other (admission,
 //! limits, auth, metrics, the stream's own state in `http/stream.rs`), and the
-//! answer is written on the socket: the head, then each frame of the body as one
-//! HTTP/1.1 chunk, in one write. The connection closes when the answer ends (it
-//! says `connection: close`); a stream's answer ends at shutdown, when the client
-//! goes or sends anything more (nothing is expected), or when a write waits longer
-//! than the stall timeout. Other answers (a refusal, an error) are written whole.
+//! answer is written on the socket, in HTTP/1.1 chunks. A stream is then written
+//! by its topic's fan-out and its own task (`http/fanout.rs`), not through its
+//! body: it ends at shutdown, when the client goes or sends anything more (nothing
+//! is expected), or when a write waits longer than the stall timeout. Other
+//! answers (a refusal, an error) are written whole, each frame of the body as one
+//! chunk. The connection closes when the answer ends (it says `connection: close`).
 //! A connection that sends nothing within the header timeout is closed, as hyper
 //! closes it, and one that has sent nothing does not hold up a shutdown.
 //!
@@ -20,14 +21,14 @@
 //! not complete in the first bytes, anything unusual (a body, HTTP/1.0, an
 //! upgrade, a header httparse or `http` refuse), and every TLS connection.
 
-use super::http::{wanted, Admission};
-use super::server::linger;
+use super::http::{serve_stream, wanted, Admission, Takeover};
+use super::server::{linger, stalls_cut};
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use std::task::{ready, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -142,39 +143,36 @@ fn stream_param(uri: &Uri) -> Option<String> {
 }
 
 /// Serves the stream request whose head (`head` bytes, not yet taken) is first
-/// on `io`, then closes the connection.
-pub(crate) async fn serve<S>(mut io: S, head: usize, request: Box<Request<Body>>, app: Admission)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// on `socket`, then closes the connection. A write that waits longer than
+/// `stall` for the reader ends it.
+pub(crate) async fn serve(
+    mut socket: TcpStream,
+    stall: Duration,
+    head: usize,
+    request: Box<Request<Body>>,
+    app: Admission,
+) {
     // Take the head the request was parsed from.
-    if discard(&mut io, head).await.is_err() {
+    if discard(&mut socket, head).await.is_err() {
         return;
     }
     let Ok(response) = app.oneshot(*request).await;
     let (parts, mut body) = response.into_parts();
     let mut out = Vec::with_capacity(512);
     write_head(&mut out, &parts);
+    // A stream: written by its topic's fan-out and its own task.
+    if let Some(open) = parts.extensions.get::<Takeover>().and_then(Takeover::take) {
+        return serve_stream(socket, out, open, stall).await;
+    }
+    // Anything else (a refusal, an error): written whole.
+    let mut io = stalls_cut(socket, stall);
     if io.write_all(&out).await.is_err() {
         return;
     }
     drop(out);
-    // A stream's reader is watched while the stream waits: one that goes (end of
-    // file, an error) or sends anything more (nothing is expected) ends it. Other
-    // answers are written whole. What is ready to send goes first.
-    let stream = parts
-        .headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let mut probe = [0u8; 1];
-    loop {
-        let frame = tokio::select! {
-            biased;
-            frame = body.frame() => frame,
-            _ = io.read(&mut probe), if stream => return,
-        };
+    while let Some(frame) = body.frame().await {
         match frame {
-            Some(Ok(frame)) => {
+            Ok(frame) => {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
@@ -182,11 +180,10 @@ where
                     return;
                 }
             }
-            Some(Err(error)) => {
-                tracing::debug!(%error, "stream body failed");
+            Err(error) => {
+                tracing::debug!(%error, "answer body failed");
                 return;
             }
-            None => break,
         }
     }
     if io.write_all(b"0\r\n\r\n").await.is_ok() && io.shutdown().await.is_ok() {
@@ -226,7 +223,7 @@ fn write_head(out: &mut Vec<u8>, parts: &axum::http::response::Parts) {
 
 /// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
 /// hand: this runs once per event per stream).
-fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
+pub(crate) fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
     let mut at = 16;
     loop {
         at -= 1;

@@ -57,7 +57,7 @@ pub(crate) struct ServeOptions {
 /// `stream`, whose writes fail (and so close the connection) when one waits for
 /// the reader longer than `limit`: a reader that takes nothing that long (a
 /// stream's reader fallen far behind, a client stuck) holds no socket forever.
-fn stalls_cut<S>(stream: S, limit: Duration) -> Pin<Box<TimeoutStream<S>>>
+pub(super) fn stalls_cut<S>(stream: S, limit: Duration) -> Pin<Box<TimeoutStream<S>>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
@@ -163,8 +163,7 @@ impl Connection {
         match direct::first_request(&stream, self.header_timeout, &self.shutdown).await {
             First::Closed => {}
             First::Stream(head, request) => {
-                let io = stalls_cut(stream, self.stall_timeout);
-                direct::serve(io, head, request, app).await;
+                direct::serve(stream, self.stall_timeout, head, request, app).await;
             }
             First::Other => {
                 // The head's time counts from the accept, not from the look.

@@ -38,6 +38,7 @@ mod admission;
 mod answer;
 mod blocking;
 mod cluster;
+mod fanout;
 mod listings;
 mod stream;
 
@@ -50,9 +51,10 @@ use cluster::{
     get_config, get_coordinators, get_metrics, method_not_allowed, not_found, post_coordinator,
     ready, snapshot, status,
 };
+pub(crate) use fanout::{serve as serve_stream, Subscribers};
 use listings::{delete_listing, get_listings, get_services, post_listing};
 use std::sync::Arc;
-pub(crate) use stream::wanted;
+pub(crate) use stream::{wanted, Takeover};
 
 /// The router over the shared state, with admission in front.
 pub(crate) fn service(shared: Arc<Shared>) -> Admission {

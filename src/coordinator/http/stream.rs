@@ -7,14 +7,17 @@
 //! changed for `stream_keepalive`. A client that reconnects with
 //! `Last-Event-ID: N` gets no first event while the index is still `N`.
 //!
-//! **States, not deltas.** The body is produced when hyper asks for more, and
-//! each event is the state at that moment: a reader that falls behind (its
-//! socket's buffers full, so hyper stops asking) gets the newest state when it
-//! catches up, never a backlog, and costs the others nothing. A stream is an
-//! entry in the topic's waiters ([`StreamHold`]) plus this small state: no task,
-//! no queue. A change is rendered as an event once, by the first of the topic's
-//! streams to send it, and the others send the same bytes. Streams are capped (`max_streams`, `503` past it), counted
-//! (`hakken_streams`), and end when the coordinator shuts down.
+//! **States, not deltas.** Served by hyper (over TLS, or after another request on
+//! its connection), the body is produced when hyper asks for more, and each event
+//! is the state at that moment: a reader that falls behind (its socket's buffers
+//! full, so hyper stops asking) gets the newest state when it catches up, never a
+//! backlog, and costs the others nothing. Such a stream is an entry in the topic's
+//! waiters ([`StreamHold`]) plus this small state: no task, no queue. A change is
+//! rendered as an event once, by the first of the topic's streams to send it, and
+//! the others send the same bytes. A stream first on a plain connection is taken
+//! over ([`Takeover`]) and written by its topic's fan-out instead (`fanout.rs`),
+//! with the same events. Streams are capped (`max_streams`, `503` past it),
+//! counted (`hakken_streams`), and end when the coordinator shuts down.
 
 use super::answer::{to_json_bytes, ApiError};
 use crate::coordinator::changes::{StreamHold, Topic};
@@ -25,7 +28,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
@@ -53,7 +56,7 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The state a topic's stream carries, with its index.
-fn current(shared: &Shared, topic: &Topic) -> (u64, Bytes) {
+pub(super) fn current(shared: &Shared, topic: &Topic) -> (u64, Bytes) {
     match topic {
         Topic::Service(service) => match shared.listings_json(service) {
             Ok(answer) => answer,
@@ -65,7 +68,7 @@ fn current(shared: &Shared, topic: &Topic) -> (u64, Bytes) {
 }
 
 /// One event: `id: INDEX`, `data: JSON` (compact JSON has no line breaks).
-fn event(index: u64, data: &[u8]) -> Bytes {
+pub(super) fn event(index: u64, data: &[u8]) -> Bytes {
     let mut event = Vec::with_capacity(data.len() + 32);
     event.extend_from_slice(b"id: ");
     event.extend_from_slice(index.to_string().as_bytes());
@@ -77,7 +80,7 @@ fn event(index: u64, data: &[u8]) -> Bytes {
 
 /// `every` after `at`, or as far as the clock goes (a keep-alive interval so long
 /// it means "never").
-fn later(at: Instant, every: Duration) -> Instant {
+pub(super) fn later(at: Instant, every: Duration) -> Instant {
     at.checked_add(every)
         .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 86_400))
 }
@@ -88,14 +91,14 @@ fn later(at: Instant, every: Duration) -> Instant {
 /// a change costs a stream no timer, one registration with the topic's notifier
 /// and one read of the state. The timer is moved only when it fires early
 /// (something was sent since it was set).
-struct Open {
-    shared: Arc<Shared>,
-    topic: Topic,
-    hold: StreamHold,
+pub(crate) struct Open {
+    pub(super) shared: Arc<Shared>,
+    pub(super) topic: Topic,
+    pub(super) hold: StreamHold,
     /// A wait for the topic's next change, registered before the state `sent`
     /// was read (so a change since has fired it); none once it fired.
     armed: Pin<Box<Option<OwnedNotified>>>,
-    sent: Option<u64>,
+    pub(super) sent: Option<u64>,
     /// When the stream last wrote anything.
     wrote: Instant,
     keepalive: Pin<Box<Sleep>>,
@@ -204,13 +207,24 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
     };
     shared.metrics.streams.inc();
     let open = Open::new(shared.clone(), topic, hold, last_event_id(headers));
-    let events = futures_util::stream::unfold(open, |mut open| async move {
-        let frame = match open.step().await {
-            Step::Send(event) => event,
-            Step::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
-            Step::End => return None,
-        };
-        Some((Ok::<_, Infallible>(frame), open))
+    // Taken by a server that writes the stream itself (`fanout.rs`) before the
+    // body is read, it leaves the body empty.
+    let takeover = Takeover(Arc::new(Mutex::new(Some(open))));
+    let slot = takeover.clone();
+    let events = futures_util::stream::unfold(None, move |open: Option<Open>| {
+        let slot = slot.clone();
+        async move {
+            let mut open = match open {
+                Some(open) => open,
+                None => slot.take()?,
+            };
+            let frame = match open.step().await {
+                Step::Send(event) => event,
+                Step::KeepAlive => Bytes::from_static(b": keep-alive\n\n"),
+                Step::End => return None,
+            };
+            Some((Ok::<_, Infallible>(frame), Some(open)))
+        }
     });
     let mut response = Body::from_stream(events).into_response();
     let headers = response.headers_mut();
@@ -223,7 +237,19 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
     headers.insert(KEEPALIVE_HEADER, HeaderValue::from(keepalive as u64));
     // nginx passes the events on as they come instead of buffering them.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response.extensions_mut().insert(takeover);
     response
+}
+
+/// An open stream, for a server that writes it itself rather than read its body.
+#[derive(Clone)]
+pub(crate) struct Takeover(Arc<Mutex<Option<Open>>>);
+
+impl Takeover {
+    /// The stream, unless it was taken already (by this or by the body).
+    pub(crate) fn take(&self) -> Option<Open> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 #[cfg(test)]

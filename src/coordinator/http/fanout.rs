@@ -1,0 +1,556 @@
+//! Streams written by their topic's fan-out, on connections served directly.
+//!
+//! A stream served on its socket (`direct.rs`) is not woken for each change.
+//! A change to a topic wakes one task, the topic's fan-out ([`run`]): it renders
+//! the change once, as the HTTP chunk every stream of the topic sends, and hands it
+//! to each stream's socket without waiting (`try_write`). A socket that does not
+//! take all of it (its reader is behind) is left to the stream's own task, which
+//! writes the rest when the socket has room, then the newest state if there is a
+//! newer one. A reader that falls behind skips to the newest list, and the others
+//! do not wait for it.
+//!
+//! The stream's own task ([`serve`]) writes the head and the first event in one
+//! write, then waits. It wakes for a write the fan-out left to it, to send a
+//! keep-alive, to end at shutdown, or because its reader went or sent something.
+//! A write that waits longer than the stall timeout ends the stream.
+//!
+//! Every write to a stream's socket is made under that stream's lock, so writes
+//! from the fan-out and from the stream's task never interleave. A state goes out
+//! only if its index is above the last one sent (a topic's index only grows within
+//! a coordinator), so no reader gets an older state after a newer one. A topic's
+//! fan-out runs while the topic has streams: the first one starts it and it ends
+//! after the last one leaves.
+
+use super::stream::{current, event, later, Open};
+use crate::coordinator::changes::Topic;
+use crate::coordinator::server::linger;
+use crate::coordinator::Shared;
+use axum::body::Bytes;
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A keep-alive comment as one chunk.
+const KEEPALIVE: &[u8] = b"e\r\n: keep-alive\n\n\r\n";
+/// The chunk that ends the body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// One event as one HTTP/1.1 chunk: its size in hex, the event, CRLF.
+fn chunk(event: &[u8]) -> Bytes {
+    let mut size = [0u8; 18];
+    let size = crate::coordinator::direct::chunk_size(event.len(), &mut size);
+    let mut chunk = Vec::with_capacity(size.len() + event.len() + 2);
+    chunk.extend_from_slice(size);
+    chunk.extend_from_slice(event);
+    chunk.extend_from_slice(b"\r\n");
+    Bytes::from(chunk)
+}
+
+/// The streams of one topic that its fan-out writes to.
+#[derive(Default)]
+pub(crate) struct Subscribers {
+    list: Mutex<List>,
+    /// Told when the last stream leaves, so that the fan-out ends.
+    emptied: Notify,
+}
+
+#[derive(Default)]
+struct List {
+    members: HashMap<u64, Arc<Subscriber>>,
+    next: u64,
+    /// Whether the topic's fan-out is running.
+    running: bool,
+}
+
+impl Subscribers {
+    fn list(&self) -> MutexGuard<'_, List> {
+        self.list.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `member`: its place, and whether the fan-out must be started (none
+    /// runs).
+    fn join(&self, member: Arc<Subscriber>) -> (u64, bool) {
+        let mut list = self.list();
+        let id = list.next;
+        list.next += 1;
+        list.members.insert(id, member);
+        let start = !list.running;
+        list.running = true;
+        (id, start)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut list = self.list();
+        list.members.remove(&id);
+        if list.members.is_empty() {
+            drop(list);
+            self.emptied.notify_one();
+        }
+    }
+
+    /// Fills `into` with the members; with none, marks the fan-out stopped and
+    /// says so (false).
+    fn members(&self, into: &mut Vec<Arc<Subscriber>>) -> bool {
+        let mut list = self.list();
+        if list.members.is_empty() {
+            list.running = false;
+            return false;
+        }
+        into.extend(list.members.values().cloned());
+        true
+    }
+
+    /// Whether the fan-out is running (for tests).
+    #[cfg(test)]
+    fn running(&self) -> bool {
+        self.list().running
+    }
+}
+
+/// A stream's place among its topic's subscribers; leaving when dropped.
+struct Membership {
+    subscribers: Arc<Subscribers>,
+    id: u64,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.subscribers.leave(self.id);
+    }
+}
+
+/// One stream's socket, and what was written to it.
+pub(crate) struct Subscriber {
+    socket: TcpStream,
+    out: Mutex<Out>,
+    /// Wakes the stream's own task: a write was left to it, or it ended.
+    wake: Notify,
+}
+
+struct Out {
+    /// The index of the last state written (or being written).
+    sent: u64,
+    /// What the socket has not taken yet of the last write (bytes, and how far it
+    /// got): only the stream's own task writes, and writes this first.
+    rest: Option<(Bytes, usize)>,
+    /// When something was last written.
+    wrote: Instant,
+    /// The stream ended or its socket failed: nothing more is written to it.
+    closed: bool,
+}
+
+/// What one attempt to write gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Wrote {
+    /// All of it.
+    All,
+    /// Part or none of it; the rest is left to the stream's own task.
+    Left,
+    /// The socket failed.
+    Failed,
+}
+
+impl Subscriber {
+    fn new(socket: TcpStream, sent: u64) -> Self {
+        Subscriber {
+            socket,
+            out: Mutex::new(Out {
+                sent,
+                rest: None,
+                wrote: Instant::now(),
+                closed: false,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn out(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `bytes` (nothing is left from before), without waiting: what the
+    /// socket does not take is kept in `out.rest`.
+    fn put(&self, out: &mut Out, bytes: Bytes) -> Wrote {
+        debug_assert!(out.rest.is_none());
+        match self.socket.try_write(&bytes) {
+            Ok(n) if n == bytes.len() => Wrote::All,
+            Ok(n) => {
+                out.rest = Some((bytes, n));
+                Wrote::Left
+            }
+            Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                out.rest = Some((bytes, 0));
+                Wrote::Left
+            }
+            Err(_) => {
+                out.closed = true;
+                Wrote::Failed
+            }
+        }
+    }
+
+    /// The fan-out's write: the state at `index`, as `chunk`, if it is newer than
+    /// what was sent, unless the stream's task has a write to finish (it then sends
+    /// the newest state itself).
+    fn offer(&self, index: u64, chunk: &Bytes, now: Instant) {
+        let mut out = self.out();
+        if out.closed || out.sent >= index {
+            return;
+        }
+        if out.rest.is_none() {
+            out.sent = index;
+            out.wrote = now;
+            if self.put(&mut out, chunk.clone()) == Wrote::All {
+                return;
+            }
+        }
+        drop(out);
+        self.wake.notify_one();
+    }
+
+    /// Writes what is left of the last write, waiting for room at most `stall`
+    /// each time; false when the socket failed or stalled.
+    async fn finish(&self, stall: Duration) -> bool {
+        loop {
+            {
+                let mut out = self.out();
+                let Some((bytes, at)) = out.rest.take() else {
+                    return true;
+                };
+                match self.socket.try_write(&bytes[at..]) {
+                    Ok(n) if at + n == bytes.len() => continue,
+                    Ok(n) => out.rest = Some((bytes, at + n)),
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                        out.rest = Some((bytes, at));
+                    }
+                    Err(_) => {
+                        out.closed = true;
+                        return false;
+                    }
+                }
+            }
+            match tokio::time::timeout(stall, self.socket.writable()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Finishes what is left, then sends the newest state if it is newer than the
+    /// last sent, until there is nothing newer; false when the stream must end.
+    async fn catch_up(&self, open: &Open, stall: Duration) -> bool {
+        loop {
+            if !self.finish(stall).await {
+                return false;
+            }
+            let (index, data) = current(&open.shared, &open.topic);
+            let mut out = self.out();
+            if out.closed {
+                return false;
+            }
+            if out.rest.is_some() {
+                // The fan-out wrote a newer state meanwhile and left part of it.
+                continue;
+            }
+            if out.sent >= index {
+                return true;
+            }
+            let event = open.hold.rendered(index, || event(index, &data));
+            out.sent = index;
+            out.wrote = Instant::now();
+            if self.put(&mut out, chunk(&event)) == Wrote::Failed {
+                return false;
+            }
+        }
+    }
+
+    /// Sends a keep-alive if nothing was written for `every`; when to look again.
+    fn keep_alive(&self, every: Duration) -> Instant {
+        let mut out = self.out();
+        let now = Instant::now();
+        let due = later(out.wrote, every);
+        if due > now {
+            return due;
+        }
+        // A stream with a write to finish has something better to send.
+        if !out.closed && out.rest.is_none() {
+            out.wrote = now;
+            if self.put(&mut out, Bytes::from_static(KEEPALIVE)) == Wrote::Left {
+                drop(out);
+                self.wake.notify_one();
+            }
+        }
+        later(now, every)
+    }
+
+    /// Whether the reader went (end of file, an error) or sent something (nothing
+    /// is expected); false for a wake-up with nothing to read.
+    fn reader_done(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.socket.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    }
+}
+
+/// The socket read through a shared reference, for [`linger`].
+struct Reading<'a>(&'a TcpStream);
+
+impl AsyncRead for Reading<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+/// The topic's fan-out: on each change, the state once as a chunk, offered to
+/// every stream of the topic. It ends when the topic has no stream left, or at
+/// shutdown.
+async fn run(shared: Arc<Shared>, topic: Topic, notify: Arc<Notify>, subs: Arc<Subscribers>) {
+    let mut members = Vec::new();
+    let mut rendered: Option<(u64, Bytes)> = None;
+    loop {
+        // Registered before the state is read, so no change in between is missed.
+        let changed = notify.clone().notified_owned();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if !subs.members(&mut members) {
+            return;
+        }
+        let (index, data) = current(&shared, &topic);
+        let chunk = match &rendered {
+            Some((at, chunk)) if *at == index => chunk.clone(),
+            _ => chunk(&event(index, &data)),
+        };
+        let now = Instant::now();
+        for member in members.drain(..) {
+            member.offer(index, &chunk, now);
+            // Other tasks get their turn during a long fan-out.
+            tokio::task::consume_budget().await;
+        }
+        rendered = Some((index, chunk));
+        tokio::select! {
+            biased;
+            _ = changed => {}
+            _ = subs.emptied.notified() => {}
+            _ = shared.shutdown.cancelled() => {
+                subs.list().running = false;
+                return;
+            }
+        }
+    }
+}
+
+/// Serves the stream `open` on `socket`, whose answer starts with `head`, until
+/// the coordinator shuts down, the reader goes or sends anything, or a write
+/// waits longer than `stall`.
+pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, open: Open, stall: Duration) {
+    let (index, data) = current(&open.shared, &open.topic);
+    let mut first = head;
+    if open.sent != Some(index) {
+        first.extend_from_slice(&chunk(&open.hold.rendered(index, || event(index, &data))));
+    }
+    let stream = Arc::new(Subscriber::new(socket, index));
+    stream.out().rest = Some((Bytes::from(first), 0));
+    if !stream.finish(stall).await {
+        return;
+    }
+    let subscribers = open.hold.subscribers();
+    let (id, start) = subscribers.join(stream.clone());
+    let membership = Membership { subscribers, id };
+    if start {
+        tokio::spawn(run(
+            open.shared.clone(),
+            open.topic.clone(),
+            open.hold.changes(),
+            membership.subscribers.clone(),
+        ));
+    }
+    // A change made since the state above was read.
+    stream.wake.notify_one();
+    let every = open.shared.config.stream_keepalive;
+    let keepalive = tokio::time::sleep(every);
+    tokio::pin!(keepalive);
+    let ended = loop {
+        tokio::select! {
+            biased;
+            _ = stream.wake.notified() => {
+                if !stream.catch_up(&open, stall).await {
+                    break false;
+                }
+            }
+            _ = keepalive.as_mut() => {
+                let due = stream.keep_alive(every);
+                keepalive.as_mut().reset(due);
+            }
+            _ = open.shared.shutdown.cancelled() => break true,
+            _ = stream.socket.readable() => {
+                if stream.reader_done() {
+                    break false;
+                }
+            }
+        }
+    };
+    stream.out().closed = true;
+    drop(membership);
+    if !ended {
+        return;
+    }
+    // The end of the body, after whatever was left (the fan-out writes nothing
+    // more: the stream is closed).
+    if !stream.finish(stall).await {
+        return;
+    }
+    if stream.put(&mut stream.out(), Bytes::from_static(LAST_CHUNK)) == Wrote::Failed
+        || !stream.finish(stall).await
+    {
+        return;
+    }
+    if socket2::SockRef::from(&stream.socket)
+        .shutdown(std::net::Shutdown::Write)
+        .is_ok()
+    {
+        linger(&mut Reading(&stream.socket)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::CoordinatorConfig;
+    use crate::Listing;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Longest wait for something that should happen at once.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Two ends of a connection: the stream's socket, and its reader's.
+    async fn connected() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reader = TcpStream::connect(listener.local_addr().unwrap());
+        let (reader, accepted) = tokio::join!(reader, listener.accept());
+        (accepted.unwrap().0, reader.unwrap())
+    }
+
+    /// Reads from `reader` until what it read contains `want`.
+    async fn read_until(reader: &mut TcpStream, want: &str) -> String {
+        let mut read = Vec::new();
+        let reading = async {
+            while !String::from_utf8_lossy(&read).contains(want) {
+                let mut buffer = [0u8; 4096];
+                let n = reader.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "closed before {want:?}");
+                read.extend_from_slice(&buffer[..n]);
+            }
+        };
+        tokio::time::timeout(PATIENCE, reading)
+            .await
+            .unwrap_or_else(|_| panic!("{want:?} never came"));
+        String::from_utf8_lossy(&read).into_owned()
+    }
+
+    #[tokio::test]
+    async fn only_newer_states_go_out_and_nothing_between_the_parts_of_one_write() {
+        let (socket, mut reader) = connected().await;
+        let stream = Subscriber::new(socket, 5);
+        let now = Instant::now();
+        stream.offer(5, &Bytes::from_static(b"same"), now);
+        stream.offer(4, &Bytes::from_static(b"older"), now);
+        stream.offer(6, &Bytes::from_static(b"six|"), now);
+        // More than the socket takes while nobody reads: the rest is left to the
+        // stream's own task, which is told.
+        let large = Bytes::from(vec![b'x'; 16 << 20]);
+        stream.offer(7, &large, now);
+        assert!(stream.out().rest.is_some(), "the socket took 16 MB at once");
+        // A newer state meanwhile is not written in the middle of it.
+        stream.offer(8, &Bytes::from_static(b"eight"), now);
+        tokio::time::timeout(PATIENCE, stream.wake.notified())
+            .await
+            .expect("the stream's task is told");
+        let reading = tokio::spawn(async move {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        assert!(stream.finish(PATIENCE).await);
+        assert_eq!(stream.out().sent, 7, "8 is left to the stream's task");
+        drop(stream);
+        let all = reading.await.unwrap();
+        assert!(
+            all == [b"six|".as_slice(), &large].concat(),
+            "{} bytes",
+            all.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_goes_out_after_a_quiet_interval() {
+        let (socket, mut reader) = connected().await;
+        let start = Instant::now();
+        let stream = Subscriber::new(socket, 1);
+        let every = Duration::from_secs(10);
+        assert_eq!(stream.keep_alive(every), start + every);
+        // A state 4 s in: the keep-alive waits for 10 s of quiet after it.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        stream.offer(2, &Bytes::from_static(b"two|"), Instant::now());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(stream.keep_alive(every), start + Duration::from_secs(14));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(stream.keep_alive(every), start + Duration::from_secs(24));
+        let expected = format!("two|{}", String::from_utf8_lossy(KEEPALIVE));
+        assert_eq!(read_until(&mut reader, "keep-alive").await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_topic_has_one_fan_out_while_it_has_streams_and_none_after() {
+        let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
+        let topic = Topic::Service("s".into());
+        let hold = shared.changes.open_stream(topic.clone()).unwrap();
+        let subscribers = hold.subscribers();
+        let index = current(&shared, &topic).0;
+        let (socket, mut reader) = connected().await;
+        let (first, start) = subscribers.join(Arc::new(Subscriber::new(socket, index)));
+        assert!(start, "the first stream starts the fan-out");
+        let fanout = tokio::spawn(run(
+            shared.clone(),
+            topic.clone(),
+            hold.changes(),
+            subscribers.clone(),
+        ));
+        // A change reaches the stream through the fan-out, as one chunk.
+        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
+        let read = read_until(&mut reader, r#""host":"a:1""#).await;
+        assert!(read.ends_with("}]\n\n\r\n"), "{read:?}");
+        let (socket, _reader) = connected().await;
+        let (second, start) = subscribers.join(Arc::new(Subscriber::new(socket, index)));
+        assert!(!start, "one fan-out per topic");
+        subscribers.leave(first);
+        subscribers.leave(second);
+        tokio::time::timeout(PATIENCE, fanout)
+            .await
+            .expect("the fan-out ends after the last stream")
+            .unwrap();
+        assert!(!subscribers.running());
+        drop(hold);
+        assert_eq!(shared.changes.topics_len(), 0, "nothing left of the topic");
+    }
+}

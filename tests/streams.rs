@@ -196,6 +196,11 @@ async fn every_stream_of_a_service_gets_each_change_once_and_in_order() {
             readers.push(late);
         }
     }
+    // Nothing more came of the last change: the next event is the next change.
+    publish(&addr, "pay", "b:1", &[]).await;
+    for reader in &mut readers {
+        assert_eq!(hosts(&reader.next().await.unwrap()), ["a:1", "b:1"]);
+    }
     c.shutdown().await.unwrap();
 }
 

@@ -31,15 +31,17 @@ pub(crate) enum Topic {
     Coordinators,
 }
 
-/// One topic's waiters: what wakes them, and the newest state rendered for its
-/// streams, so that a change is rendered once, not once per stream.
+/// One topic's waiters: what wakes them, the newest state rendered for its
+/// streams (so that a change is rendered once, not once per stream), and the
+/// streams its broadcaster writes to.
 #[derive(Default)]
 struct Waiters {
     /// In an `Arc` so that a stream can keep a wait registered between its turns
     /// ([`StreamHold::notified`]).
     notify: Arc<Notify>,
     rendered: Mutex<Option<(u64, Bytes)>>,
-    /// The streams its fan-out writes to (`http/fanout.rs`), once it has one.
+    /// The streams its broadcaster writes to (`http/broadcast.rs`), once it has
+    /// one.
     subscribers: OnceLock<Arc<Subscribers>>,
 }
 
@@ -220,12 +222,12 @@ impl StreamHold {
         }
     }
 
-    /// The topic's streams written by its fan-out.
+    /// The topic's streams written by its broadcaster.
     pub fn subscribers(&self) -> Arc<Subscribers> {
         self.waiters().subscribers.get_or_init(Arc::default).clone()
     }
 
-    /// What the topic's changes are told on, for its fan-out (which holds this,
+    /// What the topic's changes are told on, for its broadcaster (which holds this,
     /// not the topic's entry: the entry goes with its last waiter).
     pub fn changes(&self) -> Arc<Notify> {
         self.waiters().notify.clone()

@@ -9,7 +9,7 @@
 //! hyper does), the request goes through the same router as any other (admission,
 //! limits, auth, metrics, the stream's own state in `http/stream.rs`), and the
 //! answer is written on the socket, in HTTP/1.1 chunks. A stream is then written
-//! by its topic's fan-out and its own task (`http/fanout.rs`), not through its
+//! by its topic's broadcaster and its own task (`http/broadcast.rs`), not through its
 //! body: it ends at shutdown, when the client goes or sends anything more (nothing
 //! is expected), or when a write waits longer than the stall timeout. Other
 //! answers (a refusal, an error) are written whole, each frame of the body as one
@@ -160,8 +160,10 @@ pub(crate) async fn serve(
     let (parts, mut body) = response.into_parts();
     let mut out = Vec::with_capacity(512);
     write_head(&mut out, &parts);
-    // A stream: written by its topic's fan-out and its own task.
+    // A stream: written by its topic's broadcaster and its own task. (The answer's
+    // parts and body are not kept while it lasts.)
     if let Some(open) = parts.extensions.get::<Takeover>().and_then(Takeover::take) {
+        drop((parts, body));
         return serve_stream(socket, out, open, stall).await;
     }
     // Anything else (a refusal, an error): written whole.
@@ -222,7 +224,7 @@ fn write_head(out: &mut Vec<u8>, parts: &axum::http::response::Parts) {
 }
 
 /// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
-/// hand: this runs once per event per stream).
+/// hand: it runs for every event rendered).
 pub(crate) fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
     let mut at = 16;
     loop {

@@ -57,6 +57,7 @@ pub(crate) struct ServeOptions {
 /// `stream`, whose writes fail (and so close the connection) when one waits for
 /// the reader longer than `limit`: a reader that takes nothing that long (a
 /// stream's reader fallen far behind, a client stuck) holds no socket forever.
+/// (Streams served on the socket itself check their writes in `http/broadcast.rs`.)
 pub(super) fn stalls_cut<S>(stream: S, limit: Duration) -> Pin<Box<TimeoutStream<S>>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite,

@@ -37,8 +37,8 @@
 mod admission;
 mod answer;
 mod blocking;
+mod broadcast;
 mod cluster;
-mod fanout;
 mod listings;
 mod stream;
 
@@ -47,11 +47,11 @@ use crate::protocol::{READY_PATH, SNAPSHOT_PATH};
 pub(crate) use admission::Admission;
 use axum::routing::get;
 use axum::Router;
+pub(crate) use broadcast::{serve as serve_stream, Subscribers};
 use cluster::{
     get_config, get_coordinators, get_metrics, method_not_allowed, not_found, post_coordinator,
     ready, snapshot, status,
 };
-pub(crate) use fanout::{serve as serve_stream, Subscribers};
 use listings::{delete_listing, get_listings, get_services, post_listing};
 use std::sync::Arc;
 pub(crate) use stream::{wanted, Takeover};

@@ -7,15 +7,15 @@
 //! changed for `stream_keepalive`. A client that reconnects with
 //! `Last-Event-ID: N` gets no first event while the index is still `N`.
 //!
-//! **States, not deltas.** Served by hyper (over TLS, or after another request on
-//! its connection), the body is produced when hyper asks for more, and each event
+//! **States, not deltas.** Served by hyper (over TLS, after another request on its
+//! connection, or asked in a way `direct.rs` leaves to hyper), the body is produced when hyper asks for more, and each event
 //! is the state at that moment: a reader that falls behind (its socket's buffers
 //! full, so hyper stops asking) gets the newest state when it catches up, never a
 //! backlog, and costs the others nothing. Such a stream is an entry in the topic's
 //! waiters ([`StreamHold`]) plus this small state: no task, no queue. A change is
 //! rendered as an event once, by the first of the topic's streams to send it, and
 //! the others send the same bytes. A stream first on a plain connection is taken
-//! over ([`Takeover`]) and written by its topic's fan-out instead (`fanout.rs`),
+//! over ([`Takeover`]) and written by its topic's broadcaster instead (`broadcast.rs`),
 //! with the same events. Streams are capped (`max_streams`, `503` past it),
 //! counted (`hakken_streams`), and end when the coordinator shuts down.
 
@@ -101,8 +101,8 @@ pub(crate) struct Open {
     pub(super) sent: Option<u64>,
     /// When the stream last wrote anything.
     wrote: Instant,
-    keepalive: Pin<Box<Sleep>>,
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    pub(super) keepalive: Pin<Box<Sleep>>,
+    pub(super) shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl Drop for Open {
@@ -207,7 +207,7 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
     };
     shared.metrics.streams.inc();
     let open = Open::new(shared.clone(), topic, hold, last_event_id(headers));
-    // Taken by a server that writes the stream itself (`fanout.rs`) before the
+    // Taken by a server that writes the stream itself (`broadcast.rs`) before the
     // body is read, it leaves the body empty.
     let takeover = Takeover(Arc::new(Mutex::new(Some(open))));
     let slot = takeover.clone();

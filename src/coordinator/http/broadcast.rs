@@ -1,32 +1,37 @@
-//! Streams written by their topic's fan-out, on connections served directly.
+//! Streams written by their topic's broadcaster, on connections served directly.
 //!
 //! A stream served on its socket (`direct.rs`) is not woken for each change.
-//! A change to a topic wakes one task, the topic's fan-out ([`run`]): it renders
-//! the change once, as the HTTP chunk every stream of the topic sends, and hands it
-//! to each stream's socket without waiting (`try_write`). A socket that does not
-//! take all of it (its reader is behind) is left to the stream's own task, which
-//! writes the rest when the socket has room, then the newest state if there is a
-//! newer one. A reader that falls behind skips to the newest list, and the others
-//! do not wait for it.
+//! A change to a topic wakes one task, the topic's broadcaster ([`run`]): it
+//! renders the change once, as the HTTP chunk every such stream of the topic
+//! sends, and hands it to each stream's socket without waiting (`try_write`). A
+//! socket that does not take all of it (its reader is behind) is left to the
+//! stream's own task, which writes the rest when the socket has room, then the
+//! newest state if there is a newer one. A reader that falls behind skips to the
+//! newest list, and the others do not wait for it. Each change starts with the
+//! stream after the one it started with last time, so that no stream is always
+//! written last.
 //!
 //! The stream's own task ([`serve`]) writes the head and the first event in one
-//! write, then waits. It wakes for a write the fan-out left to it, to send a
-//! keep-alive, to end at shutdown, or because its reader went or sent something.
-//! A write that waits longer than the stall timeout ends the stream.
+//! write (no first event when `Last-Event-ID` names the current index), then
+//! waits. It wakes for a write the broadcaster left to it, to send a keep-alive,
+//! to end at shutdown, or because its reader went or sent something. A write that
+//! waits longer than the stall timeout ends the stream.
 //!
 //! Every write to a stream's socket is made under that stream's lock, so writes
-//! from the fan-out and from the stream's task never interleave. A state goes out
-//! only if its index is above the last one sent (a topic's index only grows within
-//! a coordinator), so no reader gets an older state after a newer one. A topic's
-//! fan-out runs while the topic has streams: the first one starts it and it ends
-//! after the last one leaves.
+//! from the broadcaster and from the stream's task never interleave. After the
+//! first event, a state goes out only if its index is above the last one sent (a
+//! topic's index only grows within a coordinator), so no reader gets an older
+//! state after a newer one. A topic's broadcaster runs while the topic has such
+//! streams: the first one starts it, and it ends once the last one has left, or at
+//! shutdown. It holds the topic's notifier and its streams, not the topic's entry
+//! (`changes.rs`), which goes with its last waiter as before.
 
 use super::stream::{current, event, later, Open};
 use crate::coordinator::changes::Topic;
 use crate::coordinator::server::linger;
 use crate::coordinator::Shared;
 use axum::body::Bytes;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,19 +58,20 @@ fn chunk(event: &[u8]) -> Bytes {
     Bytes::from(chunk)
 }
 
-/// The streams of one topic that its fan-out writes to.
+/// The streams of one topic that its broadcaster writes to.
 #[derive(Default)]
 pub(crate) struct Subscribers {
     list: Mutex<List>,
-    /// Told when the last stream leaves, so that the fan-out ends.
+    /// Told when the last stream leaves, so that the broadcaster ends.
     emptied: Notify,
 }
 
 #[derive(Default)]
 struct List {
-    members: HashMap<u64, Arc<Subscriber>>,
+    /// By the order they joined in.
+    members: BTreeMap<u64, Arc<Subscriber>>,
     next: u64,
-    /// Whether the topic's fan-out is running.
+    /// Whether the topic's broadcaster is running.
     running: bool,
 }
 
@@ -74,7 +80,7 @@ impl Subscribers {
         self.list.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds `member`: its place, and whether the fan-out must be started (none
+    /// Adds `member`: its place, and whether the broadcaster must be started (none
     /// runs).
     fn join(&self, member: Arc<Subscriber>) -> (u64, bool) {
         let mut list = self.list();
@@ -95,19 +101,22 @@ impl Subscribers {
         }
     }
 
-    /// Fills `into` with the members; with none, marks the fan-out stopped and
-    /// says so (false).
-    fn members(&self, into: &mut Vec<Arc<Subscriber>>) -> bool {
+    /// Fills `into` with the members, from the first one after `after` on (in the
+    /// order they joined, round to the start), and says where it started; with
+    /// none, marks the broadcaster stopped and says nothing.
+    fn members(&self, after: u64, into: &mut Vec<Arc<Subscriber>>) -> Option<u64> {
         let mut list = self.list();
-        if list.members.is_empty() {
+        let later = list.members.range(after.saturating_add(1)..);
+        let Some((&first, _)) = later.chain(list.members.iter()).next() else {
             list.running = false;
-            return false;
-        }
-        into.extend(list.members.values().cloned());
-        true
+            return None;
+        };
+        into.extend(list.members.range(first..).map(|(_, m)| m.clone()));
+        into.extend(list.members.range(..first).map(|(_, m)| m.clone()));
+        Some(first)
     }
 
-    /// Whether the fan-out is running (for tests).
+    /// Whether the broadcaster is running (for tests).
     #[cfg(test)]
     fn running(&self) -> bool {
         self.list().running
@@ -196,7 +205,7 @@ impl Subscriber {
         }
     }
 
-    /// The fan-out's write: the state at `index`, as `chunk`, if it is newer than
+    /// The broadcaster's write: the state at `index`, as `chunk`, if it is newer than
     /// what was sent, unless the stream's task has a write to finish (it then sends
     /// the newest state itself).
     fn offer(&self, index: u64, chunk: &Bytes, now: Instant) {
@@ -244,9 +253,14 @@ impl Subscriber {
     }
 
     /// Finishes what is left, then sends the newest state if it is newer than the
-    /// last sent, until there is nothing newer; false when the stream must end.
+    /// last sent, until there is nothing newer or the coordinator shuts down; false
+    /// when the socket failed or stalled.
     async fn catch_up(&self, open: &Open, stall: Duration) -> bool {
         loop {
+            // Under changes that never stop, this is where a shutdown is seen.
+            if open.shared.shutdown.is_cancelled() {
+                return true;
+            }
             if !self.finish(stall).await {
                 return false;
             }
@@ -256,7 +270,7 @@ impl Subscriber {
                 return false;
             }
             if out.rest.is_some() {
-                // The fan-out wrote a newer state meanwhile and left part of it.
+                // The broadcaster wrote a newer state meanwhile and left part of it.
                 continue;
             }
             if out.sent >= index {
@@ -271,10 +285,10 @@ impl Subscriber {
         }
     }
 
-    /// Sends a keep-alive if nothing was written for `every`; when to look again.
-    fn keep_alive(&self, every: Duration) -> Instant {
+    /// Sends a keep-alive if nothing was written for `every` until `now`; when to
+    /// look again.
+    fn keep_alive(&self, every: Duration, now: Instant) -> Instant {
         let mut out = self.out();
-        let now = Instant::now();
         let due = later(out.wrote, every);
         if due > now {
             return due;
@@ -282,7 +296,8 @@ impl Subscriber {
         // A stream with a write to finish has something better to send.
         if !out.closed && out.rest.is_none() {
             out.wrote = now;
-            if self.put(&mut out, Bytes::from_static(KEEPALIVE)) == Wrote::Left {
+            if self.put(&mut out, Bytes::from_static(KEEPALIVE)) != Wrote::All {
+                // Something left to write, or the end.
                 drop(out);
                 self.wake.notify_one();
             }
@@ -321,20 +336,36 @@ impl AsyncRead for Reading<'_> {
     }
 }
 
-/// The topic's fan-out: on each change, the state once as a chunk, offered to
+/// Marks a broadcaster that panics as stopped, so that the topic's next stream
+/// starts another. (One that ends marks itself stopped under the list's lock,
+/// when it finds no stream left.)
+struct Panicked<'a>(&'a Subscribers);
+
+impl Drop for Panicked<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.list().running = false;
+        }
+    }
+}
+
+/// The topic's broadcaster: on each change, the state once as a chunk, offered to
 /// every stream of the topic. It ends when the topic has no stream left, or at
 /// shutdown.
 async fn run(shared: Arc<Shared>, topic: Topic, notify: Arc<Notify>, subs: Arc<Subscribers>) {
+    let _panicked = Panicked(&subs);
     let mut members = Vec::new();
     let mut rendered: Option<(u64, Bytes)> = None;
+    let mut first = 0;
     loop {
         // Registered before the state is read, so no change in between is missed.
         let changed = notify.clone().notified_owned();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if !subs.members(&mut members) {
+        let Some(started) = subs.members(first, &mut members) else {
             return;
-        }
+        };
+        first = started;
         let (index, data) = current(&shared, &topic);
         let chunk = match &rendered {
             Some((at, chunk)) if *at == index => chunk.clone(),
@@ -343,7 +374,7 @@ async fn run(shared: Arc<Shared>, topic: Topic, notify: Arc<Notify>, subs: Arc<S
         let now = Instant::now();
         for member in members.drain(..) {
             member.offer(index, &chunk, now);
-            // Other tasks get their turn during a long fan-out.
+            // Other tasks get their turn during a long broadcast.
             tokio::task::consume_budget().await;
         }
         rendered = Some((index, chunk));
@@ -362,7 +393,7 @@ async fn run(shared: Arc<Shared>, topic: Topic, notify: Arc<Notify>, subs: Arc<S
 /// Serves the stream `open` on `socket`, whose answer starts with `head`, until
 /// the coordinator shuts down, the reader goes or sends anything, or a write
 /// waits longer than `stall`.
-pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, open: Open, stall: Duration) {
+pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stall: Duration) {
     let (index, data) = current(&open.shared, &open.topic);
     let mut first = head;
     if open.sent != Some(index) {
@@ -387,9 +418,12 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, open: Open, stall: D
     // A change made since the state above was read.
     stream.wake.notify_one();
     let every = open.shared.config.stream_keepalive;
-    let keepalive = tokio::time::sleep(every);
-    tokio::pin!(keepalive);
     let ended = loop {
+        // A change is looked at first: under changes that never stop, this is
+        // where a shutdown is seen.
+        if open.shared.shutdown.is_cancelled() {
+            break true;
+        }
         tokio::select! {
             biased;
             _ = stream.wake.notified() => {
@@ -397,11 +431,11 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, open: Open, stall: D
                     break false;
                 }
             }
-            _ = keepalive.as_mut() => {
-                let due = stream.keep_alive(every);
-                keepalive.as_mut().reset(due);
+            _ = open.keepalive.as_mut() => {
+                let due = stream.keep_alive(every, Instant::now());
+                open.keepalive.as_mut().reset(due);
             }
-            _ = open.shared.shutdown.cancelled() => break true,
+            _ = open.shutdown.as_mut() => break true,
             _ = stream.socket.readable() => {
                 if stream.reader_done() {
                     break false;
@@ -411,10 +445,12 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, open: Open, stall: D
     };
     stream.out().closed = true;
     drop(membership);
+    // The stream's place under the cap, and the gauge, are free from here on.
+    drop(open);
     if !ended {
         return;
     }
-    // The end of the body, after whatever was left (the fan-out writes nothing
+    // The end of the body, after whatever was left (the broadcaster writes nothing
     // more: the stream is closed).
     if !stream.finish(stall).await {
         return;
@@ -478,14 +514,17 @@ mod tests {
         stream.offer(6, &Bytes::from_static(b"six|"), now);
         // More than the socket takes while nobody reads: the rest is left to the
         // stream's own task, which is told.
-        let large = Bytes::from(vec![b'x'; 16 << 20]);
+        let large = Bytes::from(vec![b'x'; 64 << 20]);
         stream.offer(7, &large, now);
-        assert!(stream.out().rest.is_some(), "the socket took 16 MB at once");
-        // A newer state meanwhile is not written in the middle of it.
+        assert!(stream.out().rest.is_some(), "the socket took 64 MB at once");
+        let told = tokio::time::timeout(PATIENCE, stream.wake.notified());
+        told.await.expect("the stream's task is told");
+        // A newer state meanwhile is not written in the middle of it; the
+        // stream's task is told again (it sends the newest when done).
         stream.offer(8, &Bytes::from_static(b"eight"), now);
-        tokio::time::timeout(PATIENCE, stream.wake.notified())
-            .await
-            .expect("the stream's task is told");
+        let told = tokio::time::timeout(PATIENCE, stream.wake.notified());
+        told.await
+            .expect("the stream's task is told of the newer state");
         let reading = tokio::spawn(async move {
             let mut all = Vec::new();
             reader.read_to_end(&mut all).await.unwrap();
@@ -502,26 +541,28 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_keep_alive_goes_out_after_a_quiet_interval() {
         let (socket, mut reader) = connected().await;
-        let start = Instant::now();
         let stream = Subscriber::new(socket, 1);
+        let start = stream.out().wrote;
+        let at = |s: u64| start + Duration::from_secs(s);
         let every = Duration::from_secs(10);
-        assert_eq!(stream.keep_alive(every), start + every);
+        assert_eq!(stream.keep_alive(every, at(0)), at(10));
         // A state 4 s in: the keep-alive waits for 10 s of quiet after it.
-        tokio::time::advance(Duration::from_secs(4)).await;
-        stream.offer(2, &Bytes::from_static(b"two|"), Instant::now());
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(stream.keep_alive(every), start + Duration::from_secs(14));
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(stream.keep_alive(every), start + Duration::from_secs(24));
+        stream.offer(2, &Bytes::from_static(b"two|"), at(4));
+        assert_eq!(stream.keep_alive(every, at(10)), at(14));
+        assert_eq!(stream.keep_alive(every, at(14)), at(24));
+        assert_eq!(stream.keep_alive(every, at(20)), at(24));
         let expected = format!("two|{}", String::from_utf8_lossy(KEEPALIVE));
-        assert_eq!(read_until(&mut reader, "keep-alive").await, expected);
+        assert_eq!(
+            read_until(&mut reader, "keep-alive\n\n\r\n").await,
+            expected
+        );
     }
 
     #[tokio::test]
-    async fn a_topic_has_one_fan_out_while_it_has_streams_and_none_after() {
+    async fn a_topic_has_one_broadcaster_while_it_has_streams_and_none_after() {
         let (shared, _) = Shared::new(CoordinatorConfig::default(), 1).unwrap();
         let topic = Topic::Service("s".into());
         let hold = shared.changes.open_stream(topic.clone()).unwrap();
@@ -529,28 +570,33 @@ mod tests {
         let index = current(&shared, &topic).0;
         let (socket, mut reader) = connected().await;
         let (first, start) = subscribers.join(Arc::new(Subscriber::new(socket, index)));
-        assert!(start, "the first stream starts the fan-out");
-        let fanout = tokio::spawn(run(
+        assert!(start, "the first stream starts the broadcaster");
+        let broadcaster = tokio::spawn(run(
             shared.clone(),
             topic.clone(),
             hold.changes(),
             subscribers.clone(),
         ));
-        // A change reaches the stream through the fan-out, as one chunk.
-        shared.upsert(Listing::new("s", "a:1").unwrap()).unwrap();
-        let read = read_until(&mut reader, r#""host":"a:1""#).await;
-        assert!(read.ends_with("}]\n\n\r\n"), "{read:?}");
+        // Changes reach the stream through the broadcaster, each as one chunk; the
+        // second once it waits for changes.
+        for host in ["a:1", "b:1"] {
+            shared.upsert(Listing::new("s", host).unwrap()).unwrap();
+            let read = read_until(&mut reader, "}]\n\n\r\n").await;
+            assert!(read.contains(&format!(r#""host":"{host}""#)), "{read:?}");
+        }
         let (socket, _reader) = connected().await;
         let (second, start) = subscribers.join(Arc::new(Subscriber::new(socket, index)));
-        assert!(!start, "one fan-out per topic");
-        subscribers.leave(first);
-        subscribers.leave(second);
-        tokio::time::timeout(PATIENCE, fanout)
-            .await
-            .expect("the fan-out ends after the last stream")
-            .unwrap();
-        assert!(!subscribers.running());
+        assert!(!start, "one broadcaster per topic");
+        // The topic's entry goes with its last waiter, even while its broadcaster
+        // runs.
         drop(hold);
         assert_eq!(shared.changes.topics_len(), 0, "nothing left of the topic");
+        subscribers.leave(first);
+        subscribers.leave(second);
+        tokio::time::timeout(PATIENCE, broadcaster)
+            .await
+            .expect("the broadcaster ends after the last stream")
+            .unwrap();
+        assert!(!subscribers.running());
     }
 }

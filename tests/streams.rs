@@ -7,7 +7,8 @@
 //! - a reader that does not read holds nobody up, and when it reads again gets
 //!   the newest list, skipping what it missed;
 //! - one that takes nothing for the stall timeout is disconnected;
-//! - the cap answers `503`; shutdown ends every stream;
+//! - the cap answers `503`; shutdown ends every stream, without waiting for a
+//!   reader that is behind;
 //! - a stream asked for first on its connection is served on the socket itself
 //!   (chunked, `connection: close`), and ends as soon as its reader goes, even
 //!   when nothing is written to it; a stream asked for after another request on
@@ -171,8 +172,8 @@ async fn every_stream_of_a_service_gets_each_change_once_and_in_order() {
     let c = start(config(60_000)).await;
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
-    // Every stream of the topic is written by its one fan-out: the first open
-    // ones, and one that opens after some changes.
+    // Every stream of the topic is written by its one broadcaster: the first
+    // open ones, and one that opens after some changes.
     let mut readers = Vec::new();
     for _ in 0..20 {
         let mut reader = Reader::open(&addr, "/v1/listings/pay", None).await;
@@ -425,7 +426,7 @@ async fn a_stream_after_another_request_on_its_connection_is_served_as_before() 
 }
 
 #[tokio::test]
-async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_its_events() {
+async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_the_first_event() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let c = start(config(60_000)).await;
     let addr = c.address();
@@ -454,6 +455,60 @@ async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_it
     })
     .await;
     c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_reader_may_send_an_empty_line_after_its_request() {
+    use tokio::io::AsyncWriteExt;
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    // Some clients end a request with one more CRLF; HTTP asks servers to bear it.
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    socket.write_all(STREAM_HEAD).await.unwrap();
+    let mut bytes = Vec::new();
+    read_until(&mut socket, &mut bytes, r#""host":"a:1""#).await;
+    socket.write_all(b"\r\n").await.unwrap();
+    publish(&addr, "pay", "b:1", &[]).await;
+    read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
+    assert_eq!(common::metric(&addr, "hakken_streams").await, 1.0);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_a_stream_reader_that_is_behind() {
+    let c = start(CoordinatorConfig {
+        // Either would hold the shutdown past the test's patience, were it to
+        // wait for the reader.
+        stall_timeout: Duration::from_secs(600),
+        shutdown_grace: Duration::from_secs(600),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
+    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    // Large changes until the stalled reader's socket is full (as in the test of
+    // readers that do not read).
+    let padding = Value::String("x".repeat(60_000));
+    for i in 0..300 {
+        publish(
+            &addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
+    }
+    tokio::time::timeout(PATIENCE, c.shutdown())
+        .await
+        .expect("shutdown is not held up by a reader behind")
+        .unwrap();
+    assert_eq!(reading.next().await, None, "the reading stream ended");
+    drop(stalled);
 }
 
 #[tokio::test]

@@ -41,6 +41,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// A keep-alive comment as one chunk.
 const KEEPALIVE: &[u8] = b"e\r\n: keep-alive\n\n\r\n";
@@ -225,8 +226,10 @@ impl Subscriber {
     }
 
     /// Writes what is left of the last write, waiting for room at most `stall`
-    /// each time; false when the socket failed or stalled.
-    async fn finish(&self, stall: Duration) -> bool {
+    /// each time; false when the socket failed or stalled, or when the
+    /// coordinator shuts down while it waits (a shutdown does not wait for a
+    /// reader that is behind).
+    async fn finish(&self, stall: Duration, shutdown: &CancellationToken) -> bool {
         loop {
             {
                 let mut out = self.out();
@@ -245,9 +248,13 @@ impl Subscriber {
                     }
                 }
             }
-            match tokio::time::timeout(stall, self.socket.writable()).await {
-                Ok(Ok(())) => {}
-                _ => return false,
+            tokio::select! {
+                room = tokio::time::timeout(stall, self.socket.writable()) => {
+                    if !matches!(room, Ok(Ok(()))) {
+                        return false;
+                    }
+                }
+                _ = shutdown.cancelled() => return false,
             }
         }
     }
@@ -261,7 +268,7 @@ impl Subscriber {
             if open.shared.shutdown.is_cancelled() {
                 return true;
             }
-            if !self.finish(stall).await {
+            if !self.finish(stall, &open.shared.shutdown).await {
                 return false;
             }
             let (index, data) = current(&open.shared, &open.topic);
@@ -306,10 +313,19 @@ impl Subscriber {
     }
 
     /// Whether the reader went (end of file, an error) or sent something (nothing
-    /// is expected); false for a wake-up with nothing to read.
-    fn reader_done(&self) -> bool {
+    /// is expected, but up to `blank` bytes of CR or LF, an empty line after the
+    /// request, which HTTP asks servers to bear); false for a wake-up with nothing
+    /// to read.
+    fn reader_done(&self, blank: &mut usize) -> bool {
         let mut probe = [0u8; 1];
-        !matches!(self.socket.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+        match self.socket.try_read(&mut probe) {
+            Err(error) if error.kind() == ErrorKind::WouldBlock => false,
+            Ok(1) if *blank > 0 && matches!(probe[0], b'\r' | b'\n') => {
+                *blank -= 1;
+                false
+            }
+            _ => true,
+        }
     }
 }
 
@@ -337,14 +353,20 @@ impl AsyncRead for Reading<'_> {
 }
 
 /// Marks a broadcaster that panics as stopped, so that the topic's next stream
-/// starts another. (One that ends marks itself stopped under the list's lock,
-/// when it finds no stream left.)
+/// starts another, and ends the topic's streams, whose clients then open them
+/// again: none is left open with nobody writing its changes. (One that ends marks
+/// itself stopped under the list's lock, when it finds no stream left.)
 struct Panicked<'a>(&'a Subscribers);
 
 impl Drop for Panicked<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.list().running = false;
+            let mut list = self.0.list();
+            list.running = false;
+            for member in list.members.values() {
+                member.out().closed = true;
+                member.wake.notify_one();
+            }
         }
     }
 }
@@ -401,7 +423,7 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stal
     }
     let stream = Arc::new(Subscriber::new(socket, index));
     stream.out().rest = Some((Bytes::from(first), 0));
-    if !stream.finish(stall).await {
+    if !stream.finish(stall, &open.shared.shutdown).await {
         return;
     }
     let subscribers = open.hold.subscribers();
@@ -418,6 +440,7 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stal
     // A change made since the state above was read.
     stream.wake.notify_one();
     let every = open.shared.config.stream_keepalive;
+    let mut blank = 2;
     let ended = loop {
         // A change is looked at first: under changes that never stop, this is
         // where a shutdown is seen.
@@ -437,7 +460,7 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stal
             }
             _ = open.shutdown.as_mut() => break true,
             _ = stream.socket.readable() => {
-                if stream.reader_done() {
+                if stream.reader_done(&mut blank) {
                     break false;
                 }
             }
@@ -450,14 +473,13 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stal
     if !ended {
         return;
     }
-    // The end of the body, after whatever was left (the broadcaster writes nothing
-    // more: the stream is closed).
-    if !stream.finish(stall).await {
-        return;
-    }
-    if stream.put(&mut stream.out(), Bytes::from_static(LAST_CHUNK)) == Wrote::Failed
-        || !stream.finish(stall).await
-    {
+    // The end of the body, unless the reader is behind: a shutdown does not wait
+    // for it (the broadcaster writes nothing more: the stream is closed).
+    let ended_cleanly = {
+        let mut out = stream.out();
+        out.rest.is_none() && stream.put(&mut out, Bytes::from_static(LAST_CHUNK)) == Wrote::All
+    };
+    if !ended_cleanly {
         return;
     }
     if socket2::SockRef::from(&stream.socket)
@@ -530,7 +552,7 @@ mod tests {
             reader.read_to_end(&mut all).await.unwrap();
             all
         });
-        assert!(stream.finish(PATIENCE).await);
+        assert!(stream.finish(PATIENCE, &CancellationToken::new()).await);
         assert_eq!(stream.out().sent, 7, "8 is left to the stream's task");
         drop(stream);
         let all = reading.await.unwrap();
@@ -598,5 +620,55 @@ mod tests {
             .expect("the broadcaster ends after the last stream")
             .unwrap();
         assert!(!subscribers.running());
+    }
+
+    #[tokio::test]
+    async fn each_change_starts_one_stream_further_round_the_list() {
+        let subscribers = Subscribers::default();
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            let (socket, reader) = connected().await;
+            let stream = Arc::new(Subscriber::new(socket, 1));
+            let (id, _) = subscribers.join(stream.clone());
+            streams.push((id, stream, reader));
+        }
+        let order = |after: u64| {
+            let mut members = Vec::new();
+            let first = subscribers.members(after, &mut members);
+            let ids: Vec<u64> = members
+                .iter()
+                .map(|m| streams.iter().find(|s| Arc::ptr_eq(&s.1, m)).unwrap().0)
+                .collect();
+            (first, ids)
+        };
+        assert_eq!(order(0), (Some(1), vec![1, 2, 0]));
+        assert_eq!(order(1), (Some(2), vec![2, 0, 1]));
+        assert_eq!(order(2), (Some(0), vec![0, 1, 2]));
+        subscribers.leave(0);
+        assert_eq!(order(2), (Some(1), vec![1, 2]));
+        subscribers.leave(1);
+        subscribers.leave(2);
+        assert_eq!(order(2), (None, vec![]));
+        assert!(!subscribers.running(), "none left: stopped");
+    }
+
+    #[tokio::test]
+    async fn a_broadcaster_that_panics_ends_its_streams_and_the_next_starts_another() {
+        let subscribers = Subscribers::default();
+        let (socket, _reader) = connected().await;
+        let stream = Arc::new(Subscriber::new(socket, 1));
+        assert!(subscribers.join(stream.clone()).1);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = Panicked(&subscribers);
+            panic!("a broadcaster's bug (this panic is the test's)");
+        }));
+        assert!(panicked.is_err());
+        assert!(!subscribers.running());
+        assert!(stream.out().closed, "its stream ends");
+        let told = tokio::time::timeout(PATIENCE, stream.wake.notified());
+        told.await.expect("and its task is told");
+        let (socket, _reader) = connected().await;
+        let next = Arc::new(Subscriber::new(socket, 1));
+        assert!(subscribers.join(next).1, "the next stream starts another");
     }
 }

@@ -7,16 +7,17 @@
 //! changed for `stream_keepalive`. A client that reconnects with
 //! `Last-Event-ID: N` gets no first event while the index is still `N`.
 //!
-//! **States, not deltas.** Served by hyper (over TLS, after another request on its
-//! connection, or asked in a way `direct.rs` leaves to hyper), the body is produced when hyper asks for more, and each event
-//! is the state at that moment: a reader that falls behind (its socket's buffers
-//! full, so hyper stops asking) gets the newest state when it catches up, never a
-//! backlog, and costs the others nothing. Such a stream is an entry in the topic's
-//! waiters ([`StreamHold`]) plus this small state: no task, no queue. A change is
-//! rendered as an event once, by the first of the topic's streams to send it, and
-//! the others send the same bytes. A stream first on a plain connection is taken
-//! over ([`Takeover`]) and written by its topic's broadcaster instead (`broadcast.rs`),
-//! with the same events. Streams are capped (`max_streams`, `503` past it),
+//! **States, not deltas.** Served by hyper (over TLS, after another request on
+//! its connection, or asked in a way `direct.rs` leaves to hyper), the body is
+//! produced when hyper asks for more, and each event is the state at that moment:
+//! a reader that falls behind (its socket's buffers full, so hyper stops asking)
+//! gets the newest state when it catches up, never a backlog, and costs the others
+//! nothing. Such a stream is an entry in the topic's waiters ([`StreamHold`]) plus
+//! this small state: no task, no queue. A change is rendered as an event once, by
+//! the first of the topic's streams to send it, and the others send the same
+//! bytes. A stream first on a plain connection is taken over ([`Takeover`]) and
+//! written by its topic's broadcaster instead (`broadcast.rs`), with the same
+//! events. Streams are capped (`max_streams`, `503` past it),
 //! counted (`hakken_streams`), and end when the coordinator shuts down.
 
 use super::answer::{to_json_bytes, ApiError};

@@ -679,8 +679,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          until the last watcher had it. A second table gives the same changes until they \
          arrived at each watcher's socket (the kernel's receive timestamp): this driver \
          reads every socket on one core, one after another, where separate processes would \
-         each read their own as it arrives, so the targets are checked on the arrival (the \
-         read is shown beside). *Stream, coordinator on 2 cores*: the same 1000 streams with \
+         each read their own. The targets are checked on the read; the arrival (the \
+         coordinator's side alone) is shown beside. *Stream, coordinator on 2 cores*: the same 1000 streams with \
          the coordinator on both cores (two worker threads), this driver sharing the \
          second. *CPU per delivery* is the CPU time (user and \
          system, from /proc) the coordinator and this driver spent over the series, \
@@ -826,37 +826,35 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
 
     let stream_small = &small[0].1;
     let blocking_small = &small[1].1;
-    // Until arrival: each watcher has the change in its socket, where a process
-    // of its own would read it at once; this driver reads 1,000 sockets on one
-    // core, one after another, and its reads are shown beside.
-    let p = p99(&stream_small.arrived);
+    // Checked on the read: a watcher has the change when it has read it. The
+    // arrival at its socket (the coordinator's side alone) is shown beside.
+    let p = p99(&stream_small.samples);
     checks.push(Check {
         what: "11. Streams, 1,000 watchers".into(),
         target: "p99 ≤ 5 ms".into(),
         measured: format!(
-            "{} until arrival, {} until this driver read it (blocking queries: {}, {})",
+            "{} until read, {} until arrival (blocking queries: {}, {})",
             ms(p),
-            ms(p99(&stream_small.samples)),
-            ms(p99(&blocking_small.arrived)),
-            ms(p99(&blocking_small.samples))
+            ms(p99(&stream_small.arrived)),
+            ms(p99(&blocking_small.samples)),
+            ms(p99(&blocking_small.arrived))
         ),
-        met: Some(p <= 5_000 && stream_small.missed == 0 && stream_small.unstamped == 0),
+        met: Some(p <= 5_000 && stream_small.missed == 0),
     });
-    // Until arrival, as above.
     let slowest = |times: &[u64]| times.iter().copied().max().unwrap_or(0);
     let (stream_large, blocking_large) = (&large[0].1, &large[1].1);
-    let all = slowest(&stream_large.arrived_all);
+    let all = slowest(&stream_large.all);
     checks.push(Check {
         what: "11. Streams, 10,000 watchers".into(),
         target: "all notified ≤ 100 ms".into(),
         measured: format!(
-            "max {} until arrival, {} until this driver read it (blocking queries: {}, {})",
+            "max {} until read, {} until arrival (blocking queries: {}, {})",
             ms(all),
-            ms(slowest(&stream_large.all)),
-            ms(slowest(&blocking_large.arrived_all)),
-            ms(slowest(&blocking_large.all))
+            ms(slowest(&stream_large.arrived_all)),
+            ms(slowest(&blocking_large.all)),
+            ms(slowest(&blocking_large.arrived_all))
         ),
-        met: Some(all <= 100_000 && stream_large.missed == 0 && stream_large.unstamped == 0),
+        met: Some(all <= 100_000 && stream_large.missed == 0),
     });
     let per_stream = per_watcher[0].1;
     checks.push(Check {

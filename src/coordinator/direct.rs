@@ -23,12 +23,12 @@
 
 use super::http::{serve_stream, wanted, Admission, Takeover};
 use super::server::{linger, stalls_cut};
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use std::task::{ready, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -178,7 +178,7 @@ pub(crate) async fn serve(
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                if !data.is_empty() && write_chunk(&mut io, &data).await.is_err() {
+                if !data.is_empty() && io.write_all(&chunk(&data)).await.is_err() {
                     return;
                 }
             }
@@ -225,7 +225,7 @@ fn write_head(out: &mut Vec<u8>, parts: &axum::http::response::Parts) {
 
 /// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
 /// hand: it runs for every event rendered).
-pub(crate) fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
+fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
     let mut at = 16;
     loop {
         at -= 1;
@@ -239,30 +239,15 @@ pub(crate) fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
     &out[at..]
 }
 
-/// Writes `data` as one chunk, in one write when the socket takes it all.
-async fn write_chunk<S>(io: &mut S, data: &[u8]) -> std::io::Result<()>
-where
-    S: AsyncWrite + Unpin,
-{
+/// `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF.
+pub(crate) fn chunk(data: &[u8]) -> Bytes {
     let mut size = [0u8; 18];
     let size = chunk_size(data.len(), &mut size);
-    let parts: [&[u8]; 3] = [size, data, b"\r\n"];
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let slices = parts.map(std::io::IoSlice::new);
-    let mut written = io.write_vectored(&slices).await?;
-    if written == total {
-        return Ok(());
-    }
-    // The socket took part of it: the rest, piece by piece.
-    for part in parts {
-        if written >= part.len() {
-            written -= part.len();
-            continue;
-        }
-        io.write_all(&part[written..]).await?;
-        written = 0;
-    }
-    Ok(())
+    let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
+    chunk.extend_from_slice(size);
+    chunk.extend_from_slice(data);
+    chunk.extend_from_slice(b"\r\n");
+    Bytes::from(chunk)
 }
 
 #[cfg(test)]
@@ -318,39 +303,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_chunk_is_sized_in_hex_and_survives_partial_writes() {
-        // A writer that takes at most 3 bytes per write.
-        struct Trickle(Vec<u8>);
-        impl AsyncWrite for Trickle {
-            fn poll_write(
-                mut self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-                buf: &[u8],
-            ) -> std::task::Poll<std::io::Result<usize>> {
-                let n = buf.len().min(3);
-                self.0.extend_from_slice(&buf[..n]);
-                std::task::Poll::Ready(Ok(n))
-            }
-            fn poll_flush(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-            fn poll_shutdown(
-                self: std::pin::Pin<&mut Self>,
-                _: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-        }
+    #[test]
+    fn a_chunk_is_sized_in_hex() {
         for (len, size) in [(1, "1"), (26, "1a"), (4096, "1000"), (70_000, "11170")] {
-            let mut out = Trickle(Vec::new());
             let data = vec![b'x'; len];
-            write_chunk(&mut out, &data).await.unwrap();
             let expected = [format!("{size}\r\n").as_bytes(), &data, b"\r\n"].concat();
-            assert_eq!(out.0, expected);
+            assert_eq!(chunk(&data), expected);
         }
     }
 }

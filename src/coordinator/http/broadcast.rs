@@ -28,6 +28,7 @@
 
 use super::stream::{current, event, later, Open};
 use crate::coordinator::changes::Topic;
+use crate::coordinator::direct::chunk;
 use crate::coordinator::server::linger;
 use crate::coordinator::Shared;
 use axum::body::Bytes;
@@ -47,17 +48,6 @@ use tokio_util::sync::CancellationToken;
 const KEEPALIVE: &[u8] = b"e\r\n: keep-alive\n\n\r\n";
 /// The chunk that ends the body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// One event as one HTTP/1.1 chunk: its size in hex, the event, CRLF.
-fn chunk(event: &[u8]) -> Bytes {
-    let mut size = [0u8; 18];
-    let size = crate::coordinator::direct::chunk_size(event.len(), &mut size);
-    let mut chunk = Vec::with_capacity(size.len() + event.len() + 2);
-    chunk.extend_from_slice(size);
-    chunk.extend_from_slice(event);
-    chunk.extend_from_slice(b"\r\n");
-    Bytes::from(chunk)
-}
 
 /// The streams of one topic that its broadcaster writes to.
 #[derive(Default)]

@@ -17,8 +17,8 @@
 //! the first of the topic's streams to send it, and the others send the same
 //! bytes. A stream first on a plain connection is taken over ([`Takeover`]) and
 //! written by its topic's broadcaster instead (`broadcast.rs`), with the same
-//! events. Streams are capped (`max_streams`, `503` past it),
-//! counted (`hakken_streams`), and end when the coordinator shuts down.
+//! events. Streams are capped (`max_streams`, `503` past it), counted
+//! (`hakken_streams`), and end when the coordinator shuts down.
 
 use super::answer::{to_json_bytes, ApiError};
 use crate::coordinator::changes::{StreamHold, Topic};

@@ -330,6 +330,14 @@ async fn events_pass_through_nginx_as_they_come() {
 const STREAM_HEAD: &[u8] =
     b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n";
 
+/// A connection to `addr` that has asked for a stream of `pay` (raw socket).
+async fn stream_socket(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(STREAM_HEAD).await.unwrap();
+    socket
+}
+
 /// Reads from `socket` until `bytes` holds `want`, within [`PATIENCE`].
 async fn read_until(socket: &mut tokio::net::TcpStream, bytes: &mut Vec<u8>, want: &str) {
     use tokio::io::AsyncReadExt;
@@ -351,7 +359,6 @@ async fn read_until(socket: &mut tokio::net::TcpStream, bytes: &mut Vec<u8>, wan
 
 #[tokio::test]
 async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_reader_goes() {
-    use tokio::io::AsyncWriteExt;
     let c = start(CoordinatorConfig {
         // No keep-alive within the test: only the reader's going can end it.
         stream_keepalive: Duration::from_secs(3_600),
@@ -360,8 +367,7 @@ async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_r
     .await;
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
-    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    socket.write_all(STREAM_HEAD).await.unwrap();
+    let mut socket = stream_socket(&addr).await;
     let mut bytes = Vec::new();
     read_until(&mut socket, &mut bytes, "\n\n\r\n").await;
     let text = String::from_utf8_lossy(&bytes).to_lowercase();
@@ -432,16 +438,14 @@ async fn a_stream_reader_that_sends_more_is_cut_and_one_that_half_closes_gets_th
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     // Half-closed after the request: it still reads, and gets the first event.
-    let mut quiet = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    quiet.write_all(STREAM_HEAD).await.unwrap();
+    let mut quiet = stream_socket(&addr).await;
     quiet.shutdown().await.unwrap();
     let mut bytes = Vec::new();
     read_until(&mut quiet, &mut bytes, r#""host":"a:1""#).await;
     // More bytes after a stream's head: nothing is expected, the stream ends and
     // the connection closes (without it, a client could make the coordinator
     // read whatever it sends, for as long as it likes).
-    let mut chatty = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    chatty.write_all(STREAM_HEAD).await.unwrap();
+    let mut chatty = stream_socket(&addr).await;
     let mut bytes = Vec::new();
     read_until(&mut chatty, &mut bytes, r#""host":"a:1""#).await;
     chatty.write_all(&[b'x'; 4096]).await.unwrap();
@@ -464,8 +468,7 @@ async fn a_stream_reader_may_send_an_empty_line_after_its_request() {
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     // Some clients end a request with one more CRLF; HTTP asks servers to bear it.
-    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    socket.write_all(STREAM_HEAD).await.unwrap();
+    let mut socket = stream_socket(&addr).await;
     let mut bytes = Vec::new();
     read_until(&mut socket, &mut bytes, r#""host":"a:1""#).await;
     socket.write_all(b"\r\n").await.unwrap();

@@ -22,7 +22,8 @@ use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query, Respo
 use hickory_server::proto::rr::{Name, RecordType};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::process::Command;
 
 async fn dns_coordinator() -> (Coordinator, SocketAddr) {
@@ -327,4 +328,150 @@ async fn malformed_packets_are_refused_or_dropped_and_never_hurt_the_coordinator
     assert_eq!(answer.answers.len(), 1);
     let (status, _) = common::get(coordinator.host(), "/status").await;
     assert_eq!(status, 200);
+}
+
+/// Writes `message` on a DNS-over-TCP connection and reads one answer.
+async fn ask_tcp(stream: &mut TcpStream, message: &[u8]) -> Option<Message> {
+    let mut framed = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await.ok()?;
+    read_tcp(stream).await
+}
+
+/// One answer from a DNS-over-TCP connection: none if it closed, or if nothing
+/// came within [`PATIENCE`].
+async fn read_tcp(stream: &mut TcpStream) -> Option<Message> {
+    let mut length = [0u8; 2];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut length))
+        .await
+        .ok()?
+        .ok()?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Message::from_vec(&body).expect("a DNS message"))
+}
+
+/// Whether the other end closed `stream` (end of file, or a reset) within
+/// [`PATIENCE`].
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
+    let coordinator = common::start(CoordinatorConfig {
+        dns_port: Some(0),
+        dns_max_connections: 2,
+        ..common::config(60_000)
+    })
+    .await;
+    let addr = coordinator.dns_addr().expect("DNS is served");
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
+    )
+    .await;
+    let valid = question("pay.service.hakken.", RecordType::A, None);
+    // Two connections, each answered: they hold both places.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    for stream in [&mut first, &mut second] {
+        let answer = ask_tcp(stream, &valid).await.expect("answered");
+        assert_eq!(answer.answers.len(), 1);
+    }
+    // A third is closed as it is accepted, unanswered.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed(&mut third).await,
+        "a connection past the cap is closed"
+    );
+    // The two keep answering, and UDP is not capped.
+    assert!(ask_tcp(&mut first, &valid).await.is_some());
+    assert!(ask_udp(addr, &valid).await.is_some());
+    // Once one closes, a new connection is answered.
+    drop(second);
+    let answer = eventually("a new connection answered once one closed", || async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        ask_tcp(&mut stream, &valid).await
+    })
+    .await;
+    assert_eq!(answer.answers.len(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_and_frees_its_place() {
+    let coordinator = common::start(CoordinatorConfig {
+        dns_port: Some(0),
+        dns_max_connections: 1,
+        header_timeout: Duration::from_millis(300),
+        ..common::config(60_000)
+    })
+    .await;
+    let addr = coordinator.dns_addr().expect("DNS is served");
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert!(closed(&mut idle).await, "an idle connection is closed");
+    // Its place is free again: a new connection is answered (NXDOMAIN: no
+    // listing).
+    let asked = question("pay.service.hakken.", RecordType::A, None);
+    let answer = eventually("a new connection answered", || async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        ask_tcp(&mut stream, &asked).await
+    })
+    .await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connection_goes_on() {
+    let (coordinator, addr) = dns_coordinator().await;
+    publish(
+        &coordinator,
+        serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
+    )
+    .await;
+    let valid = question("pay.service.hakken.", RecordType::A, None);
+    let id = Message::from_vec(&valid).unwrap().metadata.id;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // Too short for a header, then an answer (QR set): neither gets an answer,
+    // so the next one read is the valid question's.
+    let mut response = valid.clone();
+    response[2] |= 0x80;
+    for ignored in [&valid[..5], &response[..]] {
+        let mut framed = u16::try_from(ignored.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(ignored);
+        stream.write_all(&framed).await.unwrap();
+    }
+    let answer = ask_tcp(&mut stream, &valid).await.expect("answered");
+    assert_eq!(answer.metadata.id, id);
+    assert_eq!(answer.answers.len(), 1);
+    // A header that counts a question it does not carry: FORMERR.
+    let mut broken = valid[..12].to_vec();
+    broken[5] = 1;
+    let answer = ask_tcp(&mut stream, &broken)
+        .await
+        .expect("FORMERR is answered");
+    assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+    // Still answering on the same connection.
+    let answer = ask_tcp(&mut stream, &valid).await.expect("answered");
+    assert_eq!(answer.answers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_shutdown_closes_open_tcp_connections() {
+    let (coordinator, addr) = dns_coordinator().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let asked = question("pay.service.hakken.", RecordType::A, None);
+    assert!(ask_tcp(&mut stream, &asked).await.is_some());
+    coordinator.shutdown().await.expect("a clean shutdown");
+    assert!(
+        closed(&mut stream).await,
+        "the connection is closed at shutdown"
+    );
 }

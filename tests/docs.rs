@@ -97,6 +97,10 @@ fn the_limits_table_is_the_code() {
         ),
         ("HAKKEN_REQUEST_TIMEOUT", ms(config.request_timeout)),
         ("HAKKEN_READ_TIMEOUT", ms(config.header_timeout)),
+        (
+            "HAKKEN_DNS_MAX_CONNECTIONS",
+            config.dns_max_connections.to_string(),
+        ),
     ];
     for (variable, value) in expected {
         assert_eq!(

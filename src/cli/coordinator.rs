@@ -88,6 +88,15 @@ pub struct CoordinatorArgs {
         help_heading = "DNS"
     )]
     dns_ttl: u32,
+    /// Most DNS-over-TCP connections open at once.
+    #[arg(
+        long,
+        env = "HAKKEN_DNS_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 512,
+        help_heading = "DNS"
+    )]
+    dns_max_connections: usize,
     /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes or on SIGHUP. Peers are then called over TLS too.
     #[arg(
         long,
@@ -242,6 +251,7 @@ impl CoordinatorArgs {
             dns_port: self.dns_port,
             dns_domain: self.dns_domain.clone(),
             dns_ttl: self.dns_ttl,
+            dns_max_connections: self.dns_max_connections.max(1),
             data_dir: self.data_dir.clone().filter(|d| !d.as_os_str().is_empty()),
             peer_tls: self.tls.settings(),
             ..CoordinatorConfig::default()
@@ -339,5 +349,6 @@ mod tests {
         assert_eq!(parsed.token, None);
         assert_eq!(parsed.sync_timeout, default.sync_timeout);
         assert_eq!(parsed.failures_before_drop, default.failures_before_drop);
+        assert_eq!(parsed.dns_max_connections, default.dns_max_connections);
     }
 }

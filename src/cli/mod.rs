@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a coordinator (configured like the original: PORT, DISCOVERY_HOST, ...).
-    Coordinator(coordinator::CoordinatorArgs),
+    Coordinator(Box<coordinator::CoordinatorArgs>),
     /// Publish a listing and keep it alive until Ctrl-C, then withdraw it.
     Publish(client::PublishArgs),
     /// Print a service's listings as a JSON array per line, again at every change.
@@ -56,7 +56,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Coordinator(args) => coordinator::run(args).await,
+            Command::Coordinator(args) => coordinator::run(*args).await,
             Command::Publish(args) => client::publish(args).await,
             Command::Watch(args) => client::watch(args).await,
             Command::Services(args) => client::services(args).await,

@@ -89,6 +89,9 @@ pub struct CoordinatorConfig {
     pub dns_domain: String,
     /// TTL of every DNS record, in seconds.
     pub dns_ttl: u32,
+    /// Most DNS-over-TCP connections open at once; one past it is closed as it
+    /// is accepted (UDP is not affected).
+    pub dns_max_connections: usize,
     /// Keep the registry in this directory, so that a restart keeps the listings
     /// (see `persist.rs`); created if missing, one coordinator per directory.
     /// `None`: listings live in memory only.
@@ -129,6 +132,7 @@ impl Default for CoordinatorConfig {
             dns_port: None,
             dns_domain: "hakken".into(),
             dns_ttl: 0,
+            dns_max_connections: 512,
             data_dir: None,
         }
     }

@@ -3,11 +3,11 @@
 //! next answer).
 //!
 //! [`answer`] is the pure part: a question (name and type) and the registry in,
-//! the response code and records out. [`DnsServer`] is the I/O: hickory-server
-//! serves UDP and TCP on the DNS port (framing, EDNS, truncation of answers too
-//! big for UDP with the TC bit; malformed packets are dropped or answered
-//! `FORMERR` there) and calls [`Handler`], which reads the registry under its
-//! read lock, never across an `.await`.
+//! the response code and records out. [`serve`] is the I/O: hickory-server
+//! serves UDP on the DNS port (EDNS, truncation of answers too big for UDP with
+//! the TC bit; malformed packets are dropped or answered `FORMERR` there), and
+//! `dns_tcp.rs` serves TCP with a cap on connections. Both call [`Handler`],
+//! which reads the registry under its read lock, never across an `.await`.
 //!
 //! Names, with the domain `D` (default `hakken`):
 //!
@@ -365,6 +365,7 @@ fn parse_addr_label(label: &str) -> Option<IpAddr> {
 }
 
 /// Answers DNS questions from the coordinator's registry.
+#[derive(Clone)]
 pub(crate) struct Handler {
     pub shared: Arc<Shared>,
     pub zone: Zone,
@@ -486,33 +487,41 @@ pub(crate) fn bind(
     Err(last.unwrap_or_else(|| std::io::Error::other("no port free for UDP and TCP")))
 }
 
-/// Most bytes of answers queued per TCP connection.
-const TCP_BUFFER: usize = 64 * 1024;
-
-/// Serves DNS on `udp` and `tcp` until `shutdown`. A TCP connection idle for
-/// `idle` is closed.
+/// Serves DNS on `udp` (hickory-server) and `tcp` (`dns_tcp.rs`, at most
+/// `max_tcp` connections) until `shutdown`. A TCP connection idle for `idle` is
+/// closed.
 pub(crate) async fn serve(
     handler: Handler,
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     idle: Duration,
+    max_tcp: usize,
     shutdown: CancellationToken,
 ) {
+    let tcp = super::dns_tcp::serve(
+        Arc::new(handler.clone()),
+        tcp,
+        idle,
+        max_tcp,
+        shutdown.clone(),
+    );
     let mut server = hickory_server::Server::new(handler);
     server.register_socket(udp);
-    server.register_listener(tcp, idle, TCP_BUFFER);
-    tokio::select! {
-        _ = shutdown.cancelled() => {
-            if let Err(error) = server.shutdown_gracefully().await {
-                tracing::debug!(%error, "DNS server shut down with an error");
+    let udp = async {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Err(error) = server.shutdown_gracefully().await {
+                    tracing::debug!(%error, "DNS server shut down with an error");
+                }
+            }
+            result = server.block_until_done() => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "DNS server stopped");
+                }
             }
         }
-        result = server.block_until_done() => {
-            if let Err(error) = result {
-                tracing::error!(%error, "DNS server stopped");
-            }
-        }
-    }
+    };
+    tokio::join!(udp, tcp);
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod config;
 mod dashboard;
 mod direct;
 mod dns;
+mod dns_tcp;
 mod gossip;
 mod history;
 mod http;
@@ -563,6 +564,7 @@ impl Coordinator {
                 udp,
                 tcp,
                 shared.config.header_timeout,
+                shared.config.dns_max_connections,
                 shared.shutdown.clone(),
             );
             tasks.push(("dns", tokio::spawn(serve)));

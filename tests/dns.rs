@@ -366,9 +366,11 @@ async fn closed(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
+    // Connections never idle out here: any closing is the cap's.
     let coordinator = common::start(CoordinatorConfig {
         dns_port: Some(0),
         dns_max_connections: 2,
+        header_timeout: Duration::from_secs(3600),
         ..common::config(60_000)
     })
     .await;
@@ -392,6 +394,8 @@ async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
         closed(&mut third).await,
         "a connection past the cap is closed"
     );
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    assert!(ask_tcp(&mut fourth, &valid).await.is_none());
     // The two keep answering, and UDP is not capped.
     assert!(ask_tcp(&mut first, &valid).await.is_some());
     assert!(ask_udp(addr, &valid).await.is_some());
@@ -439,11 +443,12 @@ async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connectio
     let valid = question("pay.service.hakken.", RecordType::A, None);
     let id = Message::from_vec(&valid).unwrap().metadata.id;
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    // Too short for a header, then an answer (QR set): neither gets an answer,
-    // so the next one read is the valid question's.
+    // Empty, too short for a header, then an answer (QR set, an id of its
+    // own): none gets an answer, so the next one read is the valid question's.
     let mut response = valid.clone();
     response[2] |= 0x80;
-    for ignored in [&valid[..5], &response[..]] {
+    response[0] = !response[0];
+    for ignored in [&[][..], &valid[..5], &response[..]] {
         let mut framed = u16::try_from(ignored.len()).unwrap().to_be_bytes().to_vec();
         framed.extend_from_slice(ignored);
         stream.write_all(&framed).await.unwrap();
@@ -451,9 +456,8 @@ async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connectio
     let answer = ask_tcp(&mut stream, &valid).await.expect("answered");
     assert_eq!(answer.metadata.id, id);
     assert_eq!(answer.answers.len(), 1);
-    // A header that counts a question it does not carry: FORMERR.
-    let mut broken = valid[..12].to_vec();
-    broken[5] = 1;
+    // The header alone, which counts a question it does not carry: FORMERR.
+    let broken = valid[..12].to_vec();
     let answer = ask_tcp(&mut stream, &broken)
         .await
         .expect("FORMERR is answered");
@@ -465,7 +469,14 @@ async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connectio
 
 #[tokio::test]
 async fn a_shutdown_closes_open_tcp_connections() {
-    let (coordinator, addr) = dns_coordinator().await;
+    // The connection never idles out here: its closing is the shutdown's.
+    let coordinator = common::start(CoordinatorConfig {
+        dns_port: Some(0),
+        header_timeout: Duration::from_secs(3600),
+        ..common::config(60_000)
+    })
+    .await;
+    let addr = coordinator.dns_addr().expect("DNS is served");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let asked = question("pay.service.hakken.", RecordType::A, None);
     assert!(ask_tcp(&mut stream, &asked).await.is_some());

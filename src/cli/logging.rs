@@ -1,7 +1,7 @@
 //! Log set-up for the binary: readable lines by default, JSON lines on request.
 //!
 //! Logs go to stderr so that commands' output on stdout stays machine-readable.
-//! The level comes from `RUST_LOG` (default `info`). Readable lines are coloured
+//! The level comes from `RUST_LOG` (default `info`, and `warn` for hickory-server). Readable lines are coloured
 //! only when stderr is a terminal and `NO_COLOR` is unset or empty: logs sent to a
 //! file or a journal carry no escape codes.
 
@@ -20,8 +20,10 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `default_level` applies when `RUST_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // hickory-server logs two lines per DNS question at `info`: a flood, and only
+    // for UDP (TCP is served by our own loop); the metrics count questions.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},hickory_server=warn")));
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR"),

@@ -11,6 +11,7 @@
 //! header without a readable body is answered `FORMERR`, a response is ignored.
 
 use super::dns::Handler;
+use bytes::Buf;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
@@ -33,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Serves DNS over TCP on `listener` until `shutdown`, with at most `max`
-/// connections open; a connection that sends nothing for `idle` (or cannot take
+/// connections open (at least one); a connection that sends nothing for `idle` (or cannot take
 /// an answer for that long) is closed. Open connections are closed at shutdown.
 pub(crate) async fn serve(
     handler: Arc<Handler>,
@@ -42,8 +43,9 @@ pub(crate) async fn serve(
     max: usize,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max));
+    let slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
+    let mut accept_errors = 0u32;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -52,10 +54,16 @@ pub(crate) async fn serve(
         // Reap the connections that ended, so the set stays as small as the cap.
         while connections.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                accept_errors = 0;
+                accepted
+            }
             Err(error) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::debug!(%error, "DNS over TCP: accept failed; backing off");
+                // Typically EMFILE: back off instead of spinning, and say so once.
+                if accept_errors == 0 {
+                    tracing::warn!(%error, "DNS over TCP: accept failed; backing off");
+                }
+                accept_errors = accept_errors.saturating_add(1);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -87,13 +95,16 @@ async fn connection(
         ) {
             return;
         }
-        let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
-        if !matches!(
-            tokio::time::timeout(idle, stream.read_exact(&mut message)).await,
-            Ok(Ok(_))
-        ) {
+        // The buffer grows with what arrives, not with what the length promised.
+        let length = u64::from(u16::from_be_bytes(length));
+        let mut message = Vec::new();
+        let mut body = (&mut stream).take(length);
+        let read = tokio::time::timeout(idle, body.read_to_end(&mut message)).await;
+        if !matches!(read, Ok(Ok(n)) if n as u64 == length) {
             return;
         }
+        // A zero-length message is no question: dropped, like one too short for
+        // a header.
         let Some(answer) = answer(&handler, message, peer).await else {
             continue;
         };
@@ -101,11 +112,10 @@ async fn connection(
         let Ok(length) = u16::try_from(answer.len()) else {
             return;
         };
-        let mut framed = Vec::with_capacity(2 + answer.len());
-        framed.extend_from_slice(&length.to_be_bytes());
-        framed.extend_from_slice(&answer);
+        let length = length.to_be_bytes();
+        let mut framed = Buf::chain(&length[..], answer.as_slice());
         if !matches!(
-            tokio::time::timeout(idle, stream.write_all(&framed)).await,
+            tokio::time::timeout(idle, stream.write_all_buf(&mut framed)).await,
             Ok(Ok(()))
         ) {
             return;

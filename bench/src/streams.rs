@@ -227,7 +227,8 @@ impl Socket {
         socket.set_nodelay(true)?;
         setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
         // SAFETY: a std `TcpStream` owns its descriptor and always gives the same
-        // one; the `AsyncFd` owns the stream until it is dropped.
+        // one; the `AsyncFd` owns the stream until it is dropped. (`into_std`
+        // keeps the socket non-blocking: a read never blocks the watchers' thread.)
         let socket = Socket(unsafe { AsyncFd::register(socket.into_std()?) }?);
         socket.write_all(request.as_bytes()).await?;
         Ok(socket)
@@ -248,9 +249,10 @@ impl Socket {
     /// The driver reads 1,000 or 10,000 sockets on one core, one after another,
     /// where separate processes would each read their own: the arrival is when the
     /// watcher has the bytes, whatever the driver's own pace. A read that does not
-    /// fill `buffer` has emptied the socket, so the next one waits for the next
-    /// event rather than first finding nothing: one system call per delivery, not
-    /// two.
+    /// fill `buffer` has emptied the socket (TCP returns less only when nothing
+    /// is left, urgent data aside, which the coordinator never sends), so the next
+    /// one waits for the next event rather than first finding nothing: one system
+    /// call per delivery, not two.
     async fn read(&self, buffer: &mut [u8]) -> Result<Got> {
         loop {
             let mut ready = self.0.readable().await?;
@@ -625,7 +627,9 @@ async fn small_series(on: &WatcherThread, server: &Proc, way: Way, v: &mut u64) 
     )
     .await?;
     *v += SMALL_CHANGES;
+    // Every socket closed before the next series opens its own.
     watchers.tasks.abort_all();
+    while watchers.tasks.join_next().await.is_some() {}
     Ok(stats)
 }
 

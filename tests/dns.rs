@@ -9,7 +9,9 @@
 //!   malformed question, and random bytes that never hurt the coordinator;
 //! - truncation over UDP (with and without EDNS) and the whole answer over TCP;
 //! - a publish showing in the next answer, and a withdrawal leaving it;
-//! - the metrics count queries by type and code.
+//! - the metrics count queries by type and code;
+//! - over TCP: the cap on connections (one that closes or idles out frees its
+//!   place), what is not a question, and a shutdown closing every connection.
 
 mod common;
 

@@ -88,15 +88,16 @@ pub struct CoordinatorArgs {
         help_heading = "DNS"
     )]
     dns_ttl: u32,
-    /// Most DNS-over-TCP connections open at once.
+    /// Most DNS-over-TCP connections open at once (one more is closed as it is accepted); one idle for --read-timeout is closed.
     #[arg(
         long,
         env = "HAKKEN_DNS_MAX_CONNECTIONS",
         value_name = "N",
         default_value_t = 512,
+        value_parser = clap::value_parser!(u32).range(1..),
         help_heading = "DNS"
     )]
-    dns_max_connections: usize,
+    dns_max_connections: u32,
     /// Serve HTTPS with this certificate chain (PEM); reloaded when the file changes or on SIGHUP. Peers are then called over TLS too.
     #[arg(
         long,
@@ -195,7 +196,7 @@ pub struct CoordinatorArgs {
     /// Longest time a write may wait for a reader that takes nothing (a stream's reader fallen behind) before the connection is closed, in milliseconds.
     #[arg(long, env = "HAKKEN_STALL_TIMEOUT", value_name = "MS", default_value_t = 60_000, value_parser = positive_ms, help_heading = "Limits")]
     stall_timeout: u64,
-    /// Time allowed to receive a request's head, and its body, in milliseconds.
+    /// Time allowed to receive a request's head, and its body, in milliseconds; also how long a DNS-over-TCP connection may idle.
     #[arg(long, env = "HAKKEN_READ_TIMEOUT", value_name = "MS", default_value_t = 10_000, value_parser = positive_ms, help_heading = "Limits")]
     read_timeout: u64,
     /// Longest time spent at start copying the cluster's listings from a peer, in milliseconds; listing reads wait for it.
@@ -251,7 +252,7 @@ impl CoordinatorArgs {
             dns_port: self.dns_port,
             dns_domain: self.dns_domain.clone(),
             dns_ttl: self.dns_ttl,
-            dns_max_connections: self.dns_max_connections.max(1),
+            dns_max_connections: self.dns_max_connections as usize,
             data_dir: self.data_dir.clone().filter(|d| !d.as_os_str().is_empty()),
             peer_tls: self.tls.settings(),
             ..CoordinatorConfig::default()
@@ -325,6 +326,14 @@ mod tests {
     struct Wrapper {
         #[command(flatten)]
         args: CoordinatorArgs,
+    }
+
+    #[test]
+    fn a_dns_connection_cap_of_zero_is_refused() {
+        let parsed = Wrapper::try_parse_from(["x", "--dns-max-connections", "0"]);
+        assert!(parsed.is_err(), "0 would serve no TCP at all");
+        let parsed = Wrapper::try_parse_from(["x", "--dns-max-connections", "1"]).unwrap();
+        assert_eq!(parsed.args.config().dns_max_connections, 1);
     }
 
     #[test]

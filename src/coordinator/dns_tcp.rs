@@ -4,11 +4,12 @@
 //! its buffers and a file descriptor until its idle timeout: enough of them would
 //! leave the coordinator's HTTP listener with no descriptor to accept with.
 //!
-//! A connection past the cap is closed as it is accepted. A message is handed to
-//! the same [`Handler`] that answers UDP, through hickory's request and response
-//! types, so both transports give the same answers. What is not a question gets
-//! what hickory's server gives it: a message too short for a header is dropped, a
-//! header without a readable body is answered `FORMERR`, a response is ignored.
+//! A connection past the cap is closed as it is accepted, with a warning at most
+//! once a minute. A message is handed to the same [`Handler`] that answers UDP,
+//! through hickory's request and response types, so both transports give the same
+//! answers. What is not a question gets what hickory's server gives it: a message
+//! too short for a header is dropped, a header without a readable body is
+//! answered `FORMERR`, a response is ignored.
 
 use super::dns::Handler;
 use bytes::Buf;
@@ -33,6 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Refusals past the cap are logged at most this often (with how many there
+/// were), so that a flood of connections does not flood the log too.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// Serves DNS over TCP on `listener` until `shutdown`, with at most `max`
 /// connections open (at least one); a connection that sends nothing for `idle` (or cannot take
 /// an answer for that long) is closed. Open connections are closed at shutdown.
@@ -46,6 +51,8 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
     let mut accept_errors = 0u32;
+    // Refusals since the last warning, and when that was.
+    let (mut refused, mut last_warned) = (0u64, None::<tokio::time::Instant>);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -69,7 +76,17 @@ pub(crate) async fn serve(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "DNS over TCP: connection closed unanswered: too many connections");
+            refused += 1;
+            if last_warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
+                tracing::warn!(
+                    %peer,
+                    refused,
+                    max,
+                    "DNS over TCP: connections closed as accepted, too many open (--dns-max-connections)"
+                );
+                last_warned = Some(tokio::time::Instant::now());
+                refused = 0;
+            }
             continue;
         };
         connections.spawn(connection(handler.clone(), stream, peer, idle, slot));

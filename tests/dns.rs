@@ -29,9 +29,14 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::process::Command;
 
 async fn dns_coordinator() -> (Coordinator, SocketAddr) {
+    dns_coordinator_with(common::config(60_000)).await
+}
+
+/// A coordinator serving DNS on a free port, configured by `config` otherwise.
+async fn dns_coordinator_with(config: CoordinatorConfig) -> (Coordinator, SocketAddr) {
     let coordinator = common::start(CoordinatorConfig {
         dns_port: Some(0),
-        ..common::config(60_000)
+        ..config
     })
     .await;
     let addr = coordinator.dns_addr().expect("DNS is served");
@@ -369,14 +374,12 @@ async fn closed(stream: &mut TcpStream) -> bool {
 #[tokio::test]
 async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
     // Connections never idle out here: any closing is the cap's.
-    let coordinator = common::start(CoordinatorConfig {
-        dns_port: Some(0),
+    let (coordinator, addr) = dns_coordinator_with(CoordinatorConfig {
         dns_max_connections: 2,
         header_timeout: Duration::from_secs(3600),
         ..common::config(60_000)
     })
     .await;
-    let addr = coordinator.dns_addr().expect("DNS is served");
     publish(
         &coordinator,
         serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
@@ -413,14 +416,12 @@ async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
 
 #[tokio::test]
 async fn an_idle_tcp_connection_is_closed_and_frees_its_place() {
-    let coordinator = common::start(CoordinatorConfig {
-        dns_port: Some(0),
+    let (_coordinator, addr) = dns_coordinator_with(CoordinatorConfig {
         dns_max_connections: 1,
         header_timeout: Duration::from_millis(300),
         ..common::config(60_000)
     })
     .await;
-    let addr = coordinator.dns_addr().expect("DNS is served");
     let mut idle = TcpStream::connect(addr).await.unwrap();
     assert!(closed(&mut idle).await, "an idle connection is closed");
     // Its place is free again: a new connection is answered (NXDOMAIN: no
@@ -472,13 +473,11 @@ async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connectio
 #[tokio::test]
 async fn a_shutdown_closes_open_tcp_connections() {
     // The connection never idles out here: its closing is the shutdown's.
-    let coordinator = common::start(CoordinatorConfig {
-        dns_port: Some(0),
+    let (coordinator, addr) = dns_coordinator_with(CoordinatorConfig {
         header_timeout: Duration::from_secs(3600),
         ..common::config(60_000)
     })
     .await;
-    let addr = coordinator.dns_addr().expect("DNS is served");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let asked = question("pay.service.hakken.", RecordType::A, None);
     assert!(ask_tcp(&mut stream, &asked).await.is_some());

@@ -12,6 +12,7 @@
 //! answered `FORMERR`, a response is ignored.
 
 use super::dns::Handler;
+use super::server::Acceptor;
 use bytes::Buf;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -50,30 +51,18 @@ pub(crate) async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
-    let mut accept_errors = 0u32;
+    let mut acceptor = Acceptor::new("DNS over TCP");
     // Refusals since the last warning, and when that was.
     let (mut refused, mut last_warned) = (0u64, None::<tokio::time::Instant>);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept(&listener) => accepted,
         };
         // Reap the connections that ended, so the set stays as small as the cap.
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                accept_errors = 0;
-                accepted
-            }
-            Err(error) => {
-                // Typically EMFILE: back off instead of spinning, and say so once.
-                if accept_errors == 0 {
-                    tracing::warn!(%error, "DNS over TCP: accept failed; backing off");
-                }
-                accept_errors = accept_errors.saturating_add(1);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, peer)) = accepted else {
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refused += 1;

@@ -67,6 +67,43 @@ where
     Box::pin(stream)
 }
 
+/// Accepts connections on a listener. After a failed accept (typically EMFILE:
+/// no descriptor left) it backs off instead of spinning, and warns once for a run
+/// of failures.
+pub(super) struct Acceptor {
+    /// What listens, for the warning.
+    what: &'static str,
+    /// Failed accepts in a row.
+    failures: u32,
+}
+
+impl Acceptor {
+    pub(super) fn new(what: &'static str) -> Self {
+        Acceptor { what, failures: 0 }
+    }
+
+    /// The next connection, or none after a failed accept and its back-off.
+    pub(super) async fn accept(
+        &mut self,
+        listener: &TcpListener,
+    ) -> Option<(TcpStream, std::net::SocketAddr)> {
+        match listener.accept().await {
+            Ok(accepted) => {
+                self.failures = 0;
+                Some(accepted)
+            }
+            Err(error) => {
+                if self.failures == 0 {
+                    tracing::warn!(%error, listener = self.what, "accept failed; backing off");
+                }
+                self.failures = self.failures.saturating_add(1);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                None
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -82,26 +119,14 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout)
         .keep_alive(true);
-    let mut accept_errors = 0u32;
+    let mut acceptor = Acceptor::new("HTTP");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = acceptor.accept(&listener) => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => {
-                accept_errors = 0;
-                stream
-            }
-            Err(error) => {
-                // Typically EMFILE: back off instead of spinning, and say so once.
-                if accept_errors == 0 {
-                    tracing::warn!(%error, "accept failed; backing off");
-                }
-                accept_errors = accept_errors.saturating_add(1);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Some((stream, _peer)) = accepted else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {

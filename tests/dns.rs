@@ -401,6 +401,14 @@ async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
     );
     let mut fourth = TcpStream::connect(addr).await.unwrap();
     assert!(ask_tcp(&mut fourth, &valid).await.is_none());
+    assert_eq!(
+        common::metric(
+            coordinator.host(),
+            "hakken_dns_tcp_connections_refused_total"
+        )
+        .await,
+        2.0
+    );
     // The two keep answering, and UDP is not capped.
     assert!(ask_tcp(&mut first, &valid).await.is_some());
     assert!(ask_udp(addr, &valid).await.is_some());

@@ -65,6 +65,7 @@ pub(crate) async fn serve(
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            handler.shared.metrics.dns_tcp_refused.inc();
             refused += 1;
             if last_warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
                 tracing::warn!(

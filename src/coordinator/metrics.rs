@@ -120,6 +120,8 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     dns_queries: Family<DnsLabels, Counter>,
+    /// DNS-over-TCP connections closed as accepted, past the cap.
+    pub dns_tcp_refused: Counter,
     /// Handles into `requests`, by method, route and status (see [`STATUSES`]).
     request_handles: Vec<OnceLock<Counter>>,
     /// Handles into `latency`, by route.
@@ -176,6 +178,7 @@ impl Metrics {
             gossip_poll_failures: Counter::default(),
             requests: Family::default(),
             dns_queries: Family::default(),
+            dns_tcp_refused: Counter::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -205,12 +208,18 @@ impl Metrics {
             requests,
             latency,
             dns_queries,
+            dns_tcp_refused,
             ..
         } = &metrics;
         registry.register(
             "dns_queries",
             "DNS questions answered, by type and answer code",
             dns_queries.clone(),
+        );
+        registry.register(
+            "dns_tcp_connections_refused",
+            "DNS-over-TCP connections closed as accepted: too many open (--dns-max-connections)",
+            dns_tcp_refused.clone(),
         );
         registry.register("listings", "Live listings held", listings.clone());
         registry.register(

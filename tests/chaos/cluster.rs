@@ -154,6 +154,29 @@ impl Cluster {
                 Node::Original(n) => n.restart(Some(&lb)).await,
             }
         }
+        // The original hears of coordinators only from what the discovery host
+        // answers it once a resync period, and from the lists of those it knows.
+        // nginx's round robin can hand one original the same backend (itself, or
+        // the other original) period after period, so that it never hears of ours
+        // within the test's minute (it happened). The faults, not the original's
+        // discovery, are under test here: each original is told of every other
+        // coordinator once, as an operator would. Ours find each other alone.
+        for original in coordinators.iter().filter(|c| c.kind == Kind::Original) {
+            for other in coordinators
+                .iter()
+                .filter(|c| c.address != original.address)
+            {
+                let descriptor = serde_json::json!({ "host": other.address }).to_string();
+                let (status, _) =
+                    crate::common::post(&original.address, "/v1/coordinator", descriptor).await;
+                assert!(
+                    (200..300).contains(&status),
+                    "the original at {} takes {}: {status}",
+                    original.address,
+                    other.address
+                );
+            }
+        }
         Cluster {
             coordinators,
             _nginx: nginx,

@@ -449,7 +449,9 @@ async fn hostile_burst(address: &str) {
 /// announce themselves to the discovery host only every resync period (10 H), and
 /// nginx may route an announcement back to its sender, which the original does
 /// not send again: two periods and more can pass. Hence a minute, not
-/// [`common::PATIENCE`] (a run of seed 2026 once needed more than 20 s).
+/// [`common::PATIENCE`] (a run of seed 2026 once needed more than 20 s); and the
+/// originals are told of every coordinator at start (`Cluster::start`), for a
+/// minute once passed without an original hearing of ours.
 async fn converge(addresses: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -95,6 +95,27 @@ async fn publish(addr: &str, service: &str, host: &str, fields: &[(&str, Value)]
         .unwrap();
 }
 
+/// How many changes [`large_changes`] makes.
+const LARGE_CHANGES: usize = 300;
+
+/// Changes `pay`'s listing `a:1` [`LARGE_CHANGES`] times (`n` = 0, 1, …, with a
+/// 60 KB field: every change is a new, large list), each read by `reading`
+/// before the next: enough to fill the socket of a stream that is not read.
+async fn large_changes(addr: &str, reading: &mut Reader) {
+    let padding = Value::String("x".repeat(60_000));
+    for i in 0..LARGE_CHANGES {
+        publish(
+            addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        let event = reading.next().await.unwrap();
+        assert_eq!(event.data[0]["n"], i, "the reading stream keeps up");
+    }
+}
+
 fn hosts(event: &Event) -> Vec<String> {
     let mut hosts: Vec<String> = event
         .data
@@ -214,31 +235,21 @@ async fn a_reader_that_does_not_read_holds_nobody_up_and_skips_to_the_newest_lis
     let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
     let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
     assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
-    let padding = Value::String("x".repeat(60_000));
-    const CHANGES: usize = 300;
-    for i in 0..CHANGES {
-        // The same host, a new payload each time: every change is a new list.
-        publish(
-            &addr,
-            "pay",
-            "a:1",
-            &[("n", i.into()), ("pad", padding.clone())],
-        )
-        .await;
-        let event = reading.next().await.unwrap();
-        assert_eq!(event.data[0]["n"], i, "the reading stream keeps up");
-    }
+    large_changes(&addr, &mut reading).await;
     // Now the stalled reader reads: it ends on the newest list, and got fewer
     // events than there were changes (what it missed was skipped, not queued).
     let mut seen = 0;
     loop {
         let event = stalled.next().await.unwrap();
         seen += 1;
-        if event.data[0]["n"] == CHANGES - 1 {
+        if event.data[0]["n"] == LARGE_CHANGES - 1 {
             break;
         }
     }
-    assert!(seen < CHANGES, "{seen} events for {CHANGES} changes");
+    assert!(
+        seen < LARGE_CHANGES,
+        "{seen} events for {LARGE_CHANGES} changes"
+    );
     c.shutdown().await.unwrap();
 }
 
@@ -493,19 +504,7 @@ async fn a_shutdown_does_not_wait_for_a_stream_reader_that_is_behind() {
     let stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
     let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
     assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
-    // Large changes until the stalled reader's socket is full (as in the test of
-    // readers that do not read).
-    let padding = Value::String("x".repeat(60_000));
-    for i in 0..300 {
-        publish(
-            &addr,
-            "pay",
-            "a:1",
-            &[("n", i.into()), ("pad", padding.clone())],
-        )
-        .await;
-        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
-    }
+    large_changes(&addr, &mut reading).await;
     tokio::time::timeout(PATIENCE, c.shutdown())
         .await
         .expect("shutdown is not held up by a reader behind")

@@ -361,6 +361,16 @@ async fn read_tcp(stream: &mut TcpStream) -> Option<Message> {
     Some(Message::from_vec(&body).expect("a DNS message"))
 }
 
+/// The answer to `message` on a new connection, once one is answered (while the
+/// cap is reached, each is closed unanswered).
+async fn answered_on_a_new_connection(addr: SocketAddr, message: &[u8]) -> Message {
+    eventually("a new TCP connection answered", || async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        ask_tcp(&mut stream, message).await
+    })
+    .await
+}
+
 /// Whether the other end closed `stream` (end of file, or a reset) within
 /// [`PATIENCE`].
 async fn closed(stream: &mut TcpStream) -> bool {
@@ -414,11 +424,7 @@ async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
     assert!(ask_udp(addr, &valid).await.is_some());
     // Once one closes, a new connection is answered.
     drop(second);
-    let answer = eventually("a new connection answered once one closed", || async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        ask_tcp(&mut stream, &valid).await
-    })
-    .await;
+    let answer = answered_on_a_new_connection(addr, &valid).await;
     assert_eq!(answer.answers.len(), 1);
 }
 
@@ -435,11 +441,7 @@ async fn an_idle_tcp_connection_is_closed_and_frees_its_place() {
     // Its place is free again: a new connection is answered (NXDOMAIN: no
     // listing).
     let asked = question("pay.service.hakken.", RecordType::A, None);
-    let answer = eventually("a new connection answered", || async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        ask_tcp(&mut stream, &asked).await
-    })
-    .await;
+    let answer = answered_on_a_new_connection(addr, &asked).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
 }
 

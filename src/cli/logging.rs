@@ -2,9 +2,9 @@
 //!
 //! Logs go to stderr so that commands' output on stdout stays machine-readable.
 //! The level comes from `RUST_LOG` (default `info`, and `warn` for
-//! hickory-server). Readable lines are coloured
-//! only when stderr is a terminal and `NO_COLOR` is unset or empty: logs sent to a
-//! file or a journal carry no escape codes.
+//! hickory-server). Readable lines are coloured only when stderr is a terminal
+//! and `NO_COLOR` is unset or empty: logs sent to a file or a journal carry no
+//! escape codes.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

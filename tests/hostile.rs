@@ -181,13 +181,20 @@ async fn connections_past_the_cap_get_a_503() {
     cfg.max_connections = 4;
     let c = start(cfg).await;
     let addr = c.address();
+    assert_eq!(
+        common::metric(&addr, "hakken_http_connections_refused_total").await,
+        0.0
+    );
     // Four idle keep-alive connections hold every permit.
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(TcpStream::connect(&addr).await.unwrap());
     }
+    // Every connection made now is refused (connections are accepted in order).
+    let connected = std::sync::atomic::AtomicUsize::new(0);
     let answer = eventually("a connection past the cap is refused", || async {
         let mut stream = TcpStream::connect(&addr).await.ok()?;
+        connected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         stream
             .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -215,6 +222,14 @@ async fn connections_past_the_cap_get_a_503() {
         (response.status() == 200).then_some(())
     })
     .await;
+    // Each refusal is counted: those above, and any of the four held that came
+    // before an earlier request's connection had freed its place.
+    let refused = common::metric(&addr, "hakken_http_connections_refused_total").await;
+    let connected = connected.into_inner() as f64;
+    assert!(
+        (connected..=connected + 4.0).contains(&refused),
+        "{refused} counted, {connected} refused"
+    );
     c.shutdown().await.unwrap();
 }
 

@@ -12,7 +12,7 @@
 //! answered `FORMERR`, a response is ignored.
 
 use super::dns::Handler;
-use super::server::Acceptor;
+use super::server::{Acceptor, Refusals};
 use bytes::Buf;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -35,10 +35,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Refusals past the cap are logged at most this often (with how many there
-/// were), so that a flood of connections does not flood the log too.
-const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
-
 /// Serves DNS over TCP on `listener` until `shutdown`, with at most `max`
 /// connections open (at least one); a connection that sends nothing for `idle` (or cannot take
 /// an answer for that long) is closed. Open connections are closed at shutdown.
@@ -52,8 +48,12 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
     let mut connections = JoinSet::new();
     let mut acceptor = Acceptor::new("DNS over TCP");
-    // Refusals since the last warning, and when that was.
-    let (mut refused, mut last_warned) = (0u64, None::<tokio::time::Instant>);
+    let mut refused = Refusals::new(
+        "DNS over TCP",
+        "--dns-max-connections",
+        max,
+        handler.shared.metrics.dns_tcp_refused.clone(),
+    );
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -65,18 +65,7 @@ pub(crate) async fn serve(
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            handler.shared.metrics.dns_tcp_refused.inc();
-            refused += 1;
-            if last_warned.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY) {
-                tracing::warn!(
-                    %peer,
-                    refused,
-                    max,
-                    "DNS over TCP: connections closed as accepted, too many open (--dns-max-connections)"
-                );
-                last_warned = Some(tokio::time::Instant::now());
-                refused = 0;
-            }
+            refused.refused(peer);
             continue;
         };
         connections.spawn(connection(handler.clone(), stream, peer, idle, slot));

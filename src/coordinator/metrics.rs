@@ -122,6 +122,8 @@ pub(crate) struct Metrics {
     dns_queries: Family<DnsLabels, Counter>,
     /// DNS-over-TCP connections closed as accepted, past the cap.
     pub dns_tcp_refused: Counter,
+    /// HTTP connections refused past the cap.
+    pub http_refused: Counter,
     /// Handles into `requests`, by method, route and status (see [`STATUSES`]).
     request_handles: Vec<OnceLock<Counter>>,
     /// Handles into `latency`, by route.
@@ -179,6 +181,7 @@ impl Metrics {
             requests: Family::default(),
             dns_queries: Family::default(),
             dns_tcp_refused: Counter::default(),
+            http_refused: Counter::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
                     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -209,6 +212,7 @@ impl Metrics {
             latency,
             dns_queries,
             dns_tcp_refused,
+            http_refused,
             ..
         } = &metrics;
         registry.register(
@@ -282,6 +286,11 @@ impl Metrics {
             "http_requests",
             "HTTP requests served, by method, route and status",
             requests.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused: too many open (--max-connections)",
+            http_refused.clone(),
         );
         registry.register(
             "http_request_duration_seconds",

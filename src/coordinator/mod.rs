@@ -540,6 +540,7 @@ impl Coordinator {
             stall_timeout: shared.config.stall_timeout,
             grace: shared.config.shutdown_grace,
             tls: certificates.clone(),
+            refused: shared.metrics.http_refused.clone(),
         };
         let server = server::serve(listener, app, options, shared.shutdown.clone());
         let mut tasks = vec![

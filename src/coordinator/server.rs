@@ -4,7 +4,9 @@
 //! coordinator drives hyper directly: one task per connection, a semaphore permit
 //! per connection, hyper's header read timeout for senders that stall inside a
 //! request's head, and hyper-util's graceful shutdown, bounded by a grace period.
-//! Past the cap, a connection gets a `503` JSON answer and is closed. Refusing is
+//! Past the cap, a connection gets a `503` JSON answer and is closed; refusals are
+//! counted in a metric and warned of at most once a minute ([`Refusals`], shared
+//! with DNS over TCP). Refusing is
 //! bounded too: at most [`MAX_REFUSING`] refused connections are answered at once,
 //! each for at most a second (the answer, then whatever the client still sends,
 //! so that closing does not reset the connection before the client has read the
@@ -52,6 +54,8 @@ pub(crate) struct ServeOptions {
     pub grace: Duration,
     /// Serve TLS with these certificates; plain HTTP without.
     pub tls: Option<Arc<Certificates>>,
+    /// Counts the connections refused past `max_connections`.
+    pub refused: prometheus_client::metrics::counter::Counter,
 }
 
 /// `stream`, whose writes fail (and so close the connection) when one waits for
@@ -67,9 +71,11 @@ where
     Box::pin(stream)
 }
 
-/// Accepts connections on a listener. After a failed accept (typically EMFILE:
-/// no descriptor left) it backs off instead of spinning, and warns once for a run
-/// of failures.
+/// Accepts connections on a listener. After a failed accept for want of a
+/// resource (EMFILE: no descriptor left; ENFILE, ENOBUFS, ENOMEM) it backs off
+/// instead of spinning, and warns once for a run of such failures. A connection
+/// that failed on its own (aborted or reset before it was taken) is no reason to
+/// wait: the next one is taken at once.
 pub(super) struct Acceptor {
     /// What listens, for the warning.
     what: &'static str,
@@ -77,12 +83,16 @@ pub(super) struct Acceptor {
     failures: u32,
 }
 
+/// How long a listener waits after an accept failed for want of a resource.
+const ACCEPT_BACK_OFF: Duration = Duration::from_millis(50);
+
 impl Acceptor {
     pub(super) fn new(what: &'static str) -> Self {
         Acceptor { what, failures: 0 }
     }
 
-    /// The next connection, or none after a failed accept and its back-off.
+    /// The next connection, or none after a failed accept (and its back-off when
+    /// it needs one).
     pub(super) async fn accept(
         &mut self,
         listener: &TcpListener,
@@ -92,14 +102,90 @@ impl Acceptor {
                 self.failures = 0;
                 Some(accepted)
             }
+            Err(error) if !for_want_of_a_resource(&error) => {
+                tracing::debug!(%error, listener = self.what, "accept failed");
+                None
+            }
             Err(error) => {
                 if self.failures == 0 {
                     tracing::warn!(%error, listener = self.what, "accept failed; backing off");
                 }
                 self.failures = self.failures.saturating_add(1);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_BACK_OFF).await;
                 None
             }
+        }
+    }
+}
+
+/// Whether a failed accept is the process or the system out of something
+/// (descriptors, buffers, memory), which accepting again at once cannot cure,
+/// rather than one connection's own failure.
+fn for_want_of_a_resource(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{
+        ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted, WouldBlock,
+    };
+    !matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+    )
+}
+
+/// Connections refused past a cap: each is counted in a metric, and they are
+/// warned of at most once a [`REFUSAL_WARNING_EVERY`], with how many there were
+/// since the last warning, so that a flood of connections does not flood the
+/// log too.
+pub(super) struct Refusals {
+    /// What listens, for the warning.
+    what: &'static str,
+    /// The setting that sets the cap, for the warning.
+    setting: &'static str,
+    /// The cap.
+    max: usize,
+    counter: prometheus_client::metrics::counter::Counter,
+    /// Refusals since the last warning, and when that was.
+    since_warning: u64,
+    last_warned: Option<Instant>,
+}
+
+/// Refusals past a cap are warned of at most this often.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl Refusals {
+    pub(super) fn new(
+        what: &'static str,
+        setting: &'static str,
+        max: usize,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Refusals {
+            what,
+            setting,
+            max,
+            counter,
+            since_warning: 0,
+            last_warned: None,
+        }
+    }
+
+    /// Counts a connection from `peer` refused past the cap.
+    pub(super) fn refused(&mut self, peer: std::net::SocketAddr) {
+        self.counter.inc();
+        self.since_warning += 1;
+        if self
+            .last_warned
+            .is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY)
+        {
+            tracing::warn!(
+                %peer,
+                refused = self.since_warning,
+                max = self.max,
+                listener = self.what,
+                setting = self.setting,
+                "connections refused: too many open"
+            );
+            self.last_warned = Some(Instant::now());
+            self.since_warning = 0;
         }
     }
 }
@@ -120,16 +206,23 @@ pub(crate) async fn serve(
         .header_read_timeout(options.header_timeout)
         .keep_alive(true);
     let mut acceptor = Acceptor::new("HTTP");
+    let mut refused = Refusals::new(
+        "HTTP",
+        "--max-connections",
+        options.max_connections,
+        options.refused.clone(),
+    );
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = acceptor.accept(&listener) => accepted,
         };
-        let Some((stream, _peer)) = accepted else {
+        let Some((stream, peer)) = accepted else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused.refused(peer);
             match refusals.clone().try_acquire_owned() {
                 Ok(refusing) => {
                     tokio::spawn(refuse(stream, refusing, options.tls.is_some()));
@@ -287,7 +380,6 @@ async fn refuse(mut stream: TcpStream, _refusing: OwnedSemaphorePermit, tls: boo
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(LINGER, answer).await;
-    tracing::debug!("connection refused: too many connections");
 }
 
 /// The first byte of every TLS connection: a handshake record.
@@ -369,6 +461,21 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Identified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_accept_that_failed_for_want_of_a_resource_backs_off() {
+        use std::io::{Error, ErrorKind};
+        // EMFILE and ENFILE (no descriptor left), ENOBUFS, ENOMEM.
+        for errno in [24, 23, 105, 12] {
+            let error = Error::from_raw_os_error(errno);
+            assert!(for_want_of_a_resource(&error), "{error}");
+        }
+        // ECONNABORTED: a connection reset before it was accepted.
+        assert!(!for_want_of_a_resource(&Error::from_raw_os_error(103)));
+        assert!(!for_want_of_a_resource(&Error::from(
+            ErrorKind::ConnectionReset
+        )));
+    }
 
     #[test]
     fn the_answer_to_plain_http_on_the_tls_port_is_well_formed() {

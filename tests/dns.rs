@@ -339,9 +339,7 @@ async fn malformed_packets_are_refused_or_dropped_and_never_hurt_the_coordinator
 
 /// Writes `message` on a DNS-over-TCP connection and reads one answer.
 async fn ask_tcp(stream: &mut TcpStream, message: &[u8]) -> Option<Message> {
-    let mut framed = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
-    framed.extend_from_slice(message);
-    stream.write_all(&framed).await.ok()?;
+    stream.write_all(&framed(message)).await.ok()?;
     read_tcp(stream).await
 }
 
@@ -381,11 +379,12 @@ async fn closed(stream: &mut TcpStream) -> bool {
     )
 }
 
-#[tokio::test]
-async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
-    // Connections never idle out here: any closing is the cap's.
+/// A coordinator serving DNS with at most `max` TCP connections, which never
+/// idle out (any closing is the cap's), and one listing for `pay`; and a
+/// question for it.
+async fn capped_dns_coordinator(max: usize) -> (Coordinator, SocketAddr, Vec<u8>) {
     let (coordinator, addr) = dns_coordinator_with(CoordinatorConfig {
-        dns_max_connections: 2,
+        dns_max_connections: max,
         header_timeout: Duration::from_secs(3600),
         ..common::config(60_000)
     })
@@ -396,36 +395,102 @@ async fn tcp_connections_are_capped_and_one_that_closes_frees_its_place() {
     )
     .await;
     let valid = question("pay.service.hakken.", RecordType::A, None);
-    // Two connections, each answered: they hold both places.
+    (coordinator, addr, valid)
+}
+
+/// `message` framed for TCP: its length in two bytes, then itself.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut framed = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    framed
+}
+
+#[tokio::test]
+async fn past_the_tcp_cap_the_connection_idle_longest_makes_room() {
+    let (coordinator, addr, valid) = capped_dns_coordinator(2).await;
+    // Two connections, each answered and now idle: they hold both places.
     let mut first = TcpStream::connect(addr).await.unwrap();
     let mut second = TcpStream::connect(addr).await.unwrap();
     for stream in [&mut first, &mut second] {
         let answer = ask_tcp(stream, &valid).await.expect("answered");
         assert_eq!(answer.answers.len(), 1);
     }
-    // A third is closed as it is accepted, unanswered.
-    let mut third = TcpStream::connect(addr).await.unwrap();
+    // A third is answered: one of the idle two gave up its place. (Which one is
+    // the longest idle is `dns_tcp.rs`'s unit test: here, the second could be
+    // idle first if the first's task stalled right after its answer.)
+    let answer = answered_on_a_new_connection(addr, &valid).await;
+    assert_eq!(answer.answers.len(), 1);
+    // One of the two is closed: the first of them to end.
+    let (mut byte_1, mut byte_2) = ([0u8; 1], [0u8; 1]);
+    let first_closed = tokio::time::timeout(PATIENCE, async {
+        tokio::select! {
+            read = first.read(&mut byte_1) => {
+                assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+                true
+            }
+            read = second.read(&mut byte_2) => {
+                assert!(matches!(read, Ok(0) | Err(_)), "closed: {read:?}");
+                false
+            }
+        }
+    })
+    .await
+    .expect("an idle connection closed");
+    let mut kept = if first_closed { second } else { first };
     assert!(
-        closed(&mut third).await,
-        "a connection past the cap is closed"
+        ask_tcp(&mut kept, &valid).await.is_some(),
+        "the other still answers"
     );
-    let mut fourth = TcpStream::connect(addr).await.unwrap();
-    assert!(ask_tcp(&mut fourth, &valid).await.is_none());
+    assert_eq!(
+        common::metric(
+            coordinator.host(),
+            "hakken_dns_tcp_connections_evicted_total"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn past_the_tcp_cap_with_no_connection_idle_a_new_one_is_closed() {
+    let (coordinator, addr, valid) = capped_dns_coordinator(1).await;
+    // One connection holds the only place, in the middle of its second message:
+    // both are sent before the first answer is read, so when that answer comes
+    // the second message has already begun to arrive.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    let second = framed(&valid);
+    let (begun, rest) = second.split_at(second.len() / 2);
+    let mut sent = framed(&valid);
+    sent.extend_from_slice(begun);
+    busy.write_all(&sent).await.unwrap();
+    assert!(read_tcp(&mut busy).await.is_some(), "the first answered");
+    // A new connection is closed as it is accepted, unanswered.
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    assert!(ask_tcp(&mut refused, &valid).await.is_none());
     assert_eq!(
         common::metric(
             coordinator.host(),
             "hakken_dns_tcp_connections_refused_total"
         )
         .await,
-        2.0
+        1.0
     );
-    // The two keep answering, and UDP is not capped.
-    assert!(ask_tcp(&mut first, &valid).await.is_some());
+    // UDP is not capped, and the busy connection goes on.
     assert!(ask_udp(addr, &valid).await.is_some());
-    // Once one closes, a new connection is answered.
-    drop(second);
+    busy.write_all(rest).await.unwrap();
+    assert!(read_tcp(&mut busy).await.is_some(), "the second answered");
+    // Idle now, it makes room for the next.
     let answer = answered_on_a_new_connection(addr, &valid).await;
     assert_eq!(answer.answers.len(), 1);
+    assert!(closed(&mut busy).await, "the idle one closed");
+    assert_eq!(
+        common::metric(
+            coordinator.host(),
+            "hakken_dns_tcp_connections_evicted_total"
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -462,9 +527,7 @@ async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connectio
     response[2] |= 0x80;
     response[0] = !response[0];
     for ignored in [&[][..], &valid[..5], &response[..]] {
-        let mut framed = u16::try_from(ignored.len()).unwrap().to_be_bytes().to_vec();
-        framed.extend_from_slice(ignored);
-        stream.write_all(&framed).await.unwrap();
+        stream.write_all(&framed(ignored)).await.unwrap();
     }
     let answer = ask_tcp(&mut stream, &valid).await.expect("answered");
     assert_eq!(answer.metadata.id, id);

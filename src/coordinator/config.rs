@@ -89,8 +89,10 @@ pub struct CoordinatorConfig {
     pub dns_domain: String,
     /// TTL of every DNS record, in seconds.
     pub dns_ttl: u32,
-    /// Most DNS-over-TCP connections open at once; one past it is closed as it
-    /// is accepted (UDP is not affected).
+    /// Most DNS-over-TCP connections open at once; one past it takes the place
+    /// of the connection waiting longest for its next question, or is closed as
+    /// it is accepted when every connection is in the middle of one (UDP is not
+    /// affected).
     pub dns_max_connections: usize,
     /// Keep the registry in this directory, so that a restart keeps the listings
     /// (see `persist.rs`); created if missing, one coordinator per directory.

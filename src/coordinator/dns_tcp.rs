@@ -4,8 +4,13 @@
 //! its buffers and a file descriptor until its idle timeout: enough of them would
 //! leave the coordinator's HTTP listener with no descriptor to accept with.
 //!
-//! A connection past the cap is closed as it is accepted, with a warning at most
-//! once a minute. A message is handed to the same [`Handler`] that answers UDP,
+//! When a new connection finds every place taken, the connection that has waited
+//! longest for its client's next message is closed and gives up its place
+//! ([`Idle`]; RFC 7766 §6.2.3 lets a server under pressure close idle
+//! connections): a client that holds many connections open without using them
+//! cannot shut others out. Only when every connection is in the middle of a
+//! message is a new one closed as it is accepted, with a warning at most once a
+//! minute. A message is handed to the same [`Handler`] that answers UDP,
 //! through hickory's request and response types, so both transports give the same
 //! answers. What is not a question gets what hickory's server gives it: a message
 //! too short for a header is dropped, a header without a readable body is
@@ -14,6 +19,7 @@
 use super::dns::Handler;
 use super::server::{Acceptor, Refusals};
 use bytes::Buf;
+use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
@@ -26,6 +32,7 @@ use hickory_server::proto::serialize::binary::{
 };
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +40,49 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// The connections waiting for their client's next message, each holding its
+/// place under the cap, by how long they have waited. A connection is put here
+/// while it waits (and none of the next message has arrived), and takes its place
+/// back when the message begins to arrive, unless a new connection took it
+/// meanwhile: then it is told to close.
+#[derive(Default)]
+struct Idle {
+    /// By the instant each began to wait, then its connection's number.
+    waiting: Mutex<BTreeMap<(Instant, u64), Waiting>>,
+}
+
+/// A connection waiting for a message.
+struct Waiting {
+    slot: OwnedSemaphorePermit,
+    /// Cancelled when its place is taken.
+    evicted: CancellationToken,
+}
+
+impl Idle {
+    /// Puts connection `key` (waiting since `key.0`) here with its place.
+    fn wait(&self, key: (Instant, u64), slot: OwnedSemaphorePermit, evicted: CancellationToken) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(key, Waiting { slot, evicted });
+        }
+    }
+
+    /// Connection `key`'s place back, or none if it was taken.
+    fn resume(&self, key: (Instant, u64)) -> Option<OwnedSemaphorePermit> {
+        let waiting = self.waiting.lock().ok()?.remove(&key)?;
+        Some(waiting.slot)
+    }
+
+    /// The place of the connection that has waited longest, which is told to
+    /// close; none if no connection is waiting.
+    fn evict(&self) -> Option<OwnedSemaphorePermit> {
+        let (_, waiting) = self.waiting.lock().ok()?.pop_first()?;
+        waiting.evicted.cancel();
+        Some(waiting.slot)
+    }
+}
 
 /// Serves DNS over TCP on `listener` until `shutdown`, with at most `max`
 /// connections open (at least one); a connection that sends nothing for `idle` (or cannot take
@@ -46,6 +95,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+    let idle_connections = Arc::new(Idle::default());
     let mut connections = JoinSet::new();
     let mut acceptor = Acceptor::new("DNS over TCP");
     let mut refused = Refusals::new(
@@ -54,6 +104,7 @@ pub(crate) async fn serve(
         max,
         handler.shared.metrics.dns_tcp_refused.clone(),
     );
+    let mut number = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -64,58 +115,114 @@ pub(crate) async fn serve(
         let Some((stream, peer)) = accepted else {
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refused.refused(peer);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => match idle_connections.evict() {
+                Some(slot) => {
+                    handler.shared.metrics.dns_tcp_evicted.inc();
+                    tracing::debug!(%peer, "DNS over TCP: the longest idle connection closed to make room");
+                    slot
+                }
+                None => {
+                    refused.refused(peer);
+                    continue;
+                }
+            },
         };
-        connections.spawn(connection(handler.clone(), stream, peer, idle, slot));
+        number += 1;
+        let connection = Connection {
+            handler: handler.clone(),
+            stream,
+            peer,
+            idle,
+            number,
+            idle_connections: idle_connections.clone(),
+        };
+        connections.spawn(connection.serve(slot));
     }
     connections.shutdown().await;
 }
 
-/// Answers the messages of one connection, in order, until it closes, idles for
-/// `idle`, or sends a length it does not follow with as many bytes.
-async fn connection(
+/// One accepted connection.
+struct Connection {
     handler: Arc<Handler>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
+    /// Longest wait for a message, or for the client to take an answer.
     idle: Duration,
-    _slot: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    loop {
-        let mut length = [0u8; 2];
-        if !matches!(
-            tokio::time::timeout(idle, stream.read_exact(&mut length)).await,
-            Ok(Ok(_))
-        ) {
-            return;
+    /// Tells it apart in `idle_connections`.
+    number: u64,
+    idle_connections: Arc<Idle>,
+}
+
+impl Connection {
+    /// Answers the messages of the connection, in order, until it closes, idles
+    /// for `idle`, sends a length it does not follow with as many bytes, or is
+    /// evicted while it waits.
+    async fn serve(mut self, mut slot: OwnedSemaphorePermit) {
+        let _ = self.stream.set_nodelay(true);
+        let mut waiting_since = Instant::now();
+        loop {
+            let Some(resumed) = self.next_message(slot, waiting_since).await else {
+                return;
+            };
+            slot = resumed;
+            let mut length = [0u8; 2];
+            if !matches!(
+                tokio::time::timeout(self.idle, self.stream.read_exact(&mut length)).await,
+                Ok(Ok(_))
+            ) {
+                return;
+            }
+            // The buffer grows with what arrives, not with what the length promised.
+            let length = u64::from(u16::from_be_bytes(length));
+            let mut message = Vec::new();
+            let mut body = (&mut self.stream).take(length);
+            let read = tokio::time::timeout(self.idle, body.read_to_end(&mut message)).await;
+            if !matches!(read, Ok(Ok(n)) if n as u64 == length) {
+                return;
+            }
+            // A zero-length message is no question: dropped, like one too short for
+            // a header.
+            if let Some(answer) = answer(&self.handler, message, self.peer).await {
+                // At most u16::MAX bytes: the encoder is capped there (see `Reply`).
+                let Ok(length) = u16::try_from(answer.len()) else {
+                    return;
+                };
+                let length = length.to_be_bytes();
+                let mut framed = Buf::chain(&length[..], answer.as_slice());
+                let write = self.stream.write_all_buf(&mut framed);
+                if !matches!(tokio::time::timeout(self.idle, write).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            waiting_since = Instant::now();
         }
-        // The buffer grows with what arrives, not with what the length promised.
-        let length = u64::from(u16::from_be_bytes(length));
-        let mut message = Vec::new();
-        let mut body = (&mut stream).take(length);
-        let read = tokio::time::timeout(idle, body.read_to_end(&mut message)).await;
-        if !matches!(read, Ok(Ok(n)) if n as u64 == length) {
-            return;
+    }
+
+    /// Waits (for `idle` at most) until the next message begins to arrive, its
+    /// place (`slot`) left in `idle_connections` meanwhile: the place back, or
+    /// none if the connection is to close (it closed, idled, or was evicted).
+    /// A message that has already begun to arrive is not waited for.
+    async fn next_message(
+        &mut self,
+        slot: OwnedSemaphorePermit,
+        waiting_since: Instant,
+    ) -> Option<OwnedSemaphorePermit> {
+        let mut byte = [0u8; 1];
+        if let Some(peeked) = self.stream.peek(&mut byte).now_or_never() {
+            return matches!(peeked, Ok(n) if n > 0).then_some(slot);
         }
-        // A zero-length message is no question: dropped, like one too short for
-        // a header.
-        let Some(answer) = answer(&handler, message, peer).await else {
-            continue;
+        let key = (waiting_since, self.number);
+        let evicted = CancellationToken::new();
+        self.idle_connections.wait(key, slot, evicted.clone());
+        let peeked = tokio::select! {
+            biased;
+            _ = evicted.cancelled() => None,
+            peeked = tokio::time::timeout(self.idle, self.stream.peek(&mut byte)) => Some(peeked),
         };
-        // At most u16::MAX bytes: the encoder is capped there (see `Reply`).
-        let Ok(length) = u16::try_from(answer.len()) else {
-            return;
-        };
-        let length = length.to_be_bytes();
-        let mut framed = Buf::chain(&length[..], answer.as_slice());
-        if !matches!(
-            tokio::time::timeout(idle, stream.write_all_buf(&mut framed)).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
+        let slot = self.idle_connections.resume(key)?;
+        matches!(peeked, Some(Ok(Ok(n))) if n > 0).then_some(slot)
     }
 }
 
@@ -140,6 +247,35 @@ async fn answer(handler: &Handler, message: Vec<u8>, peer: SocketAddr) -> Option
         }
     }
     reply.take()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_waiting_longest_gives_up_its_place_and_is_told_to_close() {
+        let slots = Arc::new(Semaphore::new(3));
+        let idle = Idle::default();
+        let now = Instant::now();
+        let (early, late) = ((now, 2), (now + Duration::from_secs(1), 1));
+        let tokens = [CancellationToken::new(), CancellationToken::new()];
+        for (key, token) in [(late, &tokens[1]), (early, &tokens[0])] {
+            idle.wait(
+                key,
+                slots.clone().try_acquire_owned().unwrap(),
+                token.clone(),
+            );
+        }
+        // The one that began to wait first, whatever its number.
+        let place = idle.evict().expect("one was waiting");
+        assert!(tokens[0].is_cancelled() && !tokens[1].is_cancelled());
+        assert!(idle.resume(early).is_none(), "its place was taken");
+        let _kept = idle.resume(late).expect("the other's was not");
+        assert!(idle.evict().is_none(), "none waiting");
+        drop(place);
+        assert_eq!(slots.available_permits(), 2, "the evicted place, given on");
+    }
 }
 
 /// Where [`Handler`] puts its answer: the encoded message, for the connection to

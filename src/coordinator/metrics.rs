@@ -122,6 +122,8 @@ pub(crate) struct Metrics {
     dns_queries: Family<DnsLabels, Counter>,
     /// DNS-over-TCP connections closed as accepted, past the cap.
     pub dns_tcp_refused: Counter,
+    /// DNS-over-TCP connections closed while idle, to make room for a new one.
+    pub dns_tcp_evicted: Counter,
     /// HTTP connections refused past the cap.
     pub http_refused: Counter,
     /// Handles into `requests`, by method, route and status (see [`STATUSES`]).
@@ -181,6 +183,7 @@ impl Metrics {
             requests: Family::default(),
             dns_queries: Family::default(),
             dns_tcp_refused: Counter::default(),
+            dns_tcp_evicted: Counter::default(),
             http_refused: Counter::default(),
             latency: Family::new_with_constructor(|| {
                 Histogram::new([
@@ -212,6 +215,7 @@ impl Metrics {
             latency,
             dns_queries,
             dns_tcp_refused,
+            dns_tcp_evicted,
             http_refused,
             ..
         } = &metrics;
@@ -222,8 +226,13 @@ impl Metrics {
         );
         registry.register(
             "dns_tcp_connections_refused",
-            "DNS-over-TCP connections closed as accepted: too many open (--dns-max-connections)",
+            "DNS-over-TCP connections closed as accepted: too many open and none idle (--dns-max-connections)",
             dns_tcp_refused.clone(),
+        );
+        registry.register(
+            "dns_tcp_connections_evicted",
+            "DNS-over-TCP connections closed while idle, to make room for a new one past --dns-max-connections",
+            dns_tcp_evicted.clone(),
         );
         registry.register("listings", "Live listings held", listings.clone());
         registry.register(

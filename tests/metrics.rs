@@ -120,3 +120,27 @@ async fn expiries_are_counted() {
     .await;
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn every_metric_is_in_the_readme() {
+    const README: &str = include_str!("../README.md");
+    let mut cfg = config(60_000);
+    cfg.dns_port = Some(0);
+    let c = start(cfg).await;
+    let text = common::scrape(&c.address()).await;
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(names.len() > 10, "{text}");
+    for name in names {
+        // Named whole, or by its last word after a sibling (`_replaced`).
+        let last = name.rsplit('_').next().unwrap_or(name);
+        assert!(
+            README.contains(&format!("`{name}")) || README.contains(&format!("`_{last}`")),
+            "README lists no metric {name}"
+        );
+    }
+    c.shutdown().await.unwrap();
+}

@@ -278,7 +278,7 @@ impl Metrics {
         );
         registry.register(
             "listings_imported",
-            "Listings copied from a peer at start (join sync)",
+            "Listings taken in at start: copied from a peer (join sync) or read back from the data directory",
             imported.clone(),
         );
         registry.register(

@@ -452,6 +452,31 @@ async fn past_the_tcp_cap_the_connection_idle_longest_makes_room() {
 }
 
 #[tokio::test]
+async fn a_burst_of_silent_connections_past_the_tcp_cap_shuts_no_one_out() {
+    let (coordinator, addr, valid) = capped_dns_coordinator(2).await;
+    // Twenty connections that never send, made at once (blocking connects: the
+    // coordinator, on this runtime, takes them all in one go): each new one
+    // takes the place of one before it, even one accepted but not yet served.
+    let silent: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // The next is answered at once.
+    let mut asking = TcpStream::connect(addr).await.unwrap();
+    let answer = ask_tcp(&mut asking, &valid).await.expect("answered");
+    assert_eq!(answer.answers.len(), 1);
+    let metric = |name: &'static str| common::metric(coordinator.host(), name);
+    assert_eq!(
+        metric("hakken_dns_tcp_connections_evicted_total").await,
+        19.0
+    );
+    assert_eq!(
+        metric("hakken_dns_tcp_connections_refused_total").await,
+        0.0
+    );
+    drop(silent);
+}
+
+#[tokio::test]
 async fn past_the_tcp_cap_with_no_connection_idle_a_new_one_is_closed() {
     let (coordinator, addr, valid) = capped_dns_coordinator(1).await;
     // One connection holds the only place, in the middle of its second message:

@@ -88,7 +88,7 @@ pub struct CoordinatorArgs {
         help_heading = "DNS"
     )]
     dns_ttl: u32,
-    /// Most DNS-over-TCP connections open at once: one more takes the place of the connection idle longest, or is closed as it is accepted if none is idle; one idle for --read-timeout is closed.
+    /// Most DNS-over-TCP connections open at once: one more takes the place of the connection waiting longest for a question, or is closed as it is accepted if every one is busy with a question; one idle for --read-timeout is closed.
     #[arg(
         long,
         env = "HAKKEN_DNS_MAX_CONNECTIONS",

@@ -90,9 +90,9 @@ pub struct CoordinatorConfig {
     /// TTL of every DNS record, in seconds.
     pub dns_ttl: u32,
     /// Most DNS-over-TCP connections open at once; one past it takes the place
-    /// of the connection waiting longest for its next question, or is closed as
-    /// it is accepted when every connection is in the middle of one (UDP is not
-    /// affected).
+    /// of the connection waiting longest for its next question (or its first),
+    /// or is closed as it is accepted when every connection is busy with one or
+    /// its answer (UDP is not affected).
     pub dns_max_connections: usize,
     /// Keep the registry in this directory, so that a restart keeps the listings
     /// (see `persist.rs`); created if missing, one coordinator per directory.

@@ -5,12 +5,14 @@
 //! leave the coordinator's HTTP listener with no descriptor to accept with.
 //!
 //! When a new connection finds every place taken, the connection that has waited
-//! longest for its client's next message is closed and gives up its place
-//! ([`Idle`]; RFC 7766 §6.2.3 lets a server under pressure close idle
+//! longest for its client's next message (or its first) is closed and gives up
+//! its place ([`Idle`]; RFC 7766 §6.2.3 lets a server under pressure close idle
 //! connections): a client that holds many connections open without using them
-//! cannot shut others out. Only when every connection is in the middle of a
-//! message is a new one closed as it is accepted, with a warning at most once a
-//! minute. A message is handed to the same [`Handler`] that answers UDP,
+//! cannot shut others out. Only when every connection is busy (in the middle of
+//! a message, or of its answer) is a new one closed as it is accepted, with a
+//! warning at most once a minute. (An evicted connection closes when its task
+//! next runs: for a moment, a burst of connections can hold a few more sockets
+//! than the cap.) A message is handed to the same [`Handler`] that answers UDP,
 //! through hickory's request and response types, so both transports give the same
 //! answers. What is not a question gets what hickory's server gives it: a message
 //! too short for a header is dropped, a header without a readable body is
@@ -45,9 +47,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The connections waiting for their client's next message, each holding its
 /// place under the cap, by how long they have waited. A connection is put here
-/// while it waits (and none of the next message has arrived), and takes its place
-/// back when the message begins to arrive, unless a new connection took it
-/// meanwhile: then it is told to close.
+/// as it is accepted, and after each answer unless its next message has already
+/// begun to arrive; it takes its place back when the message begins to arrive,
+/// unless a new connection took it meanwhile: then it is told to close.
 #[derive(Default)]
 struct Idle {
     /// By the instant each began to wait, then its connection's number.
@@ -129,7 +131,11 @@ pub(crate) async fn serve(
                 }
             },
         };
+        // It waits for its first message from now on: a connection accepted but
+        // not yet run can make room for the next one too.
         number += 1;
+        let (since, evicted) = (Instant::now(), CancellationToken::new());
+        idle_connections.wait((since, number), slot, evicted.clone());
         let connection = Connection {
             handler: handler.clone(),
             stream,
@@ -137,8 +143,9 @@ pub(crate) async fn serve(
             idle,
             number,
             idle_connections: idle_connections.clone(),
+            evicted,
         };
-        connections.spawn(connection.serve(slot));
+        connections.spawn(connection.serve(since));
     }
     connections.shutdown().await;
 }
@@ -153,76 +160,86 @@ struct Connection {
     /// Tells it apart in `idle_connections`.
     number: u64,
     idle_connections: Arc<Idle>,
+    /// Cancelled when a new connection takes its place.
+    evicted: CancellationToken,
 }
 
 impl Connection {
     /// Answers the messages of the connection, in order, until it closes, idles
     /// for `idle`, sends a length it does not follow with as many bytes, or is
-    /// evicted while it waits.
-    async fn serve(mut self, mut slot: OwnedSemaphorePermit) {
+    /// evicted while it waits. It starts waiting, in `idle_connections`, since
+    /// `waiting_since`.
+    async fn serve(mut self, mut waiting_since: Instant) {
         let _ = self.stream.set_nodelay(true);
-        let mut waiting_since = Instant::now();
         loop {
-            let Some(resumed) = self.next_message(slot, waiting_since).await else {
+            let Some(slot) = self.next_message(waiting_since).await else {
                 return;
             };
-            slot = resumed;
-            let mut length = [0u8; 2];
-            if !matches!(
-                tokio::time::timeout(self.idle, self.stream.read_exact(&mut length)).await,
-                Ok(Ok(_))
-            ) {
-                return;
-            }
-            // The buffer grows with what arrives, not with what the length promised.
-            let length = u64::from(u16::from_be_bytes(length));
-            let mut message = Vec::new();
-            let mut body = (&mut self.stream).take(length);
-            let read = tokio::time::timeout(self.idle, body.read_to_end(&mut message)).await;
-            if !matches!(read, Ok(Ok(n)) if n as u64 == length) {
-                return;
-            }
-            // A zero-length message is no question: dropped, like one too short for
-            // a header.
-            if let Some(answer) = answer(&self.handler, message, self.peer).await {
-                // At most u16::MAX bytes: the encoder is capped there (see `Reply`).
-                let Ok(length) = u16::try_from(answer.len()) else {
+            // The messages that have begun to arrive by the time the one before
+            // is answered are not waited for.
+            loop {
+                if !self.answer_next().await {
                     return;
-                };
-                let length = length.to_be_bytes();
-                let mut framed = Buf::chain(&length[..], answer.as_slice());
-                let write = self.stream.write_all_buf(&mut framed);
-                if !matches!(tokio::time::timeout(self.idle, write).await, Ok(Ok(()))) {
-                    return;
+                }
+                let mut byte = [0u8; 1];
+                if self.stream.peek(&mut byte).now_or_never().is_none() {
+                    break;
                 }
             }
             waiting_since = Instant::now();
+            let key = (waiting_since, self.number);
+            self.idle_connections.wait(key, slot, self.evicted.clone());
         }
     }
 
     /// Waits (for `idle` at most) until the next message begins to arrive, its
-    /// place (`slot`) left in `idle_connections` meanwhile: the place back, or
-    /// none if the connection is to close (it closed, idled, or was evicted).
-    /// A message that has already begun to arrive is not waited for.
-    async fn next_message(
-        &mut self,
-        slot: OwnedSemaphorePermit,
-        waiting_since: Instant,
-    ) -> Option<OwnedSemaphorePermit> {
+    /// place left in `idle_connections` meanwhile (since `waiting_since`): the
+    /// place back, or none if the connection is to close (it closed, idled, or
+    /// was evicted). A message whose first bytes arrive just as the connection
+    /// is evicted is lost with it (the client sees the connection reset and asks
+    /// again, as RFC 7766 expects of it).
+    async fn next_message(&mut self, waiting_since: Instant) -> Option<OwnedSemaphorePermit> {
         let mut byte = [0u8; 1];
-        if let Some(peeked) = self.stream.peek(&mut byte).now_or_never() {
-            return matches!(peeked, Ok(n) if n > 0).then_some(slot);
-        }
-        let key = (waiting_since, self.number);
-        let evicted = CancellationToken::new();
-        self.idle_connections.wait(key, slot, evicted.clone());
         let peeked = tokio::select! {
             biased;
-            _ = evicted.cancelled() => None,
+            _ = self.evicted.cancelled() => None,
             peeked = tokio::time::timeout(self.idle, self.stream.peek(&mut byte)) => Some(peeked),
         };
-        let slot = self.idle_connections.resume(key)?;
+        let slot = self.idle_connections.resume((waiting_since, self.number))?;
         matches!(peeked, Some(Ok(Ok(n))) if n > 0).then_some(slot)
+    }
+
+    /// Reads the next message and writes its answer, if it gets one: whether
+    /// the connection goes on.
+    async fn answer_next(&mut self) -> bool {
+        let mut length = [0u8; 2];
+        if !matches!(
+            tokio::time::timeout(self.idle, self.stream.read_exact(&mut length)).await,
+            Ok(Ok(_))
+        ) {
+            return false;
+        }
+        // The buffer grows with what arrives, not with what the length promised.
+        let length = u64::from(u16::from_be_bytes(length));
+        let mut message = Vec::new();
+        let mut body = (&mut self.stream).take(length);
+        let read = tokio::time::timeout(self.idle, body.read_to_end(&mut message)).await;
+        if !matches!(read, Ok(Ok(n)) if n as u64 == length) {
+            return false;
+        }
+        // A zero-length message is no question: dropped, like one too short for
+        // a header.
+        let Some(answer) = answer(&self.handler, message, self.peer).await else {
+            return true;
+        };
+        // At most u16::MAX bytes: the encoder is capped there (see `Reply`).
+        let Ok(length) = u16::try_from(answer.len()) else {
+            return false;
+        };
+        let length = length.to_be_bytes();
+        let mut framed = Buf::chain(&length[..], answer.as_slice());
+        let write = self.stream.write_all_buf(&mut framed);
+        matches!(tokio::time::timeout(self.idle, write).await, Ok(Ok(())))
     }
 }
 

@@ -120,7 +120,7 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     dns_queries: Family<DnsLabels, Counter>,
-    /// DNS-over-TCP connections closed as accepted, past the cap.
+    /// DNS-over-TCP connections closed as accepted, past the cap, none waiting.
     pub dns_tcp_refused: Counter,
     /// DNS-over-TCP connections closed while idle, to make room for a new one.
     pub dns_tcp_evicted: Counter,
@@ -226,7 +226,7 @@ impl Metrics {
         );
         registry.register(
             "dns_tcp_connections_refused",
-            "DNS-over-TCP connections closed as accepted: too many open and none idle (--dns-max-connections)",
+            "DNS-over-TCP connections closed as accepted: too many open, all busy with a question (--dns-max-connections)",
             dns_tcp_refused.clone(),
         );
         registry.register(

@@ -71,11 +71,12 @@ where
     Box::pin(stream)
 }
 
-/// Accepts connections on a listener. After a failed accept for want of a
-/// resource (EMFILE: no descriptor left; ENFILE, ENOBUFS, ENOMEM) it backs off
-/// instead of spinning, and warns once for a run of such failures. A connection
-/// that failed on its own (aborted or reset before it was taken) is no reason to
-/// wait: the next one is taken at once.
+/// Accepts connections on a listener. After a failed accept it backs off instead
+/// of spinning (EMFILE: no descriptor left; ENFILE, ENOBUFS, ENOMEM, and any
+/// error it does not know), and warns once for a run of such failures; except
+/// when the one connection failed (aborted or reset before it was taken) or the
+/// network did (down, unreachable), which is no reason to wait: the next one is
+/// taken at once.
 pub(super) struct Acceptor {
     /// What listens, for the warning.
     what: &'static str,
@@ -118,16 +119,25 @@ impl Acceptor {
     }
 }
 
-/// Whether a failed accept is the process or the system out of something
-/// (descriptors, buffers, memory), which accepting again at once cannot cure,
-/// rather than one connection's own failure.
+/// Whether a failed accept may be the process or the system out of something
+/// (descriptors, buffers, memory), which accepting again at once cannot cure:
+/// any error but one connection's own failure or the network's, which
+/// `accept(2)` says to retry at once.
 fn for_want_of_a_resource(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{
-        ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted, WouldBlock,
+        ConnectionAborted, ConnectionRefused, ConnectionReset, HostUnreachable, Interrupted,
+        NetworkDown, NetworkUnreachable, WouldBlock,
     };
     !matches!(
         error.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock
+        ConnectionAborted
+            | ConnectionReset
+            | ConnectionRefused
+            | Interrupted
+            | WouldBlock
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
     )
 }
 
@@ -462,6 +472,8 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Identified {
 mod tests {
     use super::*;
 
+    // Linux's error numbers.
+    #[cfg(target_os = "linux")]
     #[test]
     fn only_an_accept_that_failed_for_want_of_a_resource_backs_off() {
         use std::io::{Error, ErrorKind};
@@ -475,6 +487,8 @@ mod tests {
         assert!(!for_want_of_a_resource(&Error::from(
             ErrorKind::ConnectionReset
         )));
+        // ENETDOWN.
+        assert!(!for_want_of_a_resource(&Error::from_raw_os_error(100)));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! upgrade, a header httparse or `http` refuse), and every TLS connection.
 
 use super::http::{serve_stream, wanted, Admission, Takeover};
-use super::server::{linger, stalls_cut};
+use super::sockets::{linger, stalls_cut};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;

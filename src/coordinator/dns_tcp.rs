@@ -19,7 +19,7 @@
 //! answered `FORMERR`, a response is ignored.
 
 use super::dns::Handler;
-use super::server::{Acceptor, Refusals};
+use super::sockets::{Acceptor, Refusals};
 use bytes::Buf;
 use futures_util::FutureExt;
 use hickory_server::net::runtime::TokioTime;

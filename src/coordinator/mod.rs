@@ -31,6 +31,7 @@ mod persist;
 mod readiness;
 mod registry;
 mod server;
+mod sockets;
 mod sync;
 mod tls;
 

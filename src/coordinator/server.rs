@@ -5,12 +5,12 @@
 //! per connection, hyper's header read timeout for senders that stall inside a
 //! request's head, and hyper-util's graceful shutdown, bounded by a grace period.
 //! Past the cap, a connection gets a `503` JSON answer and is closed; refusals are
-//! counted in a metric and warned of at most once a minute ([`Refusals`], shared
-//! with DNS over TCP). Refusing is
-//! bounded too: at most [`MAX_REFUSING`] refused connections are answered at once,
-//! each for at most a second (the answer, then whatever the client still sends,
-//! so that closing does not reset the connection before the client has read the
-//! answer); past that, a connection is closed at once. A flood cannot hold more
+//! counted in a metric and warned of at most once a minute (`sockets.rs`, with
+//! what the other listeners share). Refusing is bounded too: at most
+//! [`MAX_REFUSING`] refused connections are answered at once, each for at most a
+//! second (the answer, then whatever the client still sends, so that closing
+//! does not reset the connection before the client has read the answer); past
+//! that, a connection is closed at once. A flood cannot hold more
 //! than `max_connections + MAX_REFUSING` sockets. Request bodies get their own
 //! deadline in [`super::http`]. A write that waits longer than `stall_timeout`
 //! for its reader closes the connection (a stream's reader that stopped reading).
@@ -27,19 +27,18 @@
 
 use super::direct::{self, First};
 use super::http::Admission;
+use super::sockets::{linger, stalls_cut, Acceptor, Refusals, LINGER};
 use super::tls::{identity, Certificates, ClientIdentity};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 /// What the accept loop needs to know.
@@ -56,148 +55,6 @@ pub(crate) struct ServeOptions {
     pub tls: Option<Arc<Certificates>>,
     /// Counts the connections refused past `max_connections`.
     pub refused: prometheus_client::metrics::counter::Counter,
-}
-
-/// `stream`, whose writes fail (and so close the connection) when one waits for
-/// the reader longer than `limit`: a reader that takes nothing that long (a
-/// stream's reader fallen far behind, a client stuck) holds no socket forever.
-/// (Streams served on the socket itself check their writes in `http/broadcast.rs`.)
-pub(super) fn stalls_cut<S>(stream: S, limit: Duration) -> Pin<Box<TimeoutStream<S>>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
-{
-    let mut stream = TimeoutStream::new(stream);
-    stream.set_write_timeout(Some(limit));
-    Box::pin(stream)
-}
-
-/// Accepts connections on a listener. After a failed accept it backs off instead
-/// of spinning (EMFILE: no descriptor left; ENFILE, ENOBUFS, ENOMEM, and any
-/// error it does not know), and warns once for a run of such failures; except
-/// when the one connection failed (aborted or reset before it was taken) or the
-/// network did (down, unreachable), which is no reason to wait: the next one is
-/// taken at once.
-pub(super) struct Acceptor {
-    /// What listens, for the warning.
-    what: &'static str,
-    /// Failed accepts in a row.
-    failures: u32,
-}
-
-/// How long a listener waits after an accept failed for want of a resource.
-const ACCEPT_BACK_OFF: Duration = Duration::from_millis(50);
-
-impl Acceptor {
-    pub(super) fn new(what: &'static str) -> Self {
-        Acceptor { what, failures: 0 }
-    }
-
-    /// The next connection, or none after a failed accept (and its back-off when
-    /// it needs one).
-    pub(super) async fn accept(
-        &mut self,
-        listener: &TcpListener,
-    ) -> Option<(TcpStream, std::net::SocketAddr)> {
-        match listener.accept().await {
-            Ok(accepted) => {
-                self.failures = 0;
-                Some(accepted)
-            }
-            Err(error) if !for_want_of_a_resource(&error) => {
-                tracing::debug!(%error, listener = self.what, "accept failed");
-                None
-            }
-            Err(error) => {
-                if self.failures == 0 {
-                    tracing::warn!(%error, listener = self.what, "accept failed; backing off");
-                }
-                self.failures = self.failures.saturating_add(1);
-                tokio::time::sleep(ACCEPT_BACK_OFF).await;
-                None
-            }
-        }
-    }
-}
-
-/// Whether a failed accept may be the process or the system out of something
-/// (descriptors, buffers, memory), which accepting again at once cannot cure:
-/// any error but one connection's own failure or the network's, which
-/// `accept(2)` says to retry at once.
-fn for_want_of_a_resource(error: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{
-        ConnectionAborted, ConnectionRefused, ConnectionReset, HostUnreachable, Interrupted,
-        NetworkDown, NetworkUnreachable, WouldBlock,
-    };
-    !matches!(
-        error.kind(),
-        ConnectionAborted
-            | ConnectionReset
-            | ConnectionRefused
-            | Interrupted
-            | WouldBlock
-            | NetworkDown
-            | NetworkUnreachable
-            | HostUnreachable
-    )
-}
-
-/// Connections refused past a cap: each is counted in a metric, and they are
-/// warned of at most once a [`REFUSAL_WARNING_EVERY`], with how many there were
-/// since the last warning, so that a flood of connections does not flood the
-/// log too.
-pub(super) struct Refusals {
-    /// What listens, for the warning.
-    what: &'static str,
-    /// The setting that sets the cap, for the warning.
-    setting: &'static str,
-    /// The cap.
-    max: usize,
-    counter: prometheus_client::metrics::counter::Counter,
-    /// Refusals since the last warning, and when that was.
-    since_warning: u64,
-    last_warned: Option<Instant>,
-}
-
-/// Refusals past a cap are warned of at most this often.
-const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-impl Refusals {
-    pub(super) fn new(
-        what: &'static str,
-        setting: &'static str,
-        max: usize,
-        counter: prometheus_client::metrics::counter::Counter,
-    ) -> Self {
-        Refusals {
-            what,
-            setting,
-            max,
-            counter,
-            since_warning: 0,
-            last_warned: None,
-        }
-    }
-
-    /// Counts a connection from `peer` refused past the cap.
-    pub(super) fn refused(&mut self, peer: std::net::SocketAddr) {
-        self.counter.inc();
-        self.since_warning += 1;
-        if self
-            .last_warned
-            .is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY)
-        {
-            tracing::warn!(
-                %peer,
-                refused = self.since_warning,
-                max = self.max,
-                listener = self.what,
-                setting = self.setting,
-                "connections refused: too many open"
-            );
-            self.last_warned = Some(Instant::now());
-            self.since_warning = 0;
-        }
-    }
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains.
@@ -344,32 +201,6 @@ impl Connection {
 /// Most refused connections being answered at once.
 pub(crate) const MAX_REFUSING: usize = 64;
 
-/// Longest time an answered connection is read from before it is closed.
-const LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read from it meanwhile.
-const LINGER_BYTES: usize = 64 * 1024;
-
-/// After the last answer is written and the write side shut: reads what the
-/// client still sends until it closes ([`LINGER`] and [`LINGER_BYTES`] at most).
-/// Closing with unread input would reset the connection, and the client could
-/// lose the end of the answer.
-pub(super) async fn linger<S>(io: &mut S)
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    let drain = async {
-        let mut sink = [0u8; 1024];
-        let mut left = LINGER_BYTES;
-        while left > 0 {
-            match io.read(&mut sink).await {
-                Ok(n) if n > 0 => left = left.saturating_sub(n),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
-}
-
 /// The answer to a connection over the cap.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 32\r\nconnection: close\r\nretry-after: 1\r\n\r\n{\"error\":\"too many connections\"}";
@@ -471,25 +302,6 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Identified {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Linux's error numbers.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn only_an_accept_that_failed_for_want_of_a_resource_backs_off() {
-        use std::io::{Error, ErrorKind};
-        // EMFILE and ENFILE (no descriptor left), ENOBUFS, ENOMEM.
-        for errno in [24, 23, 105, 12] {
-            let error = Error::from_raw_os_error(errno);
-            assert!(for_want_of_a_resource(&error), "{error}");
-        }
-        // ECONNABORTED: a connection reset before it was accepted.
-        assert!(!for_want_of_a_resource(&Error::from_raw_os_error(103)));
-        assert!(!for_want_of_a_resource(&Error::from(
-            ErrorKind::ConnectionReset
-        )));
-        // ENETDOWN.
-        assert!(!for_want_of_a_resource(&Error::from_raw_os_error(100)));
-    }
 
     #[test]
     fn the_answer_to_plain_http_on_the_tls_port_is_well_formed() {

@@ -29,7 +29,7 @@
 use super::stream::{current, event, later, Open};
 use crate::coordinator::changes::Topic;
 use crate::coordinator::direct::chunk;
-use crate::coordinator::server::linger;
+use crate::coordinator::sockets::linger;
 use crate::coordinator::Shared;
 use axum::body::Bytes;
 use std::collections::BTreeMap;

@@ -57,6 +57,7 @@ impl Default for Limits {
 
 /// Why a JSON value is not a valid listing or descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ListingError {
     /// The value is an array, a string, a number, ... rather than an object.
     #[error("expected a JSON object, got {0}")]
@@ -106,6 +107,7 @@ pub enum ListingError {
 
 /// Why a request body is not a valid listing or descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The body is empty.
     #[error("empty body: expected a JSON object")]

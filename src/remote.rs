@@ -37,6 +37,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Why a call to a coordinator failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RemoteError {
     /// No answer: connection refused, reset, DNS failure, or the timeout passed.
     #[error("{host}: {message}")]
@@ -120,6 +121,7 @@ impl RemoteError {
 
 /// An answer, with what our coordinators add to it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Answer<T> {
     /// The body, decoded.
     pub value: T,

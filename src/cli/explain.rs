@@ -59,6 +59,8 @@ pub async fn remote_error(error: &RemoteError, token: bool, within: Duration) ->
         RemoteError::BadAnswer { host, message } => {
             format!("coordinator {host} sent an answer it should not have: {message}")
         }
+        // A cause the library learns later: its own words name the coordinator.
+        other => other.to_string(),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::remote::RemoteError;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// No coordinator answered: `host` was the last one asked.
     #[error("no coordinator answered (last asked: {host})")]

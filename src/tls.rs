@@ -36,6 +36,7 @@ pub fn install_default_provider() -> bool {
 
 /// Why a TLS setting could not be used. Each names the file and the cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The file could not be read.
     #[error("cannot read the {what} {}: {message}", path.display())]

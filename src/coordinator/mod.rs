@@ -66,6 +66,7 @@ const EXPIRY_BATCH: usize = 1_000;
 
 /// Why a coordinator failed to start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoordinatorError {
     /// The listener could not be bound or read.
     #[error("listener: {0}")]

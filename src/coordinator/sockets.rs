@@ -1,5 +1,5 @@
-//! What the coordinator's listeners share (HTTP and its streams in `server.rs`
-//! and `direct.rs`, DNS over TCP in `dns_tcp.rs`): accepting without spinning
+//! What the coordinator's listeners share (HTTP and its streams in `server.rs`,
+//! `direct.rs` and `http/broadcast.rs`, DNS over TCP in `dns_tcp.rs`): accepting without spinning
 //! when the process is out of descriptors, refusals past a cap counted and
 //! warned of without flooding the log, writes cut off when their reader stalls,
 //! and a linger before closing, so that a client does not lose the end of an

@@ -398,6 +398,12 @@ async fn capped_dns_coordinator(max: usize) -> (Coordinator, SocketAddr, Vec<u8>
     (coordinator, addr, valid)
 }
 
+/// `hakken_dns_tcp_connections_{what}_total`: `evicted` or `refused`.
+async fn tcp_connections(coordinator: &Coordinator, what: &str) -> f64 {
+    let series = format!("hakken_dns_tcp_connections_{what}_total");
+    common::metric(coordinator.host(), &series).await
+}
+
 /// `message` framed for TCP: its length in two bytes, then itself.
 fn framed(message: &[u8]) -> Vec<u8> {
     let mut framed = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
@@ -441,14 +447,7 @@ async fn past_the_tcp_cap_the_connection_idle_longest_makes_room() {
         ask_tcp(&mut kept, &valid).await.is_some(),
         "the other still answers"
     );
-    assert_eq!(
-        common::metric(
-            coordinator.host(),
-            "hakken_dns_tcp_connections_evicted_total"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(tcp_connections(&coordinator, "evicted").await, 1.0);
 }
 
 #[tokio::test]
@@ -464,15 +463,8 @@ async fn a_burst_of_silent_connections_past_the_tcp_cap_shuts_no_one_out() {
     let mut asking = TcpStream::connect(addr).await.unwrap();
     let answer = ask_tcp(&mut asking, &valid).await.expect("answered");
     assert_eq!(answer.answers.len(), 1);
-    let metric = |name: &'static str| common::metric(coordinator.host(), name);
-    assert_eq!(
-        metric("hakken_dns_tcp_connections_evicted_total").await,
-        19.0
-    );
-    assert_eq!(
-        metric("hakken_dns_tcp_connections_refused_total").await,
-        0.0
-    );
+    assert_eq!(tcp_connections(&coordinator, "evicted").await, 19.0);
+    assert_eq!(tcp_connections(&coordinator, "refused").await, 0.0);
     drop(silent);
 }
 
@@ -492,14 +484,7 @@ async fn past_the_tcp_cap_with_no_connection_idle_a_new_one_is_closed() {
     // A new connection is closed as it is accepted, unanswered.
     let mut refused = TcpStream::connect(addr).await.unwrap();
     assert!(ask_tcp(&mut refused, &valid).await.is_none());
-    assert_eq!(
-        common::metric(
-            coordinator.host(),
-            "hakken_dns_tcp_connections_refused_total"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(tcp_connections(&coordinator, "refused").await, 1.0);
     // UDP is not capped, and the busy connection goes on.
     assert!(ask_udp(addr, &valid).await.is_some());
     busy.write_all(rest).await.unwrap();
@@ -508,14 +493,7 @@ async fn past_the_tcp_cap_with_no_connection_idle_a_new_one_is_closed() {
     let answer = answered_on_a_new_connection(addr, &valid).await;
     assert_eq!(answer.answers.len(), 1);
     assert!(closed(&mut busy).await, "the idle one closed");
-    assert_eq!(
-        common::metric(
-            coordinator.host(),
-            "hakken_dns_tcp_connections_evicted_total"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(tcp_connections(&coordinator, "evicted").await, 1.0);
 }
 
 #[tokio::test]

@@ -176,6 +176,33 @@ async fn a_thousand_stalled_connections_do_not_stop_others() {
 }
 
 #[tokio::test]
+async fn a_body_that_says_it_is_too_large_is_refused_before_it_arrives() {
+    let mut cfg = config(60_000);
+    cfg.body_timeout = Duration::from_secs(3600);
+    let c = start(cfg).await;
+    let addr = c.address();
+    // It promises a megabyte and sends one byte, then waits: the answer cannot
+    // wait for the rest (the read timeout, far longer than the test's patience,
+    // would make it a 408).
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/listings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+content-length: 1048576\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut head))
+        .await
+        .expect("answered before the body came")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+    assert_eq!(c.listing_count(), 0);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn connections_past_the_cap_get_a_503() {
     let mut cfg = config(60_000);
     cfg.max_connections = 4;

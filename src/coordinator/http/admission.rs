@@ -230,6 +230,14 @@ async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiErro
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
+    // A body that says it is too large (its `content-length`) is refused before
+    // any of it is waited for.
+    if axum::body::HttpBody::size_hint(&body).lower() > shared.config.max_body_bytes as u64 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
     let mut collect = std::pin::pin!(Limited::new(body, shared.config.max_body_bytes).collect());
     // A small body usually came with the head: take it without arming a timer.
     let at_once = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;

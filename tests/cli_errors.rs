@@ -1,5 +1,6 @@
-//! The client commands' errors through the built binary: bad arguments are clap's
-//! whole message or one line, exit code 2, and contact nobody; a coordinator that
+//! The commands' errors through the built binary: bad arguments (the
+//! coordinator's settings too) are clap's whole message or one line, exit code
+//! 2, and contact nobody; a coordinator that
 //! refuses, a host that does not resolve, or a server that is not a coordinator is
 //! one line naming the cause, exit code 1.
 
@@ -350,4 +351,53 @@ async fn empty_coordinator_and_zero_random_are_argument_errors() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(named), "{args:?}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_coordinator_s_bad_setting_is_named_and_exits_2() {
+    let here = ["coordinator", "--listen", "127.0.0.1", "--port", "0"];
+    for (extra, named) in [
+        (&["--announce-host", "myhost:9999"][..], "--announce-host"),
+        (&["--dns-port", "0", "--dns-domain", "a..b"], "--dns-domain"),
+        (&["--protect-reads"], "--protect-reads"),
+        (&["--max-connections", "0"], "--max-connections"),
+    ] {
+        let args: Vec<&str> = here.iter().chain(extra).copied().collect();
+        let (code, _, err) = output(&nobody().await, &args).await;
+        assert_eq!(code, Some(2), "{extra:?}: {err}");
+        assert!(err.contains(named), "{extra:?}: {err}");
+        assert!(!err.contains("cannot listen"), "{extra:?}: {err}");
+    }
+    // A flag of `publish` that the coordinator has too is not said to be the
+    // coordinator's variable.
+    let (code, _, err) = output(
+        &nobody().await,
+        &["publish", "s", "h:1", "--heartbeat-interval", "0"],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("DISCOVERY_HEARTBEAT_INTERVAL"), "{err}");
+}
+
+#[tokio::test]
+async fn a_busy_dns_port_is_blamed_on_the_dns_port() {
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let args = [
+        "coordinator",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--dns-port",
+        &port,
+    ];
+    let (code, _, err) = output(&nobody().await, &args).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot serve DNS on port {port}")) && err.contains("--dns-port"),
+        "{err}"
+    );
+    assert!(!err.contains("--port or PORT"), "{err}");
+    drop(busy);
 }

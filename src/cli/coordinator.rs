@@ -4,7 +4,7 @@
 //! work unchanged; each also has a flag, and flags win.
 
 use super::logging::{self, LogFormat};
-use super::{positive_ms, OutgoingTls};
+use super::{positive_ms, OutgoingTls, UsageError};
 use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
 use hakken::coordinator::{
@@ -59,7 +59,7 @@ pub struct CoordinatorArgs {
         help_heading = "Security"
     )]
     token: Option<String>,
-    /// With a token, protect reads too: every route but /status and /ready (kept open for health checks) needs it.
+    /// With a token, protect reads too: every route but /status and /ready (kept open for health checks) needs it. Refused without a token.
     #[arg(long, env = "HAKKEN_PROTECT_READS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "Security")]
     protect_reads: bool,
     /// Serve DNS (UDP and TCP) on this port of the listen address: SERVICE.service.DOMAIN [default: off].
@@ -169,9 +169,10 @@ pub struct CoordinatorArgs {
         env = "HAKKEN_MAX_CONNECTIONS",
         value_name = "N",
         default_value_t = 16_384,
+        value_parser = clap::value_parser!(u32).range(1..),
         help_heading = "Limits"
     )]
-    max_connections: usize,
+    max_connections: u32,
     /// Most blocking queries held at once.
     #[arg(
         long,
@@ -232,7 +233,7 @@ impl CoordinatorArgs {
                 max_services: self.max_services,
             },
             max_coordinators: self.max_coordinators,
-            max_connections: self.max_connections.max(1),
+            max_connections: self.max_connections as usize,
             max_held_queries: self.max_held_queries,
             max_streams: self.max_streams,
             request_timeout: Duration::from_millis(self.request_timeout),
@@ -262,6 +263,14 @@ impl CoordinatorArgs {
 
 /// Runs the coordinator until a shutdown signal, then stops it cleanly.
 pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    if args.protect_reads && args.token.as_deref().is_none_or(str::is_empty) {
+        // Reads would stay open to anyone, against what was asked.
+        return Err(UsageError(
+            "--protect-reads (setting HAKKEN_PROTECT_READS) needs a token: set --token or HAKKEN_TOKEN"
+                .into(),
+        )
+        .into());
+    }
     logging::init(args.log_format, "info");
     let stop = shutdown_signal();
     let address = SocketAddr::new(args.listen, args.port);
@@ -272,7 +281,30 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
                 "cannot listen on {address}: address already in use; choose another port with --port or PORT"
             )
         }
-        Err(error @ (CoordinatorError::Tls(_) | CoordinatorError::DataDir { .. })) => {
+        Err(CoordinatorError::DnsPort { port, error })
+            if error.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            bail!(
+                "cannot serve DNS on port {port}: address already in use (UDP or TCP); choose another with --dns-port or HAKKEN_DNS_PORT"
+            )
+        }
+        Err(CoordinatorError::Announce(error)) => {
+            return Err(UsageError(format!(
+                "invalid value for --announce-host (setting ANNOUNCE_HOST): {error}"
+            ))
+            .into())
+        }
+        Err(CoordinatorError::DnsDomain(domain)) => {
+            return Err(UsageError(format!(
+                "invalid value '{domain}' for --dns-domain (setting HAKKEN_DNS_DOMAIN): not a domain name"
+            ))
+            .into())
+        }
+        Err(
+            error @ (CoordinatorError::Tls(_)
+            | CoordinatorError::DataDir { .. }
+            | CoordinatorError::DnsPort { .. }),
+        ) => {
             bail!("{error}")
         }
         Err(error) => return Err(error).with_context(|| format!("cannot listen on {address}")),

@@ -183,7 +183,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
     let first = rendered.lines().next().unwrap_or("invalid arguments");
     let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
     if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
-        if let Some(env) = env_of(arg) {
+        let subcommand = std::env::args().nth(1);
+        if let Some(env) = env_of(arg, subcommand.as_deref()) {
             line.push_str(&format!(" (setting {env})"));
         }
     }
@@ -196,12 +197,15 @@ fn usage_error(error: clap::Error) -> ExitCode {
     code()
 }
 
-/// The environment variable behind a flag such as `--port <PORT>`, if it has one.
-fn env_of(arg: &str) -> Option<String> {
+/// The environment variable behind a flag such as `--port <PORT>` of
+/// `subcommand`, if it has one (two subcommands can have the same flag, one
+/// with a variable and one without).
+fn env_of(arg: &str, subcommand: Option<&str>) -> Option<String> {
     let long = arg.split_whitespace().next()?.strip_prefix("--")?;
     let command = Cli::command();
     let env = command
         .get_subcommands()
+        .filter(|sub| Some(sub.get_name()) == subcommand)
         .flat_map(|sub| sub.get_arguments())
         .chain(command.get_arguments())
         .find(|a| a.get_long() == Some(long))
@@ -234,11 +238,18 @@ mod tests {
 
     #[test]
     fn flags_map_to_their_environment_variables() {
-        assert_eq!(env_of("--port <PORT>").as_deref(), Some("PORT"));
+        let coordinator = Some("coordinator");
         assert_eq!(
-            env_of("--heartbeat-interval <MS>").as_deref(),
+            env_of("--port <PORT>", coordinator).as_deref(),
+            Some("PORT")
+        );
+        assert_eq!(
+            env_of("--heartbeat-interval <MS>", coordinator).as_deref(),
             Some("DISCOVERY_HEARTBEAT_INTERVAL")
         );
-        assert_eq!(env_of("--nope"), None);
+        // The same flag of `publish` has no variable: the coordinator's is not
+        // suggested.
+        assert_eq!(env_of("--heartbeat-interval <MS>", Some("publish")), None);
+        assert_eq!(env_of("--nope", coordinator), None);
     }
 }

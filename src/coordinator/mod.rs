@@ -77,6 +77,14 @@ pub enum CoordinatorError {
     /// The DNS domain is not a domain name.
     #[error("DNS domain `{0}` is not a domain name")]
     DnsDomain(String),
+    /// The DNS port could not be bound (UDP or TCP).
+    #[error("DNS port {port}: {error}")]
+    DnsPort {
+        /// The port asked for.
+        port: u16,
+        /// What went wrong.
+        error: std::io::Error,
+    },
     /// A TLS file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -522,6 +530,16 @@ impl Coordinator {
             None => None,
         };
         let (shared, certificates) = Shared::new(config, local_addr.port())?;
+        // Everything that can fail comes before the first task: a start that
+        // fails leaves nothing running.
+        let dns = match (shared.config.dns_port, shared.dns_zone.clone()) {
+            (Some(port), Some(zone)) => {
+                let sockets = dns::bind(local_addr.ip(), port)
+                    .map_err(|error| CoordinatorError::DnsPort { port, error })?;
+                Some((sockets, zone))
+            }
+            _ => None,
+        };
         tracing::info!(
             address = %local_addr,
             announce = shared.me.host(),
@@ -529,12 +547,6 @@ impl Coordinator {
             heartbeat_ms = shared.config.heartbeat_interval.as_millis() as u64,
             "coordinator started"
         );
-        // Everything that can fail comes before the first task: a start that
-        // fails leaves nothing running.
-        let dns = match (shared.config.dns_port, shared.dns_zone.clone()) {
-            (Some(port), Some(zone)) => Some((dns::bind(local_addr.ip(), port)?, zone)),
-            _ => None,
-        };
         let app = http::service(shared.clone());
         let options = server::ServeOptions {
             max_connections: shared.config.max_connections,

@@ -219,7 +219,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     client.publish(listing.clone()).await?;
     eprintln!(
-        "published {listing} to {} coordinator(s); heartbeat every {} ms; Ctrl-C to withdraw",
+        "published {listing}; heartbeat to each of the {} coordinator(s) known, every {} ms; Ctrl-C to withdraw",
         client.coordinators().len().max(1),
         client.heartbeat_interval().as_millis()
     );

@@ -370,3 +370,41 @@ async fn publish_says_which_coordinators_it_could_not_withdraw_from() {
 
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_watch_warns_once_of_an_outage() {
+    let c = start(config(200)).await;
+    let addr = c.address();
+    post(&addr, "/v1/listings", r#"{"service":"db","host":"a:1"}"#).await;
+    let mut watcher = hakken(&addr)
+        .args(["watch", "db", "--heartbeat-interval", "200"])
+        .env("RUST_LOG", "warn,hakken::client=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    next(&mut lines).await;
+    c.shutdown().await.unwrap();
+    // Its followers fail again and again (at debug); each warns once.
+    let mut log = BufReader::new(watcher.stderr.take().unwrap()).lines();
+    let (mut failures, mut warnings) = (0, Vec::new());
+    let read = async {
+        while failures < 12 {
+            let line = log.next_line().await.unwrap().expect("the watch runs");
+            if line.contains("coordinator failed") || line.contains("no coordinator answers") {
+                failures += 1;
+                if line.contains("WARN") {
+                    warnings.push(line);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(common::PATIENCE, read)
+        .await
+        .expect("the watch kept trying");
+    // One for each follower (the service, the coordinator list) and each way it
+    // says it (the coordinator failed; none answers) at most.
+    assert!(warnings.len() <= 4, "{warnings:#?}");
+    assert_eq!(terminate(&mut watcher).await, Some(0));
+}

@@ -200,7 +200,14 @@ mod tests {
         assert!(coordinator_address("HTTPS://a:1/").is_ok());
         assert!(coordinator_address("https://a:1/prefix").is_err());
         assert!(coordinator_address("https://").is_err());
-        for portless in ["localhost", "localhost:", "a:abc", "a:0", "a:65536", "[::1]"] {
+        for portless in [
+            "localhost",
+            "localhost:",
+            "a:abc",
+            "a:0",
+            "a:65536",
+            "[::1]",
+        ] {
             assert!(coordinator_address(portless).is_err(), "{portless}");
         }
         assert!(coordinator_address("[::1]:8082").is_ok());

@@ -89,6 +89,9 @@ pub(crate) struct Follower<Q, T> {
     excluded: HashSet<String>,
     excluded_since: Instant,
     last_error: Option<(String, RemoteError)>,
+    /// Whether a failure was warned of since the last answer: the rest of an
+    /// outage (a retry every few seconds) is logged at debug, not warned of again.
+    warned: bool,
     /// Whether to ask ours for streams.
     streams: bool,
     /// The stream open on `current`, if any, and since when.
@@ -131,6 +134,7 @@ where
             excluded: HashSet::new(),
             excluded_since: Instant::now(),
             last_error: None,
+            warned: false,
             streams: false,
             stream: None,
             stream_opened: Instant::now(),
@@ -240,11 +244,19 @@ where
                 // Every coordinator failed this round: look again after a while.
                 self.excluded.clear();
                 let delay = self.retry.next_delay().min(self.inner.heartbeat_interval());
-                tracing::warn!(
-                    what = self.what.as_str(),
-                    retry_ms = delay.as_millis() as u64,
-                    "no coordinator answers; keeping what we have"
-                );
+                if std::mem::replace(&mut self.warned, true) {
+                    tracing::debug!(
+                        what = self.what.as_str(),
+                        retry_ms = delay.as_millis() as u64,
+                        "still no coordinator answers"
+                    );
+                } else {
+                    tracing::warn!(
+                        what = self.what.as_str(),
+                        retry_ms = delay.as_millis() as u64,
+                        "no coordinator answers; keeping what we have"
+                    );
+                }
                 self.pause = Some(delay);
                 match self.last_error.take() {
                     Some((host, error)) => return Event::Exhausted { host, error },
@@ -331,6 +343,13 @@ where
         asked: Instant,
     ) {
         self.retry.reset();
+        if std::mem::take(&mut self.warned) {
+            tracing::info!(
+                what = self.what.as_str(),
+                coordinator = host,
+                "answered again"
+            );
+        }
         self.complete = answer.complete != Some(false);
         if !self.complete {
             // Its blocking queries' answers will say when it becomes complete.
@@ -397,7 +416,11 @@ where
 
     /// Takes a failure: leave `host` aside and go on to another.
     fn on_error(&mut self, host: String, error: RemoteError) {
-        tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");
+        if std::mem::replace(&mut self.warned, true) {
+            tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed again");
+        } else {
+            tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");
+        }
         if error.is_broken() {
             self.inner.suspect(&host);
         }

@@ -183,8 +183,8 @@ fn usage_error(error: clap::Error) -> ExitCode {
     let first = rendered.lines().next().unwrap_or("invalid arguments");
     let mut line = first.strip_prefix("error: ").unwrap_or(first).to_owned();
     if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
-        let subcommand = std::env::args().nth(1);
-        if let Some(env) = env_of(arg, subcommand.as_deref()) {
+        let subcommand = std::env::args_os().nth(1);
+        if let Some(env) = env_of(arg, subcommand.as_ref().and_then(|s| s.to_str())) {
             line.push_str(&format!(" (setting {env})"));
         }
     }

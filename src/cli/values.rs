@@ -6,8 +6,8 @@
 use hakken::{Listing, ListingError};
 use serde_json::Value;
 
-/// Checks `--coordinator`: `HOST:PORT` or `http(s)://HOST:PORT` (a port from 1
-/// to 65535), not empty, no spaces, no path.
+/// Checks `--coordinator`: `HOST:PORT` (a port from 1 to 65535, an IPv6 address
+/// in brackets) or `http(s)://HOST[:PORT]`, not empty, no spaces, no path.
 pub fn coordinator_address(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("expected HOST:PORT, got nothing".into());
@@ -19,9 +19,20 @@ pub fn coordinator_address(text: &str) -> Result<String, String> {
     if host.is_empty() || host.contains(['/', '?', '#', '@']) {
         return Err("expected HOST:PORT or https://HOST:PORT, without a path".into());
     }
-    let port = host.rsplit_once(':').map(|(_, port)| port);
-    if !port.is_some_and(|port| port.parse::<u16>().is_ok_and(|port| port > 0)) {
-        return Err("expected HOST:PORT, with a port from 1 to 65535".into());
+    // An IPv6 address goes in brackets, so that its last group is not a port.
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    if name.contains(':') && !(name.starts_with('[') && name.ends_with(']')) {
+        return Err("expected HOST:PORT, an IPv6 address in brackets ([::1]:8082)".into());
+    }
+    let scheme = host.len() != text.trim_end_matches('/').len();
+    match port {
+        // With a scheme, no port is the scheme's own (80, 443).
+        None if scheme => {}
+        Some(port) if port.parse::<u16>().is_ok_and(|port| port > 0) => {}
+        _ => return Err("expected HOST:PORT, with a port from 1 to 65535".into()),
     }
     Ok(text.to_owned())
 }
@@ -200,17 +211,25 @@ mod tests {
         assert!(coordinator_address("HTTPS://a:1/").is_ok());
         assert!(coordinator_address("https://a:1/prefix").is_err());
         assert!(coordinator_address("https://").is_err());
-        for portless in [
+        for bad in [
             "localhost",
             "localhost:",
             "a:abc",
             "a:0",
             "a:65536",
             "[::1]",
+            "::1",
         ] {
-            assert!(coordinator_address(portless).is_err(), "{portless}");
+            assert!(coordinator_address(bad).is_err(), "{bad}");
         }
-        assert!(coordinator_address("[::1]:8082").is_ok());
+        for good in [
+            "[::1]:8082",
+            "https://lb.example",
+            "http://lb/",
+            "https://[::1]",
+        ] {
+            assert!(coordinator_address(good).is_ok(), "{good}");
+        }
         assert!(at_least_one("0").is_err());
         assert!(at_least_one("-1").is_err());
         assert_eq!(at_least_one("2"), Ok(2));

@@ -128,10 +128,15 @@ pub(super) async fn run(shared: Arc<Shared>) {
         return;
     }
     shared.advance(Phase::Partial);
+    let alone = if shared.config.discovery_host.is_none() {
+        " (as expected for a coordinator started alone)"
+    } else {
+        ""
+    };
     tracing::info!(
         listings,
         ms = started.elapsed().as_millis() as u64,
-        "ready, but no complete peer to copy from: answers are flagged partial until every publisher has had a heartbeat interval to be heard from (as expected for a coordinator started alone)"
+        "ready, but no complete peer to copy from: answers are flagged partial until every publisher has had a heartbeat interval to be heard from{alone}"
     );
     // Complete once every live publisher has had a heartbeat interval (and a call's
     // time) to reach us, counted from when the cluster can know of us: at once for

@@ -289,16 +289,11 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             )
         }
         Err(CoordinatorError::Announce(error)) => {
-            return Err(UsageError(format!(
-                "invalid value for --announce-host (setting ANNOUNCE_HOST): {error}"
-            ))
-            .into())
+            return Err(bad_setting("--announce-host", "ANNOUNCE_HOST", error))
         }
         Err(CoordinatorError::DnsDomain(domain)) => {
-            return Err(UsageError(format!(
-                "invalid value '{domain}' for --dns-domain (setting HAKKEN_DNS_DOMAIN): not a domain name"
-            ))
-            .into())
+            let why = format!("'{domain}' is not a domain name");
+            return Err(bad_setting("--dns-domain", "HAKKEN_DNS_DOMAIN", why));
         }
         Err(
             error @ (CoordinatorError::Tls(_)
@@ -313,6 +308,11 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutdown requested");
     coordinator.shutdown().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A setting the library refused: a usage error (exit code 2) naming it.
+fn bad_setting(flag: &str, env: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(format!("invalid value for {flag} (setting {env}): {why}")).into()
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed when

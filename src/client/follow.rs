@@ -244,7 +244,7 @@ where
                 // Every coordinator failed this round: look again after a while.
                 self.excluded.clear();
                 let delay = self.retry.next_delay().min(self.inner.heartbeat_interval());
-                if std::mem::replace(&mut self.warned, true) {
+                if !self.outage_begins() {
                     tracing::debug!(
                         what = self.what.as_str(),
                         retry_ms = delay.as_millis() as u64,
@@ -414,9 +414,15 @@ where
         }
     }
 
+    /// Whether a failure now begins an outage (none was warned of since the last
+    /// answer): it is warned of, the rest of the outage logged at debug.
+    fn outage_begins(&mut self) -> bool {
+        !std::mem::replace(&mut self.warned, true)
+    }
+
     /// Takes a failure: leave `host` aside and go on to another.
     fn on_error(&mut self, host: String, error: RemoteError) {
-        if std::mem::replace(&mut self.warned, true) {
+        if !self.outage_begins() {
             tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed again");
         } else {
             tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");

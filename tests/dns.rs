@@ -296,15 +296,10 @@ async fn answers_come_in_random_order() {
 #[tokio::test]
 async fn malformed_packets_are_refused_or_dropped_and_never_hurt_the_coordinator() {
     let (coordinator, addr) = dns_coordinator().await;
-    publish(
-        &coordinator,
-        serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
-    )
-    .await;
+    let valid = publish_pay(&coordinator).await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(addr).await.unwrap();
     let mut rng = fastrand::Rng::with_seed(17);
-    let valid = question("pay.service.hakken.", RecordType::A, None);
     for round in 0..2_000 {
         let packet: Vec<u8> = match round % 3 {
             // Noise of any length.
@@ -389,13 +384,19 @@ async fn capped_dns_coordinator(max: usize) -> (Coordinator, SocketAddr, Vec<u8>
         ..common::config(60_000)
     })
     .await;
+    let valid = publish_pay(&coordinator).await;
+    (coordinator, addr, valid)
+}
+
+/// Publishes one listing of `pay` (an IP host, so it has an A record): the
+/// question for it.
+async fn publish_pay(coordinator: &Coordinator) -> Vec<u8> {
     publish(
-        &coordinator,
+        coordinator,
         serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
     )
     .await;
-    let valid = question("pay.service.hakken.", RecordType::A, None);
-    (coordinator, addr, valid)
+    question("pay.service.hakken.", RecordType::A, None)
 }
 
 /// `hakken_dns_tcp_connections_{what}_total`: `evicted` or `refused`.
@@ -516,12 +517,7 @@ async fn an_idle_tcp_connection_is_closed_and_frees_its_place() {
 #[tokio::test]
 async fn over_tcp_what_is_not_a_question_is_dropped_or_refused_and_the_connection_goes_on() {
     let (coordinator, addr) = dns_coordinator().await;
-    publish(
-        &coordinator,
-        serde_json::json!({"service": "pay", "host": "10.4.0.1:80"}),
-    )
-    .await;
-    let valid = question("pay.service.hakken.", RecordType::A, None);
+    let valid = publish_pay(&coordinator).await;
     let id = Message::from_vec(&valid).unwrap().metadata.id;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     // Empty, too short for a header, then an answer (QR set, an id of its

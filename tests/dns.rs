@@ -7,6 +7,7 @@
 //!   `addr` names of IP hosts with their addresses in the additional section;
 //! - `NXDOMAIN` with the `SOA`, `REFUSED` outside the domain, `FORMERR` for a
 //!   malformed question, and random bytes that never hurt the coordinator;
+//! - a name asked in mixed case answered with the same spelling;
 //! - truncation over UDP (with and without EDNS) and the whole answer over TCP;
 //! - a publish showing in the next answer, and a withdrawal leaving it;
 //! - the metrics count queries by type and code;
@@ -274,6 +275,29 @@ async fn a_big_answer_is_truncated_over_udp_and_whole_over_tcp() {
     assert_eq!(tcp.len(), 200);
     let tcp = dig(addr, &["big.service.hakken", "A", "+tcp", "+short"]).await;
     assert_eq!(tcp.lines().count(), 200);
+}
+
+#[tokio::test]
+async fn answers_keep_the_spelling_of_the_question() {
+    // Resolvers that randomise the case of a question (DNS 0x20) check that the
+    // answer spells it the same way: a name is matched case-insensitively and
+    // answered as asked.
+    let (coordinator, addr) = dns_coordinator().await;
+    publish_pay(&coordinator).await;
+    for (asked, kind) in [
+        ("PaY.SeRvIcE.HaKkEn.", RecordType::A),
+        ("_pAy._TCP.service.HAKKEN.", RecordType::SRV),
+    ] {
+        let answer = ask_udp(addr, &question(asked, kind, None))
+            .await
+            .expect("an answer");
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer.queries[0].name().to_string(), asked);
+        assert!(!answer.answers.is_empty(), "{answer:?}");
+        for record in &answer.answers {
+            assert_eq!(record.name.to_string(), asked, "{record:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 //! A service is reachable when its name is a lowercase DNS label: 1–63 of
 //! `a-z 0-9 - _`. Field names and values compare case-insensitively (DNS folds
 //! case); a value is the field's string, or its JSON text for a number or a bool.
+//! A name is matched case-insensitively and answered as it was asked.
 //! `SRV` has priority 1, the listing's numeric `weight` field as its weight
 //! (else 1), its port, and as target the host's name or, for an IP host, its
 //! `addr` name with the address in the additional section. Answers come in
@@ -386,7 +387,9 @@ impl RequestHandler for Handler {
         let info = request.request_info();
         let outcome = match &info {
             Ok(info) if request.metadata.op_code == OpCode::Query => {
-                let name = Name::from(info.query.name().clone());
+                // As asked, not lowercased: answers carry the question's own
+                // spelling (resolvers that randomise case compare it).
+                let name = info.query.original().name().clone();
                 let kind = info.query.query_type();
                 let bodies = |service: &str| {
                     self.shared

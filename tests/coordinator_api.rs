@@ -385,7 +385,26 @@ async fn a_held_query_returns_after_its_wait_unchanged() {
             .status(),
         400
     );
-    assert_eq!(get_raw(&addr, "/v1/listings/s?index=x").await.status(), 400);
+    // A bad index, or a parameter given twice, is a 400 that says what is wrong.
+    for (path, says) in [
+        (
+            "/v1/listings/s?index=x",
+            "invalid index `x`: expected a whole number",
+        ),
+        ("/v1/listings/s?index=-1", "invalid index `-1`"),
+        ("/v1/listings?index=1.5", "invalid index `1.5`"),
+        ("/v1/coordinator?index=", "invalid index ``"),
+        (
+            "/v1/listings/s?index=1&index=2",
+            "invalid query string: duplicate field `index`",
+        ),
+    ] {
+        let answer = get_raw(&addr, path).await;
+        assert_eq!(answer.status(), 400, "{path}");
+        let error: serde_json::Value = answer.json().await.unwrap();
+        let error = error["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.starts_with(says), "{path}: {error}");
+    }
     c.shutdown().await.unwrap();
 }
 

@@ -89,7 +89,12 @@ impl From<DecodeError> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::bad_request(rejection.body_text())
+        // Only a repeated parameter gets here (every value is read as text).
+        let text = rejection.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::bad_request(format!("invalid query string: {detail}"))
     }
 }
 

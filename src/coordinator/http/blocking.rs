@@ -19,9 +19,9 @@ pub(super) struct Params {
     pub pretty: Option<String>,
     /// Present (with any value but `false`) → a stream of Server-Sent Events.
     pub stream: Option<String>,
-    /// `true` on a heartbeat POST.
-    /// Blocking query: the index the caller has seen.
-    index: Option<u64>,
+    /// Blocking query: the index the caller has seen (parsed in `blocking`, so a
+    /// bad one gets an error that says what an index is).
+    index: Option<String>,
     /// Blocking query: how long to hold it (`30s`, `500ms`, `5m`; a bare number is seconds).
     wait: Option<String>,
 }
@@ -33,9 +33,16 @@ impl Params {
 
     /// The blocking part of the query, if any: the index seen and the hold time.
     pub fn blocking(&self, shared: &Shared) -> ApiResult<Option<(u64, Duration)>> {
-        let Some(index) = self.index else {
+        let Some(text) = &self.index else {
             return Ok(None);
         };
+        let index = text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid index `{text}`: expected a whole number from 0 to {}, \
+                 such as the X-Hakken-Index header of an earlier answer",
+                u64::MAX
+            ))
+        })?;
         let wait = match &self.wait {
             None => shared.config.default_wait,
             Some(text) => parse_wait(text).ok_or_else(|| {

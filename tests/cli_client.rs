@@ -178,17 +178,21 @@ async fn one_shot_reads_as_tables_and_json() {
         json!([{"service": "cache", "listings": 1}, {"service": "web", "listings": 2}])
     );
 
-    let (code, out, _) = output(&addr, &["listings", "web"]).await;
+    let (code, out, err) = output(&addr, &["listings", "web"]).await;
     assert_eq!(code, Some(0));
     assert_eq!(out, "HOST   FIELDS\nw1:80  {\"zone\":\"a\"}\nw2:80\n");
+    // Started alone less than a heartbeat interval ago: the table may be missing
+    // listings, and stderr says so.
+    assert!(err.contains("is still warming up"), "{err}");
     let (_, out, _) = output(&addr, &["listings", "web", "--json"]).await;
     let json: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         json[0],
         json!({"service": "web", "host": "w1:80", "zone": "a"})
     );
-    let (code, out, _) = output(&addr, &["listings", "nothing"]).await;
+    let (code, out, err) = output(&addr, &["listings", "nothing"]).await;
     assert_eq!((code, out.as_str()), (Some(0), "HOST  FIELDS\n"));
+    assert!(err.contains("`nothing` has no live listings"), "{err}");
 
     let (code, out, _) = output(&addr, &["coordinators"]).await;
     assert_eq!(code, Some(0));
@@ -204,6 +208,45 @@ async fn one_shot_reads_as_tables_and_json() {
     let (code, out, _) = output("127.0.0.1:1", &["services", "--coordinator", &addr]).await;
     assert_eq!(code, Some(0), "{out}");
     a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_complete_coordinator_is_read_without_a_warning() {
+    // Complete after its first heartbeat interval; listings that cannot expire.
+    let mut cfg = config(100);
+    cfg.missed_heartbeats_allowed = 1_000_000;
+    let c = start(cfg).await;
+    let addr = c.address();
+    eventually("the coordinator complete", || async {
+        let answer = common::http()
+            .get(format!("http://{addr}/v1/listings"))
+            .send()
+            .await
+            .ok()?;
+        (answer.headers().get("x-hakken-complete")? == "true").then_some(())
+    })
+    .await;
+    let (code, out, err) = output(&addr, &["services"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "SERVICE  LISTINGS\n"));
+    assert_eq!(
+        err,
+        format!("hakken: no service has live listings on {addr}\n")
+    );
+    post(&addr, "/v1/listings", r#"{"service":"web","host":"w1:80"}"#).await;
+    for args in [
+        &["services"][..],
+        &["listings", "web"],
+        &["listings", "web", "--json"],
+    ] {
+        let (code, out, err) = output(&addr, args).await;
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(
+            out.contains("w1:80") || out.contains("web"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(err, "", "{args:?}");
+    }
+    c.shutdown().await.unwrap();
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! `publish` and `watch` run the client library until Ctrl-C or SIGTERM; the other
 //! three are one-shot reads of one coordinator, printed as an aligned table for
 //! people or as JSON (`--json`) for scripts. Data goes to stdout, diagnostics to
-//! stderr; a coordinator that does not answer is a one-line error and exit code 1.
+//! stderr (nothing found; an answer flagged partial); a coordinator that does not
+//! answer is a one-line error and exit code 1.
 
 use super::coordinator::shutdown_signal;
 use super::logging::{self, LogFormat};
@@ -317,18 +318,23 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
     let connection = output.connection;
     let remote = connection.remote()?;
     let host = &connection.coordinator;
-    let names = connection
-        .check(remote.services(host, None).await)
-        .await?
-        .value;
-    let mut rows = Vec::with_capacity(names.len());
-    for name in names {
+    let answer = connection.check(remote.services(host, None).await).await?;
+    let mut partial = answer.complete == Some(false);
+    let mut rows = Vec::with_capacity(answer.value.len());
+    for name in answer.value {
         let listings = connection
             .check(remote.listings(host, &name, None).await)
             .await?;
+        partial |= listings.complete == Some(false);
         let count = listings.value.len();
         rows.push((name, count));
     }
+    note(
+        host,
+        partial,
+        rows.is_empty(),
+        "no service has live listings",
+    );
     let json: Vec<Value> = rows
         .iter()
         .map(|(name, count)| serde_json::json!({"service": name, "listings": count}))
@@ -344,14 +350,17 @@ pub async fn services(output: OutputArgs) -> anyhow::Result<ExitCode> {
 pub async fn listings(args: ListingsArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     let remote = connection.remote()?;
-    let listings = connection
-        .check(
-            remote
-                .listings(&connection.coordinator, &args.service, None)
-                .await,
-        )
-        .await?
-        .value;
+    let host = &connection.coordinator;
+    let answer = connection
+        .check(remote.listings(host, &args.service, None).await)
+        .await?;
+    let listings = answer.value;
+    note(
+        host,
+        answer.complete == Some(false),
+        listings.is_empty(),
+        &format!("`{}` has no live listings", args.service),
+    );
     print_output(args.json, &listings, &["HOST", "FIELDS"], || {
         listings
             .iter()
@@ -381,6 +390,21 @@ pub async fn coordinators(output: OutputArgs) -> anyhow::Result<ExitCode> {
     print_output(output.json, &peers, &["HOST"], || {
         peers.iter().map(|p| vec![p.host().to_owned()]).collect()
     })
+}
+
+/// Tells on stderr what the output alone does not: that `host` answered before
+/// it had every listing (started alone less than a heartbeat interval ago, so
+/// publishers may not have reached it yet), and `none` when nothing was found.
+fn note(host: &str, partial: bool, empty: bool, none: &str) {
+    if partial {
+        eprintln!(
+            "hakken: {host} is still warming up (it started with no peer to copy \
+             listings from): listings whose publishers have not reached it yet are missing"
+        );
+    }
+    if empty {
+        eprintln!("hakken: {none} on {host}");
+    }
 }
 
 /// Prints `json` pretty, or the table `rows` builds under `header`.

@@ -142,6 +142,8 @@ async fn environment_settings_apply_and_flags_win_and_sigterm_stops_it_cleanly()
             ("ANNOUNCE_HOST", "from-env"),
             ("DISCOVERY_HEARTBEAT_INTERVAL", "1000"),
             ("MISSED_HEARTBEATS_ALLOWED", "7"),
+            // Empty is none, as the original reads it (a bare `foo` is refused).
+            ("DISCOVERY_HOST", ""),
         ],
         &["--announce-host", "from-flag"],
     )

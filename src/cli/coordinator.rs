@@ -4,6 +4,7 @@
 //! work unchanged; each also has a flag, and flags win.
 
 use super::logging::{self, LogFormat};
+use super::values::discovery_host;
 use super::{positive_ms, OutgoingTls, UsageError};
 use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
@@ -33,7 +34,7 @@ pub struct CoordinatorArgs {
     )]
     announce_host: String,
     /// HOST:PORT to ask for the other coordinators, often a load balancer [default: none, single node].
-    #[arg(long, env = "DISCOVERY_HOST", value_name = "HOST:PORT")]
+    #[arg(long, env = "DISCOVERY_HOST", value_name = "HOST:PORT", value_parser = discovery_host)]
     discovery_host: Option<String>,
     /// Heartbeat interval H in milliseconds: peers are polled every H, listings live H × missed heartbeats.
     #[arg(long, env = "DISCOVERY_HEARTBEAT_INTERVAL", value_name = "MS", default_value_t = 60_000, value_parser = positive_ms)]

@@ -1,6 +1,6 @@
-//! Parsing and checking the client commands' argument values, so that a bad one
-//! is an argument error (exit code 2) before anything is contacted: listing
-//! fields (`KEY=VALUE`, `KEY:=JSON`), service names and hosts, `--coordinator`,
+//! Parsing and checking argument values, so that a bad one is an argument error
+//! (exit code 2) before anything is contacted: listing fields (`KEY=VALUE`,
+//! `KEY:=JSON`), service names and hosts, `--coordinator`, `--discovery-host`,
 //! counts.
 
 use hakken::{Listing, ListingError};
@@ -35,6 +35,15 @@ pub fn coordinator_address(text: &str) -> Result<String, String> {
         _ => return Err("expected HOST:PORT, with a port from 1 to 65535".into()),
     }
     Ok(text.to_owned())
+}
+
+/// Checks `--discovery-host` as `--coordinator`, except that empty means none
+/// (as the original reads an empty `DISCOVERY_HOST`).
+pub fn discovery_host(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    coordinator_address(text)
 }
 
 /// What is wrong with a `service` or `host` argument, said of the argument.

@@ -361,8 +361,9 @@ async fn a_coordinator_s_bad_setting_is_named_and_exits_2() {
         (&["--dns-port", "0", "--dns-domain", "a..b"], "--dns-domain"),
         (&["--protect-reads"], "--protect-reads"),
         (&["--max-connections", "0"], "--max-connections"),
-        (&["--discovery-host", "lb"], "--discovery-host"),
         (&["--discovery-host", "lb:0"], "--discovery-host"),
+        (&["--discovery-host", "lb:http"], "--discovery-host"),
+        (&["--discovery-host", "lb/v1"], "--discovery-host"),
     ] {
         let args: Vec<&str> = here.iter().chain(extra).copied().collect();
         let (code, _, err) = output(&nobody().await, &args).await;

@@ -37,13 +37,18 @@ pub fn coordinator_address(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// Checks `--discovery-host` as `--coordinator`, except that empty means none
-/// (as the original reads an empty `DISCOVERY_HOST`).
+/// Checks `--discovery-host` as `--coordinator`, except that empty means none and
+/// a host without a port is port 80: the original reads `DISCOVERY_HOST` so (it
+/// asks `http://DISCOVERY_HOST/v1/coordinator`).
 pub fn discovery_host(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Ok(String::new());
     }
-    coordinator_address(text)
+    let (_, host) = hakken::remote::split_scheme(text);
+    if host.len() != text.len() {
+        return coordinator_address(text);
+    }
+    coordinator_address(&format!("http://{text}")).map(|_| text.to_owned())
 }
 
 /// What is wrong with a `service` or `host` argument, said of the argument.
@@ -238,6 +243,13 @@ mod tests {
             "https://[::1]",
         ] {
             assert!(coordinator_address(good).is_ok(), "{good}");
+        }
+        // The discovery host: as the original, a bare host is port 80.
+        for good in ["", "lb", "lb:8082", "[::1]", "https://lb"] {
+            assert_eq!(discovery_host(good), Ok(good.into()), "{good}");
+        }
+        for bad in [" ", "lb:", "lb:0", "::1", "lb/v1", "http://"] {
+            assert!(discovery_host(bad).is_err(), "{bad}");
         }
         assert!(at_least_one("0").is_err());
         assert!(at_least_one("-1").is_err());

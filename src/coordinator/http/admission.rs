@@ -233,10 +233,9 @@ async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiErro
     // A body that says it is too large (its `content-length`) is refused before
     // any of it is waited for.
     if axum::body::HttpBody::size_hint(&body).lower() > shared.config.max_body_bytes as u64 {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
+        return Err(
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large").closing(),
+        );
     }
     let mut collect = std::pin::pin!(Limited::new(body, shared.config.max_body_bytes).collect());
     // A small body usually came with the head: take it without arming a timer.
@@ -258,7 +257,8 @@ async fn read_body(shared: &Shared, request: Request) -> Result<Request, ApiErro
         }
         Ok(Err(error)) => ApiError::bad_request(format!("could not read the body: {error}")),
     };
-    Err(refusal)
+    // The rest of the body is never read: the connection ends with this answer.
+    Err(refusal.closing())
 }
 
 /// The headers every answer carries, built once.

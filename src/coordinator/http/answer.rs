@@ -18,6 +18,9 @@ pub(crate) struct ApiError {
     message: String,
     /// A `401` that also offers HTTP Basic (reads only, see admission).
     basic: bool,
+    /// Said with `Connection: close`: the request's body was left unread, so the
+    /// connection cannot carry another request (hyper closes it).
+    close: bool,
 }
 
 impl ApiError {
@@ -26,6 +29,15 @@ impl ApiError {
             status,
             message: message.into(),
             basic: false,
+            close: false,
+        }
+    }
+
+    /// The same error, telling the client that the connection closes after it.
+    pub fn closing(self) -> Self {
+        ApiError {
+            close: true,
+            ..self
         }
     }
 
@@ -60,6 +72,11 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::to_vec(&json!({ "error": self.message })).expect("serializes");
         let mut response = json_response(self.status, Bytes::from(body));
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // Basic first for reads: a browser asks its user then (the token as the
             // password), so the dashboard works when reads are protected. Never

@@ -178,6 +178,24 @@ async fn history_series_are_sampled_and_served() {
 }
 
 #[tokio::test]
+async fn the_state_says_whether_the_coordinator_is_still_warming_up() {
+    // Started alone: partial for its first heartbeat interval (an hour here).
+    let warming = start(Duration::from_secs(3600), Duration::from_secs(10)).await;
+    let (_, state) = get(&warming.address(), "/ui/api/state").await;
+    assert_eq!(state["complete"], false, "{state}");
+    // Complete after its first 100 ms.
+    let complete = start(Duration::from_millis(100), Duration::from_secs(10)).await;
+    let addr = complete.address();
+    eventually("the state complete", || async {
+        let (_, state) = get(&addr, "/ui/api/state").await;
+        (state["complete"] == true).then_some(())
+    })
+    .await;
+    warming.shutdown().await.expect("stops cleanly");
+    complete.shutdown().await.expect("stops cleanly");
+}
+
+#[tokio::test]
 async fn listings_show_when_first_seen_and_last_changed() {
     let coordinator = start(Duration::from_secs(60), Duration::from_secs(10)).await;
     let addr = coordinator.address();
@@ -239,14 +257,18 @@ async fn dashboard_in_a_real_browser() {
     // Listings on `live` expire 600 ms after their last heartbeat; `load` keeps
     // its thousands of listings for the default 3 minutes. Both sample their
     // charts far more often than the default, so the script sees them fill in.
+    // `warming` started alone with an hour's heartbeat: it is warming up
+    // (partial) for the whole script, and knows no peer to copy from.
     let live = start(Duration::from_millis(200), Duration::from_millis(20)).await;
     let load = start(Duration::from_secs(60), Duration::from_millis(50)).await;
+    let warming = start(Duration::from_secs(3600), Duration::from_secs(10)).await;
 
     let started = Instant::now();
     let mut child = Command::new("node")
         .arg(manifest_dir().join("tests/browser/dashboard.js"))
         .arg(format!("http://{}", live.local_addr()))
         .arg(format!("http://{}", load.local_addr()))
+        .arg(format!("http://{}", warming.local_addr()))
         .arg(&artifacts)
         .env("CHROMIUM_PATH", chromium_path())
         .current_dir(manifest_dir())
@@ -273,6 +295,10 @@ async fn dashboard_in_a_real_browser() {
     load.shutdown()
         .await
         .expect("load coordinator stops cleanly");
+    warming
+        .shutdown()
+        .await
+        .expect("warming coordinator stops cleanly");
 
     let failure = stdout
         .iter()

@@ -7,6 +7,10 @@
 //! reads `GET /ui/api/state` and waits for changes with the blocking queries of the
 //! v1 API.
 //!
+//! While the coordinator is still warming up (started with nobody to copy
+//! listings from, see `readiness.rs`), the page's status says so: listings whose
+//! publishers have not reached it yet are missing.
+//!
 //! The page also draws sparklines of the last hour: listings per service beside
 //! each service, and listings, heartbeats per second and changes per second in
 //! the header. The coordinator samples them itself (`history.rs`, a bounded ring
@@ -14,6 +18,7 @@
 //! says how many samples were taken (`historySamples`) so the page asks for the
 //! series again only after a new sample.
 
+use super::readiness::Phase;
 use super::Shared;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -128,6 +133,9 @@ async fn state(State(shared): State<Arc<Shared>>, Query(query): Query<StateQuery
     };
     let body = json!({
         "self": shared.me.host(),
+        // Whether it holds what its cluster holds (else the page says it is
+        // still warming up: started with nobody to copy from).
+        "complete": shared.phase() == Phase::Complete,
         "heartbeatInterval": ms(shared.config.heartbeat_interval),
         "ttl": ms(ttl),
         "listingCount": listing_count,

@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Drives the coordinator dashboard in headless Chromium. Run by tests/dashboard.rs:
 //
-//   node tests/browser/dashboard.js LIVE_URL LOAD_URL ARTIFACTS_DIR
+//   node tests/browser/dashboard.js LIVE_URL LOAD_URL WARMING_URL ARTIFACTS_DIR
 //
 // LIVE_URL is a coordinator with a short heartbeat (listings expire quickly), LOAD_URL
 // one with the default heartbeat that this script fills with 1,000 services and a
-// service of 5,000 listings. The script does its own HTTP (publish, heartbeat,
+// service of 5,000 listings, WARMING_URL one started alone with an hour's heartbeat
+// (warming up, its view maybe partial, for the whole script). The script does its own HTTP (publish, heartbeat,
 // withdraw) and checks what the page shows, waiting on conditions with deadlines.
 // It prints one line per step, then `PASS`; on a failure, `FAIL: reason` (and a
 // screenshot in ARTIFACTS_DIR) and exits 1.
@@ -20,9 +21,9 @@ const os = require("os");
 const path = require("path");
 const { chromium } = require("playwright-core");
 
-const [LIVE, LOAD, ARTIFACTS] = process.argv.slice(2);
-if (!LIVE || !LOAD || !ARTIFACTS) {
-  console.error("usage: dashboard.js LIVE_URL LOAD_URL ARTIFACTS_DIR");
+const [LIVE, LOAD, WARMING, ARTIFACTS] = process.argv.slice(2);
+if (!LIVE || !LOAD || !WARMING || !ARTIFACTS) {
+  console.error("usage: dashboard.js LIVE_URL LOAD_URL WARMING_URL ARTIFACTS_DIR");
   process.exit(2);
 }
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -470,6 +471,12 @@ async function main() {
     // The dashboard waits for changes on streams (EventSource), not by polling.
     let streams = 0;
     page.on("request", (r) => { if (r.url().includes("stream=true")) streams += 1; });
+    log("a coordinator still warming up: the status says its view may be missing listings");
+    await page.goto(`${WARMING}/ui`);
+    await present(page, '#status[data-state="warming"]', "the warming-up status");
+    check(/warming up/.test(await text(page, "#status")), `#status: ${await text(page, "#status")}`);
+    await noHorizontalOverflow(page, "desktop, warming up");
+    await screenshot(page, "dashboard-warming.png");
     await liveScenario(context, page);
     await loadScenario(context, page);
     check(pageErrors.length === 0, `the page threw: ${pageErrors.join("; ")}`);

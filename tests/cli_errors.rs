@@ -308,6 +308,49 @@ async fn a_refused_token_says_so_and_how_to_set_one() {
 }
 
 #[tokio::test]
+async fn a_publish_no_coordinator_takes_is_an_error() {
+    // A coordinator announcing a name nothing answers on from here (it listens on
+    // 127.0.0.1 only), and one at its limit of listings (it answers 503).
+    let mut cfg = config(60_000);
+    cfg.announce_host = "127.0.0.2".into();
+    let astray = start(cfg).await;
+    let mut cfg = config(60_000);
+    cfg.registry_limits.max_listings = 1;
+    let full = start(cfg).await;
+    let (status, _) = common::post(
+        &full.address(),
+        "/v1/listings",
+        r#"{"service":"first","host":"h:1"}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let announced = format!("127.0.0.2:{}", astray.local_addr().port());
+    for (addr, says) in [
+        (
+            astray.address(),
+            vec!["no coordinator took x@h:1", &announced, "--announce-host"],
+        ),
+        (
+            full.address(),
+            vec!["no coordinator took x@h:1", "HTTP 503", "listing limit"],
+        ),
+    ] {
+        let (code, out, err) = output(&addr, &["publish", "x", "h:1"]).await;
+        assert_eq!(code, Some(1), "{addr}: {err}");
+        assert_eq!(out, "", "{addr}");
+        // The error is the last line (the client may have warned of the
+        // unreachable coordinator before it).
+        let last = err.trim().lines().last().unwrap_or_default();
+        for expected in says {
+            assert!(last.contains(expected), "{addr} lacks {expected}: {err}");
+        }
+    }
+    assert_eq!(full.listing_count(), 1);
+    astray.shutdown().await.unwrap();
+    full.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_unknown_host_is_said_to_be_unresolvable() {
     // `.invalid` never resolves (RFC 6761). A generous timeout: the lookup's
     // failure is the cause to report, not a timeout. The name is looked up twice

@@ -237,13 +237,14 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-/// Publishes `listing` to the first coordinator the client knows that answers, so
-/// that a refusal (a token missing or refused, a listing it will not take) is an
-/// error now rather than a warning at every heartbeat. One that does not answer,
-/// or fails inside, is left to the client, which publishes to every coordinator
-/// next and retries those that failed. (Not through the configured host: behind
-/// a load balancer that could land the listing on a coordinator the client does
-/// not know yet, where it would expire.)
+/// Publishes `listing` to the first coordinator the client knows that takes it,
+/// so that a refusal (a token missing or refused, a listing it will not take, a
+/// coordinator at its limits) or coordinators this machine cannot reach are an
+/// error now, rather than a warning at every heartbeat while nothing is
+/// published. A coordinator that fails is left to the client, which publishes to
+/// every coordinator next and retries those that failed. (Not through the
+/// configured host: behind a load balancer that could land the listing on a
+/// coordinator the client does not know yet, where it would expire.)
 async fn first_publication(
     connection: &Connection,
     client: &Client,
@@ -254,18 +255,39 @@ async fn first_publication(
     if hosts.is_empty() {
         hosts.push(connection.coordinator.clone());
     }
-    for host in hosts {
-        match remote.publish(&host, listing, false).await {
+    let mut failures = Vec::new();
+    for host in &hosts {
+        match remote.publish(host, listing, false).await {
             Ok(()) => return Ok(()),
             Err(
                 error @ RemoteError::Status {
                     status: 400..=499, ..
                 },
             ) => return Err(anyhow!(connection.explain(&error).await)),
-            Err(_) => continue,
+            Err(error) => failures.push(error),
         }
     }
-    Ok(())
+    let Some(last) = failures.last() else {
+        return Ok(());
+    };
+    let mut message = format!(
+        "no coordinator took {listing}: {}",
+        connection.explain(last).await
+    );
+    // Clients publish to the names the coordinators announce, not to the address
+    // they were given: a name unreachable from here is a coordinator's setting.
+    let unreachable = failures
+        .iter()
+        .all(|error| matches!(error, RemoteError::Unreachable { .. }));
+    if unreachable && !hosts.contains(&connection.coordinator) {
+        message.push_str(&format!(
+            " (listings go to the names coordinators announce, here {}, not to {}: \
+             give each coordinator an --announce-host this machine can reach)",
+            hosts.join(", "),
+            connection.coordinator
+        ));
+    }
+    Err(anyhow!(message))
 }
 
 /// Prints the watched listings as one JSON array per line, again at every change.

@@ -88,6 +88,31 @@ async fn publish_keeps_a_listing_alive_and_withdraws_it_on_sigterm() {
     c.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn publish_withdraws_on_sighup_too() {
+    // Its terminal went away: as on SIGTERM, the listing is withdrawn.
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let mut publisher = hakken(&addr)
+        .args(["publish", "billing", "10.0.0.1:80"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the listing is published", || async {
+        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
+    })
+    .await;
+    common::process::signal(publisher.id().expect("running"), "HUP").await;
+    let status = tokio::time::timeout(common::PATIENCE, publisher.wait())
+        .await
+        .expect("exits after SIGHUP")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
+    c.shutdown().await.unwrap();
+}
+
 /// The next line `hakken watch` prints, as JSON.
 async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
     let line = tokio::time::timeout(common::PATIENCE, lines.next_line())

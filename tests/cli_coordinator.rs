@@ -161,6 +161,18 @@ async fn environment_settings_apply_and_flags_win_and_sigterm_stops_it_cleanly()
 }
 
 #[tokio::test]
+async fn sighup_does_not_stop_it() {
+    // Without TLS there is nothing to reload: SIGHUP (whose default ends a
+    // process) is logged and ignored; SIGTERM still stops it cleanly.
+    let (mut child, port) =
+        run_coordinator(&[("PORT", "0"), ("LISTEN_ADDRESS", "127.0.0.1")], &[]).await;
+    let addr = format!("127.0.0.1:{port}");
+    common::process::signal(child.id().expect("running"), "HUP").await;
+    assert_eq!(get(&addr, "/status").await, (200, json!("OK")));
+    assert_eq!(common::process::terminate(&mut child).await, Some(0));
+}
+
+#[tokio::test]
 async fn ctrl_c_stops_it_cleanly_too() {
     let (mut child, port) =
         run_coordinator(&[("LISTEN_ADDRESS", "127.0.0.1")], &["--port", "0"]).await;

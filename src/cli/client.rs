@@ -212,7 +212,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let listing = args.listing()?;
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
-    let stop = shutdown_signal();
+    let stop = shutdown_signal(true);
     let client = connection.start(args.heartbeat_interval).await?;
     if let Err(error) = first_publication(&connection, &client, &listing).await {
         client.close().await;
@@ -294,7 +294,7 @@ async fn first_publication(
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
-    let stop = shutdown_signal();
+    let stop = shutdown_signal(true);
     let client = connection.start(args.heartbeat_interval).await?;
     let mut builder = client.watch(&args.service);
     for (key, value) in args.filters {

@@ -273,7 +273,8 @@ pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     logging::init(args.log_format, "info");
-    let stop = shutdown_signal();
+    let stop = shutdown_signal(false);
+    keep_on_hangup(args.tls_cert.is_some());
     let address = SocketAddr::new(args.listen, args.port);
     let coordinator = match Coordinator::bind(address, args.config()).await {
         Ok(coordinator) => coordinator,
@@ -316,11 +317,35 @@ fn bad_setting(flag: &str, env: &str, why: impl std::fmt::Display) -> anyhow::Er
     UsageError(format!("invalid value for {flag} (setting {env}): {why}")).into()
 }
 
-/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed when
-/// this is called, not when the future is first polled: a signal that arrives in
-/// between (a quick SIGTERM after the start) is waited for, not fatal.
+/// Keeps the coordinator running on SIGHUP, whose default is to end the process
+/// (no clean shutdown, no last write of the data directory): with TLS it reloads
+/// the certificate (`tls.rs` listens too), without it there is nothing to reload,
+/// and the log says so.
 #[cfg(unix)]
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+fn keep_on_hangup(reloads: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if !reloads {
+                tracing::info!("SIGHUP ignored: there is nothing to reload without --tls-cert");
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn keep_on_hangup(_reloads: bool) {}
+
+/// A future that resolves on Ctrl-C or SIGTERM, and on SIGHUP when `hangup` (a
+/// client command whose terminal went away stops as cleanly). The handlers are
+/// installed when this is called, not when the future is first polled: a signal
+/// that arrives in between (a quick SIGTERM after the start) is waited for, not
+/// fatal.
+#[cfg(unix)]
+pub fn shutdown_signal(hangup: bool) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     async fn received(signal: std::io::Result<tokio::signal::unix::Signal>) {
         match signal {
@@ -332,17 +357,25 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
     let interrupt = received(signal(SignalKind::interrupt()));
     let terminate = received(signal(SignalKind::terminate()));
+    let hangup = hangup.then(|| received(signal(SignalKind::hangup())));
     async move {
+        let hangup = async {
+            match hangup {
+                Some(hangup) => hangup.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate => {}
+            _ = hangup => {}
         }
     }
 }
 
 /// A future that resolves on Ctrl-C.
 #[cfg(not(unix))]
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub fn shutdown_signal(_hangup: bool) -> impl std::future::Future<Output = ()> {
     async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

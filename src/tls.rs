@@ -336,7 +336,19 @@ fn describe(error: &rustls::Error) -> String {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => "its certificate is not valid for this name (connect by a name the certificate lists)"
             .into(),
-        E::InvalidCertificate(other) => format!("its certificate was refused: {other:?}"),
+        E::InvalidCertificate(CertificateError::Other(other))
+            if other.to_string() == "CaUsedAsEndEntity" =>
+        {
+            "its certificate is a CA certificate, not a server certificate (a self-signed CA \
+             served as the coordinator's own: have that CA sign a certificate for the \
+             coordinator, and give the CA with --ca / HAKKEN_CA)"
+                .into()
+        }
+        // The verifier's own name for what it refused (`BadSignature`, ...).
+        E::InvalidCertificate(CertificateError::Other(other)) => {
+            format!("its certificate was refused ({other})")
+        }
+        E::InvalidCertificate(other) => format!("its certificate was refused ({other})"),
         E::InvalidMessage(_) => {
             "its answer is not TLS: it does not speak TLS on this port (write the address without https://?)".into()
         }

@@ -9,7 +9,8 @@
 //! - a changed certificate is picked up by new connections while a held query on
 //!   an old one carries on;
 //! - each error says what is wrong: a CA we do not trust, an expired certificate,
-//!   a name mismatch, plain HTTP sent to the TLS port, TLS sent to a plain port,
+//!   a name mismatch, a CA certificate served as the server's own, plain HTTP
+//!   sent to the TLS port, TLS sent to a plain port,
 //!   and bad files at start.
 
 mod common;
@@ -392,6 +393,12 @@ async fn each_error_says_what_is_wrong() {
         tls_coordinator(&pki, &pair, None, None).await
     };
     let plain = common::start(common::config(200)).await;
+    let self_signed = common::pki::ca_as_server("self-signed");
+    let ca_as_server = common::start(CoordinatorConfig {
+        tls: Some(server_tls(&self_signed, None)),
+        ..common::config(200)
+    })
+    .await;
     let trusted = remote(&trusting(&pki));
     let message = |result: Result<(), RemoteError>| result.expect_err("fails").to_string();
 
@@ -418,7 +425,27 @@ async fn each_error_says_what_is_wrong() {
         tls_to_plain.contains("does not speak TLS"),
         "{tls_to_plain}"
     );
-    for text in [&wrong_ca, &old, &name, &plain_to_tls, &tls_to_plain] {
+    let ca_as_own = message(
+        remote(&ClientTls {
+            ca: Some(self_signed.cert.clone()),
+            ..ClientTls::default()
+        })
+        .status(ca_as_server.host())
+        .await,
+    );
+    assert!(
+        ca_as_own.contains("a CA certificate, not a server certificate"),
+        "{ca_as_own}"
+    );
+    for text in [
+        &wrong_ca,
+        &old,
+        &name,
+        &plain_to_tls,
+        &tls_to_plain,
+        &ca_as_own,
+    ] {
+        assert!(!text.contains("Other("), "no Rust debug output: {text}");
         assert_eq!(text.lines().count(), 1, "{text}");
     }
 

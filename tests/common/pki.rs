@@ -121,6 +121,25 @@ impl Pki {
     }
 }
 
+/// A CA certificate for the loopback address used as a server's own (the usual
+/// mistake with a quick self-signed setup): `FILE.pem`, which is also what a
+/// client would be given as `--ca`, and `FILE.key`.
+pub fn ca_as_server(file: &str) -> Pair {
+    let dir = fresh_dir(file);
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, file);
+    let key = KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let pair = Pair {
+        cert: dir.join(format!("{file}.pem")),
+        key: dir.join(format!("{file}.key")),
+    };
+    write_atomically(&pair.key, key.serialize_pem().as_bytes());
+    write_atomically(&pair.cert, certificate.pem().as_bytes());
+    pair
+}
+
 fn write_atomically(path: &Path, contents: &[u8]) {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, contents).unwrap();

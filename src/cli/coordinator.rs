@@ -4,7 +4,7 @@
 //! work unchanged; each also has a flag, and flags win.
 
 use super::logging::{self, LogFormat};
-use super::values::discovery_host;
+use super::values::{announce_host, discovery_host};
 use super::{positive_ms, OutgoingTls, UsageError};
 use anyhow::{bail, Context};
 use clap::builder::BoolishValueParser;
@@ -30,7 +30,8 @@ pub struct CoordinatorArgs {
         long,
         env = "ANNOUNCE_HOST",
         value_name = "NAME",
-        default_value = "localhost"
+        default_value = "localhost",
+        value_parser = announce_host
     )]
     announce_host: String,
     /// HOST:PORT to ask for the other coordinators, often a load balancer [default: none, single node].

@@ -1,7 +1,7 @@
 //! Parsing and checking argument values, so that a bad one is an argument error
 //! (exit code 2) before anything is contacted: listing fields (`KEY=VALUE`,
 //! `KEY:=JSON`), service names and hosts, `--coordinator`, `--discovery-host`,
-//! counts.
+//! `--announce-host`, counts.
 
 use hakken::{Listing, ListingError};
 use serde_json::Value;
@@ -24,6 +24,9 @@ pub fn coordinator_address(text: &str) -> Result<String, String> {
         Some((name, port)) if !port.contains(']') => (name, Some(port)),
         _ => (host, None),
     };
+    if name.is_empty() || name == "[]" {
+        return Err("expected HOST:PORT, with a host before the port".into());
+    }
     if name.contains(':') && !(name.starts_with('[') && name.ends_with(']')) {
         return Err("expected HOST:PORT, an IPv6 address in brackets ([::1]:8082)".into());
     }
@@ -49,6 +52,20 @@ pub fn discovery_host(text: &str) -> Result<String, String> {
         return coordinator_address(text);
     }
     coordinator_address(&format!("http://{text}")).map(|_| text.to_owned())
+}
+
+/// Checks `--announce-host`: a name or address without a port (the port
+/// announced is the one listened on), an IPv6 address in brackets. What else a
+/// name may not hold, the coordinator says at start.
+pub fn announce_host(text: &str) -> Result<String, String> {
+    let bracketed = text.starts_with('[') && text.ends_with(']');
+    if text.contains(':') && !bracketed {
+        return Err(
+            "expected a name without a port (the port announced is --port's), an IPv6 address in brackets"
+                .into(),
+        );
+    }
+    Ok(text.to_owned())
 }
 
 /// What is wrong with a `service` or `host` argument, said of the argument.
@@ -233,6 +250,9 @@ mod tests {
             "a:65536",
             "[::1]",
             "::1",
+            ":8082",
+            "[]:8082",
+            "http://:8082",
         ] {
             assert!(coordinator_address(bad).is_err(), "{bad}");
         }
@@ -243,6 +263,12 @@ mod tests {
             "https://[::1]",
         ] {
             assert!(coordinator_address(good).is_ok(), "{good}");
+        }
+        for good in ["localhost", "10.0.0.7", "[::1]", "coordinator-1.internal"] {
+            assert_eq!(announce_host(good), Ok(good.into()), "{good}");
+        }
+        for bad in ["x:1", "::1", "[::1]:8082"] {
+            assert!(announce_host(bad).is_err(), "{bad}");
         }
         // The discovery host: as the original, a bare host is port 80.
         for good in ["", "lb", "lb:8082", "[::1]", "https://lb"] {

@@ -157,6 +157,14 @@ async fn bad_input_gets_a_4xx_and_changes_nothing() {
     assert_eq!(response.status(), 405);
     let (status, _) = post(&addr, "/status", "{}").await;
     assert_eq!(status, 405);
+    // A service name with an unescaped `/` reads no route, and is told how to
+    // write it.
+    let (status, error) = get(&addr, "/v1/listings/a/b").await;
+    assert_eq!(status, 404, "{error}");
+    assert!(
+        error["error"].as_str().unwrap_or_default().contains("%2F"),
+        "{error}"
+    );
 
     // Still serving, still holding exactly what it had.
     assert_eq!(get(&addr, "/status").await, (200, json!("OK")));

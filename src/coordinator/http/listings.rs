@@ -179,3 +179,16 @@ pub(super) async fn delete_listing(
         )),
     }
 }
+
+/// `GET /v1/listings/:a/:b`: no route reads one listing; this is most likely a
+/// service whose name holds `/`, written unescaped.
+pub(super) async fn get_listing_path(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such route: GET {}; a service name that holds `/` is written %2F \
+             (/v1/listings/a%2Fb)",
+            uri.path()
+        ),
+    )
+}

@@ -52,7 +52,7 @@ use cluster::{
     get_config, get_coordinators, get_metrics, method_not_allowed, not_found, post_coordinator,
     ready, snapshot, status,
 };
-use listings::{delete_listing, get_listings, get_services, post_listing};
+use listings::{delete_listing, get_listing_path, get_listings, get_services, post_listing};
 use std::sync::Arc;
 pub(crate) use stream::{wanted, Takeover};
 
@@ -77,7 +77,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/listings/{service}", get(get_listings))
         .route(
             "/v1/listings/{service}/{host}",
-            axum::routing::delete(delete_listing),
+            get(get_listing_path).delete(delete_listing),
         )
         .merge(super::dashboard::routes())
         .fallback(not_found)

@@ -386,6 +386,13 @@ async fn a_held_query_returns_after_its_wait_unchanged() {
     )
     .await;
     assert_eq!(index_of(&answer), index);
+    // A wait past the longest is granted the longest (5 min).
+    let answer = get_raw(
+        &addr,
+        &format!("/v1/listings/s?index={}&wait=1h", index - 1),
+    )
+    .await;
+    assert_eq!(answer.headers()["x-hakken-wait"], "300000");
     // A bad wait is a 400.
     assert_eq!(
         get_raw(&addr, "/v1/listings/s?index=1&wait=soon")
@@ -406,6 +413,7 @@ async fn a_held_query_returns_after_its_wait_unchanged() {
             "/v1/listings/s?index=1&index=2",
             "invalid query string: duplicate field `index`",
         ),
+        ("/v1/listings/s?wait=soon", "invalid wait `soon`"),
     ] {
         let answer = get_raw(&addr, path).await;
         assert_eq!(answer.status(), 400, "{path}");

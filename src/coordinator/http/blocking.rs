@@ -22,7 +22,7 @@ pub(super) struct Params {
     /// Blocking query: the index the caller has seen (parsed in `blocking`, so a
     /// bad one gets an error that says what an index is).
     index: Option<String>,
-    /// Blocking query: how long to hold it (`30s`, `500ms`, `5m`; a bare number is seconds).
+    /// Blocking query: how long to hold it (`30s`, `500ms`, `1m30s`; a bare number is seconds).
     wait: Option<String>,
 }
 
@@ -32,7 +32,16 @@ impl Params {
     }
 
     /// The blocking part of the query, if any: the index seen and the hold time.
+    /// A bad `wait` is refused with or without an index.
     pub fn blocking(&self, shared: &Shared) -> ApiResult<Option<(u64, Duration)>> {
+        let wait = match &self.wait {
+            None => shared.config.default_wait,
+            Some(text) => parse_wait(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid wait `{text}`: expected a duration such as 30s, 500ms, 5m or 1m30s"
+                ))
+            })?,
+        };
         let Some(text) = &self.index else {
             return Ok(None);
         };
@@ -43,32 +52,18 @@ impl Params {
                 u64::MAX
             ))
         })?;
-        let wait = match &self.wait {
-            None => shared.config.default_wait,
-            Some(text) => parse_wait(text).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "invalid wait `{text}`: expected a duration such as 30s, 500ms or 5m"
-                ))
-            })?,
-        };
         Ok(Some((index, wait.min(shared.config.max_wait))))
     }
 }
 
-/// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
+/// Parses a duration (`500ms`, `30s`, `5m`, `1h`, `1.5s`, `1m30s`: humantime's
+/// units) or a bare number of seconds.
 fn parse_wait(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let (number, unit_ms) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1_000)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (text, 1_000)
-    };
-    let number: u64 = number.trim().parse().ok()?;
-    Some(Duration::from_millis(number.checked_mul(unit_ms)?))
+    match text.parse::<u64>() {
+        Ok(seconds) => seconds.checked_mul(1_000).map(Duration::from_millis),
+        Err(_) => humantime::parse_duration(text).ok(),
+    }
 }
 
 /// Holds a blocking query until `index()` differs from `seen`, `wait` (plus up to
@@ -124,6 +119,9 @@ mod tests {
         assert_eq!(parse_wait("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_wait("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_wait("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_wait("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_wait("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_wait("2m30s"), Some(Duration::from_secs(150)));
         assert_eq!(parse_wait("-1s"), None);
         assert_eq!(parse_wait("soon"), None);
         assert_eq!(parse_wait("99999999999999999999m"), None);

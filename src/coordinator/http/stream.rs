@@ -35,14 +35,50 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-/// Whether a request asks for a stream.
+/// Whether a request asks for a stream: `?stream` (any value but `false`), or an
+/// `Accept` that prefers `text/event-stream` to `application/json`.
 pub(crate) fn wanted(headers: &HeaderMap, stream_param: Option<&str>) -> bool {
-    stream_param.is_some_and(|v| v != "false")
-        || headers
+    if let Some(value) = stream_param {
+        return value != "false";
+    }
+    prefers_stream(
+        headers
             .get_all(header::ACCEPT)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("text/event-stream"))
+            .filter_map(|v| v.to_str().ok()),
+    )
+}
+
+/// Whether `Accept` values rank `text/event-stream` above `application/json`: by
+/// their `q`, then by which comes first. Wildcards prefer neither.
+fn prefers_stream<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
+    let mut stream = None;
+    let mut json = None;
+    for (at, range) in accept.flat_map(|value| value.split(',')).enumerate() {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim();
+        let slot = if media.eq_ignore_ascii_case("text/event-stream") {
+            &mut stream
+        } else if media.eq_ignore_ascii_case("application/json") {
+            &mut json
+        } else {
+            continue;
+        };
+        let q = parts
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, q)| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        slot.get_or_insert((q, at));
+    }
+    match (stream, json) {
+        (Some((q, _)), _) if q <= 0.0 => false,
+        (Some(_), None) => true,
+        (Some((q_stream, at_stream)), Some((q_json, at_json))) => {
+            q_stream > q_json || (q_stream == q_json && at_stream < at_json)
+        }
+        (None, _) => false,
+    }
 }
 
 /// The index a reconnecting client saw last (`Last-Event-ID`).
@@ -387,6 +423,18 @@ mod tests {
             HeaderValue::from_static("text/event-stream"),
         );
         assert!(wanted(&headers, None));
+        assert!(!wanted(&headers, Some("false")), "the parameter decides");
+        let prefers = |accept: &str| prefers_stream(std::iter::once(accept));
+        assert!(prefers("text/event-stream"));
+        assert!(prefers("text/event-stream, application/json"));
+        assert!(prefers("Text/Event-Stream;charset=utf-8, */*"));
+        assert!(prefers("application/json;q=0.5, text/event-stream"));
+        assert!(!prefers("application/json, text/event-stream"));
+        assert!(!prefers("text/event-stream;q=0.5, application/json"));
+        assert!(!prefers("text/event-stream;q=0"));
+        assert!(!prefers("*/*"));
+        assert!(!prefers("application/json"));
+        assert!(!prefers(""));
         assert_eq!(last_event_id(&headers), None);
         headers.insert("last-event-id", HeaderValue::from_static(" 42 "));
         assert_eq!(last_event_id(&headers), Some(42));

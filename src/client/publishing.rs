@@ -212,7 +212,7 @@ fn report(
     }
     let mut errors = BTreeMap::new();
     for (host, (count, error)) in failures {
-        tracing::warn!(coordinator = host.as_str(), %error, failed = count, "{verb} failed");
+        tracing::warn!(coordinator = host.as_str(), %error, listings = count, "{verb} failed");
         // A host that answered some calls, or refused, is alive. One that is
         // broken gets a strike in a heartbeat round, and is retried soon either way.
         if !error.is_broken() {

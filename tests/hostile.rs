@@ -177,6 +177,53 @@ async fn a_thousand_stalled_connections_do_not_stop_others() {
     c.shutdown().await.unwrap();
 }
 
+/// Sends a POST (with `headers`, each ending in CRLF) that promises a megabyte
+/// and sends one byte, then waits: the answer, lowercased, read until the
+/// coordinator closes the connection (or resets it, once the answer came).
+async fn answer_to_a_promised_body(addr: &str, headers: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /v1/listings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         {headers}content-length: 1048576\r\n\r\n{{"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+            .await
+            .expect("answered before the body came, and closed")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_body_arrives_says_the_connection_closes() {
+    let mut cfg = config(60_000);
+    cfg.body_timeout = Duration::from_secs(3600);
+    cfg.token = Some("s3cret".into());
+    let c = start(cfg).await;
+    let addr = c.address();
+    for (headers, status) in [
+        ("", "401"),
+        ("authorization: Bearer wrong\r\n", "401"),
+        ("authorization: Bearer s3cret\r\n", "413"),
+    ] {
+        let answer = answer_to_a_promised_body(&addr, headers).await;
+        assert!(
+            answer.starts_with(&format!("http/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    }
+    assert_eq!(c.listing_count(), 0);
+    c.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_body_that_says_it_is_too_large_is_refused_before_it_arrives() {
     let mut cfg = config(60_000);
@@ -186,20 +233,7 @@ async fn a_body_that_says_it_is_too_large_is_refused_before_it_arrives() {
     // It promises a megabyte and sends one byte, then waits: the answer cannot
     // wait for the rest (the read timeout, far longer than the test's patience,
     // would make it a 408).
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /v1/listings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-content-length: 1048576\r\n\r\n{",
-        )
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
-        .await
-        .expect("answered before the body came, and closed")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    let answer = answer_to_a_promised_body(&addr, "").await;
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
     // The rest of the body is never read, so the connection cannot go on, and
     // the answer says so.

@@ -148,10 +148,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Received {
     }
 }
 
-/// The request as the handler gets it, or the answer that refuses it.
+/// The request as the handler gets it, or the answer that refuses it. A refusal
+/// before the body is read, of a request that may have one, ends the connection
+/// (hyper closes it: the unread body cannot be told from a next request).
 async fn admit(shared: &Shared, request: Request) -> Result<Request, ApiError> {
-    certified(shared, &request)?;
-    authorize(shared, &request)?;
+    let unread_body = axum::body::HttpBody::size_hint(request.body()).upper() != Some(0);
+    let refused = |error: ApiError| if unread_body { error.closing() } else { error };
+    certified(shared, &request).map_err(refused)?;
+    authorize(shared, &request).map_err(refused)?;
     read_body(shared, request).await
 }
 

@@ -113,6 +113,61 @@ async fn publish_withdraws_on_sighup_too() {
     c.shutdown().await.unwrap();
 }
 
+/// Whether process `pid` ignores SIGHUP (Linux: `SigIgn` in its status).
+#[cfg(target_os = "linux")]
+fn ignores_hangup(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .expect("a SigIgn line");
+    u64::from_str_radix(ignored.trim(), 16).unwrap() & 1 == 1
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn publish_under_nohup_leaves_sighup_ignored() {
+    // SIGHUP ignored by whoever started it (`nohup`, `trap '' HUP`): it stays
+    // ignored once the publisher runs (its handlers are installed before it
+    // publishes), and SIGTERM still withdraws.
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    let mut publisher = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec {BIN} publish billing 10.0.0.1:80"
+        ))
+        .env_remove("HAKKEN_TOKEN")
+        .env("HAKKEN_COORDINATOR", &addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually("the listing is published", || async {
+        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(ignores_hangup(publisher.id().expect("running")));
+    assert_eq!(terminate(&mut publisher).await, Some(0));
+    assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
+    // Without nohup, SIGHUP is caught (it withdraws, see the test above).
+    let mut publisher = hakken(&addr)
+        .args(["publish", "billing", "10.0.0.1:80"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the listing is published", || async {
+        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(!ignores_hangup(publisher.id().expect("running")));
+    assert_eq!(terminate(&mut publisher).await, Some(0));
+    c.shutdown().await.unwrap();
+}
+
 /// The next line `hakken watch` prints, as JSON.
 async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
     let line = tokio::time::timeout(common::PATIENCE, lines.next_line())

@@ -1,6 +1,7 @@
 //! The client commands: `publish`, `watch`, `services`, `listings`, `coordinators`.
 //!
-//! `publish` and `watch` run the client library until Ctrl-C or SIGTERM; the other
+//! `publish` and `watch` run the client library until Ctrl-C, SIGTERM or SIGHUP
+//! (unless SIGHUP is ignored, as under `nohup`); the other
 //! three are one-shot reads of one coordinator, printed as an aligned table for
 //! people or as JSON (`--json`) for scripts. Data goes to stdout, diagnostics to
 //! stderr (nothing found; an answer flagged partial); a coordinator that does not

@@ -340,6 +340,17 @@ fn keep_on_hangup(reloads: bool) {
 #[cfg(not(unix))]
 fn keep_on_hangup(_reloads: bool) {}
 
+/// Whether SIGHUP is ignored, as `nohup` or `trap '' HUP` leave it.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: with a null new action, sigaction only writes the current one into
+    // `current`, a zeroed (valid) sigaction of the right type.
+    let read = unsafe { libc::sigaction(libc::SIGHUP, std::ptr::null(), current.as_mut_ptr()) };
+    // SAFETY: zeroed, and filled by sigaction when it succeeded.
+    read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
+}
+
 /// A future that resolves on Ctrl-C or SIGTERM, and on SIGHUP when `hangup` (a
 /// client command whose terminal went away stops as cleanly). The handlers are
 /// installed when this is called, not when the future is first polled: a signal
@@ -358,7 +369,8 @@ pub fn shutdown_signal(hangup: bool) -> impl std::future::Future<Output = ()> {
     }
     let interrupt = received(signal(SignalKind::interrupt()));
     let terminate = received(signal(SignalKind::terminate()));
-    let hangup = hangup.then(|| received(signal(SignalKind::hangup())));
+    // Left alone when it is ignored already (`nohup`): a handler would undo that.
+    let hangup = (hangup && !hangup_ignored()).then(|| received(signal(SignalKind::hangup())));
     async move {
         let hangup = async {
             match hangup {

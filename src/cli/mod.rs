@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run a coordinator (configured like the original: PORT, DISCOVERY_HOST, ...).
     Coordinator(Box<coordinator::CoordinatorArgs>),
-    /// Publish a listing and keep it alive until Ctrl-C, then withdraw it.
+    /// Publish a listing and keep it alive until Ctrl-C (or SIGTERM, SIGHUP), then withdraw it.
     Publish(client::PublishArgs),
     /// Print a service's listings as a JSON array per line, again at every change.
     Watch(client::WatchArgs),

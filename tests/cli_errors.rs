@@ -406,7 +406,7 @@ async fn a_coordinator_s_bad_setting_is_named_and_exits_2() {
         (&["--max-connections", "0"], "--max-connections"),
         (&["--discovery-host", "lb:0"], "--discovery-host"),
         (&["--discovery-host", "lb:http"], "--discovery-host"),
-        (&["--discovery-host", "lb/v1"], "--discovery-host"),
+        (&["--discovery-host", "lb?x=1"], "--discovery-host"),
     ] {
         let args: Vec<&str> = here.iter().chain(extra).copied().collect();
         let (code, _, err) = output(&nobody().await, &args).await;

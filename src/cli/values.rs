@@ -9,63 +9,89 @@ use serde_json::Value;
 /// Checks `--coordinator`: `HOST:PORT` (a port from 1 to 65535, an IPv6 address
 /// in brackets) or `http(s)://HOST[:PORT]`, not empty, no spaces, no path.
 pub fn coordinator_address(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        return Err("expected HOST:PORT, got nothing".into());
-    }
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected HOST:PORT, without spaces".into());
-    }
-    let (_, host) = hakken::remote::split_scheme(text);
-    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+    let (scheme, rest) = scheme_and_rest(text)?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.contains(['/', '?', '#', '@']) {
         return Err("expected HOST:PORT or https://HOST:PORT, without a path".into());
     }
-    // An IPv6 address goes in brackets, so that its last group is not a port.
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !port.contains(']') => (name, Some(port)),
-        _ => (host, None),
-    };
-    if name.is_empty() || name == "[]" {
-        return Err("expected HOST:PORT, with a host before the port".into());
-    }
-    if name.contains(':') && !(name.starts_with('[') && name.ends_with(']')) {
-        return Err("expected HOST:PORT, an IPv6 address in brackets ([::1]:8082)".into());
-    }
-    let scheme = host.len() != text.trim_end_matches('/').len();
-    match port {
-        // With a scheme, no port is the scheme's own (80, 443).
-        None if scheme => {}
-        Some(port) if port.parse::<u16>().is_ok_and(|port| port > 0) => {}
-        _ => return Err("expected HOST:PORT, with a port from 1 to 65535".into()),
-    }
+    // With a scheme, no port is the scheme's own (80, 443).
+    host_and_port(host, scheme)?;
     Ok(text.to_owned())
 }
 
-/// Checks `--discovery-host` as `--coordinator`, except that empty means none and
-/// a host without a port is port 80: the original reads `DISCOVERY_HOST` so (it
-/// asks `http://DISCOVERY_HOST/v1/coordinator`).
+/// Checks `--discovery-host` as `--coordinator`, except that empty means none, a
+/// host without a port is port 80, and a path may follow: the original reads
+/// `DISCOVERY_HOST` so (it asks `http://DISCOVERY_HOST/v1/coordinator`, so that
+/// `lb:8082/hakken` asks `/hakken/v1/coordinator`).
 pub fn discovery_host(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Ok(String::new());
     }
-    let (_, host) = hakken::remote::split_scheme(text);
-    if host.len() != text.len() {
-        return coordinator_address(text);
+    let (_, rest) = scheme_and_rest(text)?;
+    let host = rest.split_once('/').map_or(rest, |(host, _path)| host);
+    if rest.contains(['?', '#', '@']) {
+        return Err("expected HOST:PORT[/PATH], without a query".into());
     }
-    coordinator_address(&format!("http://{text}")).map(|_| text.to_owned())
+    host_and_port(host, true)?;
+    Ok(text.to_owned())
 }
 
 /// Checks `--announce-host`: a name or address without a port (the port
 /// announced is the one listened on), an IPv6 address in brackets. What else a
 /// name may not hold, the coordinator says at start.
 pub fn announce_host(text: &str) -> Result<String, String> {
-    let bracketed = text.starts_with('[') && text.ends_with(']');
-    if text.contains(':') && !bracketed {
+    if unbracketed_ipv6(text) {
         return Err(
             "expected a name without a port (the port announced is --port's), an IPv6 address in brackets"
                 .into(),
         );
     }
     Ok(text.to_owned())
+}
+
+/// An address that is not empty and has no spaces: whether it starts with
+/// `http://` or `https://`, and what follows.
+fn scheme_and_rest(text: &str) -> Result<(bool, &str), String> {
+    if text.trim().is_empty() {
+        return Err("expected HOST:PORT, got nothing".into());
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected HOST:PORT, without spaces".into());
+    }
+    for prefix in ["https://", "http://"] {
+        if let Some(head) = text.get(..prefix.len()) {
+            if head.eq_ignore_ascii_case(prefix) {
+                return Ok((true, &text[prefix.len()..]));
+            }
+        }
+    }
+    Ok((false, text))
+}
+
+/// Checks `HOST:PORT`, or `HOST` when `port_optional`: a host (an IPv6 address
+/// in brackets, so that its last group is not a port) and a port from 1 to 65535.
+fn host_and_port(text: &str, port_optional: bool) -> Result<(), String> {
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, Some(port)),
+        _ => (text, None),
+    };
+    if name.is_empty() || name == "[]" {
+        return Err("expected HOST:PORT, with a host before the port".into());
+    }
+    if unbracketed_ipv6(name) {
+        return Err("expected HOST:PORT, an IPv6 address in brackets ([::1]:8082)".into());
+    }
+    match port {
+        None if port_optional => Ok(()),
+        Some(port) if port.parse::<u16>().is_ok_and(|port| port > 0) => Ok(()),
+        _ => Err("expected HOST:PORT, with a port from 1 to 65535".into()),
+    }
+}
+
+/// Whether `name` holds a `:` outside brackets (an IPv6 address written bare, or
+/// a port).
+fn unbracketed_ipv6(name: &str) -> bool {
+    name.contains(':') && !(name.starts_with('[') && name.ends_with(']'))
 }
 
 /// What is wrong with a `service` or `host` argument, said of the argument.
@@ -271,10 +297,21 @@ mod tests {
             assert!(announce_host(bad).is_err(), "{bad}");
         }
         // The discovery host: as the original, a bare host is port 80.
-        for good in ["", "lb", "lb:8082", "[::1]", "https://lb"] {
+        for good in [
+            "",
+            "lb",
+            "lb/",
+            "lb:8082",
+            "[::1]",
+            "https://lb",
+            "lb:8082/hakken",
+            "http://lb/hakken/",
+        ] {
             assert_eq!(discovery_host(good), Ok(good.into()), "{good}");
         }
-        for bad in [" ", "lb:", "lb:0", "::1", "lb/v1", "http://"] {
+        for bad in [
+            " ", "lb:", "lb:0", "::1", "http://", "/v1", "lb?x=1", "u@lb",
+        ] {
             assert!(discovery_host(bad).is_err(), "{bad}");
         }
         assert!(at_least_one("0").is_err());

@@ -35,6 +35,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// The message of a call that could not connect (see `never_connected`).
+const CONNECT_FAILED: &str = "connection failed";
+
 /// Why a call to a coordinator failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -105,6 +108,12 @@ impl RemoteError {
             RemoteError::Status { status, .. } => *status >= 500 && *status != 503,
             RemoteError::Ended { .. } => false,
         }
+    }
+
+    /// Whether no connection could be made at all (refused, or a name that does
+    /// not resolve), rather than one that failed or timed out once made.
+    pub fn never_connected(&self) -> bool {
+        matches!(self, RemoteError::Unreachable { message, .. } if message == CONNECT_FAILED)
     }
 
     /// The host the failed call went to.
@@ -467,7 +476,7 @@ impl Remote {
         } else if let Some(tls) = crate::tls::explain(&error) {
             format!("TLS: {tls}")
         } else if error.is_connect() {
-            "connection failed".to_owned()
+            CONNECT_FAILED.to_owned()
         } else {
             let mut text = error.to_string();
             let mut source = std::error::Error::source(&error);

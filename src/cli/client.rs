@@ -238,10 +238,15 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Rounds of the first publication before `publish` gives up, and the pause
+/// between them: a coordinator briefly at its limits or slow is waited for.
+const FIRST_ROUNDS: u32 = 3;
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+
 /// Publishes `listing` to the first coordinator the client knows that takes it,
-/// so that a refusal (a token missing or refused, a listing it will not take, a
-/// coordinator at its limits) or coordinators this machine cannot reach are an
-/// error now, rather than a warning at every heartbeat while nothing is
+/// so that a refusal (a token missing or refused, a listing it will not take),
+/// coordinators that keep failing, or coordinators this machine cannot connect to
+/// are an error now, rather than a warning at every heartbeat while nothing is
 /// published. A coordinator that fails is left to the client, which publishes to
 /// every coordinator next and retries those that failed. (Not through the
 /// configured host: behind a load balancer that could land the listing on a
@@ -257,15 +262,24 @@ async fn first_publication(
         hosts.push(connection.coordinator.clone());
     }
     let mut failures = Vec::new();
-    for host in &hosts {
-        match remote.publish(host, listing, false).await {
-            Ok(()) => return Ok(()),
-            Err(
-                error @ RemoteError::Status {
-                    status: 400..=499, ..
-                },
-            ) => return Err(anyhow!(connection.explain(&error).await)),
-            Err(error) => failures.push(error),
+    for round in 1..=FIRST_ROUNDS {
+        failures.clear();
+        for host in &hosts {
+            match remote.publish(host, listing, false).await {
+                Ok(()) => return Ok(()),
+                Err(
+                    error @ RemoteError::Status {
+                        status: 400..=499, ..
+                    },
+                ) => return Err(anyhow!(connection.explain(&error).await)),
+                Err(error) => failures.push(error),
+            }
+        }
+        // Nothing to wait for when no connection could be made at all.
+        if round < FIRST_ROUNDS && !failures.iter().all(RemoteError::never_connected) {
+            tokio::time::sleep(FIRST_PAUSE).await;
+        } else {
+            break;
         }
     }
     let Some(last) = failures.last() else {
@@ -276,11 +290,10 @@ async fn first_publication(
         connection.explain(last).await
     );
     // Clients publish to the names the coordinators announce, not to the address
-    // they were given: a name unreachable from here is a coordinator's setting.
-    let unreachable = failures
-        .iter()
-        .all(|error| matches!(error, RemoteError::Unreachable { .. }));
-    if unreachable && !hosts.contains(&connection.coordinator) {
+    // they were given: a name that cannot be connected to from here, while that
+    // address answers, is a coordinator's setting.
+    if failures.iter().all(RemoteError::never_connected) && !hosts.contains(&connection.coordinator)
+    {
         message.push_str(&format!(
             " (listings go to the names coordinators announce, here {}, not to {}: \
              give each coordinator an --announce-host this machine can reach)",

@@ -414,6 +414,10 @@ async fn a_held_query_returns_after_its_wait_unchanged() {
             "invalid query string: duplicate field `index`",
         ),
         ("/v1/listings/s?wait=soon", "invalid wait `soon`"),
+        // A stream's query is checked the same way, on every route.
+        ("/v1/listings/s?stream=true&index=x", "invalid index `x`"),
+        ("/v1/listings?stream=true&wait=soon", "invalid wait `soon`"),
+        ("/v1/coordinator?stream=true&index=x", "invalid index `x`"),
     ] {
         let answer = get_raw(&addr, path).await;
         assert_eq!(answer.status(), 400, "{path}");

@@ -429,13 +429,14 @@ pub async fn coordinators(output: OutputArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Tells on stderr what the output alone does not: that `host` answered before
-/// it had every listing (started alone less than a heartbeat interval ago, so
-/// publishers may not have reached it yet), and `none` when nothing was found.
+/// it had every listing (it started with no complete peer to copy from, less than
+/// a heartbeat interval ago, so publishers may not have reached it yet), and
+/// `none` when nothing was found.
 fn note(host: &str, partial: bool, empty: bool, none: &str) {
     if partial {
         eprintln!(
-            "hakken: {host} is still warming up (it started with no peer to copy \
-             listings from): listings whose publishers have not reached it yet are missing"
+            "hakken: {host} is still warming up (it started with no complete peer to \
+             copy listings from): listings whose publishers have not reached it yet are missing"
         );
     }
     if empty {

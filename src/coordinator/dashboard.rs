@@ -7,8 +7,8 @@
 //! reads `GET /ui/api/state` and waits for changes with the blocking queries of the
 //! v1 API.
 //!
-//! While the coordinator is still warming up (started with nobody to copy
-//! listings from, see `readiness.rs`), the page's status says so: listings whose
+//! While the coordinator is still warming up (started with no complete peer to
+//! copy listings from, see `readiness.rs`), the page's status says so: listings whose
 //! publishers have not reached it yet are missing.
 //!
 //! The page also draws sparklines of the last hour: listings per service beside

@@ -3,8 +3,9 @@
 //! hyper keeps an 8 KB read buffer and an 8 KB write buffer for every connection,
 //! and a connection that holds a stream (a few hundred bytes per change, for
 //! hours) pays for them all along: most of what an open stream costs. So a plain
-//! connection whose first request asks for a stream (a `GET` with
-//! `Accept: text/event-stream` or `?stream=`, no body) is served here instead.
+//! connection whose first request asks for a stream (a `GET` without a body that
+//! the routes would answer with one: see `http/stream.rs`'s `wanted`) is served
+//! here instead.
 //! Its head is parsed from the first bytes the client sent (with httparse, as
 //! hyper does), the request goes through the same router as any other (admission,
 //! limits, auth, metrics, the stream's own state in `http/stream.rs`), and the

@@ -60,8 +60,8 @@ impl Params {
 /// units) or a bare number of seconds.
 fn parse_wait(text: &str) -> Option<Duration> {
     let text = text.trim();
-    match text.parse::<u64>() {
-        Ok(seconds) => seconds.checked_mul(1_000).map(Duration::from_millis),
+    match text.parse::<f64>() {
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).ok(),
         Err(_) => humantime::parse_duration(text).ok(),
     }
 }
@@ -119,6 +119,10 @@ mod tests {
         assert_eq!(parse_wait("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_wait("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_wait("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_wait("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_wait("-1"), None);
+        assert_eq!(parse_wait("NaN"), None);
+        assert_eq!(parse_wait("inf"), None);
         assert_eq!(parse_wait("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_wait("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_wait("2m30s"), Some(Duration::from_secs(150)));

@@ -49,11 +49,14 @@ pub(super) async fn get_coordinators(
     query: Result<Query<Params>, QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(params) = query?;
+    // Checked first, as the listing routes do: a bad `index` or `wait` is a 400
+    // for a stream too.
+    let blocking = params.blocking(&shared)?;
     if super::stream::wanted(&headers, params.stream.as_deref()) {
         return Ok(super::stream::open(&shared, Topic::Coordinators, &headers));
     }
     let mut hold = None;
-    if let Some((seen, wait)) = params.blocking(&shared)? {
+    if let Some((seen, wait)) = blocking {
         let index = || shared.read_membership(|m| m.index());
         hold = Some(block(&shared, Topic::Coordinators, seen, wait, index).await);
     }

@@ -14,6 +14,7 @@
 //! | `GET /v1/listings/:service` | `200` its listings, `404` when none |
 //! | `POST /v1/listings[?heartbeat=true]` | `201` adds, refreshes or replaces a listing |
 //! | `DELETE /v1/listings/:service/:host` | `204`, or `404` when unknown |
+//! | `GET /v1/listings/:a/:b` | `404` saying to write a `/` in a service name `%2F` |
 //! | `GET /v1/config` | `200` heartbeat interval and other settings |
 //! | `GET /ready` | `200` once join sync is done, `503` before |
 //! | `GET /v1/snapshot` | `200` every listing with its remaining TTL (NDJSON) |

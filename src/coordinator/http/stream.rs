@@ -1,5 +1,6 @@
 //! Streams: `GET /v1/listings/:service`, `/v1/listings` and `/v1/coordinator` with
-//! `Accept: text/event-stream` (or `?stream=true`) answer Server-Sent Events.
+//! `?stream=true` (any value but `false`), or without it an `Accept` that prefers
+//! `text/event-stream` to JSON ([`wanted`]), answer Server-Sent Events.
 //!
 //! The first event carries the whole state (the JSON array the plain `GET`
 //! answers); after that, one event per change of the index, each with `id:` set to the index
@@ -50,10 +51,13 @@ pub(crate) fn wanted(headers: &HeaderMap, stream_param: Option<&str>) -> bool {
 }
 
 /// Whether `Accept` values rank `text/event-stream` above `application/json`: by
-/// their `q`, then by which comes first. Wildcards prefer neither.
+/// their `q`, then by which comes first. Without `application/json`, `*/*` or
+/// `application/*` stands for it, by its `q` alone (`text/event-stream;q=0.1,
+/// */*` is JSON; `*/*, text/event-stream` a stream: it was named).
 fn prefers_stream<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
     let mut stream = None;
     let mut json = None;
+    let mut wildcard = None;
     for (at, range) in accept.flat_map(|value| value.split(',')).enumerate() {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or_default().trim();
@@ -61,6 +65,8 @@ fn prefers_stream<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
             &mut stream
         } else if media.eq_ignore_ascii_case("application/json") {
             &mut json
+        } else if media == "*/*" || media.eq_ignore_ascii_case("application/*") {
+            &mut wildcard
         } else {
             continue;
         };
@@ -71,6 +77,8 @@ fn prefers_stream<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
             .unwrap_or(1.0);
         slot.get_or_insert((q, at));
     }
+    // Named beats a wildcard of the same `q`, wherever it comes.
+    let json = json.or(wildcard.map(|(q, _)| (q, usize::MAX)));
     match (stream, json) {
         (Some((q, _)), _) if q <= 0.0 => false,
         (Some(_), None) => true,
@@ -428,6 +436,10 @@ mod tests {
         assert!(prefers("text/event-stream"));
         assert!(prefers("text/event-stream, application/json"));
         assert!(prefers("Text/Event-Stream;charset=utf-8, */*"));
+        assert!(!prefers("text/event-stream;q=0.1, */*"));
+        assert!(prefers("*/*, text/event-stream"));
+        assert!(!prefers("*/*;q=1, text/event-stream;q=0.9"));
+        assert!(prefers("text/event-stream, application/*;q=0.9"));
         assert!(prefers("application/json;q=0.5, text/event-stream"));
         assert!(!prefers("application/json, text/event-stream"));
         assert!(!prefers("text/event-stream;q=0.5, application/json"));

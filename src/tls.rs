@@ -337,7 +337,10 @@ fn describe(error: &rustls::Error) -> String {
         ) => "its certificate is not valid for this name (connect by a name the certificate lists)"
             .into(),
         E::InvalidCertificate(CertificateError::Other(other))
-            if other.to_string() == "CaUsedAsEndEntity" =>
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ) =>
         {
             "its certificate is a CA certificate, not a server certificate (a self-signed CA \
              served as the coordinator's own: have that CA sign a certificate for the \

@@ -292,7 +292,8 @@ async fn one_shot_reads_as_tables_and_json() {
 
 #[tokio::test]
 async fn a_complete_coordinator_is_read_without_a_warning() {
-    // Complete after its first heartbeat interval; listings that cannot expire.
+    // Complete soon after its first heartbeat interval (100 ms); listings that
+    // cannot expire.
     let mut cfg = config(100);
     cfg.missed_heartbeats_allowed = 1_000_000;
     let c = start(cfg).await;

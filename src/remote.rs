@@ -37,6 +37,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The message of a call that could not connect (see `never_connected`).
 const CONNECT_FAILED: &str = "connection failed";
+/// The message of a call whose connection was not made in time (a firewall
+/// dropping packets, say; see `never_connected`).
+const CONNECT_TIMED_OUT: &str = "timed out connecting";
 
 /// Why a call to a coordinator failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,10 +113,15 @@ impl RemoteError {
         }
     }
 
-    /// Whether no connection could be made at all (refused, or a name that does
-    /// not resolve), rather than one that failed or timed out once made.
+    /// Whether no connection could be made at all (refused, a name that does not
+    /// resolve, no answer to the connection attempt), rather than one that
+    /// failed or timed out once made.
     pub fn never_connected(&self) -> bool {
-        matches!(self, RemoteError::Unreachable { message, .. } if message == CONNECT_FAILED)
+        matches!(
+            self,
+            RemoteError::Unreachable { message, .. }
+                if message == CONNECT_FAILED || message == CONNECT_TIMED_OUT
+        )
     }
 
     /// The host the failed call went to.
@@ -471,7 +479,9 @@ impl Remote {
     }
 
     fn unreachable(host: &str, error: reqwest::Error) -> RemoteError {
-        let message = if error.is_timeout() {
+        let message = if error.is_connect() && error.is_timeout() {
+            CONNECT_TIMED_OUT.to_owned()
+        } else if error.is_timeout() {
             "timed out".to_owned()
         } else if let Some(tls) = crate::tls::explain(&error) {
             format!("TLS: {tls}")

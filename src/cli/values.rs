@@ -30,7 +30,7 @@ pub fn discovery_host(text: &str) -> Result<String, String> {
     let (_, rest) = scheme_and_rest(text)?;
     let host = rest.split_once('/').map_or(rest, |(host, _path)| host);
     if rest.contains(['?', '#', '@']) {
-        return Err("expected HOST:PORT[/PATH], without a query".into());
+        return Err("expected HOST:PORT[/PATH], without a query, fragment or user".into());
     }
     host_and_port(host, true)?;
     Ok(text.to_owned())
@@ -83,7 +83,12 @@ fn host_and_port(text: &str, port_optional: bool) -> Result<(), String> {
     }
     match port {
         None if port_optional => Ok(()),
-        Some(port) if port.parse::<u16>().is_ok_and(|port| port > 0) => Ok(()),
+        Some(port)
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && port.parse::<u16>().is_ok_and(|port| port > 0) =>
+        {
+            Ok(())
+        }
         _ => Err("expected HOST:PORT, with a port from 1 to 65535".into()),
     }
 }
@@ -274,6 +279,7 @@ mod tests {
             "a:abc",
             "a:0",
             "a:65536",
+            "a:+80",
             "[::1]",
             "::1",
             ":8082",

@@ -74,7 +74,8 @@ fn prefers_stream<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
             .filter_map(|p| p.trim().split_once('='))
             .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
             .and_then(|(_, q)| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+            .filter(|q| q.is_finite())
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
         slot.get_or_insert((q, at));
     }
     // Named beats a wildcard of the same `q`, wherever it comes.
@@ -439,6 +440,11 @@ mod tests {
         assert!(!prefers("text/event-stream;q=0.1, */*"));
         assert!(prefers("*/*, text/event-stream"));
         assert!(!prefers("*/*;q=1, text/event-stream;q=0.9"));
+        // A q that is not a number between 0 and 1 counts as 1, or is clamped.
+        assert!(!prefers("application/json;q=NaN, text/event-stream;q=0.5"));
+        assert!(!prefers("application/json;q=abc, text/event-stream"));
+        assert!(prefers("application/json;q=0.5, text/event-stream;q=2"));
+        assert!(!prefers("text/event-stream;q=-1"));
         assert!(prefers("text/event-stream, application/*;q=0.9"));
         assert!(prefers("application/json;q=0.5, text/event-stream"));
         assert!(!prefers("application/json, text/event-stream"));

@@ -113,15 +113,19 @@ async fn publish_withdraws_on_sighup_too() {
     c.shutdown().await.unwrap();
 }
 
-/// Whether process `pid` ignores SIGHUP (Linux: `SigIgn` in its status).
+/// Whether process `pid` ignores SIGHUP, and whether it catches it (Linux:
+/// `SigIgn` and `SigCgt` in its status; bit 0 is SIGHUP).
 #[cfg(target_os = "linux")]
-fn ignores_hangup(pid: u32) -> bool {
+fn hangup_disposition(pid: u32) -> (bool, bool) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let ignored = status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigIgn:"))
-        .expect("a SigIgn line");
-    u64::from_str_radix(ignored.trim(), 16).unwrap() & 1 == 1
+    let mask = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .expect("a signal mask line");
+        u64::from_str_radix(hex.trim(), 16).unwrap() & 1 == 1
+    };
+    (mask("SigIgn:"), mask("SigCgt:"))
 }
 
 #[cfg(target_os = "linux")]
@@ -132,39 +136,33 @@ async fn publish_under_nohup_leaves_sighup_ignored() {
     // publishes), and SIGTERM still withdraws.
     let c = start(config(60_000)).await;
     let addr = c.address();
-    let mut publisher = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "trap '' HUP; exec {BIN} publish billing 10.0.0.1:80"
-        ))
-        .env_remove("HAKKEN_TOKEN")
-        .env("HAKKEN_COORDINATOR", &addr)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    eventually("the listing is published", || async {
-        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
-    })
-    .await;
-    assert!(ignores_hangup(publisher.id().expect("running")));
-    assert_eq!(terminate(&mut publisher).await, Some(0));
-    assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
-    // Without nohup, SIGHUP is caught (it withdraws, see the test above).
-    let mut publisher = hakken(&addr)
-        .args(["publish", "billing", "10.0.0.1:80"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("the listing is published", || async {
-        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
-    })
-    .await;
-    assert!(!ignores_hangup(publisher.id().expect("running")));
-    assert_eq!(terminate(&mut publisher).await, Some(0));
+    let mut nohup = hakken(&addr);
+    nohup.args(["publish", "billing", "10.0.0.1:80"]);
+    let mut sighup = hakken(&addr);
+    sighup.args(["publish", "billing", "10.0.0.1:80"]);
+    for (mut command, ignore) in [(nohup, true), (sighup, false)] {
+        // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(move || {
+                let disposition = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+                libc::signal(libc::SIGHUP, disposition);
+                Ok(())
+            });
+        }
+        let mut publisher = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eventually("the listing is published", || async {
+            (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
+        })
+        .await;
+        let (ignored, caught) = hangup_disposition(publisher.id().expect("running"));
+        assert_eq!((ignored, caught), (ignore, !ignore));
+        assert_eq!(terminate(&mut publisher).await, Some(0));
+        assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
+    }
     c.shutdown().await.unwrap();
 }
 

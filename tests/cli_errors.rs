@@ -351,6 +351,65 @@ async fn a_publish_no_coordinator_takes_is_an_error() {
 }
 
 #[tokio::test]
+async fn a_signal_stops_publish_while_a_coordinator_keeps_it_waiting() {
+    // The coordinator knows a peer that takes connections and never answers: the
+    // first publication waits on it (for up to the minute-long --timeout), and a
+    // SIGTERM meanwhile ends the command at once.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (asked, mut publish_seen) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = silent.accept().await {
+            let asked = asked.clone();
+            held.push(tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut head = [0u8; 64];
+                if let Ok(n) = socket.read(&mut head).await {
+                    if head[..n].starts_with(b"POST /v1/listings") {
+                        let _ = asked.send(()).await;
+                    }
+                }
+                // Held open, unanswered.
+                std::future::pending::<()>().await;
+                drop(socket);
+            }));
+        }
+    });
+    let mut cfg = config(60_000);
+    cfg.registry_limits.max_listings = 0;
+    let full = start(cfg).await;
+    let (status, _) = common::post(
+        &full.address(),
+        "/v1/coordinator",
+        json!({ "host": silent_addr }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut publisher = hakken(&full.address())
+        .args(["publish", "x", "h:1", "--timeout", "60000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(common::PATIENCE, publish_seen.recv())
+        .await
+        .expect("the silent peer is asked to take the listing");
+    common::process::signal(publisher.id().expect("running"), "TERM").await;
+    let out = tokio::time::timeout(common::PATIENCE, publisher.wait_with_output())
+        .await
+        .expect("the signal ends it, without waiting for the silent peer")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped before a coordinator took x@h:1"),
+        "{err}"
+    );
+    full.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_unknown_host_is_said_to_be_unresolvable() {
     // `.invalid` never resolves (RFC 6761). A generous timeout: the lookup's
     // failure is the cause to report, not a timeout. The name is looked up twice

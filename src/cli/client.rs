@@ -214,8 +214,20 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
     let stop = shutdown_signal(true);
+    tokio::pin!(stop);
     let client = connection.start(args.heartbeat_interval).await?;
-    if let Err(error) = first_publication(&connection, &client, &listing).await {
+    // Its tries can take a while (each call up to --timeout): a signal meanwhile
+    // ends it.
+    let first = tokio::select! {
+        first = first_publication(&connection, &client, &listing) => first,
+        () = &mut stop => {
+            client.close().await;
+            return Err(anyhow!(
+                "stopped before a coordinator took {listing} (one that took it meanwhile lets it expire)"
+            ));
+        }
+    };
+    if let Err(error) = first {
         client.close().await;
         return Err(error);
     }

@@ -35,7 +35,7 @@ pub struct CoordinatorArgs {
     )]
     announce_host: String,
     /// HOST:PORT to ask for the other coordinators, often a load balancer [default: none, single node].
-    #[arg(long, env = "DISCOVERY_HOST", value_name = "HOST:PORT", value_parser = discovery_host)]
+    #[arg(long, env = "DISCOVERY_HOST", value_name = "HOST[:PORT]", value_parser = discovery_host)]
     discovery_host: Option<String>,
     /// Heartbeat interval H in milliseconds: peers are polled every H, listings live H × missed heartbeats.
     #[arg(long, env = "DISCOVERY_HEARTBEAT_INTERVAL", value_name = "MS", default_value_t = 60_000, value_parser = positive_ms)]
@@ -340,44 +340,44 @@ fn keep_on_hangup(reloads: bool) {
 #[cfg(not(unix))]
 fn keep_on_hangup(_reloads: bool) {}
 
-/// Whether SIGHUP is ignored, as `nohup` or `trap '' HUP` leave it.
+/// Whether `signal` was ignored when the process started, as `nohup` leaves
+/// SIGHUP and a script's `cmd &` SIGINT.
 #[cfg(unix)]
-fn hangup_ignored() -> bool {
+fn ignored(signal: libc::c_int) -> bool {
     let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
     // SAFETY: with a null new action, sigaction only writes the current one into
     // `current`, a zeroed (valid) sigaction of the right type.
-    let read = unsafe { libc::sigaction(libc::SIGHUP, std::ptr::null(), current.as_mut_ptr()) };
+    let read = unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) };
     // SAFETY: zeroed, and filled by sigaction when it succeeded.
     read == 0 && unsafe { current.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM, and on SIGHUP when `hangup` (a
-/// client command whose terminal went away stops as cleanly). The handlers are
+/// client command whose terminal went away stops as cleanly). A signal ignored
+/// at start stays ignored (a handler would undo `nohup`). The handlers are
 /// installed when this is called, not when the future is first polled: a signal
 /// that arrives in between (a quick SIGTERM after the start) is waited for, not
 /// fatal.
 #[cfg(unix)]
 pub fn shutdown_signal(hangup: bool) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    async fn received(signal: std::io::Result<tokio::signal::unix::Signal>) {
+    async fn received(signal: Option<tokio::signal::unix::Signal>) {
         match signal {
-            Ok(mut signal) => {
+            Some(mut signal) => {
                 signal.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
         }
     }
-    let interrupt = received(signal(SignalKind::interrupt()));
-    let terminate = received(signal(SignalKind::terminate()));
-    // Left alone when it is ignored already (`nohup`): a handler would undo that.
-    let hangup = (hangup && !hangup_ignored()).then(|| received(signal(SignalKind::hangup())));
+    let on = |kind: SignalKind| {
+        (!ignored(kind.as_raw_value()))
+            .then(|| signal(kind).ok())
+            .flatten()
+    };
+    let interrupt = received(on(SignalKind::interrupt()));
+    let terminate = received(on(SignalKind::terminate()));
+    let hangup = received(hangup.then(|| on(SignalKind::hangup())).flatten());
     async move {
-        let hangup = async {
-            match hangup {
-                Some(hangup) => hangup.await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate => {}

@@ -386,7 +386,7 @@ async fn a_signal_stops_publish_while_a_coordinator_keeps_it_waiting() {
     )
     .await;
     assert_eq!(status, 201);
-    let mut publisher = hakken(&full.address())
+    let publisher = hakken(&full.address())
         .args(["publish", "x", "h:1", "--timeout", "60000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

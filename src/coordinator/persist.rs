@@ -382,6 +382,11 @@ impl State {
             .withdrawn
             .retain(|(s, h)| s != service || h != host);
         departed.read.strike(service, host);
+        // All heard from again: back to the atomic load (set again under this
+        // lock by whatever names one gone next).
+        if departed.withdrawn.is_empty() && departed.read.len == 0 {
+            self.any_departed.store(false, Ordering::Release);
+        }
     }
 
     /// `keys` (service, host) left the registry now, `how`. Called under the
@@ -1357,9 +1362,12 @@ mod tests {
         state.withdrawn("s", "a:1");
         assert_eq!(state.departed("s").unwrap(), "b:1,a:1,file:1");
         for host in ["a:1", "b:1", "file:1"] {
+            assert!(state.any_departed.load(Ordering::Acquire));
             state.heard("s", host);
         }
         assert_eq!(state.departed("s"), None);
+        // Nothing left presumed gone: a heartbeat costs an atomic load again.
+        assert!(!state.any_departed.load(Ordering::Acquire));
         // A flood of withdrawals is bounded, and leaves room for the file's
         // names, and for what is withdrawn after it.
         for i in 0..MAX_WITHDRAWN + 5 {

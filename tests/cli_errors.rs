@@ -461,6 +461,7 @@ async fn a_coordinator_s_bad_setting_is_named_and_exits_2() {
     for (extra, named) in [
         (&["--announce-host", "myhost:9999"][..], "--announce-host"),
         (&["--dns-port", "0", "--dns-domain", "a..b"], "--dns-domain"),
+        (&["--dns-domain", "a..b"], "--dns-domain"),
         (&["--protect-reads"], "--protect-reads"),
         (&["--max-connections", "0"], "--max-connections"),
         (&["--discovery-host", "lb:0"], "--discovery-host"),

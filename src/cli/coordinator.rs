@@ -46,7 +46,7 @@ pub struct CoordinatorArgs {
     /// How often to ask the discovery host again, in milliseconds [default: H × 10].
     #[arg(long, env = "RESYNC_POLL_INTERVAL", value_name = "MS", value_parser = positive_ms)]
     resync_interval: Option<u64>,
-    /// Log every heartbeat received.
+    /// Log every heartbeat received (true or false; yes/no, on/off, 1/0 too).
     #[arg(long, env = "LOG_HEARTBEATS", value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new())]
     log_heartbeats: bool,
     /// Log line format.

@@ -85,7 +85,7 @@ pub struct CoordinatorConfig {
     /// Serve DNS (UDP and TCP) on this port of the listen address; off when
     /// `None`. Port 0 picks a free one ([`Coordinator::dns_addr`](super::Coordinator::dns_addr)).
     pub dns_port: Option<u16>,
-    /// The DNS domain (`SERVICE.service.DOMAIN`).
+    /// The DNS domain (`SERVICE.service.DOMAIN`); checked at start even with DNS off.
     pub dns_domain: String,
     /// TTL of every DNS record, in seconds.
     pub dns_ttl: u32,

@@ -186,12 +186,10 @@ impl Shared {
             registry: RwLock::new(registry),
             membership: Mutex::new(membership),
             history: Mutex::new(History::new(config.history_period())),
-            dns_zone: match config.dns_port {
-                Some(_) => Some(
-                    dns::Zone::new(&config.dns_domain, config.dns_ttl)
-                        .ok_or_else(|| CoordinatorError::DnsDomain(config.dns_domain.clone()))?,
-                ),
-                None => None,
+            // Checked with DNS off too: a bad setting is refused, not kept for later.
+            dns_zone: match dns::Zone::new(&config.dns_domain, config.dns_ttl) {
+                Some(zone) => config.dns_port.map(|_| zone),
+                None => return Err(CoordinatorError::DnsDomain(config.dns_domain.clone())),
             },
             shutdown: CancellationToken::new(),
             changes: Arc::new(Changes::new(config.max_held_queries, config.max_streams)),

@@ -417,7 +417,9 @@ impl Remote {
 
     fn build(timeout: Duration, tls: rustls::ClientConfig, https: bool) -> Self {
         let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
+            // Shorter than the call's own timeout, which would end a connection
+            // attempt first and be told apart from it (`never_connected`) no more.
+            .connect_timeout(timeout * 9 / 10)
             .pool_idle_timeout(Duration::from_secs(30))
             .tls_backend_preconfigured(tls)
             .build()

@@ -879,3 +879,39 @@ async fn a_watch_keeps_holding_queries_on_a_coordinator_with_a_short_wait_cap() 
     client.close().await;
     shutdown(vec![c]).await;
 }
+
+#[tokio::test]
+async fn a_connection_nobody_takes_counts_as_never_connected() {
+    // A listener that never accepts, its queue full: a new connection's SYN is
+    // dropped, as a firewall would drop it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        // A connection to a queue with room is made by the kernel at once.
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(error)) => panic!("connect failed: {error}"),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 64, "the queue never filled");
+    }
+    let error = Remote::new(Duration::from_millis(500))
+        .status(&addr.to_string())
+        .await
+        .expect_err("no connection");
+    assert!(error.never_connected(), "{error}");
+    // A connection made and left unanswered is not that.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let error = Remote::new(Duration::from_millis(500))
+        .status(&silent_addr)
+        .await
+        .expect_err("no answer");
+    assert!(!error.never_connected(), "{error}");
+    drop((listener, silent, queued));
+}

@@ -215,16 +215,23 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     logging::init(LogFormat::Text, "warn");
     let stop = shutdown_signal(true);
     tokio::pin!(stop);
-    let client = connection.start(args.heartbeat_interval).await?;
-    // Its tries can take a while (each call up to --timeout): a signal meanwhile
-    // ends it.
+    let stopped = || {
+        anyhow!("stopped before a coordinator took {listing} (one that took it meanwhile lets it expire)")
+    };
+    // Starting and the first publication can take a while (each call up to
+    // --timeout): a signal meanwhile ends them. Biased: a step that is done goes
+    // on, so a listing that was published is withdrawn below.
+    let client = tokio::select! {
+        biased;
+        client = connection.start(args.heartbeat_interval) => client?,
+        () = &mut stop => return Err(stopped()),
+    };
     let first = tokio::select! {
+        biased;
         first = first_publication(&connection, &client, &listing) => first,
         () = &mut stop => {
             client.close().await;
-            return Err(anyhow!(
-                "stopped before a coordinator took {listing} (one that took it meanwhile lets it expire)"
-            ));
+            return Err(stopped());
         }
     };
     if let Err(error) = first {
@@ -321,7 +328,14 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
     logging::init(LogFormat::Text, "warn");
     let stop = shutdown_signal(true);
-    let client = connection.start(args.heartbeat_interval).await?;
+    tokio::pin!(stop);
+    // Starting can take a while (each call up to --timeout): a signal meanwhile
+    // ends the command.
+    let client = tokio::select! {
+        biased;
+        client = connection.start(args.heartbeat_interval) => client?,
+        () = &mut stop => return Ok(ExitCode::SUCCESS),
+    };
     let mut builder = client.watch(&args.service);
     for (key, value) in args.filters {
         builder = builder.filter(key, value);
@@ -330,7 +344,16 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         builder = builder.random(n);
     }
     let watch = builder.build();
-    if let Err(error) = watch.start().await {
+    let started = tokio::select! {
+        biased;
+        started = watch.start() => started,
+        () = &mut stop => {
+            watch.close();
+            client.close().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if let Err(error) = started {
         let why = connection.explain_client(error).await;
         watch.close();
         client.close().await;
@@ -339,7 +362,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let printed = print_changes(&watch);
     tokio::select! {
         result = printed => result?,
-        _ = stop => {}
+        () = &mut stop => {}
     }
     watch.close();
     client.close().await;

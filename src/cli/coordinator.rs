@@ -34,7 +34,7 @@ pub struct CoordinatorArgs {
         value_parser = announce_host
     )]
     announce_host: String,
-    /// HOST:PORT to ask for the other coordinators, often a load balancer [default: none, single node].
+    /// HOST[:PORT][/PATH] to ask for the other coordinators, often a load balancer (port 80 when left out) [default: none, single node].
     #[arg(long, env = "DISCOVERY_HOST", value_name = "HOST[:PORT]", value_parser = discovery_host)]
     discovery_host: Option<String>,
     /// Heartbeat interval H in milliseconds: peers are polled every H, listings live H × missed heartbeats.
@@ -340,8 +340,8 @@ fn keep_on_hangup(reloads: bool) {
 #[cfg(not(unix))]
 fn keep_on_hangup(_reloads: bool) {}
 
-/// Whether `signal` was ignored when the process started, as `nohup` leaves
-/// SIGHUP and a script's `cmd &` SIGINT.
+/// Whether `signal` is ignored now (before any handler of ours), as `nohup`
+/// leaves SIGHUP.
 #[cfg(unix)]
 fn ignored(signal: libc::c_int) -> bool {
     let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
@@ -353,8 +353,8 @@ fn ignored(signal: libc::c_int) -> bool {
 }
 
 /// A future that resolves on Ctrl-C or SIGTERM, and on SIGHUP when `hangup` (a
-/// client command whose terminal went away stops as cleanly). A signal ignored
-/// at start stays ignored (a handler would undo `nohup`). The handlers are
+/// client command whose terminal went away stops as cleanly) unless SIGHUP is
+/// ignored at start (a handler would undo `nohup`). The handlers are
 /// installed when this is called, not when the future is first polled: a signal
 /// that arrives in between (a quick SIGTERM after the start) is waited for, not
 /// fatal.
@@ -369,14 +369,10 @@ pub fn shutdown_signal(hangup: bool) -> impl std::future::Future<Output = ()> {
             None => std::future::pending::<()>().await,
         }
     }
-    let on = |kind: SignalKind| {
-        (!ignored(kind.as_raw_value()))
-            .then(|| signal(kind).ok())
-            .flatten()
-    };
-    let interrupt = received(on(SignalKind::interrupt()));
-    let terminate = received(on(SignalKind::terminate()));
-    let hangup = received(hangup.then(|| on(SignalKind::hangup())).flatten());
+    let interrupt = received(signal(SignalKind::interrupt()).ok());
+    let terminate = received(signal(SignalKind::terminate()).ok());
+    let hangup = hangup && !ignored(SignalKind::hangup().as_raw_value());
+    let hangup = received(hangup.then(|| signal(SignalKind::hangup()).ok()).flatten());
     async move {
         tokio::select! {
             _ = interrupt => {}

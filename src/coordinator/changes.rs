@@ -10,9 +10,10 @@
 //! the number of held requests is capped: past the cap, [`Changes::hold`] refuses
 //! and the request is answered at once. Streams (Server-Sent Events) register the
 //! same way for as long as they are open ([`Changes::open_stream`]), under a cap
-//! of their own.
+//! of their own. What a topic's streams are written through (`S`, the HTTP
+//! layer's subscribers in `http/broadcast.rs`) is kept here with its waiters,
+//! made on first use, and goes with them: this module only holds it.
 
-use super::http::Subscribers;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,20 +35,30 @@ pub(crate) enum Topic {
 /// One topic's waiters: what wakes them, the newest state rendered for its
 /// streams (so that a change is rendered once, not once per stream), and the
 /// streams its broadcaster writes to.
-#[derive(Default)]
-struct Waiters {
+struct Waiters<S> {
     /// In an `Arc` so that a stream can keep a wait registered between its turns
     /// ([`StreamHold::notified`]).
     notify: Arc<Notify>,
     rendered: Mutex<Option<(u64, Bytes)>>,
     /// The streams its broadcaster writes to (`http/broadcast.rs`), once it has
     /// one.
-    subscribers: OnceLock<Arc<Subscribers>>,
+    subscribers: OnceLock<Arc<S>>,
 }
 
-/// The waiters of every topic.
-pub(crate) struct Changes {
-    topics: Mutex<HashMap<Topic, Arc<Waiters>>>,
+impl<S> Default for Waiters<S> {
+    fn default() -> Self {
+        Waiters {
+            notify: Arc::default(),
+            rendered: Mutex::default(),
+            subscribers: OnceLock::new(),
+        }
+    }
+}
+
+/// The waiters of every topic; `S` is what a topic's streams are written
+/// through.
+pub(crate) struct Changes<S> {
+    topics: Mutex<HashMap<Topic, Arc<Waiters<S>>>>,
     held: AtomicUsize,
     max_held: usize,
     streams: AtomicUsize,
@@ -55,19 +66,19 @@ pub(crate) struct Changes {
 }
 
 /// One held request's registration; dropping it unregisters.
-pub(crate) struct Hold<'a> {
-    changes: &'a Changes,
+pub(crate) struct Hold<'a, S> {
+    changes: &'a Changes<S>,
     topic: Topic,
     /// Taken (and dropped) under the lock when the hold is dropped, so that
     /// counting references there is exact.
-    waiters: Option<Arc<Waiters>>,
+    waiters: Option<Arc<Waiters<S>>>,
 }
 
 /// One open stream's registration; dropping it unregisters.
-pub(crate) struct StreamHold {
-    changes: Arc<Changes>,
+pub(crate) struct StreamHold<S> {
+    changes: Arc<Changes<S>>,
     topic: Topic,
-    waiters: Option<Arc<Waiters>>,
+    waiters: Option<Arc<Waiters<S>>>,
 }
 
 /// Takes one of `max` slots counted by `count`, if one is free.
@@ -79,7 +90,7 @@ fn reserve(count: &AtomicUsize, max: usize) -> bool {
         .is_ok()
 }
 
-impl Changes {
+impl<S> Changes<S> {
     /// No waiters yet; at most `max_held` requests held and `max_streams` streams
     /// open at once.
     pub fn new(max_held: usize, max_streams: usize) -> Self {
@@ -94,7 +105,7 @@ impl Changes {
 
     /// Registers a stream on `topic` for as long as the returned hold lives, or
     /// `None` when the cap on streams is reached.
-    pub fn open_stream(self: &Arc<Self>, topic: Topic) -> Option<StreamHold> {
+    pub fn open_stream(self: &Arc<Self>, topic: Topic) -> Option<StreamHold<S>> {
         if !reserve(&self.streams, self.max_streams) {
             return None;
         }
@@ -114,7 +125,7 @@ impl Changes {
 
     /// Unregisters one waiter of `topic` (its `waiters` taken out of its hold) and
     /// frees its slot in `count`.
-    fn release(&self, topic: &Topic, waiters: Option<Arc<Waiters>>, count: &AtomicUsize) {
+    fn release(&self, topic: &Topic, waiters: Option<Arc<Waiters<S>>>, count: &AtomicUsize) {
         let mut topics = self.topics();
         // Our reference goes first, under the lock; references are only taken
         // under this lock (`hold` clones, `notify` only borrows), so one left means
@@ -130,7 +141,7 @@ impl Changes {
         count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Waiters>>> {
+    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Waiters<S>>>> {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -152,7 +163,7 @@ impl Changes {
     }
 
     /// Registers a request on `topic`, or `None` when the cap is reached.
-    pub fn hold(&self, topic: Topic) -> Option<Hold<'_>> {
+    pub fn hold(&self, topic: Topic) -> Option<Hold<'_, S>> {
         if !reserve(&self.held, self.max_held) {
             return None;
         }
@@ -176,7 +187,7 @@ impl Changes {
     }
 }
 
-impl Hold<'_> {
+impl<S> Hold<'_, S> {
     /// The notifier to await; create its `notified()` future before reading the index.
     pub fn notify(&self) -> &Notify {
         &self
@@ -187,14 +198,14 @@ impl Hold<'_> {
     }
 }
 
-impl Drop for Hold<'_> {
+impl<S> Drop for Hold<'_, S> {
     fn drop(&mut self) {
         let changes = self.changes;
         changes.release(&self.topic, self.waiters.take(), &changes.held);
     }
 }
 
-impl StreamHold {
+impl<S> StreamHold<S> {
     /// A wait for the topic's next change that the stream can keep: enable it
     /// before reading the index.
     pub fn notified(&self) -> OwnedNotified {
@@ -222,8 +233,11 @@ impl StreamHold {
         }
     }
 
-    /// The topic's streams written by its broadcaster.
-    pub fn subscribers(&self) -> Arc<Subscribers> {
+    /// The topic's streams written by its broadcaster (made on first use).
+    pub fn subscribers(&self) -> Arc<S>
+    where
+        S: Default,
+    {
         self.waiters().subscribers.get_or_init(Arc::default).clone()
     }
 
@@ -233,12 +247,12 @@ impl StreamHold {
         self.waiters().notify.clone()
     }
 
-    fn waiters(&self) -> &Waiters {
+    fn waiters(&self) -> &Waiters<S> {
         self.waiters.as_deref().expect("present until dropped")
     }
 }
 
-impl Drop for StreamHold {
+impl<S> Drop for StreamHold<S> {
     fn drop(&mut self) {
         let changes = &self.changes;
         changes.release(&self.topic, self.waiters.take(), &changes.streams);
@@ -250,9 +264,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    // (Streams' subscribers play no part here: `()`.)
+
     #[tokio::test]
     async fn wakes_only_the_topic_that_changed() {
-        let changes = Changes::new(10, 10);
+        let changes = Changes::<()>::new(10, 10);
         let a = changes.hold(Topic::Service("a".into())).unwrap();
         let b = changes.hold(Topic::Service("b".into())).unwrap();
         let woke_a = a.notify().notified();
@@ -279,7 +295,7 @@ mod tests {
         // Two threads hold the same topic, then drop their holds at the same time,
         // a new topic each round (a topic left behind is never cleaned up by a
         // later hold): every entry must go with the last hold.
-        let changes = Arc::new(Changes::new(usize::MAX, usize::MAX));
+        let changes = Arc::new(Changes::<()>::new(usize::MAX, usize::MAX));
         let barrier = Arc::new(std::sync::Barrier::new(2));
         let threads: Vec<_> = (0..2)
             .map(|_| {
@@ -302,7 +318,7 @@ mod tests {
 
     #[test]
     fn capped_and_cleaned_up() {
-        let changes = Changes::new(2, 0);
+        let changes = Changes::<()>::new(2, 0);
         let one = changes.hold(Topic::Services).unwrap();
         let two = changes.hold(Topic::Services).unwrap();
         assert!(changes.hold(Topic::Coordinators).is_none());
@@ -317,7 +333,7 @@ mod tests {
 
     #[test]
     fn streams_have_their_own_cap_and_clean_up() {
-        let changes = Arc::new(Changes::new(0, 2));
+        let changes = Arc::new(Changes::<()>::new(0, 2));
         assert!(changes.hold(Topic::Services).is_none(), "no held queries");
         let one = changes.open_stream(Topic::Services).unwrap();
         let two = changes.open_stream(Topic::Service("a".into())).unwrap();

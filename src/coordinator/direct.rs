@@ -22,9 +22,9 @@
 //! not complete in the first bytes, anything unusual (a body, HTTP/1.0, an
 //! upgrade, a header httparse or `http` refuse), and every TLS connection.
 
-use super::http::{serve_stream, wanted, Admission, Takeover};
+use super::http::{chunk, serve_stream, wanted, Admission, Takeover};
 use super::sockets::{linger, stalls_cut};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use std::task::{ready, Poll};
@@ -224,33 +224,6 @@ fn write_head(out: &mut Vec<u8>, parts: &axum::http::response::Parts) {
     );
 }
 
-/// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
-/// hand: it runs for every event rendered).
-fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
-    let mut at = 16;
-    loop {
-        at -= 1;
-        out[at] = b"0123456789abcdef"[len & 15];
-        len >>= 4;
-        if len == 0 {
-            break;
-        }
-    }
-    out[16..].copy_from_slice(b"\r\n");
-    &out[at..]
-}
-
-/// `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF.
-pub(crate) fn chunk(data: &[u8]) -> Bytes {
-    let mut size = [0u8; 18];
-    let size = chunk_size(data.len(), &mut size);
-    let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
-    chunk.extend_from_slice(size);
-    chunk.extend_from_slice(data);
-    chunk.extend_from_slice(b"\r\n");
-    Bytes::from(chunk)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,25 +264,6 @@ mod tests {
             "\x16\x03\x01\x02\x00",
         ] {
             assert!(parsed(other).is_none(), "{other:?}");
-        }
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex() {
-        let mut out = [0u8; 18];
-        assert_eq!(chunk_size(0, &mut out), b"0\r\n");
-        assert_eq!(chunk_size(4096, &mut out), b"1000\r\n");
-        for len in [9, 10, 255, 70_000, usize::MAX] {
-            assert_eq!(chunk_size(len, &mut out), format!("{len:x}\r\n").as_bytes());
-        }
-    }
-
-    #[test]
-    fn a_chunk_is_sized_in_hex() {
-        for (len, size) in [(1, "1"), (26, "1a"), (4096, "1000"), (70_000, "11170")] {
-            let data = vec![b'x'; len];
-            let expected = [format!("{size}\r\n").as_bytes(), &data, b"\r\n"].concat();
-            assert_eq!(chunk(&data), expected);
         }
     }
 }

@@ -60,6 +60,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// An open stream's registration with its topic (see `changes.rs`), whose
+/// streams are written through the HTTP layer's subscribers.
+pub(crate) type StreamHold = changes::StreamHold<http::Subscribers>;
+
 /// Most listings expired under one hold of the registry lock, so an expiry wave
 /// does not stall requests.
 const EXPIRY_BATCH: usize = 1_000;
@@ -133,7 +137,7 @@ pub(crate) struct Shared {
     pub remote: Remote,
     pub shutdown: CancellationToken,
     /// Waiters of blocking queries, woken by the mutation methods below.
-    pub changes: Arc<Changes>,
+    pub changes: Arc<Changes<http::Subscribers>>,
     pub metrics: metrics::Metrics,
     /// Syncing, partial or complete (see `readiness.rs`).
     readiness: Readiness,

@@ -28,7 +28,6 @@
 
 use super::stream::{current, event, later, Open};
 use crate::coordinator::changes::Topic;
-use crate::coordinator::direct::chunk;
 use crate::coordinator::sockets::linger;
 use crate::coordinator::Shared;
 use axum::body::Bytes;
@@ -480,6 +479,33 @@ pub(crate) async fn serve(socket: TcpStream, head: Vec<u8>, mut open: Open, stal
     }
 }
 
+/// A chunk's size line: `len` in hex, then CRLF, at the end of `out` (written by
+/// hand: it runs for every event rendered).
+fn chunk_size(mut len: usize, out: &mut [u8; 18]) -> &[u8] {
+    let mut at = 16;
+    loop {
+        at -= 1;
+        out[at] = b"0123456789abcdef"[len & 15];
+        len >>= 4;
+        if len == 0 {
+            break;
+        }
+    }
+    out[16..].copy_from_slice(b"\r\n");
+    &out[at..]
+}
+
+/// `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF.
+pub(crate) fn chunk(data: &[u8]) -> Bytes {
+    let mut size = [0u8; 18];
+    let size = chunk_size(data.len(), &mut size);
+    let mut chunk = Vec::with_capacity(size.len() + data.len() + 2);
+    chunk.extend_from_slice(size);
+    chunk.extend_from_slice(data);
+    chunk.extend_from_slice(b"\r\n");
+    Bytes::from(chunk)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,6 +513,25 @@ mod tests {
     use crate::Listing;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        let mut out = [0u8; 18];
+        assert_eq!(chunk_size(0, &mut out), b"0\r\n");
+        assert_eq!(chunk_size(4096, &mut out), b"1000\r\n");
+        for len in [9, 10, 255, 70_000, usize::MAX] {
+            assert_eq!(chunk_size(len, &mut out), format!("{len:x}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_chunk_is_sized_in_hex() {
+        for (len, size) in [(1, "1"), (26, "1a"), (4096, "1000"), (70_000, "11170")] {
+            let data = vec![b'x'; len];
+            let expected = [format!("{size}\r\n").as_bytes(), &data, b"\r\n"].concat();
+            assert_eq!(chunk(&data), expected);
+        }
+    }
 
     /// Longest wait for something that should happen at once.
     const PATIENCE: Duration = Duration::from_secs(30);

@@ -48,7 +48,7 @@ use crate::protocol::{READY_PATH, SNAPSHOT_PATH};
 pub(crate) use admission::Admission;
 use axum::routing::get;
 use axum::Router;
-pub(crate) use broadcast::{serve as serve_stream, Subscribers};
+pub(crate) use broadcast::{chunk, serve as serve_stream, Subscribers};
 use cluster::{
     get_config, get_coordinators, get_metrics, method_not_allowed, not_found, post_coordinator,
     ready, snapshot, status,

@@ -22,8 +22,9 @@
 //! (`hakken_streams`), and end when the coordinator shuts down.
 
 use super::answer::{to_json_bytes, ApiError};
-use crate::coordinator::changes::{StreamHold, Topic};
+use crate::coordinator::changes::Topic;
 use crate::coordinator::Shared;
+use crate::coordinator::StreamHold;
 use crate::protocol::KEEPALIVE_HEADER;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

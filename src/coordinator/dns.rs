@@ -501,8 +501,14 @@ pub(crate) async fn serve(
     max_tcp: usize,
     shutdown: CancellationToken,
 ) {
+    let metrics = &handler.shared.metrics;
+    let counters = super::dns_tcp::Counters {
+        refused: metrics.dns_tcp_refused.clone(),
+        evicted: metrics.dns_tcp_evicted.clone(),
+    };
     let tcp = super::dns_tcp::serve(
         Arc::new(handler.clone()),
+        counters,
         tcp,
         idle,
         max_tcp,

@@ -12,13 +12,12 @@
 //! a message, or of its answer) is a new one closed as it is accepted, with a
 //! warning at most once a minute. (An evicted connection closes when its task
 //! next runs: for a moment, a burst of connections can hold a few more sockets
-//! than the cap.) A message is handed to the same [`Handler`] that answers UDP,
-//! through hickory's request and response types, so both transports give the same
-//! answers. What is not a question gets what hickory's server gives it: a message
+//! than the cap.) A message is handed to the same handler that answers UDP
+//! (`dns.rs`'s), through hickory's request and response types, so both transports
+//! give the same answers. What is not a question gets what hickory's server gives it: a message
 //! too short for a header is dropped, a header without a readable body is
 //! answered `FORMERR`, a response is ignored.
 
-use super::dns::Handler;
 use super::sockets::{Acceptor, Refusals};
 use bytes::Buf;
 use futures_util::FutureExt;
@@ -34,6 +33,7 @@ use hickory_server::proto::serialize::binary::{
 };
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -86,11 +86,20 @@ impl Idle {
     }
 }
 
-/// Serves DNS over TCP on `listener` until `shutdown`, with at most `max`
-/// connections open (at least one); a connection that sends nothing for `idle` (or cannot take
-/// an answer for that long) is closed. Open connections are closed at shutdown.
-pub(crate) async fn serve(
-    handler: Arc<Handler>,
+/// What DNS over TCP counts: connections refused at the cap, and idle ones
+/// closed to make room.
+pub(crate) struct Counters {
+    pub refused: Counter,
+    pub evicted: Counter,
+}
+
+/// Serves DNS over TCP on `listener` with `handler` until `shutdown`, with at
+/// most `max` connections open (at least one); a connection that sends nothing
+/// for `idle` (or cannot take an answer for that long) is closed. Open
+/// connections are closed at shutdown.
+pub(crate) async fn serve<H: RequestHandler>(
+    handler: Arc<H>,
+    counters: Counters,
     listener: TcpListener,
     idle: Duration,
     max: usize,
@@ -104,7 +113,7 @@ pub(crate) async fn serve(
         "DNS over TCP",
         "--dns-max-connections",
         max,
-        handler.shared.metrics.dns_tcp_refused.clone(),
+        counters.refused,
     );
     let mut number = 0u64;
     loop {
@@ -121,7 +130,7 @@ pub(crate) async fn serve(
             Ok(slot) => slot,
             Err(_) => match idle_connections.evict() {
                 Some(slot) => {
-                    handler.shared.metrics.dns_tcp_evicted.inc();
+                    counters.evicted.inc();
                     tracing::debug!(%peer, "DNS over TCP: the longest idle connection closed to make room");
                     slot
                 }
@@ -150,9 +159,9 @@ pub(crate) async fn serve(
     connections.shutdown().await;
 }
 
-/// One accepted connection.
-struct Connection {
-    handler: Arc<Handler>,
+/// One accepted connection, answered by `H`.
+struct Connection<H> {
+    handler: Arc<H>,
     stream: TcpStream,
     peer: SocketAddr,
     /// Longest wait for a message, or for the client to take an answer.
@@ -164,7 +173,7 @@ struct Connection {
     evicted: CancellationToken,
 }
 
-impl Connection {
+impl<H: RequestHandler> Connection<H> {
     /// Answers the messages of the connection, in order, until it closes, idles
     /// for `idle`, sends a length it does not follow with as many bytes, or is
     /// evicted while it waits. It starts waiting, in `idle_connections`, since
@@ -229,7 +238,7 @@ impl Connection {
         }
         // A zero-length message is no question: dropped, like one too short for
         // a header.
-        let Some(answer) = answer(&self.handler, message, self.peer).await else {
+        let Some(answer) = answer(&*self.handler, message, self.peer).await else {
             return true;
         };
         // At most u16::MAX bytes: the encoder is capped there (see `Reply`).
@@ -244,7 +253,11 @@ impl Connection {
 }
 
 /// The answer to one message, encoded; none for a message that gets none.
-async fn answer(handler: &Handler, message: Vec<u8>, peer: SocketAddr) -> Option<Vec<u8>> {
+async fn answer<H: RequestHandler>(
+    handler: &H,
+    message: Vec<u8>,
+    peer: SocketAddr,
+) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(&message)).ok()?;
     let reply = Reply::default();
     match Request::from_bytes(message, peer, Protocol::Tcp) {
@@ -295,7 +308,7 @@ mod tests {
     }
 }
 
-/// Where [`Handler`] puts its answer: the encoded message, for the connection to
+/// Where the handler puts its answer: the encoded message, for the connection to
 /// frame and write.
 #[derive(Clone, Default)]
 struct Reply(Arc<Mutex<Option<Vec<u8>>>>);

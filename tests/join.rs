@@ -378,6 +378,49 @@ async fn with_nobody_to_copy_from_a_coordinator_says_it_is_partial() {
 }
 
 #[tokio::test]
+async fn a_slow_copy_does_not_hold_back_completeness() {
+    // Partial for its warm-up (a heartbeat interval and a call's time, about
+    // 2 s here), then complete, even while a copy it began could wait for the
+    // whole minute-long sync timeout: a peer announced meanwhile sends the head
+    // of its snapshot, then nothing more.
+    use futures_util::StreamExt;
+    let head =
+        json!({"hakkenSnapshot": 1, "coordinator": "stalled:1", "complete": true, "count": 1});
+    let stalled = Router::new().route(
+        "/v1/snapshot",
+        route_get(move || {
+            let head = format!("{head}\n");
+            async move {
+                let body = futures_util::stream::once(async move {
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(head))
+                })
+                .chain(futures_util::stream::pending());
+                (
+                    [("content-type", "application/x-ndjson")],
+                    axum::body::Body::from_stream(body),
+                )
+            }
+        }),
+    );
+    let (stalled_addr, _stalled) = serve(stalled).await;
+    let mut cfg = config(100);
+    cfg.sync_timeout = Duration::from_secs(60);
+    let c = start(cfg).await;
+    let addr = c.address();
+    post(
+        &addr,
+        "/v1/coordinator",
+        json!({ "host": stalled_addr }).to_string(),
+    )
+    .await;
+    eventually("complete once warmed up", || async {
+        c.is_complete().then_some(())
+    })
+    .await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_withdrawal_during_the_sync_is_not_undone_by_the_copy() {
     // The peer's snapshot still holds w:1 and u:1, but their publishers withdrew
     // them from c while it copied: w:1 after reaching c, u:1 before c held it.

@@ -165,7 +165,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
             _ = warmed => break,
             _ = discovery.changed() => {}
             _ = shared.sync_wanted.notified() => {
+                // Not past the warm-up: by then the coordinator is complete
+                // anyway, and a copy must not hold that back.
                 let deadline = Instant::now() + shared.config.sync_timeout;
+                let deadline = warm.map_or(deadline, |at| at.min(deadline));
                 let copy = tokio::time::timeout_at(deadline, copy(&shared, deadline));
                 let copied = tokio::select! {
                     _ = shared.shutdown.cancelled() => return,

@@ -440,7 +440,7 @@ async fn a_partition_heals_when_only_one_side_has_a_discovery_host() {
 }
 
 /// Every frame across dropped: the coordinators' calls to each other time out
-/// (their request timeout, 5 s) rather than fail at once.
+/// (their request timeout, 1 s here) rather than fail at once.
 #[tokio::test]
 async fn a_silent_partition_heals() {
     a_partition_heals("s", 3, false, Split::Silent).await;

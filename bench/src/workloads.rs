@@ -1,5 +1,7 @@
-//! The workloads. Servers run on core 0 (`taskset -c 0`); this driver, wrk, the
-//! watchers and every other load run on core 1.
+//! The throughput and memory workloads (heartbeats, reads, memory), and the
+//! helpers every section shares (listings, rounds, tables, metrics); `main.rs`'s
+//! `run` dispatches by name. Servers run on core 0 (`taskset -c 0`); this
+//! driver, wrk, the watchers and every other load run on core 1.
 
 use crate::util::*;
 use crate::{Check, Ctx, Section};

@@ -25,6 +25,9 @@
 //! streams: the first one starts it, and it ends once the last one has left, or at
 //! shutdown. It holds the topic's notifier and its streams, not the topic's entry
 //! (`changes.rs`), which goes with its last waiter as before.
+//!
+//! The HTTP/1.1 chunk encoder ([`chunk`]) is here too: `direct.rs` writes a
+//! stream's answer with it.
 
 use super::stream::{current, event, later, Open};
 use crate::coordinator::changes::Topic;

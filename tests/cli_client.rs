@@ -99,10 +99,7 @@ async fn publish_withdraws_on_sighup_too() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually("the listing is published", || async {
-        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
-    })
-    .await;
+    billing_listed(&addr).await;
     common::process::signal(publisher.id().expect("running"), "HUP").await;
     let status = tokio::time::timeout(common::PATIENCE, publisher.wait())
         .await
@@ -154,16 +151,21 @@ async fn publish_under_nohup_leaves_sighup_ignored() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        eventually("the listing is published", || async {
-            (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
-        })
-        .await;
+        billing_listed(&addr).await;
         let (ignored, caught) = hangup_disposition(publisher.id().expect("running"));
         assert_eq!((ignored, caught), (ignore, !ignore));
         assert_eq!(terminate(&mut publisher).await, Some(0));
         assert_eq!(get(&addr, "/v1/listings/billing").await.0, 404);
     }
     c.shutdown().await.unwrap();
+}
+
+/// Waits until `addr` lists a listing of `billing`.
+async fn billing_listed(addr: &str) {
+    eventually("the listing is published", || async {
+        (get(addr, "/v1/listings/billing").await.0 == 200).then_some(())
+    })
+    .await;
 }
 
 /// The next line `hakken watch` prints, as JSON.
@@ -388,10 +390,7 @@ async fn publish_keeps_values_as_typed_and_takes_json_after_colon_equals() {
         // `:=` is explicit JSON.
         "exact": 7.1, "tags": ["a", "b"], "s": "x", "obj": {"a": 1},
     }]);
-    eventually("the listing is published", || async {
-        (get(&addr, "/v1/listings/billing").await.0 == 200).then_some(())
-    })
-    .await;
+    billing_listed(&addr).await;
     assert_eq!(get(&addr, "/v1/listings/billing").await.1, expected);
     // A filter reads values the same way: `version=7.10` is the string.
     let mut watcher = hakken(&addr)

@@ -198,13 +198,12 @@ async fn a_watch_failing_over_to_the_original_does_not_take_back_what_ours_withd
 
     // A listing only the original has (ours copies nothing after its join): once
     // the watch has it, the watch has taken an answer of the original's.
-    let (status, _) = common::post(
+    common::post_created(
         &original.address(),
         "/v1/listings",
         r#"{"service":"stale","host":"new:1"}"#,
     )
     .await;
-    assert_eq!(status, 201);
     assert_eq!(
         common::held(ours.address().as_str(), "stale").await,
         Some(common::strings(&["stay:1"]))

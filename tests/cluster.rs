@@ -96,13 +96,12 @@ async fn a_learned_coordinator_is_polled_and_its_peers_learned() {
     })
     .await;
     let a = start(config(100)).await;
-    let (status, _) = post(
+    common::post_created(
         &a.address(),
         "/v1/coordinator",
         json!({"host": b.host()}).to_string(),
     )
     .await;
-    assert_eq!(status, 201);
     eventually("a learns of c through b", || async {
         a.known_coordinators()
             .contains(&c.host().to_owned())

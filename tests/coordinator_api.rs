@@ -39,8 +39,7 @@ async fn v1_routes_answer_like_the_original() {
 
     // A heartbeat with a changed payload replaces it (the original kept the old one).
     let changed = json!({"service": "billing", "host": "10.0.0.1:80", "version": 2});
-    let (status, _) = post(&addr, "/v1/listings?heartbeat=true", changed.to_string()).await;
-    assert_eq!(status, 201);
+    common::post_created(&addr, "/v1/listings?heartbeat=true", changed.to_string()).await;
     assert_eq!(
         get(&addr, "/v1/listings/billing").await,
         (200, json!([changed]))

@@ -213,8 +213,7 @@ async fn listings_show_when_first_seen_and_last_changed() {
     // Heartbeats that change nothing leave both times alone (both paths: a
     // plain publish, and the byte-for-byte heartbeat).
     publish(&addr, v1.clone()).await;
-    let (status, _) = post(&addr, "/v1/listings?heartbeat=true", v1.to_string()).await;
-    assert_eq!(status, 201);
+    common::post_created(&addr, "/v1/listings?heartbeat=true", v1.to_string()).await;
     let (_, state) = get(&addr, "/ui/api/state?service=web").await;
     let unchanged = listing(&state);
     assert!(unchanged["firstSeenMsAgo"].as_u64().unwrap() >= first);

@@ -62,8 +62,7 @@ async fn process(extra: &[&str]) -> CoordinatorProcess {
 
 async fn publish(addr: &str, host: &str) {
     let body = format!(r#"{{"service":"svc","host":"{host}","v":1}}"#);
-    let (status, _) = common::post(addr, "/v1/listings", body).await;
-    assert_eq!(status, 201);
+    common::post_created(addr, "/v1/listings", body).await;
 }
 
 /// A coordinator keeping its registry in a new directory, once the file there

@@ -98,6 +98,12 @@ pub async fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// POSTs `body` to `path` on `addr` and expects `201 Created`.
+pub async fn post_created(addr: &str, path: &str, body: impl Into<reqwest::Body>) {
+    let (status, answer) = post(addr, path, body).await;
+    assert_eq!(status, 201, "POST {path} on {addr}: {answer}");
+}
+
 /// `POST http://addr{path}` with a raw body → (status, body as JSON or Null).
 pub async fn post(
     addr: &str,

@@ -394,9 +394,6 @@ async function loadScenario(context, page) {
   log(`published ${listings.length} listings (1,000 services, 5,000 in 'big') in ${Date.now() - t0} ms`);
 
   const t1 = Date.now();
-  // The page's clock is Playwright's, running as the real one until the phone-sized
-  // checks below pause it (see there).
-  await page.clock.install();
   await page.goto(`${LOAD}/ui#service=big`);
   await until(page, "the page should render 1,000 listings of 'big' (the cap)",
     () => document.querySelectorAll("#listings tr[data-host]").length === 1000);
@@ -423,14 +420,24 @@ async function loadScenario(context, page) {
   await until(page, "the filter 'svc-0900' should leave exactly one service",
     () => [...document.querySelectorAll("#services tr[data-service]")].map((r) => r.dataset.service).join() === "svc-0900");
   await page.fill("#filter", "");
+  await until(page, "with the filter cleared, all 1,000 listings and 500 services should be shown again",
+    () => document.querySelectorAll("#listings tr[data-host]").length === 1000 &&
+      document.querySelectorAll("#services tr[data-service]").length === 500);
 
-  log("phone-sized window, the page's refresh paused");
+  log("phone-sized window, the page's next refresh held");
   // The page rebuilds its 1,000 listing rows and 500 charts every 2 s (ages move
   // on). On a loaded machine a screenshot taken amid that churn once waited its
-  // whole 30 s for a frame. With the page's clock paused no refresh falls due (and
-  // nothing changes on `load`, so no stream wakes the page): the checks and
-  // screenshots below see a still page. A refresh already under way finishes.
-  await page.clock.pauseAt(await page.evaluate(() => Date.now()));
+  // whole 30 s for a frame. The page renders only once its request for the state
+  // has been answered, so with that request held the page is still: the checks and
+  // screenshots below wait until it is held, and let it go after.
+  const held = [];
+  const hold = (route) => { held.push(route); };
+  await page.route("**/ui/api/state**", hold);
+  const holdDeadline = Date.now() + TIMEOUT;
+  while (held.length === 0) {
+    check(Date.now() < holdDeadline, `the page asked for no new state in ${TIMEOUT / 1000} s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   await page.setViewportSize(PHONE);
   await until(page, "the listings should be laid out", () => document.querySelectorAll("#listings tr[data-host]").length === 1000);
   await noHorizontalOverflow(page, "phone, 1,000 services and 5,000 listings");
@@ -442,7 +449,9 @@ async function loadScenario(context, page) {
   await screenshot(page, "dashboard-phone-load.png");
   await page.evaluate(() => document.getElementById("listings").scrollIntoView());
   await screenshot(page, "dashboard-phone-load-listings.png");
-  await page.clock.resume();
+  await page.unroute("**/ui/api/state**", hold);
+  // The page may have given up on the request meanwhile (after 15 s), and then asks again.
+  for (const route of held) await route.continue().catch(() => {});
 
   log("a long service name on a phone");
   await page.goto("about:blank");

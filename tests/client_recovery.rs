@@ -365,3 +365,95 @@ async fn a_watch_of_a_client_that_publishes_nothing_leaves_a_stopped_coordinator
     common::process::signal(pid, "CONT").await;
     client.close().await;
 }
+
+/// A coordinator that lists itself and `other`, and answers nothing else until
+/// released (then 503): one that hangs, a stalled disk say.
+struct Hung {
+    host: String,
+    release: tokio_util::sync::CancellationToken,
+}
+
+impl Hung {
+    async fn start(other: &str) -> Hung {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let release = tokio_util::sync::CancellationToken::new();
+        let list = json!([{ "host": host }, { "host": other }]);
+        let wait = release.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/coordinator",
+                axum::routing::get(move || async move { axum::Json(list) }),
+            )
+            .fallback(move || {
+                let wait = wait.clone();
+                async move {
+                    wait.cancelled().await;
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hung { host, release }
+    }
+}
+
+#[tokio::test]
+async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
+    let open = start(config(60_000)).await;
+    let hung = Hung::start(open.host()).await;
+    // Heartbeats every 100 ms; the hung one holds each call for a minute.
+    let client = started(
+        ClientConfig::new(&hung.host)
+            .heartbeat_interval(Duration::from_millis(100))
+            .poll_interval(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(60)),
+    )
+    .await;
+    eventually("the client knows both", || async {
+        (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    let publish = |host: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { client.publish(Listing::new("pay", host).unwrap()).await })
+    };
+    // The publication waits for the hung one; the open one has it meanwhile.
+    let first = publish("p:1");
+    eventually("the open one holds the listing", || async {
+        (common::held(&open.address(), "pay").await? == ["p:1"]).then_some(())
+    })
+    .await;
+    // Heartbeat rounds go on, to the open one: the hung one holds up only its own.
+    let before = metric(&open.address(), "hakken_heartbeats_received_total").await;
+    eventually("heartbeats keep reaching the open one", || async {
+        (metric(&open.address(), "hakken_heartbeats_received_total").await >= before + 5.0)
+            .then_some(())
+    })
+    .await;
+    // So does a second publication, and a withdrawal.
+    let second = publish("p:2");
+    eventually("the open one holds the second listing", || async {
+        (common::held(&open.address(), "pay").await? == ["p:1", "p:2"]).then_some(())
+    })
+    .await;
+    let unpublishing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
+    };
+    eventually("the open one no longer holds the first listing", || async {
+        (common::held(&open.address(), "pay").await? == ["p:2"]).then_some(())
+    })
+    .await;
+    assert!(
+        !first.is_finished(),
+        "the first publication still waits for the hung one"
+    );
+    // Released, the hung one answers 503 to every call waiting on it.
+    hung.release.cancel();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    unpublishing.await.unwrap().unwrap();
+    client.close().await;
+    assert_eq!(common::held(&open.address(), "pay").await, Some(Vec::new()));
+    open.shutdown().await.unwrap();
+}

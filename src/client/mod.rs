@@ -37,6 +37,7 @@ use crate::listing::{Limits, Listing, Peer};
 use crate::remote::{Answer, Remote, RemoteError};
 use config::MIN_INTERVAL;
 use coordinators::{Coordinators, Strike};
+use publishing::Which;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -63,10 +64,11 @@ pub(crate) struct Inner {
     /// Published listings, one per `(service, host)`, in publication order. Same
     /// discipline as `coordinators`; never both held at once.
     listings: Mutex<Vec<Listing>>,
-    /// Serializes rounds of writes (publish, heartbeat, withdrawal), so that an
-    /// older payload in flight never lands after a newer one. An async mutex: it is
-    /// held across the calls of a round, each bounded by the request timeout.
-    pub writes: tokio::sync::Mutex<()>,
+    /// One lane per coordinator: the writes to it (publish, heartbeat,
+    /// withdrawal) are made one at a time, so that an older payload in flight
+    /// never lands after a newer one; a coordinator that hangs holds up only its
+    /// own (see `publishing.rs`).
+    pub lanes: publishing::Lanes,
     /// Cancelled by [`Client::close`] or when the last handle is dropped; every
     /// background task and every watch (through a child token) stops on it.
     pub shutdown: CancellationToken,
@@ -217,16 +219,10 @@ impl Inner {
     fn publish_now(self: &Arc<Self>, hosts: Vec<String>) {
         let inner = self.clone();
         self.tasks.spawn(async move {
-            let round = async {
-                let _round = inner.writes.lock().await;
-                let listings = inner.listings();
-                if !listings.is_empty() {
-                    publishing::send(&inner, listings, hosts, false, false).await;
-                }
-            };
-            tokio::select! {
-                _ = inner.shutdown.cancelled() => {}
-                _ = round => {}
+            // Not cut short at shutdown: a write stopped halfway could land after
+            // the withdrawal `close` makes next. Each call is bounded by the timeout.
+            if !inner.shutdown.is_cancelled() {
+                publishing::send(&inner, Which::All, hosts, false, false).await;
             }
         });
     }
@@ -486,7 +482,7 @@ impl Client {
                 config.failures_before_drop,
             )),
             listings: Mutex::new(Vec::new()),
-            writes: tokio::sync::Mutex::new(()),
+            lanes: Default::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             resync_now: Notify::new(),
@@ -556,17 +552,21 @@ impl Client {
     /// /v1/listings`, which replaces a listing with the same `service` and `host`),
     /// and again at every heartbeat to every coordinator known then. Coordinators
     /// that fail are logged and retried at the next heartbeat; the call fails only
-    /// for a listing no coordinator would accept or a closed client. Heartbeats are
-    /// sent once the client is started. With `skip`, only records the listing.
+    /// for a listing no coordinator would accept or a closed client. The call
+    /// returns once every coordinator answered or failed: one that does not answer
+    /// holds it up to the request timeout, but not the others, nor the heartbeats.
+    /// Heartbeats are sent once the client is started. With `skip`, only records
+    /// the listing.
     pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {
         let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
         let inner = self.inner();
-        let _round = inner.writes.lock().await;
-        if inner.is_closed() {
-            return Err(ClientError::Closed);
-        }
         {
+            // Checked under the table's lock, as `close` sets it: a listing is
+            // either withdrawn by `close` or refused.
             let mut listings = inner.listing_table();
+            if inner.is_closed() {
+                return Err(ClientError::Closed);
+            }
             match listings.iter_mut().find(|l| l.key() == listing.key()) {
                 Some(slot) => *slot = listing.clone(),
                 None => listings.push(listing.clone()),
@@ -578,7 +578,8 @@ impl Client {
         // Publishing before `start` starts the client in the background (as
         // `start_background` does), so heartbeats follow.
         inner.spawn_background(true);
-        publishing::send(inner, vec![listing], inner.targets(), false, false).await;
+        let which = Which::These(Arc::new(vec![listing]));
+        publishing::send(inner, which, inner.targets(), false, false).await;
         Ok(())
     }
 
@@ -587,12 +588,11 @@ impl Client {
     /// fine). Coordinators that fail are logged: the listing expires there.
     pub async fn unpublish(&self, listing: &Listing) -> Result<(), ClientError> {
         let inner = self.inner();
-        let _round = inner.writes.lock().await;
-        if inner.is_closed() {
-            return Err(ClientError::Closed);
-        }
         let removed = {
             let mut listings = inner.listing_table();
+            if inner.is_closed() {
+                return Err(ClientError::Closed);
+            }
             let before = listings.len();
             listings.retain(|l| l.key() != listing.key());
             before != listings.len()
@@ -693,19 +693,27 @@ impl Client {
     /// none when every withdrawal went through (or there was nothing to withdraw).
     pub async fn close_reporting(&self) -> Vec<RemoteError> {
         let inner = self.inner();
-        // The write lock first: a round of writes in flight (a publish or a
-        // heartbeat, each call bounded by the timeout) finishes before anything is
-        // withdrawn, so no heartbeat can land after its DELETE; a later publish
-        // sees `closed`.
-        let _round = inner.writes.lock().await;
-        let first = !inner.closed.swap(true, Ordering::SeqCst);
+        // Closed and the listings taken at once, under the table's lock: a publish
+        // came before (its listing is withdrawn below) or fails with `Closed`.
+        let (first, listings) = {
+            let mut table = inner.listing_table();
+            let first = !inner.closed.swap(true, Ordering::SeqCst);
+            let listings = if first {
+                std::mem::take(&mut *table)
+            } else {
+                Vec::new()
+            };
+            (first, listings)
+        };
         inner.shutdown.cancel();
         inner.tasks.close();
+        // Writes in flight (a publish, a heartbeat: each call bounded by the
+        // timeout) end before anything is withdrawn, so none lands after its
+        // DELETE. Those that start now find nothing left to send.
         inner.tasks.wait().await;
         if !first || inner.config.skip {
             return Vec::new();
         }
-        let listings = std::mem::take(&mut *inner.listing_table());
         let mut failed = Vec::new();
         if !listings.is_empty() {
             let targets = inner.targets();

@@ -1,32 +1,88 @@
-//! Sending listings to coordinators: the heartbeat task, and the rounds of calls
-//! behind [`Client::publish`](super::Client::publish), `unpublish` and `close`.
+//! Sending listings to coordinators: the heartbeat task, and the writes behind
+//! [`Client::publish`](super::Client::publish), `unpublish` and `close`.
 //!
 //! One heartbeat task per client (not per listing) sends every listing to every
 //! known coordinator each heartbeat interval, concurrently and bounded. A first
 //! publication is a plain `POST /v1/listings` (it replaces the payload everywhere);
 //! heartbeats are `POST /v1/listings?heartbeat=true`, as the original client sends
-//! them. Every round holds [`Inner::writes`], so rounds never interleave.
+//! them.
 //!
-//! A heartbeat round is what counts against a coordinator: one that is broken at a
-//! round gets a strike (see [`Inner::struck`]). Between rounds, the coordinators
-//! whose last round failed are tried again soon, with backoff: one that was
-//! restarted has every listing back within moments of answering again, not one
-//! heartbeat later. Those retries never count as strikes.
+//! **One lane per coordinator.** Every write to a coordinator is made holding its
+//! [`Lane`], so writes to one coordinator never overtake each other: an older
+//! payload never lands after a newer one, and no heartbeat after its `DELETE`.
+//! What a write sends is read from the published listings once it holds the lane:
+//! a publication sends the payload published then, and a withdrawal leaves out a
+//! listing published again meanwhile. Coordinators do not wait for each other: one
+//! that hangs holds up only the writes to it, each bounded by the request timeout,
+//! and the others keep their heartbeats.
+//!
+//! **Rounds.** The heartbeat task never waits on a coordinator: each round runs as
+//! a task of its own, and a coordinator still busy with an earlier heartbeat or
+//! retry (it hangs) is left out of the next. A heartbeat round is what counts against a
+//! coordinator: one that is broken at a round gets a strike (see
+//! [`Inner::struck`]). Between rounds, the coordinators whose last round failed
+//! are tried again soon, with backoff: one that was restarted has every listing
+//! back within moments of answering again, not one heartbeat later. Those retries
+//! never count as strikes.
 
-use super::discovery::answering;
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
 use crate::fanout::fan_out;
 use crate::listing::Listing;
 use crate::remote::RemoteError;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// First retry of a coordinator whose heartbeat failed.
 const RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// The writes to one coordinator, one at a time (see the module's doc).
+#[derive(Default)]
+pub(crate) struct Lane {
+    turn: tokio::sync::Mutex<()>,
+    /// A heartbeat or retry round is under way to it.
+    in_round: AtomicBool,
+}
+
+/// The coordinators' lanes. A lane nobody holds carries nothing, and is let go.
+#[derive(Default)]
+pub(crate) struct Lanes(Mutex<HashMap<String, Arc<Lane>>>);
+
+impl Lanes {
+    fn lane(&self, host: &str) -> Arc<Lane> {
+        let mut lanes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
+        lanes.entry(host.to_owned()).or_default().clone()
+    }
+}
+
+/// Which published listings a publication sends: read once it holds the lane.
+#[derive(Clone)]
+pub(crate) enum Which {
+    /// Every listing published then.
+    All,
+    /// Those of these (by `service` and `host`) still published then, as they are
+    /// published then.
+    These(Arc<Vec<Listing>>),
+}
+
+impl Which {
+    fn published(&self, inner: &Inner) -> Vec<Listing> {
+        let all = inner.listings();
+        match self {
+            Which::All => all,
+            Which::These(these) => all
+                .into_iter()
+                .filter(|l| these.iter().any(|t| t.key() == l.key()))
+                .collect(),
+        }
+    }
+}
 
 /// What the heartbeat task does when it wakes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +126,7 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
         if round == Round::Heartbeat {
             next_round = Instant::now() + jittered(inner.heartbeat_interval());
         }
-        let send_round = async {
-            // A retry first finds out, without holding up other writes, which of the
-            // failing coordinators answer at all: one that hangs must not keep
-            // `publish`, `unpublish` or `close` waiting for a request timeout.
-            let hosts = match round {
-                Round::Retry => answering(&inner, inner.failing()).await,
-                Round::Heartbeat | Round::Republish => inner.targets(),
-            };
-            let _round = inner.writes.lock().await;
-            let listings = inner.listings();
-            if listings.is_empty() || hosts.is_empty() {
-                return;
-            }
-            let strike = round == Round::Heartbeat;
-            send(&inner, listings, hosts, true, strike).await;
-        };
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = send_round => {}
-        }
+        start_round(&inner, round);
         next_retry = if inner.failing().is_empty() {
             retry.reset();
             None
@@ -99,90 +136,189 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Sends each listing to each host, concurrently. Failures are logged (once per
-/// host); with `strike`, a host found broken gets a strike (see [`Inner::struck`]).
-/// The caller holds [`Inner::writes`].
+/// Starts `round` as a task of its own. Each coordinator's part ends on its own:
+/// one that hangs holds up nobody else's. A heartbeat or a retry leaves out a
+/// coordinator that an earlier one of them is still busy with; a republication
+/// (rare: a coordinator restarted, maybe found by the answers of a round still
+/// under way) waits its turn.
+fn start_round(inner: &Arc<Inner>, round: Round) {
+    if !inner.publishes() {
+        return;
+    }
+    let places: Vec<InRound> = match round {
+        Round::Retry => inner.failing(),
+        Round::Heartbeat | Round::Republish => inner.targets(),
+    }
+    .into_iter()
+    .filter_map(|host| InRound::take(inner, host, round != Round::Republish))
+    .collect();
+    if places.is_empty() {
+        return;
+    }
+    let task = inner.clone();
+    inner.tasks.spawn(async move {
+        let inner = task;
+        fan_out(Some(&inner.tasks), places, |place| {
+            let inner = inner.clone();
+            async move {
+                // A retry first finds out whether the failing coordinator answers
+                // at all, without taking its lane.
+                if round == Round::Retry {
+                    let alive = tokio::select! {
+                        _ = inner.shutdown.cancelled() => return,
+                        status = inner.remote.status(&place.host) => status.is_ok(),
+                    };
+                    if !alive {
+                        return;
+                    }
+                }
+                if inner.shutdown.is_cancelled() {
+                    return;
+                }
+                let strike = round == Round::Heartbeat;
+                send(&inner, Which::All, vec![place.host.clone()], true, strike).await;
+            }
+        })
+        .await;
+    });
+}
+
+/// A coordinator's place in a round of the heartbeat task. An exclusive one is
+/// given back when its part of the round ends (or is dropped).
+struct InRound {
+    host: String,
+    /// The lane whose `in_round` this place holds, when exclusive.
+    holds: Option<Arc<Lane>>,
+}
+
+impl InRound {
+    /// `host`'s place; an `exclusive` one unless an earlier exclusive one is
+    /// still taken.
+    fn take(inner: &Inner, host: String, exclusive: bool) -> Option<InRound> {
+        if !exclusive {
+            return Some(InRound { host, holds: None });
+        }
+        let lane = inner.lanes.lane(&host);
+        let busy = lane.in_round.swap(true, Ordering::AcqRel);
+        (!busy).then_some(InRound {
+            host,
+            holds: Some(lane),
+        })
+    }
+}
+
+impl Drop for InRound {
+    fn drop(&mut self) {
+        if let Some(lane) = &self.holds {
+            lane.in_round.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Runs `write` for each host, concurrently, each holding the host's lane, and
+/// returns what each returned.
+async fn in_lanes<R, F, Fut>(inner: &Arc<Inner>, hosts: Vec<String>, write: F) -> Vec<R>
+where
+    F: Fn(Arc<Inner>, String) -> Fut,
+    Fut: Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    fan_out(Some(&inner.tasks), hosts, |host| {
+        let lane = inner.lanes.lane(&host);
+        let write = write(inner.clone(), host);
+        async move {
+            let _turn = lane.turn.lock().await;
+            write.await
+        }
+    })
+    .await
+}
+
+/// Sends the listings `which` names to each host, each in its lane. Failures are
+/// logged (once per host); with `strike`, a host found broken gets a strike (see
+/// [`Inner::struck`]).
 pub(crate) async fn send(
     inner: &Arc<Inner>,
-    listings: Vec<Listing>,
+    which: Which,
     hosts: Vec<String>,
     heartbeat: bool,
     strike: bool,
 ) {
-    if hosts.is_empty() {
-        return;
-    }
-    // Serialized once per round, whatever the number of coordinators.
-    let bodies: Vec<Bytes> = listings
-        .iter()
-        .map(|l| Bytes::from(serde_json::to_vec(l).expect("a listing serializes")))
-        .collect();
-    let pairs = pairs(&bodies, &hosts);
-    let results = fan_out(Some(&inner.tasks), pairs, |(host, body)| {
-        let remote = inner.remote.clone();
+    in_lanes(inner, hosts, |inner, host| {
+        let which = which.clone();
         async move {
-            let result = remote.publish_json(&host, body, heartbeat).await;
-            (host, result)
+            let listings = which.published(&inner);
+            let results = fan_out(Some(&inner.tasks), listings, |listing| {
+                let (remote, host) = (inner.remote.clone(), host.clone());
+                let body = Bytes::from(serde_json::to_vec(&listing).expect("a listing serializes"));
+                async move { remote.publish_json(&host, body, heartbeat).await }
+            })
+            .await;
+            // What the answers say of the coordinator (a heartbeat interval to
+            // adopt, a restart), from one of them.
+            let mut noted = false;
+            let results = results
+                .into_iter()
+                .map(|result| {
+                    let result = result.map(|answer| {
+                        if !std::mem::replace(&mut noted, true) {
+                            inner.note(&host, &answer);
+                        }
+                    });
+                    (host.clone(), result)
+                })
+                .collect();
+            let verb = if heartbeat { "heartbeat" } else { "publish" };
+            report(&inner, verb, results, strike);
         }
     })
     .await;
-    // What the answers say of their coordinators (a heartbeat interval to adopt,
-    // a restart), from one answer per coordinator.
-    let mut noted = BTreeSet::new();
-    let results = results
-        .into_iter()
-        .map(|(host, result)| {
-            let result = result.map(|answer| {
-                if noted.insert(host.clone()) {
-                    inner.note(&host, &answer);
-                }
-            });
-            (host, result)
-        })
-        .collect();
-    let verb = if heartbeat { "heartbeat" } else { "publish" };
-    report(inner, verb, results, strike);
 }
 
-/// Withdraws each listing from each host (`DELETE`), concurrently. A host that
-/// does not hold a listing, or (the original coordinator) has no such route, is
-/// fine. The caller holds [`Inner::writes`]. Returns the hosts that could not be
-/// reached, with why.
+/// Withdraws each of `listings` that is not published again by then from each
+/// host (`DELETE`), each in its lane. A host that does not hold a listing, or (the
+/// original coordinator) has no such route, is fine. Returns the hosts that could
+/// not be reached, with why.
 pub(crate) async fn withdraw(
     inner: &Arc<Inner>,
     listings: Vec<Listing>,
     hosts: Vec<String>,
 ) -> BTreeMap<String, RemoteError> {
-    let pairs = pairs(&listings, &hosts);
-    let results = fan_out(Some(&inner.tasks), pairs, |(host, listing)| {
-        let remote = inner.remote.clone();
+    let listings = Arc::new(listings);
+    let per_host = in_lanes(inner, hosts, |inner, host| {
+        let listings = listings.clone();
         async move {
-            let result = match remote.unpublish(&host, &listing).await {
-                Ok(_) => Ok(()),
-                Err(RemoteError::Status {
-                    status: 404 | 405, ..
-                }) => {
-                    tracing::debug!(
-                        coordinator = host.as_str(),
-                        "no DELETE route: the listing will expire"
-                    );
-                    Ok(())
+            let published = inner.listings();
+            let gone: Vec<Listing> = listings
+                .iter()
+                .filter(|l| !published.iter().any(|p| p.key() == l.key()))
+                .cloned()
+                .collect();
+            let results = fan_out(Some(&inner.tasks), gone, |listing| {
+                let (remote, host) = (inner.remote.clone(), host.clone());
+                async move {
+                    match remote.unpublish(&host, &listing).await {
+                        Ok(_) => Ok(()),
+                        Err(RemoteError::Status {
+                            status: 404 | 405, ..
+                        }) => {
+                            tracing::debug!(
+                                coordinator = host.as_str(),
+                                "no DELETE route: the listing will expire"
+                            );
+                            Ok(())
+                        }
+                        Err(error) => Err(error),
+                    }
                 }
-                Err(error) => Err(error),
-            };
-            (host, result)
+            })
+            .await;
+            let results = results.into_iter().map(|r| (host.clone(), r)).collect();
+            report(&inner, "withdraw", results, false)
         }
     })
     .await;
-    report(inner, "withdraw", results, false)
-}
-
-/// Every (host, item) pair; items are cheap to clone (shared bytes, listings).
-fn pairs<T: Clone>(items: &[T], hosts: &[String]) -> Vec<(String, T)> {
-    hosts
-        .iter()
-        .flat_map(|host| items.iter().map(move |item| (host.clone(), item.clone())))
-        .collect()
+    per_host.into_iter().flatten().collect()
 }
 
 /// Logs failures, one line per host; records who answered, and with `strike`,

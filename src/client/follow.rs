@@ -264,11 +264,21 @@ where
                 }
             };
             if self.current.is_none() {
-                tracing::info!(
-                    what = self.what.as_str(),
-                    coordinator = host.as_str(),
-                    "following coordinator"
-                );
+                // Once per choice; during an outage (every few seconds, until one
+                // answers) at debug, as the failures are.
+                if self.warned {
+                    tracing::debug!(
+                        what = self.what.as_str(),
+                        coordinator = host.as_str(),
+                        "trying coordinator"
+                    );
+                } else {
+                    tracing::info!(
+                        what = self.what.as_str(),
+                        coordinator = host.as_str(),
+                        "following coordinator"
+                    );
+                }
                 self.set_followed(Some(host.clone()));
             }
             let blocking = self.index.map(|index| Blocking {

@@ -915,3 +915,26 @@ async fn a_connection_nobody_takes_counts_as_never_connected() {
     assert!(!error.never_connected(), "{error}");
     drop((listener, silent, queued));
 }
+
+#[test]
+fn start_background_outside_a_runtime_panics_and_leaves_the_client_startable() {
+    // Nothing listens on port 9 of loopback: the client keeps trying, harmlessly.
+    let client = Client::new(ClientConfig::new("127.0.0.1:9"));
+    let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client.start_background();
+    }));
+    let message = outside.expect_err("no runtime, no start");
+    let message = message
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| message.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    assert!(message.contains("tokio runtime"), "{message}");
+    assert_eq!(client.running_tasks(), 0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        client.start_background();
+        assert!(client.running_tasks() > 0, "started within a runtime");
+        client.close().await;
+    });
+}

@@ -397,6 +397,11 @@ impl Inner {
     /// task asks `host` at once (and retries with backoff) instead of waiting one
     /// resync period.
     fn spawn_background(self: &Arc<Self>, ask_first: bool) {
+        // Checked before anything is marked spawned: a caller that catches the
+        // panic may start the client later, within a runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            panic!("a hakken Client is started within a tokio runtime (none runs on this thread)");
+        }
         if self.spawned.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -539,7 +544,12 @@ impl Client {
 
     /// Starts the background tasks without waiting: `host` is asked at once and
     /// again with backoff and jitter until it answers (the original's `start()`
-    /// without a callback). Must be called within a tokio runtime.
+    /// without a callback).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime. The client is left as it was: it can be started
+    /// later, within one.
     pub fn start_background(&self) {
         let inner = self.inner();
         if inner.is_closed() || inner.config.skip {

@@ -457,3 +457,39 @@ async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
     assert_eq!(common::held(&open.address(), "pay").await, Some(Vec::new()));
     open.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
+    let open = start(config(60_000)).await;
+    let hung = Hung::start(open.host()).await;
+    // Each call to the hung one times out after half a heartbeat interval; retry
+    // rounds (which ask it `/status`, and hang too) run between heartbeats.
+    let client = started(
+        ClientConfig::new(&hung.host)
+            .heartbeat_interval(Duration::from_secs(1))
+            .poll_interval(Duration::from_secs(60))
+            .request_timeout(Duration::from_millis(500))
+            .failures_before_drop(3),
+    )
+    .await;
+    eventually("the client knows both", || async {
+        (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    client
+        .publish(Listing::new("pay", "p:1").unwrap())
+        .await
+        .unwrap();
+    eventually("the hung one is dropped", || async {
+        (!client.coordinators().contains(&hung.host)).then_some(())
+    })
+    .await;
+    assert_eq!(client.coordinators(), [open.host()]);
+    assert_eq!(
+        common::held(&open.address(), "pay").await,
+        Some(vec!["p:1".to_owned()])
+    );
+    hung.release.cancel();
+    client.close().await;
+    open.shutdown().await.unwrap();
+}

@@ -564,7 +564,8 @@ impl Client {
     /// that fail are logged and retried at the next heartbeat; the call fails only
     /// for a listing no coordinator would accept or a closed client. The call
     /// returns once every coordinator answered or failed: one that does not answer
-    /// holds it up to the request timeout, but not the others, nor the heartbeats.
+    /// holds it up (each call to it waits up to the request timeout, after those
+    /// to it already under way), but not the others, nor the heartbeats.
     /// Heartbeats are sent once the client is started. With `skip`, only records
     /// the listing.
     pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {

@@ -17,10 +17,10 @@
 //! and the others keep their heartbeats.
 //!
 //! **Rounds.** The heartbeat task never waits on a coordinator: each round runs as
-//! a task of its own, and a coordinator still busy with an earlier heartbeat or
-//! retry (it hangs) is left out of the next. A heartbeat round is what counts against a
+//! a task of its own, and leaves out a coordinator it would pile up on (one that
+//! hangs: see `InRound::take`). A heartbeat round is what counts against a
 //! coordinator: one that is broken at a round gets a strike (see
-//! [`Inner::struck`]). Between rounds, the coordinators whose last round failed
+//! [`Inner::struck`]); one a round leaves out gets none from it. Between rounds, the coordinators whose last round failed
 //! are tried again soon, with backoff: one that was restarted has every listing
 //! back within moments of answering again, not one heartbeat later. Those retries
 //! never count as strikes.
@@ -45,17 +45,28 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub(crate) struct Lane {
     turn: tokio::sync::Mutex<()>,
-    /// A heartbeat or retry round is under way to it.
-    in_round: AtomicBool,
+    /// A heartbeat round is under way to it.
+    heartbeat: AtomicBool,
+    /// A retry round is under way to it.
+    retry: AtomicBool,
+    /// A republication waits for its turn.
+    republish: AtomicBool,
 }
 
 /// The coordinators' lanes. A lane nobody holds carries nothing, and is let go.
 #[derive(Default)]
-pub(crate) struct Lanes(Mutex<HashMap<String, Arc<Lane>>>);
+pub(crate) struct Lanes {
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
+    /// Writes to the way in (the configured host, while no coordinator is known:
+    /// a load balancer, or another name of a coordinator) take it alone; every
+    /// other write shares it. A write through one name then never overtakes one
+    /// through another.
+    way_in: Arc<tokio::sync::RwLock<()>>,
+}
 
 impl Lanes {
     fn lane(&self, host: &str) -> Arc<Lane> {
-        let mut lanes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
         lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
         lanes.entry(host.to_owned()).or_default().clone()
     }
@@ -137,10 +148,8 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
 }
 
 /// Starts `round` as a task of its own. Each coordinator's part ends on its own:
-/// one that hangs holds up nobody else's. A heartbeat or a retry leaves out a
-/// coordinator that an earlier one of them is still busy with; a republication
-/// (rare: a coordinator restarted, maybe found by the answers of a round still
-/// under way) waits its turn.
+/// one that hangs holds up nobody else's. See [`InRound::take`] for the
+/// coordinators a round leaves out.
 fn start_round(inner: &Arc<Inner>, round: Round) {
     if !inner.publishes() {
         return;
@@ -150,7 +159,7 @@ fn start_round(inner: &Arc<Inner>, round: Round) {
         Round::Heartbeat | Round::Republish => inner.targets(),
     }
     .into_iter()
-    .filter_map(|host| InRound::take(inner, host, round != Round::Republish))
+    .filter_map(|host| InRound::take(inner, host, round))
     .collect();
     if places.is_empty() {
         return;
@@ -162,7 +171,7 @@ fn start_round(inner: &Arc<Inner>, round: Round) {
             let inner = inner.clone();
             async move {
                 // A retry first finds out whether the failing coordinator answers
-                // at all, without taking its lane.
+                // at all, outside its lane.
                 if round == Round::Retry {
                     let alive = tokio::select! {
                         _ = inner.shutdown.cancelled() => return,
@@ -175,58 +184,102 @@ fn start_round(inner: &Arc<Inner>, round: Round) {
                 if inner.shutdown.is_cancelled() {
                     return;
                 }
-                let strike = round == Round::Heartbeat;
-                send(&inner, Which::All, vec![place.host.clone()], true, strike).await;
+                let host = place.host.clone();
+                in_lanes(
+                    &inner,
+                    vec![(host, place)],
+                    |inner, host, mut place| async move {
+                        if round == Round::Republish {
+                            // Its turn: what it sends is read now, so a restart found
+                            // from here on needs a republication of its own.
+                            place.release();
+                        }
+                        let strike = round == Round::Heartbeat;
+                        post(&inner, &host, &Which::All, true, strike).await;
+                        drop(place);
+                    },
+                )
+                .await;
             }
         })
         .await;
     });
 }
 
-/// A coordinator's place in a round of the heartbeat task. An exclusive one is
-/// given back when its part of the round ends (or is dropped).
+/// A coordinator's place in a round of the heartbeat task, given back when its
+/// part of the round ends (or is dropped), a republication's when its turn comes.
 struct InRound {
     host: String,
-    /// The lane whose `in_round` this place holds, when exclusive.
-    holds: Option<Arc<Lane>>,
+    lane: Arc<Lane>,
+    round: Round,
+    held: bool,
 }
 
 impl InRound {
-    /// `host`'s place; an `exclusive` one unless an earlier exclusive one is
-    /// still taken.
-    fn take(inner: &Inner, host: String, exclusive: bool) -> Option<InRound> {
-        if !exclusive {
-            return Some(InRound { host, holds: None });
-        }
+    /// `host`'s place in a `round`, unless the round would pile up on earlier
+    /// ones: a heartbeat leaves out a coordinator an earlier heartbeat is still
+    /// under way to (that one gives the strike if it fails; a round that leaves
+    /// it out gives none), a retry one a heartbeat or a retry is, and a
+    /// republication one that another still waits for its turn to.
+    fn take(inner: &Inner, host: String, round: Round) -> Option<InRound> {
         let lane = inner.lanes.lane(&host);
-        let busy = lane.in_round.swap(true, Ordering::AcqRel);
-        (!busy).then_some(InRound {
+        let busy = match round {
+            Round::Retry => lane.heartbeat.load(Ordering::Acquire),
+            Round::Heartbeat | Round::Republish => false,
+        };
+        if busy || Self::flag(&lane, round).swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(InRound {
             host,
-            holds: Some(lane),
+            lane,
+            round,
+            held: true,
         })
+    }
+
+    fn flag(lane: &Lane, round: Round) -> &AtomicBool {
+        match round {
+            Round::Heartbeat => &lane.heartbeat,
+            Round::Retry => &lane.retry,
+            Round::Republish => &lane.republish,
+        }
+    }
+
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.held, false) {
+            Self::flag(&self.lane, self.round).store(false, Ordering::Release);
+        }
     }
 }
 
 impl Drop for InRound {
     fn drop(&mut self) {
-        if let Some(lane) = &self.holds {
-            lane.in_round.store(false, Ordering::Release);
-        }
+        self.release();
     }
 }
 
-/// Runs `write` for each host, concurrently, each holding the host's lane, and
-/// returns what each returned.
-async fn in_lanes<R, F, Fut>(inner: &Arc<Inner>, hosts: Vec<String>, write: F) -> Vec<R>
+/// Runs `write` for each host, concurrently, each holding the host's lane (and
+/// the way in's order, see [`Lanes`]), with what goes with the host; returns what
+/// each returned.
+async fn in_lanes<T, R, F, Fut>(inner: &Arc<Inner>, hosts: Vec<(String, T)>, write: F) -> Vec<R>
 where
-    F: Fn(Arc<Inner>, String) -> Fut,
+    T: Send + 'static,
+    F: Fn(Arc<Inner>, String, T) -> Fut,
     Fut: Future<Output = R> + Send + 'static,
     R: Send + 'static,
 {
-    fan_out(Some(&inner.tasks), hosts, |host| {
+    fan_out(Some(&inner.tasks), hosts, |(host, with)| {
         let lane = inner.lanes.lane(&host);
-        let write = write(inner.clone(), host);
+        let way_in = inner.lanes.way_in.clone();
+        let alone = host == inner.config.host && !inner.known().contains(&host);
+        let write = write(inner.clone(), host, with);
         async move {
+            let (_shared, _alone) = if alone {
+                (None, Some(way_in.write_owned().await))
+            } else {
+                (Some(way_in.read_owned().await), None)
+            };
             let _turn = lane.turn.lock().await;
             write.await
         }
@@ -244,35 +297,40 @@ pub(crate) async fn send(
     heartbeat: bool,
     strike: bool,
 ) {
-    in_lanes(inner, hosts, |inner, host| {
+    let hosts = hosts.into_iter().map(|host| (host, ())).collect();
+    in_lanes(inner, hosts, |inner, host, ()| {
         let which = which.clone();
-        async move {
-            let listings = which.published(&inner);
-            let results = fan_out(Some(&inner.tasks), listings, |listing| {
-                let (remote, host) = (inner.remote.clone(), host.clone());
-                let body = Bytes::from(serde_json::to_vec(&listing).expect("a listing serializes"));
-                async move { remote.publish_json(&host, body, heartbeat).await }
-            })
-            .await;
-            // What the answers say of the coordinator (a heartbeat interval to
-            // adopt, a restart), from one of them.
-            let mut noted = false;
-            let results = results
-                .into_iter()
-                .map(|result| {
-                    let result = result.map(|answer| {
-                        if !std::mem::replace(&mut noted, true) {
-                            inner.note(&host, &answer);
-                        }
-                    });
-                    (host.clone(), result)
-                })
-                .collect();
-            let verb = if heartbeat { "heartbeat" } else { "publish" };
-            report(&inner, verb, results, strike);
-        }
+        async move { post(&inner, &host, &which, heartbeat, strike).await }
     })
     .await;
+}
+
+/// Sends `host` the listings `which` names, as published now. The caller holds
+/// its lane.
+async fn post(inner: &Arc<Inner>, host: &str, which: &Which, heartbeat: bool, strike: bool) {
+    let listings = which.published(inner);
+    let results = fan_out(Some(&inner.tasks), listings, |listing| {
+        let (remote, host) = (inner.remote.clone(), host.to_owned());
+        let body = Bytes::from(serde_json::to_vec(&listing).expect("a listing serializes"));
+        async move { remote.publish_json(&host, body, heartbeat).await }
+    })
+    .await;
+    // What the answers say of the coordinator (a heartbeat interval to adopt, a
+    // restart), from one of them.
+    let mut noted = false;
+    let results = results
+        .into_iter()
+        .map(|result| {
+            let result = result.map(|answer| {
+                if !std::mem::replace(&mut noted, true) {
+                    inner.note(host, &answer);
+                }
+            });
+            (host.to_owned(), result)
+        })
+        .collect();
+    let verb = if heartbeat { "heartbeat" } else { "publish" };
+    report(inner, verb, results, strike);
 }
 
 /// Withdraws each of `listings` that is not published again by then from each
@@ -285,7 +343,8 @@ pub(crate) async fn withdraw(
     hosts: Vec<String>,
 ) -> BTreeMap<String, RemoteError> {
     let listings = Arc::new(listings);
-    let per_host = in_lanes(inner, hosts, |inner, host| {
+    let hosts = hosts.into_iter().map(|host| (host, ())).collect();
+    let per_host = in_lanes(inner, hosts, |inner, host, ()| {
         let listings = listings.clone();
         async move {
             let published = inner.listings();

@@ -14,16 +14,17 @@
 //! a publication sends the payload published then, and a withdrawal leaves out a
 //! listing published again meanwhile. Coordinators do not wait for each other: one
 //! that hangs holds up only the writes to it, each bounded by the request timeout,
-//! and the others keep their heartbeats.
+//! and the others keep their heartbeats. (Two names of one coordinator are two
+//! lanes: see [`Lanes`].)
 //!
 //! **Rounds.** The heartbeat task never waits on a coordinator: each round runs as
 //! a task of its own, and leaves out a coordinator it would pile up on (one that
 //! hangs: see `InRound::take`). A heartbeat round is what counts against a
 //! coordinator: one that is broken at a round gets a strike (see
-//! [`Inner::struck`]); one a round leaves out gets none from it. Between rounds, the coordinators whose last round failed
-//! are tried again soon, with backoff: one that was restarted has every listing
-//! back within moments of answering again, not one heartbeat later. Those retries
-//! never count as strikes.
+//! [`Inner::struck`]); one a round leaves out gets none from it. Between rounds,
+//! the coordinators whose last round failed are tried again soon, with backoff:
+//! one that was restarted has every listing back within moments of answering
+//! again, not one heartbeat later. Those retries never count as strikes.
 
 use super::Inner;
 use crate::backoff::{jittered, Backoff};
@@ -53,20 +54,22 @@ pub(crate) struct Lane {
     republish: AtomicBool,
 }
 
-/// The coordinators' lanes. A lane nobody holds carries nothing, and is let go.
+/// The coordinators' lanes, by the name written to. A lane nobody holds carries
+/// nothing, and is let go.
+///
+/// Two names of one coordinator have two lanes: the way in (the configured host,
+/// written to while no coordinator is known: a load balancer, say) and the name
+/// the coordinator announces. A publication through the way in still under way
+/// when the client learns the names may then land after a withdrawal through the
+/// announced name; the listing expires there a TTL later. Ordering the two (one
+/// lock over every lane) would let a way in that hangs hold up every coordinator
+/// again.
 #[derive(Default)]
-pub(crate) struct Lanes {
-    lanes: Mutex<HashMap<String, Arc<Lane>>>,
-    /// Writes to the way in (the configured host, while no coordinator is known:
-    /// a load balancer, or another name of a coordinator) take it alone; every
-    /// other write shares it. A write through one name then never overtakes one
-    /// through another.
-    way_in: Arc<tokio::sync::RwLock<()>>,
-}
+pub(crate) struct Lanes(Mutex<HashMap<String, Arc<Lane>>>);
 
 impl Lanes {
     fn lane(&self, host: &str) -> Arc<Lane> {
-        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lanes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         lanes.retain(|_, lane| Arc::strong_count(lane) > 1);
         lanes.entry(host.to_owned()).or_default().clone()
     }
@@ -220,7 +223,11 @@ impl InRound {
     /// ones: a heartbeat leaves out a coordinator an earlier heartbeat is still
     /// under way to (that one gives the strike if it fails; a round that leaves
     /// it out gives none), a retry one a heartbeat or a retry is, and a
-    /// republication one that another still waits for its turn to.
+    /// republication one that another still waits for its turn to. A heartbeat
+    /// is under way from the round that starts it until its calls end, its wait
+    /// for the lane included: behind other writes to a coordinator that hangs
+    /// (each up to the request timeout), it may outlast an interval, and the
+    /// coordinator is then struck less often than once a round, and dropped later.
     fn take(inner: &Inner, host: String, round: Round) -> Option<InRound> {
         let lane = inner.lanes.lane(&host);
         let busy = match round {
@@ -259,9 +266,8 @@ impl Drop for InRound {
     }
 }
 
-/// Runs `write` for each host, concurrently, each holding the host's lane (and
-/// the way in's order, see [`Lanes`]), with what goes with the host; returns what
-/// each returned.
+/// Runs `write` for each host, concurrently, each holding the host's lane, with
+/// what goes with the host; returns what each returned.
 async fn in_lanes<T, R, F, Fut>(inner: &Arc<Inner>, hosts: Vec<(String, T)>, write: F) -> Vec<R>
 where
     T: Send + 'static,
@@ -271,15 +277,8 @@ where
 {
     fan_out(Some(&inner.tasks), hosts, |(host, with)| {
         let lane = inner.lanes.lane(&host);
-        let way_in = inner.lanes.way_in.clone();
-        let alone = host == inner.config.host && !inner.known().contains(&host);
         let write = write(inner.clone(), host, with);
         async move {
-            let (_shared, _alone) = if alone {
-                (None, Some(way_in.write_owned().await))
-            } else {
-                (Some(way_in.read_owned().await), None)
-            };
             let _turn = lane.turn.lock().await;
             write.await
         }

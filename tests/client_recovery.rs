@@ -397,20 +397,31 @@ impl Hung {
     }
 }
 
-#[tokio::test]
-async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
+/// A coordinator, one that hangs beside it, and a client started at the hung one
+/// (polls a minute apart), `tune`d, once it knows both.
+async fn beside_a_hung_one(
+    tune: impl FnOnce(ClientConfig) -> ClientConfig,
+) -> (Coordinator, Hung, Client) {
     let open = start(config(60_000)).await;
     let hung = Hung::start(open.host()).await;
-    // Heartbeats every 100 ms; the hung one holds each call for a minute.
-    let client = started(
-        ClientConfig::new(&hung.host)
-            .heartbeat_interval(Duration::from_millis(100))
-            .poll_interval(Duration::from_secs(60))
-            .request_timeout(Duration::from_secs(60)),
-    )
+    let client = started(tune(
+        ClientConfig::new(&hung.host).poll_interval(Duration::from_secs(60)),
+    ))
     .await;
     eventually("the client knows both", || async {
         (client.coordinators().len() == 2).then_some(())
+    })
+    .await;
+    (open, hung, client)
+}
+
+#[tokio::test]
+async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
+    // Heartbeats every 100 ms; the hung one holds each call for a minute.
+    let (open, hung, client) = beside_a_hung_one(|config| {
+        config
+            .heartbeat_interval(Duration::from_millis(100))
+            .request_timeout(Duration::from_secs(60))
     })
     .await;
     let publish = |host: &'static str| {
@@ -460,20 +471,13 @@ async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
 
 #[tokio::test]
 async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
-    let open = start(config(60_000)).await;
-    let hung = Hung::start(open.host()).await;
     // Each call to the hung one times out after half a heartbeat interval; retry
     // rounds (which ask it `/status`, and hang too) run between heartbeats.
-    let client = started(
-        ClientConfig::new(&hung.host)
+    let (open, hung, client) = beside_a_hung_one(|config| {
+        config
             .heartbeat_interval(Duration::from_secs(1))
-            .poll_interval(Duration::from_secs(60))
             .request_timeout(Duration::from_millis(500))
-            .failures_before_drop(3),
-    )
-    .await;
-    eventually("the client knows both", || async {
-        (client.coordinators().len() == 2).then_some(())
+            .failures_before_drop(3)
     })
     .await;
     client

@@ -497,3 +497,60 @@ async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
     client.close().await;
     open.shutdown().await.unwrap();
 }
+
+/// A coordinator that lists itself and answers `/status`, but fails every write
+/// with a `500`: a full disk, say. Returns its host and when each write arrived.
+async fn failing_writes() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let list = json!([{ "host": host }]);
+    let seen = writes.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/coordinator",
+            axum::routing::get(move || async move { axum::Json(list) }),
+        )
+        .route(
+            "/status",
+            axum::routing::get(|| async { axum::Json(json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/v1/listings",
+            axum::routing::post(move || async move {
+                seen.lock().unwrap().push(std::time::Instant::now());
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (host, writes)
+}
+
+#[tokio::test]
+async fn a_coordinator_that_fails_every_write_is_retried_on_a_backoff() {
+    // Heartbeats a minute apart: every write after the publication is a retry.
+    let (host, writes) = failing_writes().await;
+    let client = started(slow_client(&host)).await;
+    client
+        .publish(Listing::new("pay", "p:1").unwrap())
+        .await
+        .unwrap();
+    // The publication, then six retries. Each retry waits at least half its
+    // backoff (100 ms doubling: 50, 100, 200, 400, 800 ms) after the first, which
+    // comes 100 ms after the publication failed: 1.65 s at the least. A slow
+    // machine only makes it longer. Retried every 100 ms instead, they took 0.6 s.
+    let arrivals = eventually("seven writes arrived", || async {
+        let writes = writes.lock().unwrap().clone();
+        (writes.len() >= 7).then_some(writes)
+    })
+    .await;
+    let spread = arrivals[6] - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(1_650),
+        "seven writes within {spread:?}: retried without backing off"
+    );
+    client.close().await;
+}

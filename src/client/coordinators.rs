@@ -162,13 +162,15 @@ impl Coordinators {
             .collect()
     }
 
-    /// Records that some call to `host` outside a round failed: no strike, but it
-    /// counts as failing until it answers. True when it is known.
+    /// Records that a call to `host` failed: no strike, but it counts as failing
+    /// until it answers. True when it is known and was not failing already: a new
+    /// failure, to retry soon (one failing already is retried on its backoff).
     pub fn suspect(&mut self, host: &str) -> bool {
-        self.known
-            .get_mut(host)
-            .map(|known| known.suspect = true)
-            .is_some()
+        self.known.get_mut(host).is_some_and(|known| {
+            let was_failing = known.strikes > 0 || known.suspect;
+            known.suspect = true;
+            !was_failing
+        })
     }
 
     /// Records that `host` answered (even with a refusal): its strikes are cleared.
@@ -381,6 +383,7 @@ mod tests {
         assert!(c.failing().is_empty());
         // A failed held query makes it suspect: failing, without a strike.
         assert!(c.suspect("a:1"));
+        assert!(!c.suspect("a:1"), "failing already: not a new failure");
         assert!(!c.suspect("b:1"));
         assert_eq!(c.failing(), ["a:1"]);
         assert!(c.answered("a:1"));

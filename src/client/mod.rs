@@ -361,8 +361,9 @@ impl Inner {
         self.coordinator_table().partial()
     }
 
-    /// Records that a call outside a round (a held query) to `host` failed: it is
-    /// retried soon, and gets every listing as soon as it answers.
+    /// Records that a call to `host` failed (a write, a held query): it gets
+    /// every listing as soon as it answers, retried soon after a new failure and
+    /// on the retry backoff while it goes on failing.
     pub fn suspect(&self, host: &str) {
         if self.coordinator_table().suspect(host) {
             self.retry_soon.notify_one();

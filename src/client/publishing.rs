@@ -412,10 +412,14 @@ fn report(
         if !error.is_broken() {
             answered.insert(host.clone());
         } else if !answered.contains(&host) {
+            // Suspected first: a new failure is retried soon, one failing already
+            // on the retry backoff (a coordinator that answers `/status` but
+            // fails every write would otherwise get every listing ten times a
+            // second).
+            inner.suspect(&host);
             if strike {
                 inner.struck(&host, &error);
             }
-            inner.suspect(&host);
         }
         errors.insert(host, error);
     }

@@ -554,3 +554,105 @@ async fn a_coordinator_that_fails_every_write_is_retried_on_a_backoff() {
     );
     client.close().await;
 }
+
+/// A coordinator that lists itself and records the listings posted to it, in the
+/// order it takes them. It takes the first only once `release` is cancelled, even
+/// if its caller stopped waiting meanwhile (a request already sent may land).
+struct HoldsFirst {
+    host: String,
+    release: tokio_util::sync::CancellationToken,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HoldsFirst {
+    async fn start() -> HoldsFirst {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let release = tokio_util::sync::CancellationToken::new();
+        let taken = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let list = json!([{ "host": host }]);
+        let (wait, record, count) = (release.clone(), taken.clone(), arrived.clone());
+        let app = axum::Router::new()
+            .route(
+                "/v1/coordinator",
+                axum::routing::get(move || async move { axum::Json(list) }),
+            )
+            .route(
+                "/v1/listings",
+                axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                    let (wait, record) = (wait.clone(), record.clone());
+                    let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                    async move {
+                        // Taken in a task of its own: not undone by a caller
+                        // that hangs up.
+                        let take = tokio::spawn(async move {
+                            if first {
+                                wait.cancelled().await;
+                            }
+                            record.lock().unwrap().push(body);
+                        });
+                        let _ = take.await;
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        HoldsFirst {
+            host,
+            release,
+            taken,
+            arrived,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_publication_given_up_on_is_not_overtaken_by_the_next() {
+    let fake = HoldsFirst::start().await;
+    let client = started(slow_client(&fake.host)).await;
+    let publish = |version: u32| {
+        let client = client.clone();
+        let listing = Listing::new("pay", "p:1").unwrap().with("version", version);
+        tokio::spawn(async move { client.publish(listing).await })
+    };
+    // The first publication reaches the coordinator, which holds it; its caller
+    // gives up on it.
+    let first = publish(1);
+    eventually("the first publication arrived", || async {
+        (fake.arrived.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The second must wait for the first to end. Had the first's call been
+    // aborted, the second would be taken now, and the first after it.
+    let second = publish(2);
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = eventually("the coordinator took a publication", || async {
+            (!fake.taken.lock().unwrap().is_empty()).then_some(())
+        }) => {}
+    }
+    fake.release.cancel();
+    tokio::time::timeout(PATIENCE, second)
+        .await
+        .expect("the second publication ends")
+        .unwrap()
+        .unwrap();
+    let versions: Vec<serde_json::Value> = fake
+        .taken
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|body| body["version"].clone())
+        .collect();
+    assert_eq!(
+        versions,
+        [json!(1), json!(2)],
+        "taken in the order published"
+    );
+    client.close().await;
+}

@@ -566,9 +566,10 @@ impl Client {
     /// for a listing no coordinator would accept or a closed client. The call
     /// returns once every coordinator answered or failed: one that does not answer
     /// holds it up (each call to it waits up to the request timeout, after those
-    /// to it already under way), but not the others, nor the heartbeats.
-    /// Heartbeats are sent once the client is started. With `skip`, only records
-    /// the listing.
+    /// to it already under way), but not the others, nor the heartbeats. Given
+    /// up on (the future dropped), the publication still runs to its end, and
+    /// later writes to each coordinator come after it. Heartbeats are sent once
+    /// the client is started. With `skip`, only records the listing.
     pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {
         let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
         let inner = self.inner();
@@ -591,13 +592,18 @@ impl Client {
         // `start_background` does), so heartbeats follow.
         inner.spawn_background(true);
         let which = Which::These(Arc::new(vec![listing]));
-        publishing::send(inner, which, inner.targets(), false, false).await;
+        let write = {
+            let inner = inner.clone();
+            async move { publishing::send(&inner, which, inner.targets(), false, false).await }
+        };
+        publishing::to_the_end(inner, write).await;
         Ok(())
     }
 
     /// Stops publishing a listing (matched by `service` and `host`) and withdraws
     /// it from every known coordinator (`DELETE`; one that does not hold it is
     /// fine). Coordinators that fail are logged: the listing expires there.
+    /// Given up on (the future dropped), the withdrawal still runs to its end.
     pub async fn unpublish(&self, listing: &Listing) -> Result<(), ClientError> {
         let inner = self.inner();
         let removed = {
@@ -617,7 +623,11 @@ impl Client {
             );
         }
         if !inner.config.skip {
-            publishing::withdraw(inner, vec![listing.clone()], inner.targets()).await;
+            let write = {
+                let (inner, listing) = (inner.clone(), listing.clone());
+                async move { publishing::withdraw(&inner, vec![listing], inner.targets()).await }
+            };
+            publishing::to_the_end(inner, write).await;
         }
         Ok(())
     }

@@ -286,6 +286,21 @@ where
     .await
 }
 
+/// Runs a write of [`Client::publish`](super::Client::publish) or `unpublish` as
+/// a task of its own, and waits for it. A caller that stops waiting (drops the
+/// future: a `select!`, a timeout) leaves the write to run to its end, in its
+/// lanes: a call it already sent may still land, and a later write to the same
+/// coordinator must not overtake it.
+pub(crate) async fn to_the_end<R: Send + 'static>(
+    inner: &Arc<Inner>,
+    write: impl Future<Output = R> + Send + 'static,
+) -> R {
+    match inner.tasks.spawn(write).await {
+        Ok(output) => output,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 /// Sends the listings `which` names to each host, each in its lane. Failures are
 /// logged (once per host); with `strike`, a host found broken gets a strike (see
 /// [`Inner::struck`]).

@@ -659,7 +659,8 @@ impl Remote {
     }
 
     /// Reads a JSON answer (at most `max_bytes`); a `404` that is one of the
-    /// protocol's is an empty array when `not_found_is_empty`.
+    /// protocol's is an empty array when `not_found_is_empty` (one of ours that
+    /// has no such route is an error).
     async fn read_json(
         host: &str,
         response: Response,
@@ -667,9 +668,15 @@ impl Remote {
         max_bytes: usize,
     ) -> Result<Answer<Value>, RemoteError> {
         let content_type = content_type(&response);
+        // One of ours answers a read of listings with its index, a 404 too: a 404
+        // of ours without one is for a route it does not have (an address with a
+        // path, say), an error and not "no listings".
+        let no_such_route = response.headers().contains_key(INSTANCE_HEADER)
+            && !response.headers().contains_key(INDEX_HEADER);
         if not_found_is_empty
             && response.status() == StatusCode::NOT_FOUND
             && is_json(content_type.as_deref())
+            && !no_such_route
         {
             let answer = Self::meta(&response, Value::Array(Vec::new()));
             if content_type.as_deref().is_none_or(str::is_empty) {

@@ -938,3 +938,25 @@ fn start_background_outside_a_runtime_panics_and_leaves_the_client_startable() {
         client.close().await;
     });
 }
+
+#[tokio::test]
+async fn a_watch_at_an_address_with_a_path_fails_rather_than_reading_no_listings() {
+    // `host:port/hakken`: every call goes to a route the coordinator does not
+    // have. Its 404 says "no such route", not "no live listing".
+    let c = coordinator(None).await;
+    let client = Client::new(client_config(&format!("{}/hakken", c.address())));
+    let watch = client.watch("s").build();
+    match watch.start().await {
+        Err(ClientError::NoCoordinator {
+            source: Some(error),
+            ..
+        }) => assert!(
+            error.to_string().contains("no such route"),
+            "says why: {error}"
+        ),
+        other => panic!("expected NoCoordinator, got {other:?}"),
+    }
+    assert!(watch.get().is_empty());
+    client.close().await;
+    c.shutdown().await.unwrap();
+}

@@ -960,3 +960,51 @@ async fn a_watch_at_an_address_with_a_path_fails_rather_than_reading_no_listings
     client.close().await;
     c.shutdown().await.unwrap();
 }
+
+#[test]
+fn a_client_and_a_watch_kept_past_their_runtime_carry_on_in_the_next() {
+    // The coordinator runs on a runtime of its own, for the whole test; the
+    // client and its watch are kept, like a `static` shared by several
+    // `#[tokio::test]`s, past the runtime they started in.
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let c = serving.block_on(long_lived());
+    let addr = c.address();
+    let client = Client::new(client_config(&addr));
+    let watch = client.watch("s").build();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        client.start().await.unwrap();
+        client.publish(listing("s", "a:1")).await.unwrap();
+        watch.start().await.unwrap();
+        assert_eq!(hosts_of(&watch.get()), ["a:1"]);
+    });
+    // That runtime is gone, and the client's tasks with it. In the next, a
+    // publication starts its heartbeats again, and the watch follows again.
+    runtime().block_on(async {
+        let before = heartbeats(&addr).await;
+        client.publish(listing("s", "b:2")).await.unwrap();
+        eventually("heartbeats go on", || async {
+            (heartbeats(&addr).await >= before + 6.0).then_some(())
+        })
+        .await;
+        let now = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let now = hosts_of(&watch.changed().await.unwrap());
+                if now.len() == 2 {
+                    return now;
+                }
+            }
+        })
+        .await
+        .expect("the watch follows again");
+        assert_eq!(now, ["a:1", "b:2"]);
+        client.close().await;
+        assert_eq!(client.running_tasks(), 0);
+    });
+    serving.block_on(c.shutdown()).unwrap();
+}

@@ -88,8 +88,9 @@ pub(crate) struct Inner {
     pub dropped: tokio::sync::watch::Sender<u64>,
     /// One upstream per watched service, shared by its watches.
     feeds: feed::Feeds,
-    /// Whether the background tasks were spawned.
-    spawned: AtomicBool,
+    /// The background tasks, once spawned: started again should the runtime
+    /// that ran them end (see [`Inner::spawn_background`]).
+    background: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Whether `close` was called.
     closed: AtomicBool,
 }
@@ -160,7 +161,7 @@ impl Inner {
         }
         self.note(from, answer);
         let count = added.len();
-        if count > 0 && self.spawned.load(Ordering::SeqCst) {
+        if count > 0 && self.is_spawned() {
             self.publish_now(added);
         }
         count
@@ -394,25 +395,49 @@ impl Inner {
         }
     }
 
-    /// Spawns the heartbeat, poll and resync tasks, once. `ask_first`: the resync
-    /// task asks `host` at once (and retries with backoff) instead of waiting one
-    /// resync period.
+    /// Whether the background tasks were spawned.
+    fn is_spawned(&self) -> bool {
+        !self.background_tasks().is_empty()
+    }
+
+    fn background_tasks(&self) -> MutexGuard<'_, Vec<tokio::task::AbortHandle>> {
+        self.background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns the heartbeat, poll and resync tasks, once; again if they ended
+    /// before the client was closed: the runtime that ran them ended (a client in
+    /// a `static`, used by one `#[tokio::test]` after another), and they run on
+    /// this one from now on. `ask_first`: the resync task asks `host` at once (and
+    /// retries with backoff) instead of waiting one resync period.
     fn spawn_background(self: &Arc<Self>, ask_first: bool) {
         // Checked before anything is marked spawned: a caller that catches the
         // panic may start the client later, within a runtime.
         if tokio::runtime::Handle::try_current().is_err() {
             panic!("a hakken Client is started within a tokio runtime (none runs on this thread)");
         }
-        if self.spawned.swap(true, Ordering::SeqCst) {
-            return;
+        let mut background = self.background_tasks();
+        if !background.is_empty() {
+            if self.shutdown.is_cancelled() || !background.iter().any(|t| t.is_finished()) {
+                return;
+            }
+            tracing::warn!(
+                "the runtime that ran this client's tasks has ended; they run on this one now"
+            );
+            background.iter().for_each(tokio::task::AbortHandle::abort);
+            background.clear();
         }
-        self.tasks.spawn(publishing::heartbeat_loop(self.clone()));
-        self.tasks.spawn(discovery::poll_loop(self.clone()));
-        self.tasks.spawn(discovery::follow_loop(self.clone()));
-        self.tasks.spawn(discovery::probation_loop(self.clone()));
-        self.tasks.spawn(discovery::liveness_loop(self.clone()));
-        self.tasks
-            .spawn(discovery::resync_loop(self.clone(), ask_first));
+        let tasks = [
+            self.tasks.spawn(publishing::heartbeat_loop(self.clone())),
+            self.tasks.spawn(discovery::poll_loop(self.clone())),
+            self.tasks.spawn(discovery::follow_loop(self.clone())),
+            self.tasks.spawn(discovery::probation_loop(self.clone())),
+            self.tasks.spawn(discovery::liveness_loop(self.clone())),
+            self.tasks
+                .spawn(discovery::resync_loop(self.clone(), ask_first)),
+        ];
+        background.extend(tasks.iter().map(tokio::task::JoinHandle::abort_handle));
     }
 }
 
@@ -433,6 +458,12 @@ impl Drop for Handle {
 /// Dropping the last handle (clones and watches included) stops its tasks but does
 /// not withdraw its listings (they expire on the coordinators); [`Client::close`]
 /// withdraws them and waits for every task to finish.
+///
+/// Its tasks run on the tokio runtime it was started in. A client kept past that
+/// runtime (in a `static` shared by several `#[tokio::test]`s, say) has no tasks
+/// until its next [`start`](Client::start) or [`publish`](Client::publish), which
+/// starts them again on the runtime that call runs in (a watch: its next
+/// `start` or `changed`); meanwhile nothing heartbeats.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), hakken::client::ClientError> {
@@ -497,7 +528,7 @@ impl Client {
             republish: Notify::new(),
             dropped: tokio::sync::watch::Sender::new(0),
             feeds: Default::default(),
-            spawned: AtomicBool::new(false),
+            background: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             remote,
             config,

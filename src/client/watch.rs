@@ -31,8 +31,6 @@ use crate::protocol::MAX_WAIT;
 use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -59,8 +57,13 @@ struct WatchState {
     sync: watch::Sender<SyncState>,
     /// A child of the client's shutdown token (its own for a static watch).
     token: CancellationToken,
-    /// The coordinator followed now (the feed's follower writes it), once started.
-    coordinator: OnceLock<Followed>,
+}
+
+/// A watch's task, once started.
+struct Running {
+    task: tokio::task::AbortHandle,
+    /// The coordinator followed now (the feed's follower writes it).
+    followed: Followed,
 }
 
 /// What a watch task remembers between answers.
@@ -243,9 +246,8 @@ impl WatchBuilder {
             wait,
             selection: watch::Sender::new(Vec::new()),
             sync: watch::Sender::new(SyncState::Pending),
-            coordinator: OnceLock::new(),
         };
-        Watch::from_state(state, Some(self.client), false)
+        Watch::from_state(state, Some(self.client))
     }
 }
 
@@ -267,7 +269,8 @@ pub struct Watch {
     state: Arc<WatchState>,
     /// `None` for a static watch.
     client: Option<Client>,
-    spawned: AtomicBool,
+    /// Its task, once started. A std mutex, never held across an `.await`.
+    running: Mutex<Option<Running>>,
     /// What [`Watch::changed`] has handed out: one receiver for the watch's life,
     /// so a change between two calls is never lost. A std mutex, held only to copy
     /// the receiver in and out: never across an `.await`.
@@ -300,19 +303,45 @@ impl Watch {
             selection: watch::Sender::new(listings),
             sync: watch::Sender::new(SyncState::Synced),
             token: CancellationToken::new(),
-            coordinator: OnceLock::new(),
         };
-        Watch::from_state(state, None, true)
+        Watch::from_state(state, None)
     }
 
-    fn from_state(state: WatchState, client: Option<Client>, spawned: bool) -> Watch {
+    fn from_state(state: WatchState, client: Option<Client>) -> Watch {
         let seen = Mutex::new(state.selection.subscribe());
         Watch {
             state: Arc::new(state),
             client,
-            spawned: AtomicBool::new(spawned),
+            running: Mutex::new(None),
             seen,
         }
+    }
+
+    /// Spawns the watch's task: the first time when `start`, and again when it
+    /// ended though the watch was not closed (the runtime that ran it ended: a
+    /// watch in a `static`, used by one `#[tokio::test]` after another).
+    fn run(&self, inner: &Arc<super::Inner>, start: bool) {
+        let state = &self.state;
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*running {
+            None if start => {
+                tracing::info!(service = state.service.as_str(), "watch started");
+            }
+            Some(now) if now.task.is_finished() && !state.token.is_cancelled() => {
+                tracing::warn!(
+                    service = state.service.as_str(),
+                    "the runtime that ran this watch has ended; it runs on this one now"
+                );
+            }
+            _ => return,
+        }
+        let feed = Feed::of(inner, &state.service, state.wait);
+        let followed = feed.followed.clone();
+        let task = inner.tasks.spawn(watch_loop(feed, state.clone()));
+        *running = Some(Running {
+            task: task.abort_handle(),
+            followed,
+        });
     }
 
     /// Starts following the service, and returns after the first answer (even an
@@ -335,12 +364,7 @@ impl Watch {
             state.sync.send_replace(SyncState::Synced);
             return Ok(());
         }
-        if !self.spawned.swap(true, Ordering::SeqCst) {
-            tracing::info!(service = state.service.as_str(), "watch started");
-            let feed = Feed::of(inner, &state.service, state.wait);
-            let _ = state.coordinator.set(feed.followed.clone());
-            inner.tasks.spawn(watch_loop(feed, state.clone()));
-        }
+        self.run(inner, true);
         let mut sync = state.sync.subscribe();
         loop {
             let synced = match &*sync.borrow_and_update() {
@@ -380,6 +404,9 @@ impl Watch {
     /// while the caller was busy is returned at once, not lost. Fails with
     /// [`ClientError::Closed`] when the watch or its client is closed meanwhile.
     pub async fn changed(&self) -> Result<Vec<Listing>, ClientError> {
+        if let Some(client) = &self.client {
+            self.run(client.inner(), false);
+        }
         // A copy remembers what the shared receiver has seen; it goes back once
         // it has seen the change.
         let mut selection = self.seen().clone();
@@ -409,12 +436,18 @@ impl Watch {
         if self.state.token.is_cancelled() {
             return None;
         }
-        self.state
-            .coordinator
-            .get()?
+        let followed = self
+            .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()?
+            .followed
+            .clone();
+        let now = followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        now
     }
 
     /// Stops the watch; its selection stays readable. The task ends promptly (and

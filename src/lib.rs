@@ -5,11 +5,13 @@
 //! - [`client`]: the client library: [`Client`] publishes listings and runs
 //!   [`Watch`]es over every coordinator it learns of.
 //! - [`Listing`] and [`Peer`]: the JSON objects published and gossiped.
+//! - [`address`]: the forms of a coordinator's address.
 //! - [`remote`]: typed calls to a coordinator's HTTP API; [`protocol`]: the wire
 //!   vocabulary (headers, extension routes, the snapshot format) both sides share.
 
 #![warn(missing_docs)]
 
+pub mod address;
 mod backoff;
 pub mod client;
 pub mod coordinator;

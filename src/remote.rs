@@ -120,7 +120,7 @@ impl RemoteError {
         matches!(
             self,
             RemoteError::Unreachable { message, .. }
-                if message == CONNECT_FAILED || message == CONNECT_TIMED_OUT
+                if message.starts_with(CONNECT_FAILED) || message == CONNECT_TIMED_OUT
         )
     }
 
@@ -134,6 +134,24 @@ impl RemoteError {
             | RemoteError::Ended { host } => host,
         }
     }
+}
+
+/// Why a connection could not be made, from the innermost of `error`'s causes:
+/// the system's words (`Connection refused (os error 111)`), after `cannot
+/// resolve the name` when the name lookup failed.
+fn connect_cause(error: &reqwest::Error) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        chain.push(inner.to_string());
+        source = inner.source();
+    }
+    let innermost = chain.last()?;
+    Some(if chain.iter().any(|e| e == "dns error") {
+        format!("cannot resolve the name: {innermost}")
+    } else {
+        innermost.clone()
+    })
 }
 
 /// An answer, with what our coordinators add to it.
@@ -488,7 +506,10 @@ impl Remote {
         } else if let Some(tls) = crate::tls::explain(&error) {
             format!("TLS: {tls}")
         } else if error.is_connect() {
-            CONNECT_FAILED.to_owned()
+            match connect_cause(&error) {
+                Some(cause) => format!("{CONNECT_FAILED}: {cause}"),
+                None => CONNECT_FAILED.to_owned(),
+            }
         } else {
             let mut text = error.to_string();
             let mut source = std::error::Error::source(&error);

@@ -1008,3 +1008,28 @@ fn a_client_and_a_watch_kept_past_their_runtime_carry_on_in_the_next() {
     });
     serving.block_on(c.shutdown()).unwrap();
 }
+
+#[tokio::test]
+async fn an_address_that_is_not_one_is_refused_before_any_call() {
+    for bad in ["", "a b:1", "lb:0", "lb:99999", "::1", "lb:8082?x=1"] {
+        let client = Client::new(client_config(bad));
+        let said = |error: ClientError| match error {
+            ClientError::Config(why) => {
+                assert!(why.contains(&format!("`{bad}`")), "names it: {why}");
+            }
+            other => panic!("{bad}: expected Config, got {other:?}"),
+        };
+        said(client.start().await.unwrap_err());
+        said(client.publish(listing("s", "a:1")).await.unwrap_err());
+        said(client.watch("s").build().start().await.unwrap_err());
+        client.start_background();
+        assert_eq!(client.running_tasks(), 0, "{bad}: nothing started");
+        client.close().await;
+    }
+    // A way in behind a load balancer's prefix, or without a port (80), is one.
+    for good in ["lb:8082/hakken", "lb", "https://lb"] {
+        assert!(client_config(good).check().is_ok(), "{good}");
+    }
+    // With `skip`, nothing is contacted and nothing checked.
+    assert!(ClientConfig::new("").skip(true).check().is_ok());
+}

@@ -81,7 +81,8 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults, with `host` (`name:port`) as the way in.
+    /// The defaults, with `host` (`name:port`) as the way in: checked at the
+    /// client's first call (see [`ClientConfig::check`]).
     pub fn new(host: impl Into<String>) -> Self {
         ClientConfig {
             host: host.into(),
@@ -188,7 +189,39 @@ impl ClientConfig {
             cert: var("HAKKEN_CERT").map(Into::into),
             key: var("HAKKEN_KEY").map(Into::into),
         };
+        if let Some(why) = config.host_error() {
+            return Err(ClientError::Config(format!(
+                "HAKKEN_HOST `{}`: {why}",
+                config.host
+            )));
+        }
         Ok(config)
+    }
+
+    /// What is wrong with `host`, if anything: it is checked as a way into the
+    /// cluster ([`check_discovery_host`](crate::address::check_discovery_host):
+    /// `HOST[:PORT][/PATH]`, `http(s)://` in front for TLS), and not at all with
+    /// `skip`. [`Client::start`](super::Client::start), `publish` and a watch's
+    /// `start` fail with this before any call.
+    pub fn check(&self) -> Result<(), ClientError> {
+        match self.host_error() {
+            None => Ok(()),
+            Some(why) => Err(ClientError::Config(format!(
+                "coordinator address `{}`: {why}",
+                self.host
+            ))),
+        }
+    }
+
+    /// What is wrong with `host` (see [`ClientConfig::check`]).
+    fn host_error(&self) -> Option<String> {
+        if self.skip {
+            None
+        } else if self.host.trim().is_empty() {
+            Some("expected HOST:PORT, got nothing".to_owned())
+        } else {
+            crate::address::check_discovery_host(&self.host).err()
+        }
     }
 
     /// Sets the TLS settings (see [`ClientTls`]).
@@ -302,5 +335,9 @@ mod tests {
             ClientConfig::from_vars(vars(&[("HAKKEN_HOST", "a:1"), ("SKIP_HAKKEN", "maybe")])),
             Err(ClientError::Config(_))
         ));
+        match ClientConfig::from_vars(vars(&[("HAKKEN_HOST", "a:0")])) {
+            Err(ClientError::Config(why)) => assert!(why.starts_with("HAKKEN_HOST `a:0`"), "{why}"),
+            other => panic!("expected a Config error, got {other:?}"),
+        }
     }
 }

@@ -546,8 +546,9 @@ impl Client {
 
     /// Asks `host` for the coordinators (`GET /v1/coordinator`), then starts the
     /// background tasks: heartbeats, coordinator polls and resyncs. Fails with
-    /// [`ClientError::NoCoordinator`] when `host` does not answer; the client can be
-    /// started again later. Starting a started client asks `host` again.
+    /// [`ClientError::NoCoordinator`] when `host` does not answer (the client can be
+    /// started again later), [`ClientError::Config`] when it is not an address
+    /// (see [`ClientConfig::check`]). Starting a started client asks `host` again.
     /// With `skip`, succeeds at once and contacts nothing.
     pub async fn start(&self) -> Result<(), ClientError> {
         let inner = self.inner();
@@ -557,6 +558,7 @@ impl Client {
         if inner.config.skip {
             return Ok(());
         }
+        inner.config.check()?;
         let host = inner.config.host.clone();
         let answer = tokio::select! {
             _ = inner.shutdown.cancelled() => return Err(ClientError::Closed),
@@ -576,7 +578,8 @@ impl Client {
 
     /// Starts the background tasks without waiting: `host` is asked at once and
     /// again with backoff and jitter until it answers (the original's `start()`
-    /// without a callback).
+    /// without a callback). Logs an error and starts nothing when `host` is not
+    /// an address (see [`ClientConfig::check`]).
     ///
     /// # Panics
     ///
@@ -587,6 +590,10 @@ impl Client {
         if inner.is_closed() || inner.config.skip {
             return;
         }
+        if let Err(error) = inner.config.check() {
+            tracing::error!(%error, "client not started");
+            return;
+        }
         inner.spawn_background(true);
     }
 
@@ -594,7 +601,8 @@ impl Client {
     /// /v1/listings`, which replaces a listing with the same `service` and `host`),
     /// and again at every heartbeat to every coordinator known then. Coordinators
     /// that fail are logged and retried at the next heartbeat; the call fails only
-    /// for a listing no coordinator would accept or a closed client. The call
+    /// for a listing no coordinator would accept, a `host` that is not an address
+    /// or a closed client. The call
     /// returns once every coordinator answered or failed: one that does not answer
     /// holds it up (each call to it waits up to the request timeout, after those
     /// to it already under way), but not the others, nor the heartbeats. Given
@@ -604,6 +612,7 @@ impl Client {
     pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {
         let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
         let inner = self.inner();
+        inner.config.check()?;
         {
             // Checked under the table's lock, as `close` sets it: a listing is
             // either withdrawn by `close` or refused.

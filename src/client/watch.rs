@@ -347,7 +347,9 @@ impl Watch {
     /// Starts following the service, and returns after the first answer (even an
     /// empty one). Fails with [`ClientError::NoCoordinator`] when every coordinator
     /// was tried and none answered; the watch keeps looking in the background all
-    /// the same. A static watch, or one on a client with `skip`, returns at once.
+    /// the same; with [`ClientError::Config`] when the client's `host` is not an
+    /// address (see [`ClientConfig::check`](crate::ClientConfig::check)). A static
+    /// watch, or one on a client with `skip`, returns at once.
     pub async fn start(&self) -> Result<(), ClientError> {
         let state = &self.state;
         if state.token.is_cancelled() {
@@ -364,6 +366,7 @@ impl Watch {
             state.sync.send_replace(SyncState::Synced);
             return Ok(());
         }
+        inner.config.check()?;
         self.run(inner, true);
         let mut sync = state.sync.subscribe();
         loop {

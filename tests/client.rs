@@ -426,7 +426,9 @@ async fn start_fails_when_no_coordinator_answers() {
     match client.start().await {
         Err(ClientError::NoCoordinator { host, source }) => {
             assert_eq!(host, "127.0.0.1:1");
-            assert!(source.is_some_and(|e| e.is_unreachable()));
+            let error = source.expect("the call's error");
+            assert!(error.is_unreachable());
+            assert!(error.to_string().contains("refused"), "says why: {error}");
         }
         other => panic!("expected NoCoordinator, got {other:?}"),
     }
@@ -1032,4 +1034,27 @@ async fn an_address_that_is_not_one_is_refused_before_any_call() {
     }
     // With `skip`, nothing is contacted and nothing checked.
     assert!(ClientConfig::new("").skip(true).check().is_ok());
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_said_to_be_one() {
+    // `.invalid` never resolves (RFC 6761). A generous timeout: the lookup's
+    // failure is the cause to report, not a timeout.
+    let client = Client::new(
+        ClientConfig::new("no-such-host.invalid:8082").request_timeout(Duration::from_secs(8)),
+    );
+    match client.start().await {
+        Err(ClientError::NoCoordinator {
+            source: Some(error),
+            ..
+        }) => {
+            assert!(error.never_connected(), "{error}");
+            assert!(
+                error.to_string().contains("cannot resolve the name"),
+                "{error}"
+            );
+        }
+        other => panic!("expected NoCoordinator, got {other:?}"),
+    }
+    client.close().await;
 }

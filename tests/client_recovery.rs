@@ -493,8 +493,12 @@ async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
         common::held(&open.address(), "pay").await,
         Some(vec!["p:1".to_owned()])
     );
+    // Closing asks the dropped one too (it may serve others), and names it.
+    let failed = client.close_reporting().await;
+    let named: Vec<&str> = failed.iter().map(|e| e.host()).collect();
+    assert_eq!(named, [hung.host.as_str()], "{failed:?}");
+    assert_eq!(common::held(&open.address(), "pay").await, Some(Vec::new()));
     hung.release.cancel();
-    client.close().await;
     open.shutdown().await.unwrap();
 }
 

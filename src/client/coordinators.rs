@@ -79,7 +79,8 @@ pub(crate) struct Coordinators {
     /// The last interval announced by anyone (the configured host included).
     last_announced: Option<Duration>,
     /// Coordinators dropped most recently (newest last), tried with the configured
-    /// host while none is known, and probed while on probation.
+    /// host while none is known, and probed while on probation (the configured
+    /// host is never: it is always the way in), and asked by `close`.
     recent: VecDeque<Dropped>,
 }
 
@@ -125,7 +126,7 @@ impl Coordinators {
             _ => probe_until,
         };
         let removed = removed.is_some();
-        if removed && host != self.configured {
+        if removed {
             self.recent.retain(|d| d.host != host);
             if self.recent.len() >= MAX_RECENT {
                 self.recent.pop_front();
@@ -152,12 +153,18 @@ impl Coordinators {
         Strike::Dropped
     }
 
+    /// The coordinators dropped most recently (at most [`MAX_RECENT`]), on
+    /// probation or not.
+    pub fn recently_dropped(&self) -> Vec<String> {
+        self.recent.iter().map(|d| d.host.clone()).collect()
+    }
+
     /// The dropped coordinators still on probation at `now`: probed, and taken
     /// back (with [`Coordinators::add`]) when they answer.
     pub fn on_probation(&self, now: Instant) -> Vec<String> {
         self.recent
             .iter()
-            .filter(|d| d.probe_until > now)
+            .filter(|d| d.probe_until > now && d.host != self.configured)
             .map(|d| d.host.clone())
             .collect()
     }
@@ -254,7 +261,13 @@ impl Coordinators {
     pub fn targets(&self) -> Vec<String> {
         if self.known.is_empty() {
             std::iter::once(self.configured.clone())
-                .chain(self.recent.iter().rev().map(|d| d.host.clone()))
+                .chain(
+                    self.recent
+                        .iter()
+                        .rev()
+                        .filter(|d| d.host != self.configured)
+                        .map(|d| d.host.clone()),
+                )
                 .collect()
         } else {
             self.hosts()
@@ -410,6 +423,8 @@ mod tests {
         assert_eq!(c.failed("lb:1", soon), Strike::Dropped);
         // The configured host is never on probation: it is always the way in.
         assert_eq!(c.on_probation(now), ["a:1"], "b's probation is over");
+        assert_eq!(c.recently_dropped(), ["a:1", "b:1", "lb:1"]);
+        assert_eq!(c.targets(), ["lb:1", "b:1", "a:1"], "the way in once");
         assert!(c.on_probation(soon).is_empty(), "a's is over too");
         // Taken back when it answers: no longer on probation.
         assert!(c.add("a:1"));

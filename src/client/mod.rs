@@ -753,6 +753,8 @@ impl Client {
     /// Like [`close`](Client::close), and says which coordinators its listings
     /// could not be withdrawn from (they expire there): one error per coordinator,
     /// none when every withdrawal went through (or there was nothing to withdraw).
+    /// The coordinators dropped most recently (up to 16) are asked too, and
+    /// named when they fail.
     pub async fn close_reporting(&self) -> Vec<RemoteError> {
         let inner = self.inner();
         // Closed and the listings taken at once, under the table's lock: a publish
@@ -778,7 +780,14 @@ impl Client {
         }
         let mut failed = Vec::new();
         if !listings.is_empty() {
-            let targets = inner.targets();
+            // The coordinators dropped lately too: one that stopped answering us
+            // may still serve others, and hold the listings until they expire.
+            let mut targets = inner.targets();
+            for host in inner.coordinator_table().recently_dropped() {
+                if !targets.contains(&host) {
+                    targets.push(host);
+                }
+            }
             let withdraw = publishing::withdraw(inner, listings, targets.clone());
             // Every call is bounded by the timeout itself: the margin lets each
             // one end with its own result (a coordinator that does not answer is

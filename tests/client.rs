@@ -1013,7 +1013,16 @@ fn a_client_and_a_watch_kept_past_their_runtime_carry_on_in_the_next() {
 
 #[tokio::test]
 async fn an_address_that_is_not_one_is_refused_before_any_call() {
-    for bad in ["", "a b:1", "lb:0", "lb:99999", "::1", "lb:8082?x=1"] {
+    for bad in [
+        "",
+        "a b:1",
+        "lb:0",
+        "lb:99999",
+        "::1",
+        "lb:8082?x=1",
+        "HTTP://lb:0",
+        "http://https://lb",
+    ] {
         let client = Client::new(client_config(bad));
         let said = |error: ClientError| match error {
             ClientError::Config(why) => {
@@ -1057,4 +1066,59 @@ async fn a_name_that_does_not_resolve_is_said_to_be_one() {
         other => panic!("expected NoCoordinator, got {other:?}"),
     }
     client.close().await;
+}
+
+#[test]
+fn a_watch_waiting_when_its_runtime_ends_carries_on_in_the_next() {
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let c = serving.block_on(long_lived());
+    let addr = c.address();
+    let client = Client::new(client_config(&addr));
+    let (waits, reads) = (client.watch("s").build(), client.watch("s").build());
+    let first = tokio::runtime::Runtime::new().unwrap();
+    first.block_on(async {
+        client.start().await.unwrap();
+        client.publish(listing("s", "a:1")).await.unwrap();
+        waits.start().await.unwrap();
+        reads.start().await.unwrap();
+    });
+    let next = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    next.block_on(async {
+        // A change is awaited here while the watches' tasks run on `first`.
+        let pending = tokio::spawn(async move { waits.changed().await });
+        tokio::task::yield_now().await;
+        assert!(!pending.is_finished());
+        first.shutdown_background();
+        client.publish(listing("s", "b:2")).await.unwrap();
+        let changed = tokio::time::timeout(PATIENCE, pending)
+            .await
+            .expect("the pending change comes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hosts_of(&changed), ["a:1", "b:2"]);
+        eventually("`get` follows again", || async {
+            (hosts_of(&reads.get()) == ["a:1", "b:2"]).then_some(())
+        })
+        .await;
+        client.close().await;
+    });
+    serving.block_on(c.shutdown()).unwrap();
+}
+
+#[tokio::test]
+async fn a_watch_of_a_name_no_listing_could_have_is_refused() {
+    let c = coordinator(None).await;
+    let client = Client::new(client_config(&c.address()));
+    for bad in [String::new(), ".".into(), "s".repeat(300), "a\nb".into()] {
+        let watch = client.watch(&bad).build();
+        assert!(
+            matches!(watch.start().await, Err(ClientError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    client.close().await;
+    c.shutdown().await.unwrap();
 }

@@ -502,6 +502,54 @@ async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
     open.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn withdrawals_held_up_by_a_hung_coordinator_are_left_to_close() {
+    let (open, hung, client) = beside_a_hung_one(|config| {
+        config
+            .heartbeat_interval(Duration::from_secs(60))
+            .request_timeout(Duration::from_secs(2))
+    })
+    .await;
+    let all = ["p:1", "p:2", "p:3", "p:4"];
+    // Each write to the hung one waits its turn, then the timeout: the
+    // publications, then the withdrawals queue up behind each other there.
+    let writes: Vec<_> = all
+        .iter()
+        .map(|host| {
+            let client = client.clone();
+            let listing = Listing::new("pay", *host).unwrap();
+            tokio::spawn(async move { client.publish(listing).await })
+        })
+        .collect();
+    eventually("the open one holds every listing", || async {
+        (common::held(&open.address(), "pay").await? == all).then_some(())
+    })
+    .await;
+    let withdrawals: Vec<_> = all
+        .iter()
+        .map(|host| {
+            let client = client.clone();
+            let listing = Listing::new("pay", *host).unwrap();
+            tokio::spawn(async move { client.unpublish(&listing).await })
+        })
+        .collect();
+    eventually("the open one holds none", || async {
+        (common::held(&open.address(), "pay").await?.is_empty()).then_some(())
+    })
+    .await;
+    // Given up on. Those still waiting for the hung one when `close` begins are
+    // not sent one after another: `close` withdraws them in its own round, and
+    // says the hung one failed.
+    for task in writes.iter().chain(&withdrawals) {
+        task.abort();
+    }
+    let failed = client.close_reporting().await;
+    let named: Vec<&str> = failed.iter().map(|e| e.host()).collect();
+    assert_eq!(named, [hung.host.as_str()], "{failed:?}");
+    hung.release.cancel();
+    open.shutdown().await.unwrap();
+}
+
 /// A coordinator that lists itself and answers `/status`, but fails every write
 /// with a `500`: a full disk, say. Returns its host and when each write arrived.
 async fn failing_writes() -> (
@@ -616,7 +664,8 @@ impl HoldsFirst {
 #[tokio::test]
 async fn a_publication_given_up_on_is_not_overtaken_by_the_next() {
     let fake = HoldsFirst::start().await;
-    let client = started(slow_client(&fake.host)).await;
+    // The first call is held for a while: it must not time out meanwhile.
+    let client = started(slow_client(&fake.host).request_timeout(Duration::from_secs(60))).await;
     let publish = |version: u32| {
         let client = client.clone();
         let listing = Listing::new("pay", "p:1").unwrap().with("version", version);

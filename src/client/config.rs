@@ -81,8 +81,8 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The defaults, with `host` (`name:port`) as the way in: checked at the
-    /// client's first call (see [`ClientConfig::check`]).
+    /// The defaults, with `host` (`name:port`) as the way in: checked by the
+    /// client's calls (see [`ClientConfig::check`]).
     pub fn new(host: impl Into<String>) -> Self {
         ClientConfig {
             host: host.into(),
@@ -202,15 +202,17 @@ impl ClientConfig {
     /// cluster ([`check_discovery_host`](crate::address::check_discovery_host):
     /// `HOST[:PORT][/PATH]`, `http(s)://` in front for TLS), and not at all with
     /// `skip`. [`Client::start`](super::Client::start), `publish` and a watch's
-    /// `start` fail with this before any call.
+    /// `start` fail with this before any call (`unpublish` and `close` have
+    /// nothing to withdraw: nothing was published).
     pub fn check(&self) -> Result<(), ClientError> {
-        match self.host_error() {
-            None => Ok(()),
-            Some(why) => Err(ClientError::Config(format!(
-                "coordinator address `{}`: {why}",
-                self.host
-            ))),
-        }
+        self.host_problem()
+            .map_or(Ok(()), |why| Err(ClientError::Config(why)))
+    }
+
+    /// What [`ClientConfig::check`] says, if anything.
+    pub(crate) fn host_problem(&self) -> Option<String> {
+        let why = self.host_error()?;
+        Some(format!("coordinator address `{}`: {why}", self.host))
     }
 
     /// What is wrong with `host` (see [`ClientConfig::check`]).

@@ -170,14 +170,14 @@ impl Coordinators {
     }
 
     /// Records that a call to `host` failed: no strike, but it counts as failing
-    /// until it answers. True when it is known and was not failing already: a new
-    /// failure, to retry soon (one failing already is retried on its backoff).
+    /// until it answers. True when it is known and was not suspected already: a
+    /// new failure of a write or a held query, to retry soon (one suspected
+    /// already is retried on its backoff). A poll's strike suspects nothing: a
+    /// write that fails after it is new.
     pub fn suspect(&mut self, host: &str) -> bool {
-        self.known.get_mut(host).is_some_and(|known| {
-            let was_failing = known.strikes > 0 || known.suspect;
-            known.suspect = true;
-            !was_failing
-        })
+        self.known
+            .get_mut(host)
+            .is_some_and(|known| !std::mem::replace(&mut known.suspect, true))
     }
 
     /// Records that `host` answered (even with a refusal): its strikes are cleared.
@@ -396,7 +396,7 @@ mod tests {
         assert!(c.failing().is_empty());
         // A failed held query makes it suspect: failing, without a strike.
         assert!(c.suspect("a:1"));
-        assert!(!c.suspect("a:1"), "failing already: not a new failure");
+        assert!(!c.suspect("a:1"), "suspected already: not a new failure");
         assert!(!c.suspect("b:1"));
         assert_eq!(c.failing(), ["a:1"]);
         assert!(c.answered("a:1"));
@@ -404,6 +404,8 @@ mod tests {
         for strike in 1..3 {
             assert_eq!(c.failed("a:1", later()), Strike::Struck(strike));
         }
+        // A write that fails after a strike (a poll's) is a new failure.
+        assert!(c.suspect("a:1"));
         assert_eq!(c.failed("a:1", later()), Strike::Dropped);
         assert_eq!(c.failed("a:1", later()), Strike::Unknown);
         assert!(c.is_empty());

@@ -93,6 +93,13 @@ pub(crate) struct Inner {
     background: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Whether `close` was called.
     closed: AtomicBool,
+    /// What is wrong with the configured host, as written (see
+    /// [`ClientConfig::check`]).
+    bad_host: Option<String>,
+    /// Listings an `unpublish` had yet to withdraw when `close` began, from a
+    /// coordinator whose earlier writes held it up: `close` withdraws them in its
+    /// own bounded round.
+    pub withdraw_at_close: Mutex<Vec<Listing>>,
 }
 
 impl Inner {
@@ -395,9 +402,25 @@ impl Inner {
         }
     }
 
+    /// Fails when the configured host is not an address.
+    pub fn checked(&self) -> Result<(), ClientError> {
+        match &self.bad_host {
+            Some(why) => Err(ClientError::Config(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the background tasks were spawned.
     fn is_spawned(&self) -> bool {
         !self.background_tasks().is_empty()
+    }
+
+    /// Spawns the background tasks again if they were spawned and ended before
+    /// the client was closed (see [`Inner::spawn_background`]).
+    pub fn revive(self: &Arc<Self>) {
+        if self.is_spawned() {
+            self.spawn_background(false);
+        }
     }
 
     fn background_tasks(&self) -> MutexGuard<'_, Vec<tokio::task::AbortHandle>> {
@@ -409,9 +432,10 @@ impl Inner {
     /// Spawns the heartbeat, poll and resync tasks, once; again if they ended
     /// before the client was closed: the runtime that ran them ended (a client in
     /// a `static`, used by one `#[tokio::test]` after another), and they run on
-    /// this one from now on. `ask_first`: the resync task asks `host` at once (and
-    /// retries with backoff) instead of waiting one resync period.
-    fn spawn_background(self: &Arc<Self>, ask_first: bool) {
+    /// this one from now on, every listing sent everywhere at once. `ask_first`:
+    /// the resync task asks `host` at once (and retries with backoff) instead of
+    /// waiting one resync period.
+    pub fn spawn_background(self: &Arc<Self>, ask_first: bool) {
         // Checked before anything is marked spawned: a caller that catches the
         // panic may start the client later, within a runtime.
         if tokio::runtime::Handle::try_current().is_err() {
@@ -423,10 +447,13 @@ impl Inner {
                 return;
             }
             tracing::warn!(
-                "the runtime that ran this client's tasks has ended; they run on this one now"
+                "this client's tasks ended before it was closed (the runtime that ran them \
+                 ended, or one panicked); they start again on this one"
             );
             background.iter().for_each(tokio::task::AbortHandle::abort);
             background.clear();
+            // Listings may have expired meanwhile: every one goes everywhere now.
+            self.republish.notify_one();
         }
         let tasks = [
             self.tasks.spawn(publishing::heartbeat_loop(self.clone())),
@@ -462,8 +489,10 @@ impl Drop for Handle {
 /// Its tasks run on the tokio runtime it was started in. A client kept past that
 /// runtime (in a `static` shared by several `#[tokio::test]`s, say) has no tasks
 /// until its next [`start`](Client::start) or [`publish`](Client::publish), which
-/// starts them again on the runtime that call runs in (a watch: its next
-/// `start` or `changed`); meanwhile nothing heartbeats.
+/// starts them again on the runtime that call runs in and sends every listing
+/// everywhere; meanwhile nothing heartbeats. A watch's task starts again at its
+/// next `start`, `changed` (one waiting already carries on) or `get` made
+/// within a runtime (a receiver from `subscribe` does not start it).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), hakken::client::ClientError> {
@@ -503,6 +532,7 @@ impl Client {
     /// A client for `config`. Contacts nothing until [`start`](Client::start),
     /// [`start_background`](Client::start_background), a publish or a watch.
     pub fn new(mut config: ClientConfig) -> Client {
+        let bad_host = config.host_problem();
         // `https://name:port` means TLS to every coordinator; the host itself is
         // kept as the protocol writes hosts, so that it matches coordinator lists.
         let (https, host) = crate::remote::split_scheme(&config.host);
@@ -530,6 +560,8 @@ impl Client {
             feeds: Default::default(),
             background: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            bad_host,
+            withdraw_at_close: Mutex::new(Vec::new()),
             remote,
             config,
         };
@@ -558,7 +590,7 @@ impl Client {
         if inner.config.skip {
             return Ok(());
         }
-        inner.config.check()?;
+        inner.checked()?;
         let host = inner.config.host.clone();
         let answer = tokio::select! {
             _ = inner.shutdown.cancelled() => return Err(ClientError::Closed),
@@ -590,7 +622,7 @@ impl Client {
         if inner.is_closed() || inner.config.skip {
             return;
         }
-        if let Err(error) = inner.config.check() {
+        if let Err(error) = inner.checked() {
             tracing::error!(%error, "client not started");
             return;
         }
@@ -612,7 +644,7 @@ impl Client {
     pub async fn publish(&self, listing: Listing) -> Result<(), ClientError> {
         let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
         let inner = self.inner();
-        inner.config.check()?;
+        inner.checked()?;
         {
             // Checked under the table's lock, as `close` sets it: a listing is
             // either withdrawn by `close` or refused.
@@ -636,7 +668,7 @@ impl Client {
             let inner = inner.clone();
             async move { publishing::send(&inner, which, inner.targets(), false, false).await }
         };
-        publishing::to_the_end(inner, write).await;
+        publishing::to_the_end(inner, write).await?;
         Ok(())
     }
 
@@ -665,9 +697,9 @@ impl Client {
         if !inner.config.skip {
             let write = {
                 let (inner, listing) = (inner.clone(), listing.clone());
-                async move { publishing::withdraw(&inner, vec![listing], inner.targets()).await }
+                async move { publishing::withdraw(&inner, vec![listing], inner.targets(), true).await }
             };
-            publishing::to_the_end(inner, write).await;
+            publishing::to_the_end(inner, write).await?;
         }
         Ok(())
     }
@@ -778,6 +810,17 @@ impl Client {
         if !first || inner.config.skip {
             return Vec::new();
         }
+        let mut listings = listings;
+        for later in std::mem::take(
+            &mut *inner
+                .withdraw_at_close
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            if !listings.iter().any(|l| l.key() == later.key()) {
+                listings.push(later);
+            }
+        }
         let mut failed = Vec::new();
         if !listings.is_empty() {
             // The coordinators dropped lately too: one that stopped answering us
@@ -788,7 +831,7 @@ impl Client {
                     targets.push(host);
                 }
             }
-            let withdraw = publishing::withdraw(inner, listings, targets.clone());
+            let withdraw = publishing::withdraw(inner, listings, targets.clone(), false);
             // Every call is bounded by the timeout itself: the margin lets each
             // one end with its own result (a coordinator that does not answer is
             // named alone, not every other with it).

@@ -26,7 +26,7 @@
 //! one that was restarted has every listing back within moments of answering
 //! again, not one heartbeat later. Those retries never count as strikes.
 
-use super::Inner;
+use super::{ClientError, Inner};
 use crate::backoff::{jittered, Backoff};
 use crate::fanout::fan_out;
 use crate::listing::Listing;
@@ -294,10 +294,12 @@ where
 pub(crate) async fn to_the_end<R: Send + 'static>(
     inner: &Arc<Inner>,
     write: impl Future<Output = R> + Send + 'static,
-) -> R {
+) -> Result<R, ClientError> {
     match inner.tasks.spawn(write).await {
-        Ok(output) => output,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
+        Ok(output) => Ok(output),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // The runtime shuts down.
+        Err(_) => Err(ClientError::Closed),
     }
 }
 
@@ -350,17 +352,32 @@ async fn post(inner: &Arc<Inner>, host: &str, which: &Which, heartbeat: bool, st
 /// Withdraws each of `listings` that is not published again by then from each
 /// host (`DELETE`), each in its lane. A host that does not hold a listing, or (the
 /// original coordinator) has no such route, is fine. Returns the hosts that could
-/// not be reached, with why.
+/// not be reached, with why. With `before_close`, a host whose lane comes free
+/// only once `close` has begun is left to `close`, which withdraws the listings
+/// in its own round, bounded as a whole.
 pub(crate) async fn withdraw(
     inner: &Arc<Inner>,
     listings: Vec<Listing>,
     hosts: Vec<String>,
+    before_close: bool,
 ) -> BTreeMap<String, RemoteError> {
     let listings = Arc::new(listings);
     let hosts = hosts.into_iter().map(|host| (host, ())).collect();
     let per_host = in_lanes(inner, hosts, |inner, host, ()| {
         let listings = listings.clone();
         async move {
+            if before_close && inner.shutdown.is_cancelled() {
+                let mut later = inner
+                    .withdraw_at_close
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for listing in listings.iter() {
+                    if !later.iter().any(|l| l.key() == listing.key()) {
+                        later.push(listing.clone());
+                    }
+                }
+                return BTreeMap::new();
+            }
             let published = inner.listings();
             let gone: Vec<Listing> = listings
                 .iter()
@@ -423,7 +440,8 @@ fn report(
     for (host, (count, error)) in failures {
         tracing::warn!(coordinator = host.as_str(), %error, listings = count, "{verb} failed");
         // A host that answered some calls, or refused, is alive. One that is
-        // broken gets a strike in a heartbeat round, and is retried soon either way.
+        // broken gets a strike in a heartbeat round, and is retried: soon after
+        // a new failure, on the backoff while it goes on failing.
         if !error.is_broken() {
             answered.insert(host.clone());
         } else if !answered.contains(&host) {

@@ -31,9 +31,10 @@ use crate::protocol::MAX_WAIT;
 use crate::remote::{Answer, RemoteError};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Where a watch stands with its first answer.
@@ -57,13 +58,30 @@ struct WatchState {
     sync: watch::Sender<SyncState>,
     /// A child of the client's shutdown token (its own for a static watch).
     token: CancellationToken,
+    /// Notified when the watch's task ends, closed or not.
+    ended: Notify,
 }
 
 /// A watch's task, once started.
 struct Running {
-    task: tokio::task::AbortHandle,
+    /// Set when the task ends (its future is dropped: it returned, or the
+    /// runtime that ran it ended).
+    ended: Arc<AtomicBool>,
     /// The coordinator followed now (the feed's follower writes it).
     followed: Followed,
+}
+
+/// Marks the end of a watch's task, however it ends.
+struct Ends {
+    ended: Arc<AtomicBool>,
+    state: Arc<WatchState>,
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Release);
+        self.state.ended.notify_waiters();
+    }
 }
 
 /// What a watch task remembers between answers.
@@ -246,6 +264,7 @@ impl WatchBuilder {
             wait,
             selection: watch::Sender::new(Vec::new()),
             sync: watch::Sender::new(SyncState::Pending),
+            ended: Notify::new(),
         };
         Watch::from_state(state, Some(self.client))
     }
@@ -302,6 +321,7 @@ impl Watch {
             wait: Duration::ZERO,
             selection: watch::Sender::new(listings),
             sync: watch::Sender::new(SyncState::Synced),
+            ended: Notify::new(),
             token: CancellationToken::new(),
         };
         Watch::from_state(state, None)
@@ -327,29 +347,34 @@ impl Watch {
             None if start => {
                 tracing::info!(service = state.service.as_str(), "watch started");
             }
-            Some(now) if now.task.is_finished() && !state.token.is_cancelled() => {
+            Some(now) if now.ended.load(Ordering::Acquire) && !state.token.is_cancelled() => {
                 tracing::warn!(
                     service = state.service.as_str(),
                     "the runtime that ran this watch has ended; it runs on this one now"
                 );
+                inner.revive();
             }
             _ => return,
         }
         let feed = Feed::of(inner, &state.service, state.wait);
         let followed = feed.followed.clone();
-        let task = inner.tasks.spawn(watch_loop(feed, state.clone()));
-        *running = Some(Running {
-            task: task.abort_handle(),
-            followed,
-        });
+        let ended = Arc::new(AtomicBool::new(false));
+        let ends = Ends {
+            ended: ended.clone(),
+            state: state.clone(),
+        };
+        inner.tasks.spawn(watch_loop(feed, state.clone(), ends));
+        *running = Some(Running { ended, followed });
     }
 
     /// Starts following the service, and returns after the first answer (even an
     /// empty one). Fails with [`ClientError::NoCoordinator`] when every coordinator
     /// was tried and none answered; the watch keeps looking in the background all
     /// the same; with [`ClientError::Config`] when the client's `host` is not an
-    /// address (see [`ClientConfig::check`](crate::ClientConfig::check)). A static
-    /// watch, or one on a client with `skip`, returns at once.
+    /// address (see [`ClientConfig::check`](crate::ClientConfig::check)), and with
+    /// [`ClientError::Invalid`] for a service name no listing could have (empty,
+    /// too long, `.`). A static watch, or one on a client with `skip`, returns at
+    /// once.
     pub async fn start(&self) -> Result<(), ClientError> {
         let state = &self.state;
         if state.token.is_cancelled() {
@@ -362,11 +387,17 @@ impl Watch {
         if inner.is_closed() {
             return Err(ClientError::Closed);
         }
+        // A name no listing could have: an error, not a watch that stays empty.
+        crate::listing::check_name(
+            "service",
+            &state.service,
+            crate::listing::Limits::default().max_service_len,
+        )?;
         if inner.config.skip {
             state.sync.send_replace(SyncState::Synced);
             return Ok(());
         }
-        inner.config.check()?;
+        inner.checked()?;
         self.run(inner, true);
         let mut sync = state.sync.subscribe();
         loop {
@@ -394,7 +425,18 @@ impl Watch {
 
     /// The current selection. No I/O; empty until the first answer.
     pub fn get(&self) -> Vec<Listing> {
+        self.revive();
         self.state.selection.borrow().clone()
+    }
+
+    /// Starts the watch's task again, on the runtime this runs in, if it ended
+    /// with the runtime that ran it (see [`Watch::run`]).
+    fn revive(&self) {
+        if let Some(client) = &self.client {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.run(client.inner(), false);
+            }
+        }
     }
 
     /// A receiver of the selection, notified at each change.
@@ -407,19 +449,25 @@ impl Watch {
     /// while the caller was busy is returned at once, not lost. Fails with
     /// [`ClientError::Closed`] when the watch or its client is closed meanwhile.
     pub async fn changed(&self) -> Result<Vec<Listing>, ClientError> {
-        if let Some(client) = &self.client {
-            self.run(client.inner(), false);
-        }
-        // A copy remembers what the shared receiver has seen; it goes back once
-        // it has seen the change.
-        let mut selection = self.seen().clone();
-        tokio::select! {
-            _ = self.state.token.cancelled() => Err(ClientError::Closed),
-            changed = selection.changed() => {
-                changed.map_err(|_| ClientError::Closed)?;
-                let current = selection.borrow_and_update().clone();
-                *self.seen() = selection;
-                Ok(current)
+        loop {
+            // Told if the task ends meanwhile (its runtime ended): it then starts
+            // again here, and the wait goes on.
+            let ended = self.state.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            self.revive();
+            // A copy remembers what the shared receiver has seen; it goes back
+            // once it has seen the change.
+            let mut selection = self.seen().clone();
+            tokio::select! {
+                _ = self.state.token.cancelled() => return Err(ClientError::Closed),
+                () = &mut ended => {}
+                changed = selection.changed() => {
+                    changed.map_err(|_| ClientError::Closed)?;
+                    let current = selection.borrow_and_update().clone();
+                    *self.seen() = selection;
+                    return Ok(current);
+                }
             }
         }
     }
@@ -471,7 +519,7 @@ impl Drop for Watch {
 /// at once, unless the feed is failing now: then it waits for the next answer, or
 /// for the next round of failures (which `start` reports). Failures from before
 /// it joined are not its own.
-async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
+async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>, _ends: Ends) {
     let mut heard = feed.subscribe();
     let mut view = View::default();
     let (mut taken, mut failures) = {

@@ -111,41 +111,95 @@ enum Round {
 
 /// Sends every listing again each heartbeat interval, until shutdown; in between,
 /// retries the coordinators that failed, and republishes everywhere when asked.
-/// Wakes early when the interval changes (a coordinator announced a shorter one).
+/// When the interval changes (a coordinator announced a shorter one), the next
+/// heartbeat is one new interval after the last (see [`Schedule`]).
 pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
-    let mut next_round = Instant::now() + jittered(inner.heartbeat_interval());
-    let mut retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
-    let mut next_retry: Option<Instant> = None;
+    let mut schedule = Schedule::new(Instant::now(), inner.heartbeat_interval());
     loop {
-        let wake = next_retry.map_or(next_round, |at| at.min(next_round));
         let round = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = inner.interval_changed.notified() => {
-                next_round = Instant::now() + jittered(inner.heartbeat_interval());
-                retry = Backoff::new(RETRY_MIN, inner.heartbeat_interval());
+                schedule.interval_changed(Instant::now(), inner.heartbeat_interval());
                 continue;
             }
             _ = inner.retry_soon.notified() => {
-                // A new failure: retry it soon, without moving the backoff on
-                // (that moves once per retry round).
-                let soon = Instant::now() + RETRY_MIN;
-                next_retry = Some(next_retry.map_or(soon, |at| at.min(soon)));
+                schedule.retry_soon(Instant::now());
                 continue;
             }
             _ = inner.republish.notified() => Round::Republish,
-            _ = tokio::time::sleep_until(wake) => {
-                if Instant::now() >= next_round { Round::Heartbeat } else { Round::Retry }
-            }
+            _ = tokio::time::sleep_until(schedule.wake()) => schedule.due(Instant::now()),
         };
-        if round == Round::Heartbeat {
-            next_round = Instant::now() + jittered(inner.heartbeat_interval());
-        }
         start_round(&inner, round);
-        next_retry = if inner.failing().is_empty() {
-            retry.reset();
-            None
+        schedule.started(Instant::now(), round, !inner.failing().is_empty());
+    }
+}
+
+/// When the heartbeat task wakes, and for which round. Pure: the time is
+/// passed in.
+#[derive(Debug)]
+struct Schedule {
+    interval: Duration,
+    /// When the last heartbeat round started (or the task did).
+    last_round: Instant,
+    next_round: Instant,
+    retry: Backoff,
+    next_retry: Option<Instant>,
+}
+
+impl Schedule {
+    fn new(now: Instant, interval: Duration) -> Self {
+        Schedule {
+            interval,
+            last_round: now,
+            next_round: now + jittered(interval),
+            retry: Backoff::new(RETRY_MIN, interval),
+            next_retry: None,
+        }
+    }
+
+    /// When to wake next: the next heartbeat round, or a retry before it.
+    fn wake(&self) -> Instant {
+        self.next_retry
+            .map_or(self.next_round, |at| at.min(self.next_round))
+    }
+
+    /// The round due at `now`, once awake.
+    fn due(&self, now: Instant) -> Round {
+        if now >= self.next_round {
+            Round::Heartbeat
         } else {
-            Some(Instant::now() + retry.next_delay())
+            Round::Retry
+        }
+    }
+
+    /// The interval is now `interval`: the next heartbeat round is one of it
+    /// after the last (at once if that has passed), so changes, however many,
+    /// never hold heartbeats off.
+    fn interval_changed(&mut self, now: Instant, interval: Duration) {
+        self.interval = interval;
+        self.next_round = (self.last_round + jittered(interval)).max(now);
+        self.retry = Backoff::new(RETRY_MIN, interval);
+    }
+
+    /// A new failure: retried soon, without moving the backoff on (that moves
+    /// once per retry round).
+    fn retry_soon(&mut self, now: Instant) {
+        let soon = now + RETRY_MIN;
+        self.next_retry = Some(self.next_retry.map_or(soon, |at| at.min(soon)));
+    }
+
+    /// `round` started at `now`; `failing`: some coordinators are failing, to
+    /// retry on the backoff.
+    fn started(&mut self, now: Instant, round: Round, failing: bool) {
+        if round == Round::Heartbeat {
+            self.last_round = now;
+            self.next_round = now + jittered(self.interval);
+        }
+        self.next_retry = if failing {
+            Some(now + self.retry.next_delay())
+        } else {
+            self.retry.reset();
+            None
         };
     }
 }
@@ -460,4 +514,67 @@ fn report(
         inner.answered(host);
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn heartbeats_come_each_interval_and_retries_back_off_between() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, MINUTE);
+        assert!(s.wake() > t0 + MINUTE * 9 / 10 && s.wake() <= t0 + MINUTE);
+        // A failure: retried soon, then on a doubling backoff while it lasts.
+        s.retry_soon(t0);
+        assert_eq!(s.wake(), t0 + RETRY_MIN);
+        assert_eq!(s.due(s.wake()), Round::Retry);
+        let mut at = s.wake();
+        let mut gaps = Vec::new();
+        for _ in 0..5 {
+            s.started(at, Round::Retry, true);
+            gaps.push(s.wake() - at);
+            at = s.wake();
+        }
+        for (gap, max) in gaps.iter().zip([100, 200, 400, 800, 1_600]) {
+            let max = Duration::from_millis(max);
+            assert!(*gap >= max / 2 && *gap <= max, "{gap:?} within {max:?}");
+        }
+        // It answers: no retry, the backoff starts over.
+        s.started(at, Round::Retry, false);
+        assert!(s.wake() > t0 + MINUTE * 9 / 10);
+        assert_eq!(s.due(s.wake()), Round::Heartbeat);
+        let beat = s.wake();
+        s.started(beat, Round::Heartbeat, true);
+        assert!(
+            s.wake() - beat <= RETRY_MIN,
+            "from the start of the backoff"
+        );
+    }
+
+    #[test]
+    fn an_interval_change_never_holds_heartbeats_off() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, MINUTE);
+        // Shorter, after more than the new interval: a heartbeat at once.
+        s.interval_changed(t0 + Duration::from_secs(50), Duration::from_secs(30));
+        assert_eq!(s.wake(), t0 + Duration::from_secs(50));
+        assert_eq!(s.due(s.wake()), Round::Heartbeat);
+        let last = s.wake();
+        s.started(last, Round::Heartbeat, false);
+        // Changes every 10 s, back and forth: the next heartbeat stays within
+        // an interval of the last, rather than one after each change.
+        for k in 1..=20u32 {
+            let interval = Duration::from_secs(if k % 2 == 0 { 20 } else { 25 });
+            let now = last + Duration::from_secs(10) * k;
+            s.interval_changed(now, interval);
+            if s.wake() <= now {
+                break;
+            }
+            assert!(s.wake() <= last + interval, "{k}: within an interval");
+        }
+        assert!(s.wake() <= last + Duration::from_secs(25));
+    }
 }

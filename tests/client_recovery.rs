@@ -607,19 +607,20 @@ async fn a_coordinator_that_fails_every_write_is_retried_on_a_backoff() {
     client.close().await;
 }
 
-/// A coordinator that lists itself and records the listings posted to it, in the
-/// order it takes them. It takes the first only once `release` is cancelled, even
-/// if its caller stopped waiting meanwhile (a request already sent may land).
+/// A coordinator that lists itself and records the writes it takes, in order:
+/// `POST <version>` (the listing's `version` field) and `DELETE`. It takes the
+/// first write of method `held` only once `release` is cancelled, even if its
+/// caller stopped waiting meanwhile (a request already sent may land).
 struct HoldsFirst {
     host: String,
     release: tokio_util::sync::CancellationToken,
-    taken: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    taken: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Writes of method `held` that arrived.
     arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl HoldsFirst {
-    async fn start() -> HoldsFirst {
-        use std::sync::atomic::Ordering;
+    async fn start(held: &'static str) -> HoldsFirst {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let host = listener.local_addr().unwrap().to_string();
         let release = tokio_util::sync::CancellationToken::new();
@@ -627,6 +628,24 @@ impl HoldsFirst {
         let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let list = json!([{ "host": host }]);
         let (wait, record, count) = (release.clone(), taken.clone(), arrived.clone());
+        // Takes `write` (made by `method`), held if it is the first held one.
+        let take = move |method: &'static str, write: String| {
+            let (wait, record) = (wait.clone(), record.clone());
+            let first =
+                method == held && count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                // Taken in a task of its own: not undone by a caller that
+                // hangs up.
+                let take = tokio::spawn(async move {
+                    if first {
+                        wait.cancelled().await;
+                    }
+                    record.lock().unwrap().push(write);
+                });
+                let _ = take.await;
+            }
+        };
+        let deleting = take.clone();
         let app = axum::Router::new()
             .route(
                 "/v1/coordinator",
@@ -635,18 +654,19 @@ impl HoldsFirst {
             .route(
                 "/v1/listings",
                 axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                    let (wait, record) = (wait.clone(), record.clone());
-                    let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                    let taken = take("POST", format!("POST {}", body["version"]));
                     async move {
-                        // Taken in a task of its own: not undone by a caller
-                        // that hangs up.
-                        let take = tokio::spawn(async move {
-                            if first {
-                                wait.cancelled().await;
-                            }
-                            record.lock().unwrap().push(body);
-                        });
-                        let _ = take.await;
+                        taken.await;
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            )
+            .route(
+                "/v1/listings/{service}/{host}",
+                axum::routing::delete(move || {
+                    let taken = deleting("DELETE", "DELETE".to_owned());
+                    async move {
+                        taken.await;
                         axum::http::StatusCode::OK
                     }
                 }),
@@ -659,53 +679,82 @@ impl HoldsFirst {
             arrived,
         }
     }
+
+    /// Waits until the held write arrived.
+    async fn holds_one(&self) {
+        eventually("the held write arrived", || async {
+            (self.arrived.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
+    }
+
+    /// Gives `next` (a later write) a second to be taken (as it would be, were
+    /// the held one's call aborted), then releases the held one and waits for
+    /// `next` to end: the writes taken, in order.
+    async fn release_after(
+        &self,
+        next: tokio::task::JoinHandle<Result<(), hakken::ClientError>>,
+    ) -> Vec<String> {
+        let before = self.taken.lock().unwrap().len();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = eventually("the coordinator took another write", || async {
+                (self.taken.lock().unwrap().len() > before).then_some(())
+            }) => {}
+        }
+        self.release.cancel();
+        tokio::time::timeout(PATIENCE, next)
+            .await
+            .expect("the later write ends")
+            .unwrap()
+            .unwrap();
+        self.taken.lock().unwrap().clone()
+    }
+}
+
+/// A client of `fake` whose calls do not time out while the fake holds one.
+async fn patient_client(fake: &HoldsFirst) -> Client {
+    started(slow_client(&fake.host).request_timeout(Duration::from_secs(60))).await
+}
+
+fn publish_version(
+    client: &Client,
+    version: u32,
+) -> tokio::task::JoinHandle<Result<(), hakken::ClientError>> {
+    let client = client.clone();
+    let listing = Listing::new("pay", "p:1").unwrap().with("version", version);
+    tokio::spawn(async move { client.publish(listing).await })
 }
 
 #[tokio::test]
 async fn a_publication_given_up_on_is_not_overtaken_by_the_next() {
-    let fake = HoldsFirst::start().await;
-    // The first call is held for a while: it must not time out meanwhile.
-    let client = started(slow_client(&fake.host).request_timeout(Duration::from_secs(60))).await;
-    let publish = |version: u32| {
-        let client = client.clone();
-        let listing = Listing::new("pay", "p:1").unwrap().with("version", version);
-        tokio::spawn(async move { client.publish(listing).await })
-    };
+    let fake = HoldsFirst::start("POST").await;
+    let client = patient_client(&fake).await;
     // The first publication reaches the coordinator, which holds it; its caller
-    // gives up on it.
-    let first = publish(1);
-    eventually("the first publication arrived", || async {
-        (fake.arrived.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
-    })
-    .await;
+    // gives up on it. The second must wait for it to end.
+    let first = publish_version(&client, 1);
+    fake.holds_one().await;
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
-    // The second must wait for the first to end. Had the first's call been
-    // aborted, the second would be taken now, and the first after it.
-    let second = publish(2);
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        _ = eventually("the coordinator took a publication", || async {
-            (!fake.taken.lock().unwrap().is_empty()).then_some(())
-        }) => {}
-    }
-    fake.release.cancel();
-    tokio::time::timeout(PATIENCE, second)
-        .await
-        .expect("the second publication ends")
-        .unwrap()
-        .unwrap();
-    let versions: Vec<serde_json::Value> = fake
-        .taken
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|body| body["version"].clone())
-        .collect();
-    assert_eq!(
-        versions,
-        [json!(1), json!(2)],
-        "taken in the order published"
-    );
+    let taken = fake.release_after(publish_version(&client, 2)).await;
+    assert_eq!(taken, ["POST 1", "POST 2"], "taken in the order published");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_given_up_on_does_not_undo_the_next_publication() {
+    let fake = HoldsFirst::start("DELETE").await;
+    let client = patient_client(&fake).await;
+    publish_version(&client, 1).await.unwrap().unwrap();
+    let unpublishing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
+    };
+    fake.holds_one().await;
+    unpublishing.abort();
+    assert!(unpublishing.await.unwrap_err().is_cancelled());
+    // Published again: the withdrawal lands first, so the listing stays.
+    let taken = fake.release_after(publish_version(&client, 2)).await;
+    assert_eq!(taken, ["POST 1", "DELETE", "POST 2"]);
     client.close().await;
 }

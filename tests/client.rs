@@ -1122,3 +1122,32 @@ async fn a_watch_of_a_name_no_listing_could_have_is_refused() {
     client.close().await;
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_watch_whose_filter_panics_is_not_started_again_to_panic_again() {
+    let c = long_lived().await;
+    let client = started(&c.address()).await;
+    client.publish(listing("s", "a:1")).await.unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let watch = client
+        .watch("s")
+        .filter_fn(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            panic!("a filter that panics");
+        })
+        .build();
+    let _ = tokio::time::timeout(Duration::from_millis(100), watch.start()).await;
+    eventually("the filter ran", || async {
+        (calls.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let after_panic = calls.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        assert!(watch.get().is_empty());
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), after_panic);
+    client.close().await;
+    c.shutdown().await.unwrap();
+}

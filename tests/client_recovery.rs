@@ -504,10 +504,12 @@ async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
 
 #[tokio::test]
 async fn withdrawals_held_up_by_a_hung_coordinator_are_left_to_close() {
+    // `close`'s round is bounded by 1.5 timeouts, and names every coordinator
+    // when it runs out: the timeout leaves the open one 2 s to answer.
     let (open, hung, client) = beside_a_hung_one(|config| {
         config
             .heartbeat_interval(Duration::from_secs(60))
-            .request_timeout(Duration::from_secs(2))
+            .request_timeout(Duration::from_secs(4))
     })
     .await;
     let all = ["p:1", "p:2", "p:3", "p:4"];
@@ -757,4 +759,28 @@ async fn a_withdrawal_given_up_on_does_not_undo_the_next_publication() {
     let taken = fake.release_after(publish_version(&client, 2)).await;
     assert_eq!(taken, ["POST 1", "DELETE", "POST 2"]);
     client.close().await;
+}
+
+#[tokio::test]
+async fn a_withdrawal_given_up_on_is_made_when_the_client_is_dropped_unclosed() {
+    let fake = HoldsFirst::start("POST").await;
+    let client = patient_client(&fake).await;
+    // The publication is held; the withdrawal waits behind it. Both callers
+    // give up, and the client is dropped without `close`.
+    let publishing = publish_version(&client, 1);
+    fake.holds_one().await;
+    let unpublishing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
+    };
+    // On this single-threaded runtime, the withdrawal is under way after this.
+    tokio::task::yield_now().await;
+    publishing.abort();
+    unpublishing.abort();
+    drop(client);
+    fake.release.cancel();
+    eventually("the withdrawal is made", || async {
+        (*fake.taken.lock().unwrap() == ["POST 1", "DELETE"]).then_some(())
+    })
+    .await;
 }

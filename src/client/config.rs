@@ -201,9 +201,9 @@ impl ClientConfig {
     /// What is wrong with `host`, if anything: it is checked as a way into the
     /// cluster ([`check_discovery_host`](crate::address::check_discovery_host):
     /// `HOST[:PORT][/PATH]`, `http(s)://` in front for TLS), and not at all with
-    /// `skip`. [`Client::start`](super::Client::start), `publish` and a watch's
-    /// `start` fail with this before any call (`unpublish` and `close` have
-    /// nothing to withdraw: nothing was published).
+    /// `skip`. [`Client::start`](super::Client::start), `publish`, `unpublish`
+    /// and a watch's `start` fail with this before any call (`close` has nothing
+    /// to withdraw: nothing could be published).
     pub fn check(&self) -> Result<(), ClientError> {
         self.host_problem()
             .map_or(Ok(()), |why| Err(ClientError::Config(why)))

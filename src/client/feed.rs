@@ -59,8 +59,11 @@ impl Feed {
     pub fn of(inner: &Arc<Inner>, service: &str, wait: Duration) -> Arc<Feed> {
         let mut feeds = inner.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         let key = service.to_owned();
+        // One whose task has ended (with the runtime that ran it) is let go.
         if let Some(feed) = feeds.get(&key).and_then(Weak::upgrade) {
-            return feed;
+            if feed.heard.has_changed().is_ok() {
+                return feed;
+            }
         }
         feeds.retain(|_, feed| feed.strong_count() > 0);
         let (heard, receiver) = watch::channel(Heard::default());

@@ -98,8 +98,9 @@ pub(crate) struct Inner {
     bad_host: Option<String>,
     /// Listings an `unpublish` had yet to withdraw when `close` began, from a
     /// coordinator whose earlier writes held it up: `close` withdraws them in its
-    /// own bounded round.
-    pub withdraw_at_close: Mutex<Vec<Listing>>,
+    /// own bounded round. `None` once `close` has taken them: a withdrawal later
+    /// still is made by its `unpublish`.
+    pub withdraw_at_close: Mutex<Option<Vec<Listing>>>,
 }
 
 impl Inner {
@@ -488,11 +489,11 @@ impl Drop for Handle {
 ///
 /// Its tasks run on the tokio runtime it was started in. A client kept past that
 /// runtime (in a `static` shared by several `#[tokio::test]`s, say) has no tasks
-/// until its next [`start`](Client::start) or [`publish`](Client::publish), which
-/// starts them again on the runtime that call runs in and sends every listing
-/// everywhere; meanwhile nothing heartbeats. A watch's task starts again at its
-/// next `start`, `changed` (one waiting already carries on) or `get` made
-/// within a runtime (a receiver from `subscribe` does not start it).
+/// until its next [`start`](Client::start) or [`publish`](Client::publish), or a
+/// watch's, which starts them again on the runtime that call runs in and sends
+/// every listing everywhere; meanwhile nothing heartbeats. A watch's task starts
+/// again at its next `start`, `changed` (one waiting already carries on) or
+/// `get` made within a runtime (a receiver from `subscribe` does not start it).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), hakken::client::ClientError> {
@@ -561,7 +562,7 @@ impl Client {
             background: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             bad_host,
-            withdraw_at_close: Mutex::new(Vec::new()),
+            withdraw_at_close: Mutex::new(Some(Vec::new())),
             remote,
             config,
         };
@@ -675,9 +676,12 @@ impl Client {
     /// Stops publishing a listing (matched by `service` and `host`) and withdraws
     /// it from every known coordinator (`DELETE`; one that does not hold it is
     /// fine). Coordinators that fail are logged: the listing expires there.
-    /// Given up on (the future dropped), the withdrawal still runs to its end.
+    /// Given up on (the future dropped), the withdrawal still runs to its end
+    /// (what of it still waits behind earlier writes when `close` begins, `close`
+    /// makes in its own round).
     pub async fn unpublish(&self, listing: &Listing) -> Result<(), ClientError> {
         let inner = self.inner();
+        inner.checked()?;
         let removed = {
             let mut listings = inner.listing_table();
             if inner.is_closed() {
@@ -811,12 +815,12 @@ impl Client {
             return Vec::new();
         }
         let mut listings = listings;
-        for later in std::mem::take(
-            &mut *inner
-                .withdraw_at_close
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
+        let handed_over = inner
+            .withdraw_at_close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        for later in handed_over.into_iter().flatten() {
             if !listings.iter().any(|l| l.key() == later.key()) {
                 listings.push(later);
             }

@@ -130,7 +130,8 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
             _ = tokio::time::sleep_until(schedule.wake()) => schedule.due(Instant::now()),
         };
         start_round(&inner, round);
-        schedule.started(Instant::now(), round, !inner.failing().is_empty());
+        let failing = !inner.failing().is_empty();
+        schedule.started(Instant::now(), round, failing, inner.heartbeat_interval());
     }
 }
 
@@ -189,11 +190,14 @@ impl Schedule {
     }
 
     /// `round` started at `now`; `failing`: some coordinators are failing, to
-    /// retry on the backoff.
-    fn started(&mut self, now: Instant, round: Round, failing: bool) {
+    /// retry on the backoff; `interval`: the one in force now (it changes
+    /// unannounced too: when the coordinator that announced the shortest is
+    /// dropped).
+    fn started(&mut self, now: Instant, round: Round, failing: bool, interval: Duration) {
         if round == Round::Heartbeat {
+            self.interval = interval;
             self.last_round = now;
-            self.next_round = now + jittered(self.interval);
+            self.next_round = now + jittered(interval);
         }
         self.next_retry = if failing {
             Some(now + self.retry.next_delay())
@@ -344,7 +348,8 @@ where
 /// a task of its own, and waits for it. A caller that stops waiting (drops the
 /// future: a `select!`, a timeout) leaves the write to run to its end, in its
 /// lanes: a call it already sent may still land, and a later write to the same
-/// coordinator must not overtake it.
+/// coordinator must not overtake it. (It runs on this runtime: one that ends
+/// ends it too.)
 pub(crate) async fn to_the_end<R: Send + 'static>(
     inner: &Arc<Inner>,
     write: impl Future<Output = R> + Send + 'static,
@@ -407,8 +412,9 @@ async fn post(inner: &Arc<Inner>, host: &str, which: &Which, heartbeat: bool, st
 /// host (`DELETE`), each in its lane. A host that does not hold a listing, or (the
 /// original coordinator) has no such route, is fine. Returns the hosts that could
 /// not be reached, with why. With `before_close`, a host whose lane comes free
-/// only once `close` has begun is left to `close`, which withdraws the listings
-/// in its own round, bounded as a whole.
+/// only once `close` has begun, and before it withdraws, is left to `close`,
+/// which withdraws the listings in its own round, bounded as a whole (see
+/// [`Inner::withdraw_at_close`]).
 pub(crate) async fn withdraw(
     inner: &Arc<Inner>,
     listings: Vec<Listing>,
@@ -420,17 +426,20 @@ pub(crate) async fn withdraw(
     let per_host = in_lanes(inner, hosts, |inner, host, ()| {
         let listings = listings.clone();
         async move {
-            if before_close && inner.shutdown.is_cancelled() {
+            if before_close && inner.is_closed() {
                 let mut later = inner
                     .withdraw_at_close
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                for listing in listings.iter() {
-                    if !later.iter().any(|l| l.key() == listing.key()) {
-                        later.push(listing.clone());
+                // `None`: `close` has taken what it withdraws; this goes on.
+                if let Some(later) = later.as_mut() {
+                    for listing in listings.iter() {
+                        if !later.iter().any(|l| l.key() == listing.key()) {
+                            later.push(listing.clone());
+                        }
                     }
+                    return BTreeMap::new();
                 }
-                return BTreeMap::new();
             }
             let published = inner.listings();
             let gone: Vec<Listing> = listings
@@ -526,7 +535,7 @@ mod tests {
     fn heartbeats_come_each_interval_and_retries_back_off_between() {
         let t0 = Instant::now();
         let mut s = Schedule::new(t0, MINUTE);
-        assert!(s.wake() > t0 + MINUTE * 9 / 10 && s.wake() <= t0 + MINUTE);
+        assert!(s.wake() >= t0 + MINUTE * 9 / 10 && s.wake() <= t0 + MINUTE);
         // A failure: retried soon, then on a doubling backoff while it lasts.
         s.retry_soon(t0);
         assert_eq!(s.wake(), t0 + RETRY_MIN);
@@ -534,7 +543,7 @@ mod tests {
         let mut at = s.wake();
         let mut gaps = Vec::new();
         for _ in 0..5 {
-            s.started(at, Round::Retry, true);
+            s.started(at, Round::Retry, true, MINUTE);
             gaps.push(s.wake() - at);
             at = s.wake();
         }
@@ -543,15 +552,20 @@ mod tests {
             assert!(*gap >= max / 2 && *gap <= max, "{gap:?} within {max:?}");
         }
         // It answers: no retry, the backoff starts over.
-        s.started(at, Round::Retry, false);
-        assert!(s.wake() > t0 + MINUTE * 9 / 10);
+        s.started(at, Round::Retry, false, MINUTE);
+        assert!(s.wake() >= t0 + MINUTE * 9 / 10);
         assert_eq!(s.due(s.wake()), Round::Heartbeat);
         let beat = s.wake();
-        s.started(beat, Round::Heartbeat, true);
+        s.started(beat, Round::Heartbeat, true, MINUTE);
         assert!(
             s.wake() - beat <= RETRY_MIN,
             "from the start of the backoff"
         );
+        // The interval in force at each heartbeat sets the next, announced or
+        // not (the coordinator that announced the shortest was dropped).
+        s.started(beat, Round::Retry, false, MINUTE);
+        s.started(beat, Round::Heartbeat, false, MINUTE * 3);
+        assert!(s.wake() - beat > MINUTE * 2, "the longer interval");
     }
 
     #[test]
@@ -563,18 +577,25 @@ mod tests {
         assert_eq!(s.wake(), t0 + Duration::from_secs(50));
         assert_eq!(s.due(s.wake()), Round::Heartbeat);
         let last = s.wake();
-        s.started(last, Round::Heartbeat, false);
-        // Changes every 10 s, back and forth: the next heartbeat stays within
-        // an interval of the last, rather than one after each change.
+        s.started(last, Round::Heartbeat, false, Duration::from_secs(30));
+        // Changes every 5 s, back and forth: the next heartbeat stays within an
+        // interval of the last (once then, at once), rather than one interval
+        // after each change.
+        let mut changes = 0;
         for k in 1..=20u32 {
             let interval = Duration::from_secs(if k % 2 == 0 { 20 } else { 25 });
-            let now = last + Duration::from_secs(10) * k;
+            let now = last + Duration::from_secs(5) * k;
             s.interval_changed(now, interval);
+            changes += 1;
             if s.wake() <= now {
                 break;
             }
             assert!(s.wake() <= last + interval, "{k}: within an interval");
         }
+        assert!(
+            changes >= 4,
+            "several changes before the heartbeat: {changes}"
+        );
         assert!(s.wake() <= last + Duration::from_secs(25));
     }
 }

@@ -60,6 +60,9 @@ struct WatchState {
     token: CancellationToken,
     /// Notified when the watch's task ends, closed or not.
     ended: Notify,
+    /// Set when the watch's task ends, cleared when it starts again: `get`
+    /// looks no further while it is clear.
+    may_have_ended: AtomicBool,
 }
 
 /// A watch's task, once started.
@@ -67,6 +70,9 @@ struct Running {
     /// Set when the task ends (its future is dropped: it returned, or the
     /// runtime that ran it ended).
     ended: Arc<AtomicBool>,
+    /// Set when it ended in a panic (a filter or selector that panics): it is
+    /// not started again, to panic again.
+    panicked: Arc<AtomicBool>,
     /// The coordinator followed now (the feed's follower writes it).
     followed: Followed,
 }
@@ -74,12 +80,17 @@ struct Running {
 /// Marks the end of a watch's task, however it ends.
 struct Ends {
     ended: Arc<AtomicBool>,
+    panicked: Arc<AtomicBool>,
     state: Arc<WatchState>,
 }
 
 impl Drop for Ends {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.panicked.store(true, Ordering::Release);
+        }
         self.ended.store(true, Ordering::Release);
+        self.state.may_have_ended.store(true, Ordering::Release);
         self.state.ended.notify_waiters();
     }
 }
@@ -265,6 +276,7 @@ impl WatchBuilder {
             selection: watch::Sender::new(Vec::new()),
             sync: watch::Sender::new(SyncState::Pending),
             ended: Notify::new(),
+            may_have_ended: AtomicBool::new(false),
         };
         Watch::from_state(state, Some(self.client))
     }
@@ -322,6 +334,7 @@ impl Watch {
             selection: watch::Sender::new(listings),
             sync: watch::Sender::new(SyncState::Synced),
             ended: Notify::new(),
+            may_have_ended: AtomicBool::new(false),
             token: CancellationToken::new(),
         };
         Watch::from_state(state, None)
@@ -347,7 +360,11 @@ impl Watch {
             None if start => {
                 tracing::info!(service = state.service.as_str(), "watch started");
             }
-            Some(now) if now.ended.load(Ordering::Acquire) && !state.token.is_cancelled() => {
+            Some(now)
+                if now.ended.load(Ordering::Acquire)
+                    && !now.panicked.load(Ordering::Acquire)
+                    && !state.token.is_cancelled() =>
+            {
                 tracing::warn!(
                     service = state.service.as_str(),
                     "the runtime that ran this watch has ended; it runs on this one now"
@@ -358,13 +375,19 @@ impl Watch {
         }
         let feed = Feed::of(inner, &state.service, state.wait);
         let followed = feed.followed.clone();
-        let ended = Arc::new(AtomicBool::new(false));
+        let (ended, panicked) = (Arc::default(), Arc::default());
         let ends = Ends {
-            ended: ended.clone(),
+            ended: Arc::clone(&ended),
+            panicked: Arc::clone(&panicked),
             state: state.clone(),
         };
+        state.may_have_ended.store(false, Ordering::Release);
         inner.tasks.spawn(watch_loop(feed, state.clone(), ends));
-        *running = Some(Running { ended, followed });
+        *running = Some(Running {
+            ended,
+            panicked,
+            followed,
+        });
     }
 
     /// Starts following the service, and returns after the first answer (even an
@@ -373,8 +396,9 @@ impl Watch {
     /// the same; with [`ClientError::Config`] when the client's `host` is not an
     /// address (see [`ClientConfig::check`](crate::ClientConfig::check)), and with
     /// [`ClientError::Invalid`] for a service name no listing could have (empty,
-    /// too long, `.`). A static watch, or one on a client with `skip`, returns at
-    /// once.
+    /// longer than the default [`Limits`](crate::Limits) allow, `.` or `..`, with
+    /// control characters). A static watch, or one on a client with `skip`,
+    /// returns at once.
     pub async fn start(&self) -> Result<(), ClientError> {
         let state = &self.state;
         if state.token.is_cancelled() {
@@ -423,7 +447,9 @@ impl Watch {
         }
     }
 
-    /// The current selection. No I/O; empty until the first answer.
+    /// The current selection; empty until the first answer. No I/O, no wait
+    /// (it starts the watch's task again, within a runtime, if that ended with
+    /// the runtime that ran it).
     pub fn get(&self) -> Vec<Listing> {
         self.revive();
         self.state.selection.borrow().clone()
@@ -432,6 +458,9 @@ impl Watch {
     /// Starts the watch's task again, on the runtime this runs in, if it ended
     /// with the runtime that ran it (see [`Watch::run`]).
     fn revive(&self) {
+        if !self.state.may_have_ended.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(client) = &self.client {
             if tokio::runtime::Handle::try_current().is_ok() {
                 self.run(client.inner(), false);

@@ -1151,3 +1151,50 @@ async fn a_watch_whose_filter_panics_is_not_started_again_to_panic_again() {
     client.close().await;
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_publication_every_coordinator_refuses_fails_and_is_not_published() {
+    // A token this client does not have.
+    let mut cfg = coordinator_config(None);
+    cfg.token = Some("secret".into());
+    let guarded = Coordinator::bind("127.0.0.1:0", cfg).await.unwrap();
+    let client = started(&guarded.address()).await;
+    match client.publish(listing("s", "a:1")).await {
+        Err(ClientError::Remote(error)) => assert!(error.is_refusal(), "{error}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Not published: nothing to withdraw, so nothing fails to be withdrawn.
+    assert!(client.close_reporting().await.is_empty());
+    guarded.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_version_every_coordinator_refuses_leaves_the_old_one_published() {
+    // At most three fields (`service` and `host` included).
+    let mut cfg = coordinator_config(None);
+    cfg.missed_heartbeats_allowed = 1_000_000;
+    cfg.listing_limits.max_fields = 3;
+    let c = Coordinator::bind("127.0.0.1:0", cfg).await.unwrap();
+    let client = Client::new(client_config(&c.address()).heartbeat_interval(H));
+    client.start().await.unwrap();
+    let old = listing("s", "a:1").with("v", 1);
+    client.publish(old.clone()).await.unwrap();
+    let new = old.clone().with("w", 2).with("x", 3);
+    assert!(matches!(
+        client.publish(new).await,
+        Err(ClientError::Remote(_))
+    ));
+    // The heartbeats carry the old one, which the coordinator takes.
+    let before = heartbeats(&c.address()).await;
+    eventually("heartbeats of the old version are taken", || async {
+        (heartbeats(&c.address()).await >= before + 3.0).then_some(())
+    })
+    .await;
+    let held = Remote::new(Duration::from_secs(2))
+        .listings(&c.address(), "s", None)
+        .await
+        .unwrap();
+    assert_eq!(held.value, [old]);
+    client.close().await;
+    c.shutdown().await.unwrap();
+}

@@ -113,14 +113,6 @@ impl RemoteError {
         }
     }
 
-    /// Whether the coordinator answered no to the call itself, and would again: a
-    /// `4xx` (a token missing or refused, a request it will not take, no such
-    /// route), not a timeout (`408`) or a rate limit (`429`).
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, RemoteError::Status { status, .. }
-            if (400..500).contains(status) && *status != 408 && *status != 429)
-    }
-
     /// Whether no connection could be made at all (refused, a name that does not
     /// resolve, no answer to the connection attempt), rather than one that
     /// failed or timed out once made.

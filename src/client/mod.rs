@@ -634,11 +634,8 @@ impl Client {
     /// /v1/listings`, which replaces a listing with the same `service` and `host`),
     /// and again at every heartbeat to every coordinator known then. Coordinators
     /// that fail are logged and retried at the next heartbeat; the call fails only
-    /// for a listing that is not valid, a `host` that is not an address, a closed
-    /// client, or when no coordinator took it and one refused it
-    /// ([`ClientError::Remote`]: a token missing or refused, a listing it will
-    /// not take): the listing is then not published (one published before under
-    /// the same `service` and `host` stays). The call
+    /// for a listing no coordinator would accept, a `host` that is not an address
+    /// or a closed client. The call
     /// returns once every coordinator answered or failed: one that does not answer
     /// holds it up (each call to it waits up to the request timeout, after those
     /// to it already under way), but not the others, nor the heartbeats. Given
@@ -649,7 +646,7 @@ impl Client {
         let listing = Listing::from_map(listing.into_map(), &Limits::default())?;
         let inner = self.inner();
         inner.checked()?;
-        let previous = {
+        {
             // Checked under the table's lock, as `close` sets it: a listing is
             // either withdrawn by `close` or refused.
             let mut listings = inner.listing_table();
@@ -657,40 +654,22 @@ impl Client {
                 return Err(ClientError::Closed);
             }
             match listings.iter_mut().find(|l| l.key() == listing.key()) {
-                Some(slot) => Some(std::mem::replace(slot, listing.clone())),
-                None => {
-                    listings.push(listing.clone());
-                    None
-                }
+                Some(slot) => *slot = listing.clone(),
+                None => listings.push(listing.clone()),
             }
-        };
+        }
         if inner.config.skip {
             return Ok(());
         }
         // Publishing before `start` starts the client in the background (as
         // `start_background` does), so heartbeats follow.
         inner.spawn_background(true);
-        let which = Which::These(Arc::new(vec![listing.clone()]));
-        let hosts = inner.targets();
+        let which = Which::These(Arc::new(vec![listing]));
         let write = {
-            let (inner, hosts) = (inner.clone(), hosts.clone());
-            async move { publishing::send(&inner, which, hosts, false, false).await }
+            let inner = inner.clone();
+            async move { publishing::send(&inner, which, inner.targets(), false, false).await }
         };
-        let failures = publishing::to_the_end(inner, write).await?;
-        if let Some(refusal) = publishing::refused_by_all(&hosts, &failures) {
-            // Not published: what was before stays (what the coordinators hold),
-            // unless it was published again meanwhile.
-            let mut listings = inner.listing_table();
-            if let Some(at) = listings.iter().position(|l| *l == listing) {
-                match previous {
-                    Some(previous) => listings[at] = previous,
-                    None => {
-                        listings.remove(at);
-                    }
-                }
-            }
-            return Err(ClientError::Remote(refusal));
-        }
+        publishing::to_the_end(inner, write).await?;
         Ok(())
     }
 

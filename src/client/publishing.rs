@@ -371,39 +371,18 @@ pub(crate) async fn send(
     hosts: Vec<String>,
     heartbeat: bool,
     strike: bool,
-) -> BTreeMap<String, RemoteError> {
+) {
     let hosts = hosts.into_iter().map(|host| (host, ())).collect();
-    let per_host = in_lanes(inner, hosts, |inner, host, ()| {
+    in_lanes(inner, hosts, |inner, host, ()| {
         let which = which.clone();
         async move { post(&inner, &host, &which, heartbeat, strike).await }
     })
     .await;
-    per_host.into_iter().flatten().collect()
 }
 
-/// The refusal to give for a publication to `hosts` that failed as `failures`
-/// say: one when none of them took it, and one at least refused it (a token
-/// missing or refused, a listing it will not take, no such route). Failures to
-/// connect or answer are retried instead.
-pub(crate) fn refused_by_all(
-    hosts: &[String],
-    failures: &BTreeMap<String, RemoteError>,
-) -> Option<RemoteError> {
-    if hosts.is_empty() || hosts.iter().any(|host| !failures.contains_key(host)) {
-        return None;
-    }
-    failures.values().find(|error| error.is_refusal()).cloned()
-}
-
-/// Sends `host` the listings `which` names, as published now; returns how it
-/// failed, if it did. The caller holds its lane.
-async fn post(
-    inner: &Arc<Inner>,
-    host: &str,
-    which: &Which,
-    heartbeat: bool,
-    strike: bool,
-) -> BTreeMap<String, RemoteError> {
+/// Sends `host` the listings `which` names, as published now. The caller holds
+/// its lane.
+async fn post(inner: &Arc<Inner>, host: &str, which: &Which, heartbeat: bool, strike: bool) {
     let listings = which.published(inner);
     let results = fan_out(Some(&inner.tasks), listings, |listing| {
         let (remote, host) = (inner.remote.clone(), host.to_owned());
@@ -426,7 +405,7 @@ async fn post(
         })
         .collect();
     let verb = if heartbeat { "heartbeat" } else { "publish" };
-    report(inner, verb, results, strike)
+    report(inner, verb, results, strike);
 }
 
 /// Withdraws each of `listings` that is not published again by then from each

@@ -1137,17 +1137,81 @@ async fn a_watch_whose_filter_panics_is_not_started_again_to_panic_again() {
             panic!("a filter that panics");
         })
         .build();
-    let _ = tokio::time::timeout(Duration::from_millis(100), watch.start()).await;
-    eventually("the filter ran", || async {
-        (calls.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
-    })
-    .await;
+    // Its callers are told, and it is not started again.
+    assert!(matches!(
+        watch.start().await,
+        Err(ClientError::WatchPanicked)
+    ));
     let after_panic = calls.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..10 {
         assert!(watch.get().is_empty());
         tokio::task::yield_now().await;
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), after_panic);
+    assert!(matches!(
+        watch.changed().await,
+        Err(ClientError::WatchPanicked)
+    ));
+    assert!(matches!(
+        watch.start().await,
+        Err(ClientError::WatchPanicked)
+    ));
+    // Another watch of the service is unaffected.
+    let other = client.watch("s").build();
+    other.start().await.unwrap();
+    assert_eq!(hosts_of(&other.get()), ["a:1"]);
     client.close().await;
+    c.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_watch_whose_runtime_ends_in_a_failing_test_carries_on_in_the_next() {
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let c = serving.block_on(long_lived());
+    let addr = c.address();
+    let client = Client::new(client_config(&addr));
+    let watch = client.watch("s").build();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // Like a `#[tokio::test]` that fails: its runtime, and the watch's task
+    // with it, is dropped while the thread unwinds.
+    let failing = runtime();
+    failing.block_on(async {
+        client.publish(listing("s", "a:1")).await.unwrap();
+        watch.start().await.unwrap();
+    });
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _dropped_while_unwinding = failing;
+        panic!("a test that fails");
+    }));
+    assert!(failed.is_err());
+    runtime().block_on(async {
+        client.publish(listing("s", "b:2")).await.unwrap();
+        eventually("the watch follows again", || async {
+            (hosts_of(&watch.get()) == ["a:1", "b:2"]).then_some(())
+        })
+        .await;
+        client.close().await;
+    });
+    serving.block_on(c.shutdown()).unwrap();
+}
+
+#[tokio::test]
+async fn changed_after_close_says_closed_even_with_a_change_unread() {
+    let c = long_lived().await;
+    let client = started(&c.address()).await;
+    let watch = client.watch("s").build();
+    watch.start().await.unwrap();
+    client.publish(listing("s", "a:1")).await.unwrap();
+    eventually("the change is there, unread", || async {
+        (hosts_of(&watch.get()) == ["a:1"]).then_some(())
+    })
+    .await;
+    client.close().await;
+    assert!(matches!(watch.changed().await, Err(ClientError::Closed)));
     c.shutdown().await.unwrap();
 }

@@ -26,6 +26,10 @@ pub enum ClientError {
     /// The client or the watch was closed.
     #[error("closed")]
     Closed,
+    /// The watch's filter or selector panicked: the watch has stopped (its
+    /// selection stays readable, and never changes again).
+    #[error("the watch's filter or selector panicked; the watch has stopped")]
+    WatchPanicked,
     /// A configuration value is missing or malformed.
     #[error("configuration: {0}")]
     Config(String),

@@ -195,6 +195,9 @@ impl Schedule {
     /// dropped).
     fn started(&mut self, now: Instant, round: Round, failing: bool, interval: Duration) {
         if round == Round::Heartbeat {
+            if interval != self.interval {
+                self.retry = Backoff::new(RETRY_MIN, interval);
+            }
             self.interval = interval;
             self.last_round = now;
             self.next_round = now + jittered(interval);

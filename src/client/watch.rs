@@ -46,6 +46,8 @@ enum SyncState {
     Synced,
     /// Every coordinator was tried and failed, before any answered.
     Failed { host: String, error: RemoteError },
+    /// The watch's filter or selector panicked: the watch has stopped.
+    Panicked,
 }
 
 /// What a watch and its task share.
@@ -77,18 +79,15 @@ struct Running {
     followed: Followed,
 }
 
-/// Marks the end of a watch's task, however it ends.
+/// Marks the end of a watch's task, however it ends (it returned, it panicked,
+/// or the runtime that ran it ended).
 struct Ends {
     ended: Arc<AtomicBool>,
-    panicked: Arc<AtomicBool>,
     state: Arc<WatchState>,
 }
 
 impl Drop for Ends {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.panicked.store(true, Ordering::Release);
-        }
         self.ended.store(true, Ordering::Release);
         self.state.may_have_ended.store(true, Ordering::Release);
         self.state.ended.notify_waiters();
@@ -233,7 +232,10 @@ impl WatchBuilder {
         self
     }
 
-    /// Keeps only listings for which `accepts` is true. Filters add up.
+    /// Keeps only listings for which `accepts` is true. Filters add up. If it
+    /// panics, the watch stops, and its `start` and `changed` fail with
+    /// [`ClientError::WatchPanicked`] (so does a [`selector`](Self::selector)'s
+    /// panic); the other watches of the service go on.
     pub fn filter_fn(mut self, accepts: impl Fn(&Listing) -> bool + Send + Sync + 'static) -> Self {
         self.filters.push(Filter::Fn(Arc::new(accepts)));
         self
@@ -375,14 +377,29 @@ impl Watch {
         }
         let feed = Feed::of(inner, &state.service, state.wait);
         let followed = feed.followed.clone();
-        let (ended, panicked) = (Arc::default(), Arc::default());
+        let (ended, panicked) = (Arc::default(), Arc::<AtomicBool>::default());
         let ends = Ends {
             ended: Arc::clone(&ended),
-            panicked: Arc::clone(&panicked),
             state: state.clone(),
         };
         state.may_have_ended.store(false, Ordering::Release);
-        inner.tasks.spawn(watch_loop(feed, state.clone(), ends));
+        let task = inner.tasks.spawn(watch_loop(feed, state.clone()));
+        // Watches the task: a panic (in a filter or a selector) stops the watch
+        // for good, and its callers are told.
+        let (stopped, watched) = (Arc::clone(&panicked), state.clone());
+        inner.tasks.spawn(async move {
+            let _ends = ends;
+            if let Err(error) = task.await {
+                if error.is_panic() {
+                    tracing::error!(
+                        service = watched.service.as_str(),
+                        "a watch's filter or selector panicked; the watch has stopped"
+                    );
+                    stopped.store(true, Ordering::Release);
+                    watched.sync.send_replace(SyncState::Panicked);
+                }
+            }
+        });
         *running = Some(Running {
             ended,
             panicked,
@@ -395,7 +412,8 @@ impl Watch {
     /// was tried and none answered; the watch keeps looking in the background all
     /// the same; with [`ClientError::Config`] when the client's `host` is not an
     /// address (see [`ClientConfig::check`](crate::ClientConfig::check)), and with
-    /// [`ClientError::Invalid`] for a service name no listing could have (empty,
+    /// [`ClientError::WatchPanicked`] when its filter or selector panicked, and
+    /// with [`ClientError::Invalid`] for a service name no listing could have (empty,
     /// longer than the default [`Limits`](crate::Limits) allow, `.` or `..`, with
     /// control characters). A static watch, or one on a client with `skip`,
     /// returns at once.
@@ -434,6 +452,7 @@ impl Watch {
                         source: Some(error.clone()),
                     })
                 }
+                SyncState::Panicked => return Err(ClientError::WatchPanicked),
             };
             if synced {
                 // What `start` waited for is not a change `changed` should report.
@@ -453,6 +472,15 @@ impl Watch {
     pub fn get(&self) -> Vec<Listing> {
         self.revive();
         self.state.selection.borrow().clone()
+    }
+
+    /// Whether the watch's task panicked (see [`ClientError::WatchPanicked`]).
+    fn panicked(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|running| running.panicked.load(Ordering::Acquire))
     }
 
     /// Starts the watch's task again, on the runtime this runs in, if it ended
@@ -485,10 +513,14 @@ impl Watch {
             tokio::pin!(ended);
             ended.as_mut().enable();
             self.revive();
+            if self.panicked() {
+                return Err(ClientError::WatchPanicked);
+            }
             // A copy remembers what the shared receiver has seen; it goes back
             // once it has seen the change.
             let mut selection = self.seen().clone();
             tokio::select! {
+                biased;
                 _ = self.state.token.cancelled() => return Err(ClientError::Closed),
                 () = &mut ended => {}
                 changed = selection.changed() => {
@@ -548,7 +580,7 @@ impl Drop for Watch {
 /// at once, unless the feed is failing now: then it waits for the next answer, or
 /// for the next round of failures (which `start` reports). Failures from before
 /// it joined are not its own.
-async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>, _ends: Ends) {
+async fn watch_loop(feed: Arc<Feed>, state: Arc<WatchState>) {
     let mut heard = feed.subscribe();
     let mut view = View::default();
     let (mut taken, mut failures) = {

@@ -1160,6 +1160,10 @@ async fn a_watch_whose_filter_panics_is_not_started_again_to_panic_again() {
     let other = client.watch("s").build();
     other.start().await.unwrap();
     assert_eq!(hosts_of(&other.get()), ["a:1"]);
+    // Closed, it says so.
+    watch.close();
+    assert!(matches!(watch.changed().await, Err(ClientError::Closed)));
+    assert!(matches!(watch.start().await, Err(ClientError::Closed)));
     client.close().await;
     c.shutdown().await.unwrap();
 }

@@ -633,9 +633,9 @@ impl Client {
     /// Publishes a listing: sends it now to every known coordinator (`POST
     /// /v1/listings`, which replaces a listing with the same `service` and `host`),
     /// and again at every heartbeat to every coordinator known then. Coordinators
-    /// that fail are logged and retried at the next heartbeat; the call fails only
-    /// for a listing no coordinator would accept, a `host` that is not an address
-    /// or a closed client. The call
+    /// that fail or refuse are logged and retried at the next heartbeat; the call
+    /// fails only for a listing that is not valid ([`ClientError::Invalid`]), a
+    /// `host` that is not an address or a closed client. The call
     /// returns once every coordinator answered or failed: one that does not answer
     /// holds it up (each call to it waits up to the request timeout, after those
     /// to it already under way), but not the others, nor the heartbeats. Given

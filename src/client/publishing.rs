@@ -569,6 +569,16 @@ mod tests {
         s.started(beat, Round::Retry, false, MINUTE);
         s.started(beat, Round::Heartbeat, false, MINUTE * 3);
         assert!(s.wake() - beat > MINUTE * 2, "the longer interval");
+        // So does the retry backoff's cap: retries of a failing coordinator
+        // never wait longer than the interval in force.
+        let second = Duration::from_secs(1);
+        s.started(beat, Round::Heartbeat, true, second);
+        let mut at = beat;
+        for _ in 0..20 {
+            s.started(at, Round::Retry, true, second);
+            assert!(s.wake() - at <= second, "capped by the interval");
+            at = s.wake();
+        }
     }
 
     #[test]

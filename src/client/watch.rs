@@ -246,7 +246,8 @@ impl WatchBuilder {
         self.selector(Random(n))
     }
 
-    /// Hands out what `selector` picks (default: [`All`]).
+    /// Hands out what `selector` picks (default: [`All`]). If it panics, the
+    /// watch stops, as with [`filter_fn`](Self::filter_fn).
     pub fn selector(mut self, selector: impl Selector) -> Self {
         self.selector = Arc::new(selector);
         self
@@ -384,16 +385,25 @@ impl Watch {
         };
         state.may_have_ended.store(false, Ordering::Release);
         let task = inner.tasks.spawn(watch_loop(feed, state.clone()));
-        // Watches the task: a panic (in a filter or a selector) stops the watch
-        // for good, and its callers are told.
+        // Watches the task: a panic (in a filter or a selector, most likely) stops
+        // the watch for good, and its callers are told. (Should the runtime end
+        // before this sees the panic, the watch is started again once on the
+        // next, and panics there.)
         let (stopped, watched) = (Arc::clone(&panicked), state.clone());
         inner.tasks.spawn(async move {
             let _ends = ends;
             if let Err(error) = task.await {
                 if error.is_panic() {
+                    let payload = error.into_panic();
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(no message)");
                     tracing::error!(
                         service = watched.service.as_str(),
-                        "a watch's filter or selector panicked; the watch has stopped"
+                        panic = why,
+                        "a watch's task panicked (its filter or selector, most likely); the watch has stopped"
                     );
                     stopped.store(true, Ordering::Release);
                     watched.sync.send_replace(SyncState::Panicked);
@@ -496,7 +506,8 @@ impl Watch {
         }
     }
 
-    /// A receiver of the selection, notified at each change.
+    /// A receiver of the selection, notified at each change (not when the watch
+    /// stops because its filter or selector panicked: see [`Watch::changed`]).
     pub fn subscribe(&self) -> watch::Receiver<Vec<Listing>> {
         self.state.selection.subscribe()
     }
@@ -504,7 +515,8 @@ impl Watch {
     /// Waits for the next change of the selection and returns it: the first change
     /// since the previous call (or since the watch was built), so a change made
     /// while the caller was busy is returned at once, not lost. Fails with
-    /// [`ClientError::Closed`] when the watch or its client is closed meanwhile.
+    /// [`ClientError::Closed`] when the watch or its client is closed meanwhile,
+    /// with [`ClientError::WatchPanicked`] when its filter or selector panicked.
     pub async fn changed(&self) -> Result<Vec<Listing>, ClientError> {
         loop {
             // Told if the task ends meanwhile (its runtime ended): it then starts
@@ -513,6 +525,9 @@ impl Watch {
             tokio::pin!(ended);
             ended.as_mut().enable();
             self.revive();
+            if self.state.token.is_cancelled() {
+                return Err(ClientError::Closed);
+            }
             if self.panicked() {
                 return Err(ClientError::WatchPanicked);
             }

@@ -968,18 +968,10 @@ fn a_client_and_a_watch_kept_past_their_runtime_carry_on_in_the_next() {
     // The coordinator runs on a runtime of its own, for the whole test; the
     // client and its watch are kept, like a `static` shared by several
     // `#[tokio::test]`s, past the runtime they started in.
-    let serving = tokio::runtime::Runtime::new().unwrap();
-    let c = serving.block_on(long_lived());
+    let (serving, c, client) = served();
     let addr = c.address();
-    let client = Client::new(client_config(&addr));
     let watch = client.watch("s").build();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    runtime().block_on(async {
+    single_threaded().block_on(async {
         client.start().await.unwrap();
         client.publish(listing("s", "a:1")).await.unwrap();
         watch.start().await.unwrap();
@@ -987,7 +979,7 @@ fn a_client_and_a_watch_kept_past_their_runtime_carry_on_in_the_next() {
     });
     // That runtime is gone, and the client's tasks with it. In the next, a
     // publication starts its heartbeats again, and the watch follows again.
-    runtime().block_on(async {
+    single_threaded().block_on(async {
         let before = heartbeats(&addr).await;
         client.publish(listing("s", "b:2")).await.unwrap();
         eventually("heartbeats go on", || async {
@@ -1070,10 +1062,7 @@ async fn a_name_that_does_not_resolve_is_said_to_be_one() {
 
 #[test]
 fn a_watch_waiting_when_its_runtime_ends_carries_on_in_the_next() {
-    let serving = tokio::runtime::Runtime::new().unwrap();
-    let c = serving.block_on(long_lived());
-    let addr = c.address();
-    let client = Client::new(client_config(&addr));
+    let (serving, c, client) = served();
     let (waits, reads) = (client.watch("s").build(), client.watch("s").build());
     let first = tokio::runtime::Runtime::new().unwrap();
     first.block_on(async {
@@ -1082,11 +1071,7 @@ fn a_watch_waiting_when_its_runtime_ends_carries_on_in_the_next() {
         waits.start().await.unwrap();
         reads.start().await.unwrap();
     });
-    let next = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    next.block_on(async {
+    single_threaded().block_on(async {
         // A change is awaited here while the watches' tasks run on `first`.
         let pending = tokio::spawn(async move { waits.changed().await });
         tokio::task::yield_now().await;
@@ -1170,20 +1155,11 @@ async fn a_watch_whose_filter_panics_is_not_started_again_to_panic_again() {
 
 #[test]
 fn a_watch_whose_runtime_ends_in_a_failing_test_carries_on_in_the_next() {
-    let serving = tokio::runtime::Runtime::new().unwrap();
-    let c = serving.block_on(long_lived());
-    let addr = c.address();
-    let client = Client::new(client_config(&addr));
+    let (serving, c, client) = served();
     let watch = client.watch("s").build();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     // Like a `#[tokio::test]` that fails: its runtime, and the watch's task
     // with it, is dropped while the thread unwinds.
-    let failing = runtime();
+    let failing = single_threaded();
     failing.block_on(async {
         client.publish(listing("s", "a:1")).await.unwrap();
         watch.start().await.unwrap();
@@ -1193,7 +1169,7 @@ fn a_watch_whose_runtime_ends_in_a_failing_test_carries_on_in_the_next() {
         panic!("a test that fails");
     }));
     assert!(failed.is_err());
-    runtime().block_on(async {
+    single_threaded().block_on(async {
         client.publish(listing("s", "b:2")).await.unwrap();
         eventually("the watch follows again", || async {
             (hosts_of(&watch.get()) == ["a:1", "b:2"]).then_some(())
@@ -1218,4 +1194,22 @@ async fn changed_after_close_says_closed_even_with_a_change_unread() {
     client.close().await;
     assert!(matches!(watch.changed().await, Err(ClientError::Closed)));
     c.shutdown().await.unwrap();
+}
+
+/// A runtime on this thread alone, as `#[tokio::test]` makes one.
+fn single_threaded() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A coordinator whose listings never expire, on a runtime of its own for the
+/// whole test (the test's client moves from runtime to runtime, like a `static`
+/// shared by several `#[tokio::test]`s), and a client of it, not started.
+fn served() -> (tokio::runtime::Runtime, Coordinator, Client) {
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let c = serving.block_on(long_lived());
+    let client = Client::new(client_config(&c.address()));
+    (serving, c, client)
 }

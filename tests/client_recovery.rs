@@ -447,10 +447,7 @@ async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
         (common::held(&open.address(), "pay").await? == ["p:1", "p:2"]).then_some(())
     })
     .await;
-    let unpublishing = {
-        let client = client.clone();
-        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
-    };
+    let unpublishing = unpublish_p1(&client);
     eventually("the open one no longer holds the first listing", || async {
         (common::held(&open.address(), "pay").await? == ["p:2"]).then_some(())
     })
@@ -728,6 +725,12 @@ fn publish_version(
     tokio::spawn(async move { client.publish(listing).await })
 }
 
+/// Withdraws `pay` at `p:1`, in a task of its own.
+fn unpublish_p1(client: &Client) -> tokio::task::JoinHandle<Result<(), hakken::ClientError>> {
+    let client = client.clone();
+    tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
+}
+
 #[tokio::test]
 async fn a_publication_given_up_on_is_not_overtaken_by_the_next() {
     let fake = HoldsFirst::start("POST").await;
@@ -748,10 +751,7 @@ async fn a_withdrawal_given_up_on_does_not_undo_the_next_publication() {
     let fake = HoldsFirst::start("DELETE").await;
     let client = patient_client(&fake).await;
     publish_version(&client, 1).await.unwrap().unwrap();
-    let unpublishing = {
-        let client = client.clone();
-        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
-    };
+    let unpublishing = unpublish_p1(&client);
     fake.holds_one().await;
     unpublishing.abort();
     assert!(unpublishing.await.unwrap_err().is_cancelled());
@@ -769,10 +769,7 @@ async fn a_withdrawal_given_up_on_is_made_when_the_client_is_dropped_unclosed() 
     // give up, and the client is dropped without `close`.
     let publishing = publish_version(&client, 1);
     fake.holds_one().await;
-    let unpublishing = {
-        let client = client.clone();
-        tokio::spawn(async move { client.unpublish(&Listing::new("pay", "p:1").unwrap()).await })
-    };
+    let unpublishing = unpublish_p1(&client);
     // On this single-threaded runtime, the withdrawal is under way after this.
     tokio::task::yield_now().await;
     publishing.abort();

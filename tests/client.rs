@@ -423,7 +423,12 @@ async fn skip_mode_touches_no_network() {
 #[tokio::test]
 async fn start_fails_when_no_coordinator_answers() {
     let client = Client::new(client_config("127.0.0.1:1"));
-    match client.start().await {
+    let started = client.start().await;
+    if let Err(error) = &started {
+        // The message says why, not only the error's source.
+        assert!(error.to_string().contains("refused"), "{error}");
+    }
+    match started {
         Err(ClientError::NoCoordinator { host, source }) => {
             assert_eq!(host, "127.0.0.1:1");
             let error = source.expect("the call's error");

@@ -11,8 +11,10 @@ use crate::remote::RemoteError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No coordinator answered: `host` was the last one asked.
-    #[error("no coordinator answered (last asked: {host})")]
+    /// No coordinator could be used (none answered, or each answered with an
+    /// error): `host` was the last one asked, and `source` says how that call
+    /// failed (also in the message).
+    #[error("no coordinator could be used (last asked: {host}){}", cause(.source))]
     NoCoordinator {
         /// The coordinator (or load balancer) asked last.
         host: String,
@@ -36,4 +38,12 @@ pub enum ClientError {
     /// A coordinator answered a call with an error.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+}
+
+/// `: why` for a call that failed, to follow a message.
+fn cause(source: &Option<RemoteError>) -> String {
+    source
+        .as_ref()
+        .map(|error| format!(": {error}"))
+        .unwrap_or_default()
 }

@@ -415,6 +415,14 @@ async fn beside_a_hung_one(
     (open, hung, client)
 }
 
+/// Closes `client`, which must say its listings could not be withdrawn from
+/// `host` alone.
+async fn closing_names(client: &Client, host: &str) {
+    let failed = client.close_reporting().await;
+    let named: Vec<&str> = failed.iter().map(|e| e.host()).collect();
+    assert_eq!(named, [host], "{failed:?}");
+}
+
 #[tokio::test]
 async fn a_coordinator_that_hangs_holds_up_no_write_to_the_others() {
     // Heartbeats every 100 ms; the hung one holds each call for a minute.
@@ -491,9 +499,7 @@ async fn a_coordinator_that_hangs_is_dropped_after_its_heartbeat_rounds_fail() {
         Some(vec!["p:1".to_owned()])
     );
     // Closing asks the dropped one too (it may serve others), and names it.
-    let failed = client.close_reporting().await;
-    let named: Vec<&str> = failed.iter().map(|e| e.host()).collect();
-    assert_eq!(named, [hung.host.as_str()], "{failed:?}");
+    closing_names(&client, &hung.host).await;
     assert_eq!(common::held(&open.address(), "pay").await, Some(Vec::new()));
     hung.release.cancel();
     open.shutdown().await.unwrap();
@@ -542,9 +548,7 @@ async fn withdrawals_held_up_by_a_hung_coordinator_are_left_to_close() {
     for task in writes.iter().chain(&withdrawals) {
         task.abort();
     }
-    let failed = client.close_reporting().await;
-    let named: Vec<&str> = failed.iter().map(|e| e.host()).collect();
-    assert_eq!(named, [hung.host.as_str()], "{failed:?}");
+    closing_names(&client, &hung.host).await;
     hung.release.cancel();
     open.shutdown().await.unwrap();
 }

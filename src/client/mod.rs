@@ -820,11 +820,7 @@ impl Client {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        for later in handed_over.into_iter().flatten() {
-            if !listings.iter().any(|l| l.key() == later.key()) {
-                listings.push(later);
-            }
-        }
+        publishing::add_new(&mut listings, handed_over.into_iter().flatten());
         let mut failed = Vec::new();
         if !listings.is_empty() {
             // The coordinators dropped lately too: one that stopped answering us

@@ -436,11 +436,7 @@ pub(crate) async fn withdraw(
                     .unwrap_or_else(PoisonError::into_inner);
                 // `None`: `close` has taken what it withdraws; this goes on.
                 if let Some(later) = later.as_mut() {
-                    for listing in listings.iter() {
-                        if !later.iter().any(|l| l.key() == listing.key()) {
-                            later.push(listing.clone());
-                        }
-                    }
+                    add_new(later, listings.iter().cloned());
                     return BTreeMap::new();
                 }
             }
@@ -475,6 +471,15 @@ pub(crate) async fn withdraw(
     })
     .await;
     per_host.into_iter().flatten().collect()
+}
+
+/// Adds to `listings` each of `more` whose `(service, host)` is not there yet.
+pub(crate) fn add_new(listings: &mut Vec<Listing>, more: impl IntoIterator<Item = Listing>) {
+    for listing in more {
+        if !listings.iter().any(|l| l.key() == listing.key()) {
+            listings.push(listing);
+        }
+    }
 }
 
 /// Logs failures, one line per host; records who answered, and with `strike`,

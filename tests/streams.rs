@@ -7,8 +7,9 @@
 //! - a reader that does not read holds nobody up, and when it reads again gets
 //!   the newest list, skipping what it missed;
 //! - one that takes nothing for the stall timeout is disconnected;
-//! - the cap answers `503`; shutdown ends every stream, without waiting for a
-//!   reader that is behind;
+//! - a quiet stream gets keep-alive comments;
+//! - the cap answers `503`; shutdown ends every stream cleanly (its last chunk),
+//!   without waiting for a reader that is behind;
 //! - a stream asked for first on its connection is served on the socket itself
 //!   (chunked, `connection: close`), and ends as soon as its reader goes, even
 //!   when nothing is written to it; a stream asked for after another request on
@@ -54,8 +55,16 @@ impl Reader {
         }
     }
 
-    /// The next event (comments skipped), or `None` when the stream ended.
+    /// The next event (comments skipped), or `None` when the stream ended
+    /// cleanly (its last chunk came): a stream cut off fails the test.
     async fn next(&mut self) -> Option<Event> {
+        self.next_or_cut()
+            .await
+            .unwrap_or_else(|e| panic!("the stream was cut, not ended: {e}"))
+    }
+
+    /// The next event, `None` when the stream ended cleanly, or how it was cut.
+    async fn next_or_cut(&mut self) -> Result<Option<Event>, reqwest::Error> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
@@ -70,14 +79,16 @@ impl Reader {
                     }
                 }
                 if let (Some(id), Some(data)) = (id, data) {
-                    return Some(Event { id, data });
+                    return Ok(Some(Event { id, data }));
                 }
                 continue;
             }
             let chunk = tokio::time::timeout(PATIENCE, self.response.chunk())
                 .await
-                .expect("an event within the patience")
-                .ok()??;
+                .expect("an event within the patience")?;
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
             self.buffer.extend_from_slice(&chunk);
         }
     }
@@ -116,6 +127,20 @@ async fn large_changes(addr: &str, reading: &mut Reader) {
     }
 }
 
+/// The `X-Hakken-Index` of a plain `GET path`.
+async fn index_of(addr: &str, path: &str) -> u64 {
+    let response = http()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    response.headers()["x-hakken-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn hosts(event: &Event) -> Vec<String> {
     let mut hosts: Vec<String> = event
         .data
@@ -140,6 +165,11 @@ async fn the_whole_list_first_then_one_event_per_change() {
     let first = listings.next().await.unwrap();
     assert_eq!(hosts(&first), ["a:1"]);
     assert_eq!(
+        first.id,
+        index_of(&addr, "/v1/listings/pay").await,
+        "id: the index"
+    );
+    assert_eq!(
         services.next().await.unwrap().data,
         serde_json::json!(["pay"])
     );
@@ -150,6 +180,7 @@ async fn the_whole_list_first_then_one_event_per_change() {
     let second = listings.next().await.unwrap();
     assert_eq!(hosts(&second), ["a:1", "b:1"]);
     assert!(second.id > first.id, "the index moves on");
+    assert_eq!(second.id, index_of(&addr, "/v1/listings/pay").await);
     // A new service changes the names; a new listing of a known one does not.
     publish(&addr, "ship", "s:1", &[]).await;
     assert_eq!(
@@ -287,7 +318,7 @@ async fn a_reader_that_takes_nothing_for_the_stall_timeout_is_disconnected() {
     }
     // The one cut is the stalled one: it ends once its buffered events are read.
     let mut buffered = 0;
-    while stalled.next().await.is_some() {
+    while let Ok(Some(_)) = stalled.next_or_cut().await {
         buffered += 1;
         assert!(buffered <= i, "more events than changes");
     }
@@ -415,31 +446,113 @@ async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_r
     c.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_stream_after_another_request_on_its_connection_is_served_as_before() {
+/// A connection to `addr` that asked for `pay`'s listings once and then for
+/// their stream, which hyper serves (on a connection kept alive); `bytes` holds
+/// what came of the stream up to its first event.
+async fn stream_after_a_request(addr: &str, bytes: &mut Vec<u8>) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let c = start(config(60_000)).await;
-    let addr = c.address();
-    publish(&addr, "pay", "a:1", &[]).await;
-    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(b"GET /v1/listings/pay HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut bytes = Vec::new();
     // The whole answer: its head, and the JSON array (the body ends with it).
-    read_until(&mut socket, &mut bytes, "]").await;
-    assert!(!String::from_utf8_lossy(&bytes).contains("connection: close"));
+    read_until(&mut socket, bytes, "]").await;
+    assert!(!String::from_utf8_lossy(bytes).contains("connection: close"));
     bytes.clear();
     socket.write_all(STREAM_HEAD).await.unwrap();
-    read_until(&mut socket, &mut bytes, "data: ").await;
+    // The head, and the first event's chunk to its end.
+    read_until(&mut socket, bytes, "\n\n\r\n").await;
     assert!(
-        !String::from_utf8_lossy(&bytes).contains("connection: close"),
+        !String::from_utf8_lossy(bytes).contains("connection: close"),
         "served by hyper, on a connection kept alive"
     );
+    socket
+}
+
+/// Reads `socket` to its end, within [`PATIENCE`]: what came before the end.
+async fn read_to_end(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, socket.read_to_end(&mut rest))
+        .await
+        .expect("the connection ends")
+        .expect("the connection ends cleanly, not reset");
+    String::from_utf8_lossy(&rest).into_owned()
+}
+
+#[tokio::test]
+async fn a_stream_after_another_request_on_its_connection_is_served_as_before() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut bytes = Vec::new();
+    let mut socket = stream_after_a_request(&addr, &mut bytes).await;
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""host":"a:1""#));
     publish(&addr, "pay", "b:1", &[]).await;
     read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
     c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_quiet_stream_gets_keep_alives_on_either_path() {
+    let c = start(CoordinatorConfig {
+        stream_keepalive: Duration::from_millis(100),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    // Served on the socket itself (first on its connection): its head names the
+    // interval, and with nothing to send, a keep-alive comes, then another.
+    let mut direct = stream_socket(&addr).await;
+    let mut bytes = Vec::new();
+    read_until(&mut direct, &mut bytes, r#""host":"a:1""#).await;
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("x-hakken-keepalive: 100\r\n"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    for _ in 0..2 {
+        bytes.clear();
+        read_until(&mut direct, &mut bytes, ": keep-alive\n\n").await;
+    }
+    // Served by hyper (after another request on its connection): the same.
+    let mut bytes = Vec::new();
+    let mut kept = stream_after_a_request(&addr, &mut bytes).await;
+    assert!(String::from_utf8_lossy(&bytes).contains("x-hakken-keepalive: 100\r\n"));
+    for _ in 0..2 {
+        bytes.clear();
+        read_until(&mut kept, &mut bytes, ": keep-alive\n\n").await;
+    }
+    // And a change still goes out between them.
+    publish(&addr, "pay", "b:1", &[]).await;
+    read_until(&mut direct, &mut bytes, r#""host":"b:1""#).await;
+    read_until(&mut kept, &mut bytes, r#""host":"b:1""#).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_ends_cleanly_at_shutdown_on_either_path() {
+    let c = start(CoordinatorConfig {
+        // Nothing but the end is written after the first event.
+        stream_keepalive: Duration::from_secs(3_600),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut direct = stream_socket(&addr).await;
+    let mut bytes = Vec::new();
+    read_until(&mut direct, &mut bytes, "\n\n\r\n").await;
+    let mut kept = stream_after_a_request(&addr, &mut Vec::new()).await;
+    tokio::time::timeout(PATIENCE, c.shutdown())
+        .await
+        .expect("shutdown is not held up by a stream")
+        .unwrap();
+    // The last chunk, then the connection closes: a clean end, not a cut.
+    assert_eq!(read_to_end(&mut direct).await, "0\r\n\r\n", "direct");
+    assert_eq!(read_to_end(&mut kept).await, "0\r\n\r\n", "hyper");
 }
 
 #[tokio::test]

@@ -274,3 +274,57 @@ async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
     watcher.close().await;
     server.abort();
 }
+
+#[tokio::test]
+async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
+    use hakken::remote::{Ask, Opened, Remote};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A coordinator that names a keep-alive interval of 50 ms, sends the first
+    // state, and then nothing at all, its connection held open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if socket.read(&mut byte).await.unwrap() == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let event = "id: 1\ndata: [{\"service\":\"pay\",\"host\":\"a:1\"}]\n\n";
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-hakken-keepalive: 50\r\n\
+             transfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+            event.len()
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        // Held, silent, until the client goes.
+        let mut rest = [0u8; 64];
+        while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
+    });
+    let remote = Remote::new(Duration::from_secs(5));
+    let Opened::Stream(mut events) = remote
+        .open_listings(&addr, "pay", Ask::Stream)
+        .await
+        .unwrap()
+    else {
+        panic!("a stream was expected");
+    };
+    let first = events.next().await.unwrap();
+    assert_eq!(first.value.len(), 1);
+    let error = tokio::time::timeout(common::PATIENCE, events.next())
+        .await
+        .expect("a silent stream is given up, not waited on for ever")
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("stayed silent for 150 ms"),
+        "{error}"
+    );
+    drop(events);
+    tokio::time::timeout(common::PATIENCE, silent)
+        .await
+        .expect("the client closed the connection")
+        .unwrap();
+}

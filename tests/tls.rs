@@ -558,3 +558,40 @@ async fn a_renewed_client_certificate_is_presented_without_a_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn streams_are_served_over_tls_and_end_cleanly_at_shutdown() {
+    use hakken::remote::{Ask, Opened};
+    let pki = Pki::new("streams");
+    let a = tls_coordinator(&pki, &pki.server("a"), None, None).await;
+    let addr = a.host().to_owned();
+    let remote = remote(&trusting(&pki));
+    let Opened::Stream(mut events) = remote
+        .open_listings(&addr, "pay", Ask::Stream)
+        .await
+        .unwrap()
+    else {
+        panic!("a stream was expected over TLS");
+    };
+    assert!(events.next().await.unwrap().value.is_empty());
+    remote
+        .publish(&addr, &Listing::new("pay", "p1:80").unwrap(), false)
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .expect("the change comes")
+        .unwrap();
+    assert_eq!(change.value[0].host(), "p1:80");
+    tokio::time::timeout(PATIENCE, a.shutdown())
+        .await
+        .expect("shutdown is not held up by a stream over TLS")
+        .unwrap();
+    let end = tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .expect("the stream ends at shutdown");
+    assert!(
+        matches!(end, Err(RemoteError::Ended { .. })),
+        "ended cleanly, not cut: {end:?}"
+    );
+}

@@ -5,8 +5,8 @@
 //!   every stream of a service gets each change once and in order;
 //! - `Last-Event-ID` resumes without resending an unchanged list;
 //! - a reader that does not read holds nobody up, and when it reads again gets
-//!   the newest list, skipping what it missed;
-//! - one that takes nothing for the stall timeout is disconnected;
+//!   the newest list, skipping what it missed; one that takes nothing for the
+//!   stall timeout is disconnected (on either path below);
 //! - a quiet stream gets keep-alive comments;
 //! - the cap answers `503`; shutdown ends every stream cleanly (its last chunk),
 //!   without waiting for a reader that is behind;
@@ -384,8 +384,12 @@ async fn stream_socket(addr: &str) -> tokio::net::TcpStream {
 async fn read_until(socket: &mut tokio::net::TcpStream, bytes: &mut Vec<u8>, want: &str) {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !String::from_utf8_lossy(bytes).contains(want) {
-        let mut chunk = [0u8; 4096];
+    // Only what came since the last look is searched (with `want`'s length before
+    // it): a stream may bring megabytes.
+    let mut from = 0;
+    while !contains(&bytes[from..], want.as_bytes()) {
+        from = bytes.len().saturating_sub(want.len());
+        let mut chunk = [0u8; 65_536];
         let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
             .await
             .unwrap_or_else(|_| panic!("{want:?} never came: {}", String::from_utf8_lossy(bytes)))
@@ -446,6 +450,10 @@ async fn a_stream_first_on_its_connection_is_served_directly_and_ends_when_its_r
     c.shutdown().await.unwrap();
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A connection to `addr` that asked for `pay`'s listings once and then for
 /// their stream, which hyper serves (on a connection kept alive); `bytes` holds
 /// what came of the stream up to its first event.
@@ -491,6 +499,74 @@ async fn a_stream_after_another_request_on_its_connection_is_served_as_before() 
     assert!(String::from_utf8_lossy(&bytes).contains(r#""host":"a:1""#));
     publish(&addr, "pay", "b:1", &[]).await;
     read_until(&mut socket, &mut bytes, r#""host":"b:1""#).await;
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_after_another_request_that_is_not_read_skips_to_the_newest_list() {
+    let c = start(config(60_000)).await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut stalled = stream_after_a_request(&addr, &mut Vec::new()).await;
+    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    large_changes(&addr, &mut reading).await;
+    // It ends on the newest list, having got fewer lists than there were changes.
+    let mut bytes = Vec::new();
+    let newest = format!(r#""n":{}"#, LARGE_CHANGES - 1);
+    read_until(&mut stalled, &mut bytes, &newest).await;
+    let seen = bytes.windows(4).filter(|w| w == b"\"n\":").count();
+    assert!(
+        seen < LARGE_CHANGES,
+        "{seen} events for {LARGE_CHANGES} changes"
+    );
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_after_another_request_that_takes_nothing_for_the_stall_timeout_is_cut() {
+    let c = start(CoordinatorConfig {
+        stall_timeout: Duration::from_secs(1),
+        ..config(60_000)
+    })
+    .await;
+    let addr = c.address();
+    publish(&addr, "pay", "a:1", &[]).await;
+    let mut stalled = stream_after_a_request(&addr, &mut Vec::new()).await;
+    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let padding = Value::String("x".repeat(60_000));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut i = 0u64;
+    while common::metric(&addr, "hakken_streams").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream was never cut"
+        );
+        i += 1;
+        publish(
+            &addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
+    }
+    // Its connection ends once what was sent is read.
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0u8; 65_536];
+    tokio::time::timeout(PATIENCE, async {
+        while matches!(stalled.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .expect("the stalled connection ends");
+    publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
+    assert_eq!(
+        reading.next().await.unwrap().data[0]["n"],
+        0,
+        "the reader kept its stream"
+    );
     c.shutdown().await.unwrap();
 }
 

@@ -239,3 +239,39 @@ async fn restarts_behind_nginx_are_known_to_every_peer_and_lose_no_listing() {
     client.close().await;
     drop(nginx);
 }
+
+/// nginx gives up on an upstream that sends nothing for `proxy_read_timeout` (60 s
+/// unless set): the deploy file's must outlast the longest a coordinator keeps a
+/// held request silent, a blocking query at its longest (with its jitter, up to
+/// 1/16) and a stream between two keep-alives.
+#[test]
+fn the_deploy_files_read_timeout_outlasts_a_held_query_and_a_quiet_stream() {
+    let deploy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nginx-hakken.conf"
+    ))
+    .unwrap();
+    let seconds: Vec<u64> = deploy
+        .lines()
+        .filter_map(|line| {
+            let value = line.trim().strip_prefix("proxy_read_timeout ")?;
+            Some(
+                value
+                    .strip_suffix("s;")?
+                    .parse()
+                    .expect("proxy_read_timeout Ns;"),
+            )
+        })
+        .collect();
+    assert_eq!(seconds.len(), 1, "one proxy_read_timeout, in seconds");
+    let timeout = Duration::from_secs(seconds[0]);
+    let defaults = CoordinatorConfig::default();
+    assert!(
+        timeout > defaults.max_wait + defaults.max_wait / 16,
+        "{timeout:?} is shorter than a blocking query's longest hold"
+    );
+    assert!(
+        timeout > defaults.stream_keepalive * 2,
+        "{timeout:?} is too close to a stream's keep-alive interval"
+    );
+}

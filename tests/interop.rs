@@ -120,8 +120,9 @@ async fn a_mixed_cluster_from_our_discovery_host() {
     mixed_cluster(false).await;
 }
 
-/// When a listing POSTed once at `sent` is first seen gone, and the send time of
-/// the GET that saw it gone.
+/// How long after a listing was POSTed once (from just before the POST was sent)
+/// an answer saying it is gone came back (the GET may have been sent before the
+/// listing expired, and answered after).
 async fn time_to_expiry(addr: &str, service: &str) -> Duration {
     let body = json!({"service": service, "host": "h:1"}).to_string();
     let sent = Instant::now();
@@ -129,10 +130,7 @@ async fn time_to_expiry(addr: &str, service: &str) -> Duration {
     let path = format!("/v1/listings/{service}");
     eventually(&format!("{service} expires on {addr}"), || {
         let path = path.clone();
-        async move {
-            let asked = Instant::now();
-            (get(addr, &path).await.0 == 404).then(|| asked - sent)
-        }
+        async move { (get(addr, &path).await.0 == 404).then(|| sent.elapsed()) }
     })
     .await
 }
@@ -150,8 +148,8 @@ async fn listings_expire_in_the_same_window_as_the_original() {
         time_to_expiry(&our_addr, "parity"),
     );
     eprintln!("expired after: original {theirs:?}, ours {mine:?} (ttl {ttl:?}, H {H} ms)");
-    // The GET that first saw it gone was sent after the expiry, which is at least
-    // one ttl after the POST was sent: neither may expire a listing early.
+    // The answer that first said it is gone came after the expiry, which is at
+    // least one ttl after the POST was sent: neither may expire a listing early.
     assert!(mine >= ttl, "ours expired early: {mine:?}");
     assert!(theirs >= ttl, "the original expired early: {theirs:?}");
     // Both expire it: the eventually() above waits for it on each.

@@ -10,6 +10,9 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// An error answered to a client as `{"error": "..."}`.
 #[derive(Debug)]
@@ -55,14 +58,60 @@ impl ApiError {
     }
 }
 
+/// Refusals of one kind (one message) are warned of at most this often: a
+/// coordinator at a cap refuses every client that retries, and would fill its
+/// log. `hakken_http_requests` counts every one.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// Most kinds of refusal remembered (a handful exist; all are forgotten when
+/// more come, so that the memory stays bounded whatever the messages hold).
+const REFUSAL_KINDS: usize = 32;
+
+/// When each kind of refusal was last warned of, and how many since.
+#[derive(Default)]
+struct RefusalWarnings {
+    kinds: HashMap<String, (Instant, u64)>,
+}
+
+impl RefusalWarnings {
+    /// Counts a refusal with `message` at `now`: `Some(n)` when it is to be
+    /// warned of, `n` being the refusals of its kind since the last warning (this
+    /// one included).
+    fn refused(&mut self, message: &str, now: Instant) -> Option<u64> {
+        if let Some((warned, since)) = self.kinds.get_mut(message) {
+            *since += 1;
+            if now.saturating_duration_since(*warned) < REFUSAL_WARNING_EVERY {
+                return None;
+            }
+            let count = *since;
+            (*warned, *since) = (now, 0);
+            return Some(count);
+        }
+        if self.kinds.len() >= REFUSAL_KINDS {
+            self.kinds.clear();
+        }
+        self.kinds.insert(message.to_owned(), (now, 0));
+        Some(1)
+    }
+}
+
+static REFUSAL_WARNINGS: Mutex<Option<RefusalWarnings>> = Mutex::new(None);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::warn!(
-                status = self.status.as_u16(),
-                error = self.message,
-                "request refused"
-            );
+            let warn = REFUSAL_WARNINGS
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(RefusalWarnings::default)
+                .refused(&self.message, Instant::now());
+            if let Some(refused) = warn {
+                tracing::warn!(
+                    status = self.status.as_u16(),
+                    error = self.message,
+                    refused,
+                    "request refused (warned of once a minute at most)"
+                );
+            }
         } else {
             tracing::debug!(
                 status = self.status.as_u16(),
@@ -153,4 +202,36 @@ pub(super) fn json_ok(body: Bytes, pretty: bool, index: Option<u64>) -> Response
 
 pub(super) fn to_json_bytes(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_one_kind_are_warned_of_once_a_minute_with_their_count() {
+        let mut warnings = RefusalWarnings::default();
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(warnings.refused("at the cap", t0), Some(1));
+        // Within the minute: counted, not warned of; another kind is.
+        for i in 1..=5 {
+            assert_eq!(warnings.refused("at the cap", t0 + second * i), None);
+        }
+        assert_eq!(warnings.refused("full", t0 + second), Some(1));
+        // A minute on: warned of, with every refusal since the last warning.
+        assert_eq!(
+            warnings.refused("at the cap", t0 + REFUSAL_WARNING_EVERY),
+            Some(6)
+        );
+        assert_eq!(
+            warnings.refused("at the cap", t0 + REFUSAL_WARNING_EVERY + second),
+            None
+        );
+        // Bounded: more kinds than remembered forget the rest.
+        for kind in 0..REFUSAL_KINDS * 2 {
+            warnings.refused(&kind.to_string(), t0);
+        }
+        assert!(warnings.kinds.len() <= REFUSAL_KINDS);
+    }
 }

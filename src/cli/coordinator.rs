@@ -193,6 +193,9 @@ pub struct CoordinatorArgs {
         help_heading = "Limits"
     )]
     max_streams: usize,
+    /// How often a stream that has nothing to send sends a keep-alive comment, in milliseconds (below a proxy's idle timeout; our clients take a stream silent for three of these for dead).
+    #[arg(long, env = "HAKKEN_STREAM_KEEPALIVE", value_name = "MS", default_value_t = 15_000, value_parser = positive_ms, help_heading = "Limits")]
+    stream_keepalive: u64,
     /// Timeout of each call to another coordinator (gossip), in milliseconds.
     #[arg(long, env = "HAKKEN_REQUEST_TIMEOUT", value_name = "MS", default_value_t = 5_000, value_parser = positive_ms, help_heading = "Limits")]
     request_timeout: u64,
@@ -238,6 +241,7 @@ impl CoordinatorArgs {
             max_connections: self.max_connections as usize,
             max_held_queries: self.max_held_queries,
             max_streams: self.max_streams,
+            stream_keepalive: Duration::from_millis(self.stream_keepalive),
             request_timeout: Duration::from_millis(self.request_timeout),
             header_timeout: Duration::from_millis(self.read_timeout),
             body_timeout: Duration::from_millis(self.read_timeout),
@@ -409,6 +413,12 @@ mod tests {
         assert!(parsed.is_err(), "0 would serve no TCP at all");
         let parsed = Wrapper::try_parse_from(["x", "--dns-max-connections", "1"]).unwrap();
         assert_eq!(parsed.args.config().dns_max_connections, 1);
+        let parsed = Wrapper::try_parse_from(["x", "--stream-keepalive", "250"]).unwrap();
+        assert_eq!(
+            parsed.args.config().stream_keepalive,
+            Duration::from_millis(250)
+        );
+        assert!(Wrapper::try_parse_from(["x", "--stream-keepalive", "0"]).is_err());
     }
 
     #[test]
@@ -426,6 +436,7 @@ mod tests {
         assert_eq!(parsed.max_connections, default.max_connections);
         assert_eq!(parsed.max_held_queries, default.max_held_queries);
         assert_eq!(parsed.max_streams, default.max_streams);
+        assert_eq!(parsed.stream_keepalive, default.stream_keepalive);
         assert_eq!(parsed.header_timeout, default.header_timeout);
         assert_eq!(parsed.stall_timeout, default.stall_timeout);
         assert_eq!(parsed.request_timeout, default.request_timeout);

@@ -529,3 +529,53 @@ async fn a_watch_warns_once_of_an_outage() {
     assert!(warnings.len() <= 4, "{warnings:#?}");
     assert_eq!(terminate(&mut watcher).await, Some(0));
 }
+
+#[tokio::test]
+async fn a_watch_says_which_coordinator_it_follows_and_when_it_answers_again() {
+    let c = start(config(200)).await;
+    let addr = c.address();
+    post(&addr, "/v1/listings", r#"{"service":"db","host":"a:1"}"#).await;
+    let mut watcher = hakken(&addr)
+        .args(["watch", "db", "--heartbeat-interval", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert_eq!(
+        next(&mut lines).await,
+        json!([{"service": "db", "host": "a:1"}])
+    );
+    let mut log = BufReader::new(watcher.stderr.take().unwrap()).lines();
+    let following = line_with(&mut log, "following coordinator").await;
+    assert!(following.contains(&addr), "{following}");
+    c.shutdown().await.unwrap();
+    let outage = line_with(&mut log, "keeping what we have").await;
+    assert!(outage.contains("WARN"), "{outage}");
+    // Back on the same address: the watch says so.
+    let back = hakken::coordinator::Coordinator::bind(&addr, config(200))
+        .await
+        .expect("the address is free again");
+    let again = line_with(&mut log, "answered again").await;
+    assert!(again.contains(&addr), "{again}");
+    assert_eq!(terminate(&mut watcher).await, Some(0));
+    back.shutdown().await.unwrap();
+}
+
+/// The next line of `log` that holds `want`, within the patience.
+async fn line_with(
+    log: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    want: &str,
+) -> String {
+    let read = async {
+        loop {
+            let line = log.next_line().await.unwrap().expect("the command runs");
+            if line.contains(want) {
+                return line;
+            }
+        }
+    };
+    tokio::time::timeout(common::PATIENCE, read)
+        .await
+        .unwrap_or_else(|_| panic!("stderr never said {want:?}"))
+}

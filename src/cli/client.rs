@@ -326,7 +326,10 @@ async fn first_publication(
 /// Prints the watched listings as one JSON array per line, again at every change.
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let connection = args.connection;
-    logging::init(LogFormat::Text, "warn");
+    // Which coordinator the watch follows, and when one answers again after an
+    // outage (the outage itself is a warning): a watch that says nothing while it
+    // shows what it last had would leave its user guessing.
+    logging::init(LogFormat::Text, "warn,hakken::client::follow=info");
     let stop = shutdown_signal(true);
     tokio::pin!(stop);
     // Starting can take a while (each call up to --timeout): a signal meanwhile

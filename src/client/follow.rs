@@ -435,7 +435,7 @@ where
         if !self.outage_begins() {
             tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed again");
         } else {
-            tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have, trying another");
+            tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have until one answers");
         }
         if error.is_broken() {
             self.inner.suspect(&host);

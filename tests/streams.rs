@@ -3,7 +3,7 @@
 //!
 //! - the format: the whole list first, then one event per change, `id:` the index;
 //!   every stream of a service gets each change once and in order;
-//! - `Last-Event-ID` resumes without resending an unchanged list;
+//! - `Last-Event-ID` (or `?index=`) resumes without resending an unchanged list;
 //! - a reader that does not read holds nobody up, and when it reads again gets
 //!   the newest list, skipping what it missed; one that takes nothing for the
 //!   stall timeout is disconnected (on either path below);
@@ -218,6 +218,18 @@ async fn last_event_id_resumes_without_resending_an_unchanged_list() {
     // An old id gets the current list at once.
     let mut behind = Reader::open(&addr, "/v1/listings/pay", Some(first.id - 1)).await;
     assert_eq!(behind.next().await.unwrap(), next);
+    // `?index=N` resumes as well (a browser's EventSource can say it only in its
+    // URL); `Last-Event-ID` wins over it.
+    let path = format!("/v1/listings/pay?index={}", next.id);
+    let mut by_index = Reader::open(&addr, &path, None).await;
+    let path = format!("/v1/listings/pay?index={}", first.id);
+    let mut by_both = Reader::open(&addr, &path, Some(next.id)).await;
+    let mut old_index = Reader::open(&addr, &path, None).await;
+    assert_eq!(old_index.next().await.unwrap(), next);
+    publish(&addr, "pay", "c:1", &[]).await;
+    for reader in [&mut by_index, &mut by_both] {
+        assert_eq!(hosts(&reader.next().await.unwrap()), ["a:1", "b:1", "c:1"]);
+    }
     c.shutdown().await.unwrap();
 }
 

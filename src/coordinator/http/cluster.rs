@@ -53,7 +53,13 @@ pub(super) async fn get_coordinators(
     // for a stream too.
     let blocking = params.blocking(&shared)?;
     if super::stream::wanted(&headers, params.stream.as_deref()) {
-        return Ok(super::stream::open(&shared, Topic::Coordinators, &headers));
+        let seen = blocking.map(|(seen, _)| seen);
+        return Ok(super::stream::open(
+            &shared,
+            Topic::Coordinators,
+            &headers,
+            seen,
+        ));
     }
     let mut hold = None;
     if let Some((seen, wait)) = blocking {

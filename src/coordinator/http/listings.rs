@@ -32,7 +32,8 @@ pub(super) async fn get_services(
     let blocking = params.blocking(&shared)?;
     shared.ready().await;
     if stream::wanted(&headers, params.stream.as_deref()) {
-        return Ok(stream::open(&shared, Topic::Services, &headers));
+        let seen = blocking.map(|(seen, _)| seen);
+        return Ok(stream::open(&shared, Topic::Services, &headers, seen));
     }
     let mut hold = None;
     if let Some((seen, wait)) = blocking {
@@ -64,7 +65,9 @@ pub(super) async fn get_listings(
     }
     shared.ready().await;
     if stream::wanted(&headers, params.stream.as_deref()) {
-        let mut response = stream::open(&shared, Topic::Service(service.clone()), &headers);
+        let seen = blocking.map(|(seen, _)| seen);
+        let topic = Topic::Service(service.clone());
+        let mut response = stream::open(&shared, topic, &headers, seen);
         tell_departed(&shared, &service, &mut response);
         return Ok(response);
     }

@@ -6,7 +6,10 @@
 //! answers); after that, one event per change of the index, each with `id:` set to the index
 //! and `data:` to the array. A comment (`: keep-alive`) goes out when nothing
 //! changed for `stream_keepalive`. A client that reconnects with
-//! `Last-Event-ID: N` gets no first event while the index is still `N`.
+//! `Last-Event-ID: N` gets no first event while the index is still `N`; so does
+//! one that asks with `?index=N` (a browser's `EventSource` can say what it has
+//! only in its URL on its first connection; `Last-Event-ID` wins). `wait` means
+//! nothing to a stream.
 //!
 //! **States, not deltas.** Served by hyper (over TLS, after another request on
 //! its connection, or asked in a way `direct.rs` leaves to hyper), the body is
@@ -243,8 +246,15 @@ impl Open {
     }
 }
 
-/// Answers a stream of `topic` (see the module).
-pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> Response {
+/// Answers a stream of `topic` (see the module), resuming from `Last-Event-ID`,
+/// else from the request's `index` (`seen`: a browser's `EventSource` cannot
+/// name the index it has on its first connection, only in its URL).
+pub(super) fn open(
+    shared: &Arc<Shared>,
+    topic: Topic,
+    headers: &HeaderMap,
+    seen: Option<u64>,
+) -> Response {
     let Some(hold) = shared.changes.open_stream(topic.clone()) else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -253,7 +263,7 @@ pub(super) fn open(shared: &Arc<Shared>, topic: Topic, headers: &HeaderMap) -> R
         .into_response();
     };
     shared.metrics.streams.inc();
-    let open = Open::new(shared.clone(), topic, hold, last_event_id(headers));
+    let open = Open::new(shared.clone(), topic, hold, last_event_id(headers).or(seen));
     // Taken by a server that writes the stream itself (`broadcast.rs`) before the
     // body is read, it leaves the body empty.
     let takeover = Takeover(Arc::new(Mutex::new(Some(open))));

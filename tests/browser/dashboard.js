@@ -416,6 +416,46 @@ async function streamsScenario(context, pageErrors) {
   }
 }
 
+// A coordinator that refuses streams (at its cap on streams), played by
+// refusing every stream request on the page: the page refreshes on its timer and
+// says so; its status never says the coordinator cannot be reached.
+async function streamsRefusedScenario(context, pageErrors) {
+  log("streams refused (a coordinator at its cap): the page refreshes on its timer, says so, shows no error");
+  const page = await context.newPage();
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  try {
+    let refused = 0;
+    await page.route(/stream=true/, (route) => {
+      refused += 1;
+      return route.fulfill({
+        status: 503,
+        contentType: "application/json",
+        body: '{"error":"too many open streams: try again later, or use a blocking query"}',
+      });
+    });
+    await page.addInitScript(() => {
+      window.__states = [];
+      new MutationObserver(() => {
+        const status = document.getElementById("status");
+        if (status) window.__states.push(status.dataset.state);
+      }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-state"] });
+    });
+    await page.goto(`${LOAD}/ui`);
+    await until(page, "the status should say the streams are unavailable",
+      () => /streams are unavailable/.test(document.getElementById("status")?.textContent ?? ""));
+    const service = `polled-${Date.now()}`;
+    await publish(LOAD, { service, host: "p-1:80" });
+    await present(page, serviceRow(service), `service ${service}, brought by the timer`);
+    await withdraw(LOAD, service, "p-1:80");
+    await absent(page, serviceRow(service), `service ${service} withdrawn`);
+    check(refused > 0, "the page never asked for a stream");
+    const states = await page.evaluate(() => window.__states);
+    check(!states.includes("error"), `the status said the coordinator cannot be reached: ${states.join(", ")}`);
+  } finally {
+    await page.close();
+  }
+}
+
 async function loadScenario(context, page) {
   const longService = "a-service-with-a-rather-long-name-that-must-not-break-the-layout-0123456789";
   const listings = [];
@@ -548,6 +588,7 @@ async function main() {
     await screenshot(page, "dashboard-warming.png");
     await liveScenario(context, page);
     await streamsScenario(context, pageErrors);
+    await streamsRefusedScenario(context, pageErrors);
     await loadScenario(context, page);
     check(pageErrors.length === 0, `the page threw: ${pageErrors.join("; ")}`);
     check(streams > 0, "the dashboard should wait for changes on streams (EventSource)");

@@ -547,29 +547,57 @@ async fn a_watch_says_which_coordinator_it_follows_and_when_it_answers_again() {
         json!([{"service": "db", "host": "a:1"}])
     );
     let mut log = BufReader::new(watcher.stderr.take().unwrap()).lines();
-    let following = line_with(&mut log, "following coordinator").await;
+    let mut seen = Vec::new();
+    let following = line_with(&mut log, "following coordinator", &mut seen).await;
     assert!(following.contains(&addr), "{following}");
     c.shutdown().await.unwrap();
-    let outage = line_with(&mut log, "keeping what we have").await;
+    // The watch's own warning (the client's follower of the coordinator list
+    // warns too): only then is the coordinator back, so the watch saw it gone.
+    let watch = r#"keeping what we have until one answers what="watch db""#;
+    let outage = line_with(&mut log, watch, &mut seen).await;
     assert!(outage.contains("WARN"), "{outage}");
-    // Back on the same address: the watch says so.
-    let back = hakken::coordinator::Coordinator::bind(&addr, config(200))
-        .await
-        .expect("the address is free again");
-    let again = line_with(&mut log, "answered again").await;
+    // Back on the same address (once free: the watch's own attempts to connect
+    // may hold it for a moment): the watch says so.
+    let back = eventually("the address is free again", || async {
+        hakken::coordinator::Coordinator::bind(&addr, config(200))
+            .await
+            .ok()
+    })
+    .await;
+    let again = line_with(&mut log, r#"answered again what="watch db""#, &mut seen).await;
     assert!(again.contains(&addr), "{again}");
     assert_eq!(terminate(&mut watcher).await, Some(0));
+    while let Ok(Some(line)) = log.next_line().await {
+        seen.push(line);
+    }
+    // Each said once, by the watch: not again for the same coordinator, and not
+    // by the client's own follower of the coordinator list.
+    let info: Vec<&String> = seen.iter().filter(|l| l.contains("INFO")).collect();
+    assert_eq!(
+        info.iter()
+            .filter(|l| l.contains("following coordinator"))
+            .count(),
+        1,
+        "{seen:#?}"
+    );
+    assert!(
+        !info.iter().any(|l| l.contains("coordinator list")),
+        "{seen:#?}"
+    );
     back.shutdown().await.unwrap();
 }
 
-/// The next line of `log` that holds `want`, within the patience.
+/// The next line of `log` that holds `want`, within the patience; every line
+/// read goes to `seen`.
 async fn line_with(
     log: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
     want: &str,
+    seen: &mut Vec<String>,
 ) -> String {
     let read = async {
         loop {
             let line = log.next_line().await.unwrap().expect("the command runs");
+            seen.push(line.clone());
             if line.contains(want) {
                 return line;
             }
@@ -577,5 +605,5 @@ async fn line_with(
     };
     tokio::time::timeout(common::PATIENCE, read)
         .await
-        .unwrap_or_else(|_| panic!("stderr never said {want:?}"))
+        .unwrap_or_else(|_| panic!("stderr never said {want:?}: {seen:#?}"))
 }

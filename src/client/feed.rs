@@ -132,6 +132,7 @@ async fn feed_loop(
         },
     )
     .streaming()
+    .telling()
     .reporting_to(followed);
     let mut departures = Departures::default();
     loop {

@@ -106,6 +106,13 @@ pub(crate) struct Follower<Q, T> {
     early: Backoff,
     /// Taken before the next request.
     pause: Option<Duration>,
+    /// Whether which coordinator is followed, and that one answers again, is
+    /// logged at `info` (a watch's; the client's own coordinator list says it at
+    /// `debug`, not to say each thing twice).
+    tell: bool,
+    /// The coordinator last said to be followed, not to say it again on its
+    /// return.
+    told: Option<String>,
 }
 
 impl<T, Q, Fut> Follower<Q, T>
@@ -144,6 +151,24 @@ where
             retry: Backoff::new(RETRY_MIN, RETRY_MAX),
             early: Backoff::new(EARLY_MIN, RETRY_MAX),
             pause: None,
+            tell: false,
+            told: None,
+        }
+    }
+
+    /// Says at `info` which coordinator it follows, and when one answers again.
+    pub fn telling(mut self) -> Self {
+        self.tell = true;
+        self
+    }
+
+    /// Logs `message` about `host`: at `info` when this follower tells, else at
+    /// `debug`.
+    fn tell(&self, host: &str, message: &'static str) {
+        if self.tell {
+            tracing::info!(what = self.what.as_str(), coordinator = host, "{message}");
+        } else {
+            tracing::debug!(what = self.what.as_str(), coordinator = host, "{message}");
         }
     }
 
@@ -208,7 +233,7 @@ where
                 match error {
                     // Ended cleanly: ask again (this coordinator or another).
                     RemoteError::Ended { .. } => {
-                        tracing::info!(
+                        tracing::debug!(
                             what = self.what.as_str(),
                             coordinator = host.as_str(),
                             "the coordinator ended the stream"
@@ -264,20 +289,17 @@ where
                 }
             };
             if self.current.is_none() {
-                // Once per choice; during an outage (every few seconds, until one
-                // answers) at debug, as the failures are.
-                if self.warned {
+                // Once per new choice; during an outage (every few seconds, until
+                // one answers), or the same one again, at debug.
+                if self.warned || self.told.as_ref() == Some(&host) {
                     tracing::debug!(
                         what = self.what.as_str(),
                         coordinator = host.as_str(),
                         "trying coordinator"
                     );
                 } else {
-                    tracing::info!(
-                        what = self.what.as_str(),
-                        coordinator = host.as_str(),
-                        "following coordinator"
-                    );
+                    self.tell(&host, "following coordinator");
+                    self.told = Some(host.clone());
                 }
                 self.set_followed(Some(host.clone()));
             }
@@ -354,11 +376,8 @@ where
     ) {
         self.retry.reset();
         if std::mem::take(&mut self.warned) {
-            tracing::info!(
-                what = self.what.as_str(),
-                coordinator = host,
-                "answered again"
-            );
+            self.tell(host, "answered again");
+            self.told = Some(host.to_owned());
         }
         self.complete = answer.complete != Some(false);
         if !self.complete {

@@ -260,6 +260,9 @@ impl<T> std::fmt::Debug for Events<T> {
 
 /// How many keep-alive intervals a stream may stay silent.
 const SILENT_KEEPALIVES: u32 = 3;
+/// The least silence a stream is allowed, however short its keep-alive interval
+/// (a reader on a busy machine may take a while to read).
+const MIN_SILENCE: Duration = Duration::from_secs(1);
 /// The keep-alive interval assumed of a stream that does not name one.
 const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -277,7 +280,7 @@ impl<T> Events<T> {
             head: Remote::meta(&response, ()),
             response,
             parser: crate::sse::Parser::new(max_bytes),
-            idle: keepalive.saturating_mul(SILENT_KEEPALIVES),
+            idle: keepalive.saturating_mul(SILENT_KEEPALIVES).max(MIN_SILENCE),
             decode,
         }
     }

@@ -277,9 +277,10 @@ async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
 
 #[tokio::test]
 async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
+    // 3 × 400 ms: above the least silence a stream is allowed (1 s).
     use hakken::remote::{Ask, Opened, Remote};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A coordinator that names a keep-alive interval of 50 ms, sends the first
+    // A coordinator that names a keep-alive interval of 400 ms, sends the first
     // state, and then nothing at all, its connection held open.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -295,7 +296,7 @@ async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
         }
         let event = "id: 1\ndata: [{\"service\":\"pay\",\"host\":\"a:1\"}]\n\n";
         let answer = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-hakken-keepalive: 50\r\n\
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-hakken-keepalive: 400\r\n\
              transfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
             event.len()
         );
@@ -319,7 +320,7 @@ async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
         .expect("a silent stream is given up, not waited on for ever")
         .unwrap_err();
     assert!(
-        error.to_string().contains("stayed silent for 150 ms"),
+        error.to_string().contains("stayed silent for 1200 ms"),
         "{error}"
     );
     drop(events);

@@ -194,7 +194,7 @@ pub struct CoordinatorArgs {
     )]
     max_streams: usize,
     /// How often a stream that has nothing to send sends a keep-alive comment, in milliseconds (below a proxy's idle timeout; our clients take a stream silent for three of these for dead).
-    #[arg(long, env = "HAKKEN_STREAM_KEEPALIVE", value_name = "MS", default_value_t = 15_000, value_parser = positive_ms, help_heading = "Limits")]
+    #[arg(long, env = "HAKKEN_STREAM_KEEPALIVE", value_name = "MS", default_value_t = 15_000, value_parser = keepalive_ms, help_heading = "Limits")]
     stream_keepalive: u64,
     /// Timeout of each call to another coordinator (gossip), in milliseconds.
     #[arg(long, env = "HAKKEN_REQUEST_TIMEOUT", value_name = "MS", default_value_t = 5_000, value_parser = positive_ms, help_heading = "Limits")]
@@ -219,6 +219,15 @@ pub struct CoordinatorArgs {
     /// Polls in a row that must find a peer unreachable (or not a coordinator) before it is dropped; refusals never count.
     #[arg(long, env = "HAKKEN_FAILURES_BEFORE_DROP", value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000), help_heading = "Cluster")]
     failures_before_drop: u32,
+}
+
+/// `--stream-keepalive`: at least 100 ms (a keep-alive is a write to every open
+/// stream), at most a day.
+fn keepalive_ms(text: &str) -> Result<u64, String> {
+    match positive_ms(text)? {
+        ms if ms < 100 => Err("must be at least 100 ms".into()),
+        ms => Ok(ms),
+    }
 }
 
 impl CoordinatorArgs {
@@ -419,6 +428,7 @@ mod tests {
             Duration::from_millis(250)
         );
         assert!(Wrapper::try_parse_from(["x", "--stream-keepalive", "0"]).is_err());
+        assert!(Wrapper::try_parse_from(["x", "--stream-keepalive", "99"]).is_err());
     }
 
     #[test]

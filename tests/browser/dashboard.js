@@ -116,12 +116,12 @@ async function absent(page, selector, what) {
   }
 }
 
-async function until(page, what, fn, arg) {
+async function until(page, what, fn, arg, timeout = TIMEOUT) {
   try {
-    return await page.waitForFunction(fn, arg, { timeout: TIMEOUT, polling: 50 });
+    return await page.waitForFunction(fn, arg, { timeout, polling: 50 });
   } catch (e) {
     const detail = e instanceof Error ? e.message.split("\n")[0] : String(e);
-    throw new Failure(`${what} within ${TIMEOUT / 1000} s (${detail})`);
+    throw new Failure(`${what} within ${timeout / 1000} s (${detail})`);
   }
 }
 
@@ -451,6 +451,13 @@ async function streamsRefusedScenario(context, pageErrors) {
     check(refused > 0, "the page never asked for a stream");
     const states = await page.evaluate(() => window.__states);
     check(!states.includes("error"), `the status said the coordinator cannot be reached: ${states.join(", ")}`);
+    log("streams served again: the page goes back to them");
+    await page.unroute(/stream=true/);
+    // The page tries streams again up to a minute after their last failure (5 s
+    // after the first, doubling): as long as the failures here took.
+    await until(page, "the status should no longer say the streams are unavailable",
+      () => !/streams are unavailable/.test(document.getElementById("status")?.textContent ?? ""),
+      undefined, 90_000);
   } finally {
     await page.close();
   }

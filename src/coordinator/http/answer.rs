@@ -94,6 +94,9 @@ impl RefusalWarnings {
     }
 }
 
+/// One for the process: a coordinator runs alone in its process but for tests and
+/// programs that embed several, where one's warning may stand for another's
+/// refusals of the same kind within the minute (the metric counts each one's).
 static REFUSAL_WARNINGS: Mutex<Option<RefusalWarnings>> = Mutex::new(None);
 
 impl IntoResponse for ApiError {

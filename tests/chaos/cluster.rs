@@ -8,7 +8,7 @@ use crate::common::process::{signal, CoordinatorProcess};
 use crate::net::Net;
 use crate::record::{Kind, Recorder, Resources};
 use crate::Settings;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A coordinator of either kind.
 pub enum Node {
@@ -68,6 +68,31 @@ pub struct Cluster {
     _nginx: Nginx,
     /// nginx's address: the way in.
     pub lb: String,
+    /// Our coordinators' data directories, removed with the cluster.
+    _data: DataRoot,
+}
+
+/// A directory of this run's own (another run of the same test, from the same
+/// checkout, must not read its coordinators' files), removed when dropped.
+struct DataRoot(PathBuf);
+
+impl DataRoot {
+    fn new() -> DataRoot {
+        let root = std::env::temp_dir().join(format!("hakken-chaos-{}", std::process::id()));
+        // A directory left by an earlier process of this id is not this cluster's.
+        let _ = std::fs::remove_dir_all(&root);
+        DataRoot(root)
+    }
+
+    fn of(&self, i: usize) -> PathBuf {
+        self.0.join(format!("data-{i}"))
+    }
+}
+
+impl Drop for DataRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The arguments of one of our coordinators (`hakken coordinator`).
@@ -101,14 +126,12 @@ impl Cluster {
     /// then each one again with nginx as its discovery host.
     pub async fn start(settings: &Settings, net: &Net, recorder: &Recorder) -> Cluster {
         let h = settings.h_ms;
+        let data = DataRoot::new();
         let mut coordinators = Vec::new();
         for i in 0..settings.ours {
             let namespace = if i == 0 { net.namespace.as_ref() } else { None };
             let ip = namespace.map_or(net.host_ip.as_str(), |ns| ns.ip.as_str());
-            let data_dir = settings.out.join(format!("data-{i}"));
-            // A file left by an earlier run is not this cluster's.
-            let _ = std::fs::remove_dir_all(&data_dir);
-            let args = our_args(ip, h, None, &data_dir);
+            let args = our_args(ip, h, None, &data.of(i));
             let process = CoordinatorProcess::start(
                 namespace.map(|ns| ns.name.as_str()),
                 ip,
@@ -147,8 +170,7 @@ impl Cluster {
             match &mut c.node {
                 Node::Ours(p) => {
                     let ip = c.address.rsplit_once(':').expect("ip:port").0.to_owned();
-                    let data_dir = settings.out.join(format!("data-{i}"));
-                    p.set_args(&strs(&our_args(&ip, h, Some(&lb), &data_dir)));
+                    p.set_args(&strs(&our_args(&ip, h, Some(&lb), &data.of(i))));
                     p.restart().await;
                 }
                 Node::Original(n) => n.restart(Some(&lb)).await,
@@ -181,6 +203,7 @@ impl Cluster {
             coordinators,
             _nginx: nginx,
             lb,
+            _data: data,
         }
     }
 

@@ -106,9 +106,10 @@ pub(crate) struct Follower<Q, T> {
     early: Backoff,
     /// Taken before the next request.
     pause: Option<Duration>,
-    /// Whether which coordinator is followed, and that one answers again, is
-    /// logged at `info` (a watch's; the client's own coordinator list says it at
-    /// `debug`, not to say each thing twice).
+    /// Whether which coordinator is followed and that one answers again are
+    /// logged at `info`, and an outage warned of: a watch's follower does; the
+    /// client's own follower of the coordinator list says it all at `debug` (the
+    /// watches and the heartbeats warn of the same outage).
     tell: bool,
     /// The coordinator last said to be followed, not to say it again on its
     /// return.
@@ -269,7 +270,7 @@ where
                 // Every coordinator failed this round: look again after a while.
                 self.excluded.clear();
                 let delay = self.retry.next_delay().min(self.inner.heartbeat_interval());
-                if !self.outage_begins() {
+                if !self.outage_begins() || !self.tell {
                     tracing::debug!(
                         what = self.what.as_str(),
                         retry_ms = delay.as_millis() as u64,
@@ -451,7 +452,7 @@ where
 
     /// Takes a failure: leave `host` aside and go on to another.
     fn on_error(&mut self, host: String, error: RemoteError) {
-        if !self.outage_begins() {
+        if !self.outage_begins() || !self.tell {
             tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed again");
         } else {
             tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have until one answers");

@@ -107,9 +107,9 @@ pub(crate) struct Follower<Q, T> {
     /// Taken before the next request.
     pause: Option<Duration>,
     /// Whether which coordinator is followed and that one answers again are
-    /// logged at `info`, and an outage warned of: a watch's follower does; the
-    /// client's own follower of the coordinator list says it all at `debug` (the
-    /// watches and the heartbeats warn of the same outage).
+    /// logged at `info`, and an outage always warned of: a watch's follower does;
+    /// the client's own follower of the coordinator list says it at `debug`, and
+    /// warns of an outage only when no watch or heartbeat would (see `warns`).
     tell: bool,
     /// The coordinator last said to be followed, not to say it again on its
     /// return.
@@ -161,6 +161,13 @@ where
     pub fn telling(mut self) -> Self {
         self.tell = true;
         self
+    }
+
+    /// Whether an outage beginning now is warned of: by a watch's follower
+    /// always; by the coordinator list's only when the client neither watches nor
+    /// publishes (else those warn of it, and once is enough).
+    fn warns(&self) -> bool {
+        self.tell || !(self.inner.watches() || self.inner.publishes())
     }
 
     /// Logs `message` about `host`: at `info` when this follower tells, else at
@@ -270,11 +277,11 @@ where
                 // Every coordinator failed this round: look again after a while.
                 self.excluded.clear();
                 let delay = self.retry.next_delay().min(self.inner.heartbeat_interval());
-                if !self.outage_begins() || !self.tell {
+                if !self.outage_begins() || !self.warns() {
                     tracing::debug!(
                         what = self.what.as_str(),
                         retry_ms = delay.as_millis() as u64,
-                        "still no coordinator answers"
+                        "no coordinator answers"
                     );
                 } else {
                     tracing::warn!(
@@ -452,8 +459,8 @@ where
 
     /// Takes a failure: leave `host` aside and go on to another.
     fn on_error(&mut self, host: String, error: RemoteError) {
-        if !self.outage_begins() || !self.tell {
-            tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed again");
+        if !self.outage_begins() || !self.warns() {
+            tracing::debug!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed");
         } else {
             tracing::warn!(what = self.what.as_str(), coordinator = host.as_str(), %error, "coordinator failed; keeping what we have until one answers");
         }

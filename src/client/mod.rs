@@ -134,6 +134,15 @@ impl Inner {
         !self.listing_table().is_empty()
     }
 
+    /// Whether a watch of the client follows a service now (its feed lives).
+    pub fn watches(&self) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .any(|feed| feed.strong_count() > 0)
+    }
+
     /// Whether [`Client::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)

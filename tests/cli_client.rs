@@ -566,16 +566,21 @@ async fn a_watch_says_which_coordinator_it_follows_and_when_it_answers_again() {
     .await;
     let again = line_with(&mut log, r#"answered again what="watch db""#, &mut seen).await;
     assert!(again.contains(&addr), "{again}");
+    // Until it answered again, each said once, by the watch: not again for the
+    // same coordinator, and nothing by the client's own follower of the
+    // coordinator list (after, a strike recorded late may cut the watch again).
+    let until = seen.len();
     assert_eq!(terminate(&mut watcher).await, Some(0));
     while let Ok(Some(line)) = log.next_line().await {
         seen.push(line);
     }
-    // Each said once, by the watch: not again for the same coordinator, and
-    // nothing by the client's own follower of the coordinator list.
-    let count = |what: &str| seen.iter().filter(|l| l.contains(what)).count();
+    let count = |what: &str| seen[..until].iter().filter(|l| l.contains(what)).count();
     assert_eq!(count("following coordinator"), 1, "{seen:#?}");
     assert_eq!(count("keeping what we have"), 1, "{seen:#?}");
-    assert_eq!(count("coordinator list"), 0, "{seen:#?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("coordinator list")),
+        "{seen:#?}"
+    );
     back.shutdown().await.unwrap();
 }
 

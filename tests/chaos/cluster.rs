@@ -72,14 +72,33 @@ pub struct Cluster {
     _data: DataRoot,
 }
 
-/// A directory of this run's own (another run of the same test, from the same
-/// checkout, must not read its coordinators' files), removed when dropped.
+/// A directory of this cluster's own (another run of the same test, from the
+/// same checkout, must not read its coordinators' files), removed when dropped
+/// unless the test failed; those of processes gone are removed at the next start.
 struct DataRoot(PathBuf);
+
+/// The name of every cluster's directory of data: `hakken-chaos-PID-N`.
+const DATA_ROOT_PREFIX: &str = "hakken-chaos-";
 
 impl DataRoot {
     fn new() -> DataRoot {
-        let root = std::env::temp_dir().join(format!("hakken-chaos-{}", std::process::id()));
-        // A directory left by an earlier process of this id is not this cluster's.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let temp = std::env::temp_dir();
+        // Left by a run that was interrupted (its process is gone).
+        for entry in std::fs::read_dir(&temp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(DATA_ROOT_PREFIX))
+                .and_then(|rest| rest.split('-').next());
+            if let Some(pid) = pid {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = temp.join(format!("{DATA_ROOT_PREFIX}{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         DataRoot(root)
     }
@@ -91,7 +110,10 @@ impl DataRoot {
 
 impl Drop for DataRoot {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A failed run's files are kept for whoever looks into it.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

@@ -143,6 +143,32 @@ async fn index_of(addr: &str, path: &str) -> u64 {
         .unwrap()
 }
 
+/// Changes `pay`'s listing `a:1` (`n` = 1, 2, …, with a 60 KB field) until one of
+/// the two streams open is cut: a stalled reader's socket fills and its write
+/// waits out the stall timeout, while `reading` keeps up all along. Returns how
+/// many changes it took.
+async fn changes_until_one_is_cut(addr: &str, reading: &mut Reader) -> u64 {
+    let padding = Value::String("x".repeat(60_000));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut i = 0u64;
+    while common::metric(addr, "hakken_streams").await > 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream was never cut"
+        );
+        i += 1;
+        publish(
+            addr,
+            "pay",
+            "a:1",
+            &[("n", i.into()), ("pad", padding.clone())],
+        )
+        .await;
+        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
+    }
+    i
+}
+
 fn hosts(event: &Event) -> Vec<String> {
     let mut hosts: Vec<String> = event
         .data
@@ -310,26 +336,7 @@ async fn a_reader_that_takes_nothing_for_the_stall_timeout_is_disconnected() {
     let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
     let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
     assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
-    let padding = Value::String("x".repeat(60_000));
-    // Changes until the stalled reader's socket is full and its write has waited
-    // out the stall timeout; the reading stream keeps up all along.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut i = 0u64;
-    while common::metric(&addr, "hakken_streams").await > 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stalled stream was never cut"
-        );
-        i += 1;
-        publish(
-            &addr,
-            "pay",
-            "a:1",
-            &[("n", i.into()), ("pad", padding.clone())],
-        )
-        .await;
-        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
-    }
+    let i = changes_until_one_is_cut(&addr, &mut reading).await;
     // The one cut is the stalled one: it ends once its buffered events are read.
     let mut buffered = 0;
     while let Ok(Some(_)) = stalled.next_or_cut().await {
@@ -549,24 +556,7 @@ async fn a_stream_after_another_request_that_takes_nothing_for_the_stall_timeout
     let mut stalled = stream_after_a_request(&addr, &mut Vec::new()).await;
     let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
     assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
-    let padding = Value::String("x".repeat(60_000));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut i = 0u64;
-    while common::metric(&addr, "hakken_streams").await > 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stalled stream was never cut"
-        );
-        i += 1;
-        publish(
-            &addr,
-            "pay",
-            "a:1",
-            &[("n", i.into()), ("pad", padding.clone())],
-        )
-        .await;
-        assert_eq!(reading.next().await.unwrap().data[0]["n"], i);
-    }
+    changes_until_one_is_cut(&addr, &mut reading).await;
     // Its connection ends once what was sent is read.
     use tokio::io::AsyncReadExt;
     let mut sink = vec![0u8; 65_536];

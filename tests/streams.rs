@@ -143,6 +143,23 @@ async fn index_of(addr: &str, path: &str) -> u64 {
         .unwrap()
 }
 
+/// A stream of `pay` whose one listing is `a:1`, its first event read.
+async fn reading_pay(addr: &str) -> Reader {
+    let mut reading = Reader::open(addr, "/v1/listings/pay", None).await;
+    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    reading
+}
+
+/// Checks that `reading` still gets `pay`'s changes.
+async fn still_reading(addr: &str, reading: &mut Reader) {
+    publish(addr, "pay", "a:1", &[("n", 0.into())]).await;
+    assert_eq!(
+        reading.next().await.unwrap().data[0]["n"],
+        0,
+        "the reader kept its stream"
+    );
+}
+
 /// Changes `pay`'s listing `a:1` (`n` = 1, 2, …, with a 60 KB field) until one of
 /// the two streams open is cut: a stalled reader's socket fills and its write
 /// waits out the stall timeout, while `reading` keeps up all along. Returns how
@@ -304,8 +321,7 @@ async fn a_reader_that_does_not_read_holds_nobody_up_and_skips_to_the_newest_lis
     publish(&addr, "pay", "a:1", &[]).await;
     // Opened, then not read while the list changes many times, each list large.
     let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
-    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
-    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let mut reading = reading_pay(&addr).await;
     large_changes(&addr, &mut reading).await;
     // Now the stalled reader reads: it ends on the newest list, and got fewer
     // events than there were changes (what it missed was skipped, not queued).
@@ -334,8 +350,7 @@ async fn a_reader_that_takes_nothing_for_the_stall_timeout_is_disconnected() {
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     let mut stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
-    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
-    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let mut reading = reading_pay(&addr).await;
     let i = changes_until_one_is_cut(&addr, &mut reading).await;
     // The one cut is the stalled one: it ends once its buffered events are read.
     let mut buffered = 0;
@@ -343,12 +358,7 @@ async fn a_reader_that_takes_nothing_for_the_stall_timeout_is_disconnected() {
         buffered += 1;
         assert!(buffered <= i, "more events than changes");
     }
-    publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
-    assert_eq!(
-        reading.next().await.unwrap().data[0]["n"],
-        0,
-        "the reader kept its stream"
-    );
+    still_reading(&addr, &mut reading).await;
     c.shutdown().await.unwrap();
 }
 
@@ -529,8 +539,7 @@ async fn a_stream_after_another_request_that_is_not_read_skips_to_the_newest_lis
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     let mut stalled = stream_after_a_request(&addr, &mut Vec::new()).await;
-    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
-    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let mut reading = reading_pay(&addr).await;
     large_changes(&addr, &mut reading).await;
     // It ends on the newest list, having got fewer lists than there were changes.
     let mut bytes = Vec::new();
@@ -554,8 +563,7 @@ async fn a_stream_after_another_request_that_takes_nothing_for_the_stall_timeout
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     let mut stalled = stream_after_a_request(&addr, &mut Vec::new()).await;
-    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
-    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let mut reading = reading_pay(&addr).await;
     changes_until_one_is_cut(&addr, &mut reading).await;
     // Its connection ends once what was sent is read.
     use tokio::io::AsyncReadExt;
@@ -565,12 +573,7 @@ async fn a_stream_after_another_request_that_takes_nothing_for_the_stall_timeout
     })
     .await
     .expect("the stalled connection ends");
-    publish(&addr, "pay", "a:1", &[("n", 0.into())]).await;
-    assert_eq!(
-        reading.next().await.unwrap().data[0]["n"],
-        0,
-        "the reader kept its stream"
-    );
+    still_reading(&addr, &mut reading).await;
     c.shutdown().await.unwrap();
 }
 
@@ -697,8 +700,7 @@ async fn a_shutdown_does_not_wait_for_a_stream_reader_that_is_behind() {
     let addr = c.address();
     publish(&addr, "pay", "a:1", &[]).await;
     let stalled = Reader::open(&addr, "/v1/listings/pay", None).await;
-    let mut reading = Reader::open(&addr, "/v1/listings/pay", None).await;
-    assert_eq!(hosts(&reading.next().await.unwrap()), ["a:1"]);
+    let mut reading = reading_pay(&addr).await;
     large_changes(&addr, &mut reading).await;
     tokio::time::timeout(PATIENCE, c.shutdown())
         .await

@@ -278,7 +278,7 @@ async fn an_older_coordinator_of_ours_is_followed_with_blocking_queries() {
 #[tokio::test]
 async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
     // 3 × 400 ms: above the least silence a stream is allowed (1 s).
-    use hakken::remote::{Ask, Opened, Remote};
+    use hakken::remote::Remote;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A coordinator that names a keep-alive interval of 400 ms, sends the first
     // state, and then nothing at all, its connection held open.
@@ -306,13 +306,7 @@ async fn a_stream_silent_for_three_keep_alive_intervals_is_given_up() {
         while matches!(socket.read(&mut rest).await, Ok(n) if n > 0) {}
     });
     let remote = Remote::new(Duration::from_secs(5));
-    let Opened::Stream(mut events) = remote
-        .open_listings(&addr, "pay", Ask::Stream)
-        .await
-        .unwrap()
-    else {
-        panic!("a stream was expected");
-    };
+    let mut events = common::open_stream(&remote, &addr, "pay").await;
     let first = events.next().await.unwrap();
     assert_eq!(first.value.len(), 1);
     let error = tokio::time::timeout(common::PATIENCE, events.next())

@@ -561,18 +561,11 @@ async fn a_renewed_client_certificate_is_presented_without_a_restart() {
 
 #[tokio::test]
 async fn streams_are_served_over_tls_and_end_cleanly_at_shutdown() {
-    use hakken::remote::{Ask, Opened};
     let pki = Pki::new("streams");
     let a = tls_coordinator(&pki, &pki.server("a"), None, None).await;
     let addr = a.host().to_owned();
     let remote = remote(&trusting(&pki));
-    let Opened::Stream(mut events) = remote
-        .open_listings(&addr, "pay", Ask::Stream)
-        .await
-        .unwrap()
-    else {
-        panic!("a stream was expected over TLS");
-    };
+    let mut events = common::open_stream(&remote, &addr, "pay").await;
     assert!(events.next().await.unwrap().value.is_empty());
     remote
         .publish(&addr, &Listing::new("pay", "p1:80").unwrap(), false)

@@ -302,6 +302,20 @@ pub async fn scripted_balancer(script: Vec<String>) -> (String, tokio::task::Joi
     (addr, task)
 }
 
+/// A stream of `service`'s listings from `addr`, which must stream.
+pub async fn open_stream(
+    remote: &hakken::remote::Remote,
+    addr: &str,
+    service: &str,
+) -> Box<hakken::remote::Events<Vec<hakken::Listing>>> {
+    use hakken::remote::{Ask, Opened};
+    match remote.open_listings(addr, service, Ask::Stream).await {
+        Ok(Opened::Stream(events)) => events,
+        Ok(Opened::Answer(_)) => panic!("{addr} answered once: a stream was expected"),
+        Err(error) => panic!("{addr}: {error}"),
+    }
+}
+
 pub mod nginx;
 pub mod node;
 pub mod pki;

@@ -34,6 +34,7 @@ mod server;
 mod sockets;
 mod sync;
 mod tls;
+mod warnings;
 
 pub use config::CoordinatorConfig;
 pub use dns::answer_packet as dns_answer_packet;

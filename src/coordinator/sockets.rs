@@ -5,6 +5,7 @@
 //! and a linger before closing, so that a client does not lose the end of an
 //! answer to a reset.
 
+use super::warnings::WarnEvery;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -96,9 +97,8 @@ fn for_want_of_a_resource(error: &std::io::Error) -> bool {
 }
 
 /// Connections refused past a cap: each is counted in a metric, and they are
-/// warned of at most once a [`REFUSAL_WARNING_EVERY`], with how many there were
-/// since the last warning, so that a flood of connections does not flood the
-/// log too.
+/// warned of at most once a minute, with how many there were since the last
+/// warning, so that a flood of connections does not flood the log too.
 pub(super) struct Refusals {
     /// What listens, for the warning.
     what: &'static str,
@@ -107,13 +107,8 @@ pub(super) struct Refusals {
     /// The cap.
     max: usize,
     counter: prometheus_client::metrics::counter::Counter,
-    /// Refusals since the last warning, and when that was.
-    since_warning: u64,
-    last_warned: Option<Instant>,
+    warnings: WarnEvery,
 }
-
-/// Refusals past a cap are warned of at most this often.
-const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 impl Refusals {
     pub(super) fn new(
@@ -127,29 +122,22 @@ impl Refusals {
             setting,
             max,
             counter,
-            since_warning: 0,
-            last_warned: None,
+            warnings: WarnEvery::default(),
         }
     }
 
     /// Counts a connection from `peer` refused past the cap.
     pub(super) fn refused(&mut self, peer: std::net::SocketAddr) {
         self.counter.inc();
-        self.since_warning += 1;
-        if self
-            .last_warned
-            .is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY)
-        {
+        if let Some(refused) = self.warnings.happened(Instant::now()) {
             tracing::warn!(
                 %peer,
-                refused = self.since_warning,
+                refused,
                 max = self.max,
                 listener = self.what,
                 setting = self.setting,
                 "connections refused: too many open"
             );
-            self.last_warned = Some(Instant::now());
-            self.since_warning = 0;
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `{"error": "..."}` with a 4xx (or 503) status. Nothing a client sends can panic
 //! a handler or change state when it is refused.
 
+use crate::coordinator::warnings::WarnEvery;
 use crate::listing::DecodeError;
 use crate::protocol::INDEX_HEADER;
 use axum::body::{Body, Bytes};
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use tokio::time::Instant;
 
 /// An error answered to a client as `{"error": "..."}`.
 #[derive(Debug)]
@@ -58,18 +59,16 @@ impl ApiError {
     }
 }
 
-/// Refusals of one kind (one message) are warned of at most this often: a
-/// coordinator at a cap refuses every client that retries, and would fill its
-/// log. `hakken_http_requests` counts every one.
-const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Most kinds of refusal remembered (a handful exist; all are forgotten when
 /// more come, so that the memory stays bounded whatever the messages hold).
 const REFUSAL_KINDS: usize = 32;
 
-/// When each kind of refusal was last warned of, and how many since.
+/// Refusals of each kind (one message), warned of at most once a minute: a
+/// coordinator at a cap refuses every client that retries, and would fill its
+/// log. `hakken_http_requests` counts every one.
 #[derive(Default)]
 struct RefusalWarnings {
-    kinds: HashMap<String, (Instant, u64)>,
+    kinds: HashMap<String, WarnEvery>,
 }
 
 impl RefusalWarnings {
@@ -77,20 +76,13 @@ impl RefusalWarnings {
     /// warned of, `n` being the refusals of its kind since the last warning (this
     /// one included).
     fn refused(&mut self, message: &str, now: Instant) -> Option<u64> {
-        if let Some((warned, since)) = self.kinds.get_mut(message) {
-            *since += 1;
-            if now.saturating_duration_since(*warned) < REFUSAL_WARNING_EVERY {
-                return None;
-            }
-            let count = *since;
-            (*warned, *since) = (now, 0);
-            return Some(count);
-        }
-        if self.kinds.len() >= REFUSAL_KINDS {
+        if !self.kinds.contains_key(message) && self.kinds.len() >= REFUSAL_KINDS {
             self.kinds.clear();
         }
-        self.kinds.insert(message.to_owned(), (now, 0));
-        Some(1)
+        self.kinds
+            .entry(message.to_owned())
+            .or_default()
+            .happened(now)
     }
 }
 
@@ -210,6 +202,8 @@ pub(super) fn to_json_bytes(value: &impl serde::Serialize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::warnings::WARNING_PERIOD;
+    use std::time::Duration;
 
     #[test]
     fn refusals_of_one_kind_are_warned_of_once_a_minute_with_their_count() {
@@ -223,12 +217,9 @@ mod tests {
         }
         assert_eq!(warnings.refused("full", t0 + second), Some(1));
         // A minute on: warned of, with every refusal since the last warning.
+        assert_eq!(warnings.refused("at the cap", t0 + WARNING_PERIOD), Some(6));
         assert_eq!(
-            warnings.refused("at the cap", t0 + REFUSAL_WARNING_EVERY),
-            Some(6)
-        );
-        assert_eq!(
-            warnings.refused("at the cap", t0 + REFUSAL_WARNING_EVERY + second),
+            warnings.refused("at the cap", t0 + WARNING_PERIOD + second),
             None
         );
         // Bounded: more kinds than remembered forget the rest.
